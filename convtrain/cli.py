@@ -1,0 +1,280 @@
+"""The ``convtrain`` command line. Each command parses, calls one function, renders the result.
+
+Domain errors (:class:`~convtrain.errors.ConvtrainError`) become one red line on stderr and the
+error's exit code: 2 for usage and config mistakes, 1 for failures at run time.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .errors import ConvtrainError
+
+app = typer.Typer(help="Train, evaluate and fine-tune convolutional networks on MNIST-style data.",
+                  no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False)
+config_app = typer.Typer(help="Inspect configs without running them.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def handle_errors(fn):
+    """Turn domain errors into one red line on stderr and the right exit code, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ConvtrainError as exc:
+            err.print(f"[bold red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+ConfigOpt = typer.Option(..., "--config", "-c", help="YAML config file.", show_default=False)
+SetOpt = typer.Option(None, "--set", help="Override a config key, e.g. --set optim.lr=3e-3 (repeatable).",
+                      show_default=False)
+DataRootOpt = typer.Option(None, "--data-root", help="Dataset folder (default: CONVTRAIN_DATA_ROOT, then the config).",
+                           show_default=False)
+
+
+def _overrides(sets: Optional[list[str]], device: Optional[str], seed: Optional[int]) -> list[str]:
+    extra = list(sets or [])
+    if device is not None:
+        extra.append(f"device={device}")
+    if seed is not None:
+        extra.append(f"seed={seed}")
+    return extra
+
+
+def _load(config: Optional[Path], sets, device, seed, data_root):
+    from .config import load_config
+
+    return load_config(config, _overrides(sets, device, seed), data_root=data_root)
+
+
+@app.command()
+@handle_errors
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file.", show_default=False),
+    set_: Optional[list[str]] = SetOpt,
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/<name>-<time>).",
+                                           show_default=False),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.", show_default=False),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (recorded in config.yaml).", show_default=False),
+    data_root: Optional[str] = DataRootOpt,
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run: its directory or its last.pt.",
+                                          show_default=False),
+) -> None:
+    """Train a model from a YAML config.
+
+    Example: convtrain train --config configs/mnist.yaml --set train.epochs=2
+    """
+    from .errors import ConfigError
+    from .runner import run
+
+    if config is None and resume is None:
+        raise ConfigError("give --config FILE (or --resume RUN_DIR)")
+    if resume is not None and run_dir is not None:
+        raise ConfigError("--resume continues a run in its own directory; drop --run-dir")
+    cfg = _load(config, set_, device, seed, data_root) if config is not None else None
+    if cfg is None and (set_ or device or seed is not None or data_root):
+        cfg = _resume_config(resume, set_, device, seed, data_root)
+    _show_result(run(cfg, run_dir=run_dir, resume=resume, reporter=_reporter()))
+
+
+def _resume_config(resume: Path, sets, device, seed, data_root):
+    """The resumed run's own config with this command's overrides on top."""
+    from . import checkpoint
+    from .config import load_config
+
+    last = resume / "checkpoints" / "last.pt" if resume.is_dir() else resume
+    return load_config(None, _overrides(sets, device, seed), data_root=data_root,
+                       base=checkpoint.load(last)["config"], where=f"{last} (saved config)")
+
+
+@app.command()
+@handle_errors
+def finetune(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Pretrained checkpoint (.pt).", show_default=False),
+    config: Path = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/<name>-<time>).",
+                                           show_default=False),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.", show_default=False),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed.", show_default=False),
+    data_root: Optional[str] = DataRootOpt,
+) -> None:
+    """Start a new run from pretrained weights (head re-initialised when the class count differs).
+
+    Example: convtrain finetune --checkpoint runs/mnist/checkpoints/best.pt --config configs/fashion_finetune.yaml
+    """
+    from . import checkpoint as ckpt_mod
+    from .runner import run
+
+    cfg = _load(config, list(set_ or []) + [f"finetune.checkpoint={json.dumps(str(checkpoint))}"], device, seed, data_root)
+    # The architecture comes from the checkpoint: fine-tuning continues *that* model.
+    pretrained = ckpt_mod.load(checkpoint)
+    cfg.model.name, cfg.model.kwargs = pretrained["model"]["name"], dict(pretrained["model"]["kwargs"])
+    _show_result(run(cfg, run_dir=run_dir, reporter=_reporter()))
+
+
+def _reporter():
+    from .progress import Reporter
+
+    return Reporter(out)
+
+
+def _show_result(result) -> None:
+    table = Table(title="run summary", show_header=True, header_style="bold")
+    for col in ("epoch", "train loss", "train acc", "val loss", "val acc", "test acc", "seconds"):
+        table.add_column(col, justify="right")
+    for r in result.epochs:
+        table.add_row(str(r["epoch"]), f"{r['train_loss']:.4f}", f"{r['train_acc']:.4f}", f"{r['val_loss']:.4f}",
+                      f"{r['val_acc']:.4f}", "-" if r.get("test_acc") is None else f"{r['test_acc']:.4f}",
+                      f"{r['seconds']:.1f}")
+    out.print(table)
+    t = result.test
+    out.print(f"best epoch {result.best_epoch} (val acc {result.best_val_acc:.4f}); "
+              f"test accuracy of best.pt: [bold]{t['accuracy']:.4f}[/] (loss {t['loss']:.4f}, {t['num_samples']} images); "
+              f"training {result.train_seconds:.1f}s")
+    if result.run_dir is not None:
+        out.print(f"run directory: {escape(str(result.run_dir))}")
+
+
+@app.command("eval")
+@handle_errors
+def eval_(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint to evaluate (.pt).", show_default=False),
+    split: str = typer.Option("test", "--split", help="test, or val (the run's own held-out images)."),
+    data_root: Optional[str] = DataRootOpt,
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Evaluate on another registered dataset.",
+                                          show_default=False),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Evaluation batch size.",
+                                             show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else on stdout."),
+) -> None:
+    """Evaluate a checkpoint: loss, accuracy, per-class accuracy and confusion matrix.
+
+    Example: convtrain eval --checkpoint runs/mnist/checkpoints/best.pt --json
+    """
+    from .evaluate import evaluate_checkpoint
+
+    r = evaluate_checkpoint(checkpoint, split=split, data_root=data_root, device=device, batch_size=batch_size,
+                            dataset=dataset)
+    if as_json:
+        print(json.dumps(r))
+        return
+    out.print(f"{escape(r['checkpoint'])}: model {r['model']}, {r['dataset']} {r['split']} split, "
+              f"{r['num_samples']} images")
+    out.print(f"accuracy [bold]{r['accuracy']:.4f}[/]  loss {r['loss']:.4f}")
+    classes = r["classes"]
+    per = Table(title="per-class accuracy")
+    per.add_column("class")
+    per.add_column("accuracy", justify="right")
+    per.add_column("images", justify="right")
+    for i, name in enumerate(classes):
+        per.add_row(escape(name), f"{r['per_class_accuracy'][i]:.4f}", str(sum(r["confusion_matrix"][i])))
+    out.print(per)
+    cm = Table(title="confusion matrix (rows: true class, columns: predicted)")
+    cm.add_column("")
+    for i in range(len(classes)):
+        cm.add_column(str(i), justify="right")
+    for i, row in enumerate(r["confusion_matrix"]):
+        label = str(i) if classes[i] == str(i) else f"{i} {escape(classes[i])}"
+        cm.add_row(label, *[f"[bold]{v}[/]" if i == j else (str(v) if v else "[dim]0[/]")
+                                                 for j, v in enumerate(row)])
+    out.print(cm)
+
+
+@app.command()
+@handle_errors
+def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the registered models.
+
+    Example: convtrain models
+    """
+    from .models import create_model, get_spec, list_models
+
+    rows = []
+    for name in list_models():
+        spec = get_spec(name)
+        n = sum(p.numel() for p in create_model(name, num_classes=10).parameters())
+        rows.append({"name": name, "parameters": n, "description": spec.description, "kwargs": spec.kwarg_defaults()})
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title="registered models (10 classes, 1x28x28 input)")
+    table.add_column("name", style="bold")
+    table.add_column("parameters", justify="right")
+    table.add_column("kwargs")
+    table.add_column("description")
+    for r in rows:
+        table.add_row(r["name"], f"{r['parameters']:,}", escape(", ".join(f"{k}={v}" for k, v in r["kwargs"].items())),
+                      escape(r["description"]))
+    out.print(table)
+
+
+@config_app.command("show")
+@handle_errors
+def config_show(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file (default: schema defaults).",
+                                          show_default=False),
+    set_: Optional[list[str]] = SetOpt,
+    data_root: Optional[str] = DataRootOpt,
+) -> None:
+    """Print the fully resolved config as YAML, without running anything.
+
+    Example: convtrain config show --config configs/mnist.yaml --set optim.lr=3e-3
+    """
+    from .config import to_yaml
+
+    print(to_yaml(_load(config, set_, None, None, data_root)), end="")
+
+
+@config_app.command("keys")
+@handle_errors
+def config_keys(as_markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (for the README).")) -> None:
+    """List every config key with its type, default and meaning.
+
+    Example: convtrain config keys --markdown
+    """
+    from .config import schema_rows
+
+    rows = schema_rows()
+    if as_markdown:
+        print(markdown_reference(rows), end="")
+        return
+    table = Table(title="config keys")
+    for col in ("key", "type", "default", "meaning"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(escape(c) for c in r))
+    out.print(table)
+
+
+def markdown_reference(rows) -> str:
+    """The config reference table that README.md embeds (a test keeps them in sync)."""
+    lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{k}` | {t} | `{d}` | {h.replace('|', '/')} |" for k, t, d, h in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    # Typer exits 2 for its own usage errors; our handler gives the same code to config errors.
+    app(prog_name=os.environ.get("CONVTRAIN_PROG", "convtrain"))

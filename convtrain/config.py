@@ -1,0 +1,428 @@
+"""The closed, typed run configuration.
+
+A run is described by one :class:`RunConfig`. It is built in one place, :func:`load_config`, with
+the precedence *schema defaults < YAML file < ``--set`` overrides*. Every key is declared below
+with its type, default and meaning; an unknown key, a wrong type or an invalid value is a
+:class:`~convtrain.errors.ConfigError` that names the key path and where it came from, and
+suggests the closest valid key or name. Nothing reads settings with ``.get(key, default)``, so a
+typo can never fall back silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from .errors import ConfigError, did_you_mean
+
+
+def _opt(default: Any, help: str, *, choices: Callable[[], Iterable[str]] | Sequence[str] | None = None,
+         check: Callable[[Any], str | None] | None = None, factory: Callable[[], Any] | None = None) -> Any:
+    """Declare one config field: its default, one line of help and how to validate it."""
+    meta = {"help": help, "choices": choices, "check": check}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _positive(v: Any) -> str | None:
+    return None if v is None or v > 0 else "must be > 0"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v is None or v >= 0 else "must be >= 0"
+
+
+def _fraction(v: float) -> str | None:
+    return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+def _unit_open(v: float) -> str | None:
+    return None if 0 < v < 1 else "must be in (0, 1)"
+
+
+def _model_names() -> list[str]:
+    from .models import list_models
+
+    return list_models()
+
+
+def _dataset_names() -> list[str]:
+    from .data import DATASETS
+
+    return sorted(DATASETS)
+
+
+INIT_SCHEMES = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "normal")
+
+
+@dataclass
+class ModelConfig:
+    name: str = _opt("article_cnn", "registered model name (`convtrain models` lists them)", choices=_model_names)
+    kwargs: dict = _opt(None, "keyword arguments for the model's constructor", factory=dict)
+    init: str = _opt("default", "weight init of conv and linear layers; default = PyTorch's own",
+                     choices=INIT_SCHEMES)
+
+
+@dataclass
+class AugmentConfig:
+    enabled: bool = _opt(False, "random affine augmentation of training images, batched on the device")
+    degrees: float = _opt(10.0, "max rotation in degrees", check=_non_negative)
+    translate: float = _opt(0.1, "max shift as a fraction of the image size", check=lambda v: None if 0 <= v < 0.5 else "must be in [0, 0.5)")
+    scale_min: float = _opt(0.9, "smallest random zoom factor", check=_positive)
+    scale_max: float = _opt(1.1, "largest random zoom factor", check=_positive)
+
+
+@dataclass
+class DataConfig:
+    name: str = _opt("mnist", "dataset name", choices=_dataset_names)
+    root: str = _opt("data", "dataset folder (torchvision layout); --data-root and CONVTRAIN_DATA_ROOT override it")
+    download: bool = _opt(True, "download the dataset when its files are missing")
+    val_size: int = _opt(5000, "training images held out (seeded) to pick best.pt", check=_positive)
+    train_subset: Optional[int] = _opt(None, "use only the first N shuffled training images", check=_positive)
+    test_subset: Optional[int] = _opt(None, "evaluate on only the first N test images (quick checks)", check=_positive)
+    mean: Optional[list[float]] = _opt(None, "normalization mean per channel; null = the dataset's own statistics")
+    std: Optional[list[float]] = _opt(None, "normalization std per channel; null = the dataset's own statistics",
+                                      check=lambda v: None if v is None or all(s > 0 for s in v) else "every std must be > 0")
+    augment: AugmentConfig = _opt(None, "training-time augmentation", factory=AugmentConfig)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _opt(10, "number of epochs", check=_positive)
+    batch_size: int = _opt(64, "training batch size per process (global = batch_size x world size)", check=_positive)
+    eval_batch_size: int = _opt(1000, "batch size for validation and test passes", check=_positive)
+    max_steps_per_epoch: Optional[int] = _opt(None, "cap on optimizer steps per epoch (quick runs)", check=_positive)
+    label_smoothing: float = _opt(0.0, "cross-entropy label smoothing", check=_fraction)
+    grad_clip: Optional[float] = _opt(None, "clip the global gradient norm to this value", check=_positive)
+    test_every_epoch: bool = _opt(False, "also report test metrics after every epoch (never used to pick best.pt)")
+    log_every: int = _opt(100, "steps between progress lines when output is not a terminal", check=_positive)
+    nonfinite: str = _opt("stop", "on a NaN/inf loss: stop the run, or skip the batch", choices=("stop", "skip"))
+
+
+@dataclass
+class OptimConfig:
+    name: str = _opt("adam", "optimizer", choices=("adam", "adamw", "sgd"))
+    lr: float = _opt(1e-3, "learning rate", check=_positive)
+    weight_decay: float = _opt(0.0, "weight decay", check=_non_negative)
+    momentum: float = _opt(0.9, "SGD momentum", check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
+    nesterov: bool = _opt(False, "SGD Nesterov momentum")
+    betas: list[float] = _opt(None, "Adam/AdamW betas", factory=lambda: [0.9, 0.999],
+                              check=lambda v: None if len(v) == 2 and all(0 <= b < 1 for b in v) else "must be two numbers in [0, 1)")
+
+
+@dataclass
+class SchedConfig:
+    name: str = _opt("none", "learning-rate schedule, stepped every optimizer step",
+                     choices=("none", "step", "cosine", "onecycle"))
+    step_epochs: int = _opt(3, "step: multiply the lr by gamma every this many epochs", check=_positive)
+    gamma: float = _opt(0.1, "step: decay factor", check=_positive)
+    min_lr: float = _opt(0.0, "cosine: final learning rate", check=_non_negative)
+    warmup_epochs: float = _opt(0.0, "cosine: linear warm-up length in epochs (may be fractional)", check=_non_negative)
+    pct_start: float = _opt(0.25, "onecycle: fraction of steps spent increasing the lr", check=_unit_open)
+
+
+@dataclass
+class SpeedConfig:
+    channels_last: bool = _opt(True, "NHWC memory layout for conv models (faster on modern CPUs and GPUs)")
+    amp: str = _opt("off", "mixed precision on CUDA; ignored on CPU", choices=("off", "bf16", "fp16"))
+    compile: bool = _opt(False, "wrap the model in torch.compile")
+    threads: Optional[int] = _opt(None, "CPU threads for torch; null = PyTorch's choice", check=_positive)
+
+
+@dataclass
+class FinetuneConfig:
+    checkpoint: Optional[str] = _opt(None, "pretrained checkpoint; `convtrain finetune --checkpoint` sets it")
+    freeze: list[str] = _opt(None, "parameter-name prefixes to freeze, e.g. [backbone] (all but the head)", factory=list)
+    head_lr: Optional[float] = _opt(None, "learning rate of the head; null = optim.lr", check=_positive)
+    backbone_lr: Optional[float] = _opt(None, "learning rate of everything else; null = optim.lr", check=_positive)
+    reinit_head: str = _opt("auto", "auto: re-initialise the head when the class count differs",
+                            choices=("auto", "always", "never"))
+
+
+@dataclass
+class RunConfig:
+    name: Optional[str] = _opt(None, "run name used for runs/<name>-<timestamp>; null = the config file's name")
+    seed: int = _opt(0, "random seed; each process uses seed + rank")
+    device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps",
+                       check=lambda v: None if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) else "must be auto, cpu, cuda, cuda:N or mps")
+    out_dir: str = _opt("runs", "parent folder of default run directories")
+    model: ModelConfig = _opt(None, "model", factory=ModelConfig)
+    data: DataConfig = _opt(None, "data", factory=DataConfig)
+    train: TrainConfig = _opt(None, "training loop", factory=TrainConfig)
+    optim: OptimConfig = _opt(None, "optimizer", factory=OptimConfig)
+    sched: SchedConfig = _opt(None, "learning-rate schedule", factory=SchedConfig)
+    speed: SpeedConfig = _opt(None, "speed options", factory=SpeedConfig)
+    finetune: FinetuneConfig = _opt(None, "fine-tuning (used by `convtrain finetune`)", factory=FinetuneConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a typed config from plain data
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan)", re.IGNORECASE)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return f"{_type_name(args[0])} or null"
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return {bool: "boolean", int: "integer", float: "number", str: "string", dict: "mapping"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (ints to floats...)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        if value is None:
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(value, inner, path, where)
+    bad = ConfigError(f"{where}: '{path}' must be a {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad
+        return _build(tp, value, path, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad
+        (inner,) = typing.get_args(tp)
+        return [_coerce(v, inner, f"{path}[{i}]", where) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        # PyYAML reads `1e-3` (no dot) as a string; accept plain numerals written that way.
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: '{path}' must be a finite number, got {value}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if tp is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise bad
+        return dict(value)
+    raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in the schema, not user input
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls: type, raw: dict, prefix: str, where: str) -> Any:
+    hints = _field_types(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key '{path}'{did_you_mean(key, known)}")
+        values[key] = _coerce(value, hints[key], path, where)
+    return cls(**values)
+
+
+def _check_values(obj: Any, prefix: str, where: str) -> None:
+    """Run each field's range check and choice list, recursively."""
+    for f in dataclasses.fields(obj):
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_values(value, path, where)
+            continue
+        choices = f.metadata.get("choices")
+        if choices is not None and value is not None:
+            options = list(choices() if callable(choices) else choices)
+            if value not in options:
+                raise ConfigError(f"{where}: '{path}' is '{value}', not one of: {', '.join(options)}"
+                                  f"{did_you_mean(value, options)}")
+        check = f.metadata.get("check")
+        if check is not None and value is not None:
+            problem = check(value)
+            if problem:
+                raise ConfigError(f"{where}: '{path}' {problem}, got {value!r}")
+
+
+def _check_cross(cfg: RunConfig, where: str) -> None:
+    """Rules that involve more than one key."""
+    if (cfg.data.mean is None) != (cfg.data.std is None):
+        raise ConfigError(f"{where}: set both 'data.mean' and 'data.std', or neither")
+    if cfg.data.mean is not None and len(cfg.data.mean) != len(cfg.data.std):
+        raise ConfigError(f"{where}: 'data.mean' and 'data.std' must have the same length")
+    if cfg.data.augment.scale_min > cfg.data.augment.scale_max:
+        raise ConfigError(f"{where}: 'data.augment.scale_min' must be <= 'data.augment.scale_max'")
+    from .models import check_model_kwargs
+
+    check_model_kwargs(cfg.model.name, cfg.model.kwargs, where)
+
+
+def from_dict(raw: dict, where: str = "config") -> RunConfig:
+    """Build and validate a :class:`RunConfig` from plain data (a parsed YAML mapping)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    cfg = _build(RunConfig, raw, "", where)
+    _check_values(cfg, "", where)
+    _check_cross(cfg, where)
+    return cfg
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    """The config as plain data (what config.yaml and checkpoints store)."""
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with the safe loader; every failure is a ConfigError naming the file."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file not found: {p}")
+    if p.is_dir():
+        raise ConfigError(f"config path is a directory, not a file: {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{p}: malformed YAML{at}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and a YAML-parsed scalar value."""
+    if "=" not in text:
+        raise ConfigError(f"--set '{text}': expected key.path=value")
+    key, _, raw_value = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set '{text}': expected key.path=value")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+    except yaml.YAMLError:
+        value = raw_value  # not valid YAML: keep it as the string the user typed
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
+    """Apply ``--set`` overrides to a raw mapping, checking each key path against the schema."""
+    raw = _deepcopy(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        cls: Any = RunConfig
+        node = raw
+        for i, part in enumerate(parts):
+            path = ".".join(parts[: i + 1])
+            if cls is dict:  # free-form mapping (model.kwargs): anything below is a key
+                if i != len(parts) - 1:
+                    raise ConfigError(f"--set {text}: '{path}' is nested too deep")
+                node[part] = value
+                break
+            known = {f.name: f for f in dataclasses.fields(cls)}
+            if part not in known:
+                raise ConfigError(f"--set {text}: unknown key '{path}'{did_you_mean(part, known)}")
+            tp = _field_types(cls)[part]
+            if i == len(parts) - 1:
+                node[part] = value
+                break
+            if dataclasses.is_dataclass(tp) or tp is dict:
+                child = node.get(part)
+                if not isinstance(child, dict):
+                    child = {}
+                    node[part] = child
+                node, cls = child, tp
+            else:
+                raise ConfigError(f"--set {text}: '{path}' is a {_type_name(tp)}, it has no sub-keys")
+    return raw
+
+
+def _deepcopy(raw: dict) -> dict:
+    return {k: _deepcopy(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v) for k, v in raw.items()}
+
+
+def load_config(path: str | Path | None, overrides: Iterable[str] = (), *, data_root: str | None = None,
+                base: dict | None = None, where: str | None = None) -> RunConfig:
+    """Load a run config: schema defaults < YAML file (or ``base``) < ``--set`` overrides.
+
+    Errors name the file (or ``--set``) and the key path. The data root is ``data_root`` if
+    given, else a ``--set data.root=...``, else ``CONVTRAIN_DATA_ROOT``, else the file's value.
+    When ``name`` is unset it becomes the config file's stem, so run directories are named
+    after their recipe.
+    """
+    raw = read_yaml(path) if path is not None else (base or {})
+    where = where or (str(path) if path is not None else "config")
+    overrides = list(overrides)
+    # Validate the file alone first, so its own mistakes are reported against the file.
+    from_dict(raw, where)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        where = f"{where} + --set"
+    cfg = from_dict(raw, where)
+    if cfg.name is None and path is not None:
+        cfg.name = Path(path).stem
+    set_root = any(o.partition("=")[0].strip() == "data.root" for o in overrides)
+    if data_root:
+        cfg.data.root = str(data_root)
+    elif not set_root and os.environ.get("CONVTRAIN_DATA_ROOT"):
+        cfg.data.root = os.environ["CONVTRAIN_DATA_ROOT"]
+    return cfg
+
+
+def schema_rows(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, help) for every leaf key, for docs and ``convtrain config keys``."""
+    rows = []
+    hints = _field_types(cls)
+    instance = cls()
+    for f in dataclasses.fields(cls):
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(schema_rows(tp, path))
+            continue
+        default = getattr(instance, f.name)
+        help_text = f.metadata.get("help", "")
+        choices = f.metadata.get("choices")
+        if choices is not None and not callable(choices):
+            help_text += f" ({' | '.join(choices)})"
+        shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        rows.append((path, _type_name(tp), shown, help_text))
+    return rows

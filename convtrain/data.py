@@ -1,0 +1,261 @@
+"""Datasets and the tensor-resident batch iterator.
+
+MNIST-like datasets are small (60k images of 28x28 bytes = 47 MB), so they are decoded once into
+one uint8 tensor that lives on the training device. Each batch is indexed out of it, converted to
+float and normalized on the device; there is no per-sample Python work in the hot loop. The
+batch order of an epoch is a pure function of ``(seed, epoch)``, which is what makes resume
+(and sharding across ranks) exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import DataError
+
+_RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """An MNIST-style dataset loaded through torchvision."""
+
+    name: str
+    torchvision_class: str
+    folder: str  # torchvision's folder under the data root
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]  # training-set statistics of pixel/255
+    std: tuple[float, ...]
+
+    def expected_files(self, root: str | Path) -> list[Path]:
+        return [Path(root) / self.folder / "raw" / f for f in _RAW_FILES]
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec("mnist", "MNIST", "MNIST", tuple(str(i) for i in range(10)), (0.1307,), (0.3081,)),
+    "fashion_mnist": DatasetSpec(
+        "fashion_mnist", "FashionMNIST", "FashionMNIST",
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        (0.2860,), (0.3530,)),
+}
+
+
+@dataclass
+class Split:
+    """Images as uint8 ``[N, C, H, W]`` and labels as int64 ``[N]``."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def take(self, index: Tensor) -> Split:
+        return Split(self.images[index], self.labels[index])
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+def load_split(name: str, root: str | Path, train: bool, download: bool) -> Split:
+    """Decode one split of a registered dataset; a missing or broken file is a DataError."""
+    import torchvision.datasets as tvd
+
+    spec = DATASETS[name]
+    cls = getattr(tvd, spec.torchvision_class)
+    files = spec.expected_files(root)
+    missing = [f for f in files if not f.is_file()]
+    try:
+        if missing and not download:
+            raise RuntimeError("files missing and download is off")
+        # torchvision reports download progress on stdout; keep stdout clean for --json output.
+        with contextlib.redirect_stdout(sys.stderr):
+            ds = cls(root=str(root), train=train, download=download and bool(missing))
+        images, labels = ds.data, ds.targets
+    except Exception as exc:  # torchvision raises RuntimeError, URLError, ValueError... for the same cause
+        listing = "\n  ".join(str(f) for f in files)
+        how = ("downloading was tried and failed" if missing and download else
+               "download is off (data.download=false)" if missing else "a file is unreadable or truncated")
+        raise DataError(
+            f"cannot load dataset '{name}' from '{root}' ({how}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}). "
+            f"Expected files:\n  {listing}\n"
+            "Fix: point at a folder that has them with --data-root DIR, --set data.root=DIR or the "
+            "CONVTRAIN_DATA_ROOT environment variable, or allow downloading (data.download=true) on a machine with internet."
+        ) from None
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.dtype != torch.uint8 or images.shape[0] != labels.shape[0]:
+        raise DataError(f"dataset '{name}' under '{root}' is malformed: {tuple(images.shape)} images, {tuple(labels.shape)} labels")
+    return Split(images.contiguous(), labels.to(torch.int64))
+
+
+@dataclass
+class DataBundle:
+    """Everything a run needs to know about its data."""
+
+    train: Split
+    val: Split
+    test: Split
+    classes: list[str]
+    mean: list[float]
+    std: list[float]
+
+    @property
+    def in_channels(self) -> int:
+        return self.train.images.shape[1]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.train.images.shape[2:])
+
+
+def split_train_val(full: Split, val_size: int, seed: int, train_subset: int | None) -> tuple[Split, Split]:
+    """Hold out ``val_size`` images by a seeded shuffle (the files are sorted by label)."""
+    if val_size >= len(full):
+        raise DataError(f"data.val_size ({val_size}) must be smaller than the training set ({len(full)} images)")
+    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = perm[:val_size], perm[val_size:]
+    if train_subset is not None:
+        train_idx = train_idx[:train_subset]
+    return full.take(train_idx), full.take(val_idx)
+
+
+def build(data_cfg, seed: int) -> DataBundle:
+    """Load train/val/test splits for ``data_cfg`` (a :class:`~convtrain.config.DataConfig`)."""
+    spec = DATASETS[data_cfg.name]
+    train_full = load_split(spec.name, data_cfg.root, train=True, download=data_cfg.download)
+    test = load_split(spec.name, data_cfg.root, train=False, download=data_cfg.download)
+    train, val = split_train_val(train_full, data_cfg.val_size, seed, data_cfg.train_subset)
+    if data_cfg.test_subset is not None:
+        # a seeded sample, not the first N: the files are sorted by label
+        test = test.take(torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:data_cfg.test_subset])
+    mean = list(data_cfg.mean) if data_cfg.mean is not None else list(spec.mean)
+    std = list(data_cfg.std) if data_cfg.std is not None else list(spec.std)
+    channels = train.images.shape[1]
+    if len(mean) not in (1, channels):
+        raise DataError(f"data.mean has {len(mean)} values but '{spec.name}' has {channels} channel(s)")
+    return DataBundle(train, val, test, list(spec.classes), mean, std)
+
+
+def load_eval_split(name: str, root: str | Path, split: str, val_size: int, seed: int, download: bool) -> Split:
+    """The test split, or the exact validation split a run held out (same seed, same size)."""
+    if split == "test":
+        return load_split(name, root, train=False, download=download)
+    full = load_split(name, root, train=True, download=download)
+    return split_train_val(full, val_size, seed, None)[1]
+
+
+class Normalizer:
+    """uint8 images -> normalized float, in one fused multiply-add on the device."""
+
+    def __init__(self, mean: list[float], std: list[float], device: torch.device) -> None:
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        # (x/255 - mean)/std  ==  x * scale + shift
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -mean_t / std_t
+
+    def __call__(self, images: Tensor) -> Tensor:
+        return torch.addcmul(self.shift, images.float(), self.scale)
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    degrees: float
+    translate: float
+    scale_min: float
+    scale_max: float
+
+
+def random_affine(x: Tensor, params: AugmentParams, generator: torch.Generator) -> Tensor:
+    """Random rotation/shift/zoom of a float batch, one matrix per image, in one grid_sample.
+
+    ``x`` must be normalized so that the background is its minimum; padding uses that value.
+    """
+    n = x.shape[0]
+    # random numbers are drawn on the CPU from a seeded generator, so every device sees the same ones
+    r = torch.rand(n, 4, generator=generator)
+    angle = (r[:, 0] * 2 - 1) * math.radians(params.degrees)
+    scale = params.scale_min + r[:, 1] * (params.scale_max - params.scale_min)
+    tx, ty = [(r[:, i] * 2 - 1) * params.translate * 2 for i in (2, 3)]  # grid coords span 2 units
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(x.device, x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    background = x.amin()
+    return F.grid_sample(x - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + background
+
+
+def _mix(*values: int) -> int:
+    """A stable 63-bit seed from several integers (not Python's salted hash)."""
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (v + 0x632BE59BD9B4E019 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+class TensorBatches:
+    """Batches ``(x, y)`` of a device-resident :class:`Split`, normalized on the device.
+
+    Training order: a permutation seeded by ``(seed, epoch)``; with several ranks each takes every
+    ``world_size``-th index of it (the tail that does not divide evenly is dropped so every rank
+    runs the same number of steps). Evaluation order: in file order, rank ``r`` takes samples
+    ``r, r + world_size, ...``, so each sample is counted exactly once across ranks.
+    """
+
+    def __init__(self, split: Split, batch_size: int, normalizer: Normalizer, *, shuffle: bool, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, augment: AugmentParams | None = None,
+                 channels_last: bool = False) -> None:
+        self.split, self.batch_size, self.normalizer = split, batch_size, normalizer
+        self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
+        self.augment, self.channels_last = augment, channels_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> Tensor:
+        n = len(self.split)
+        if self.shuffle:
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(self.seed, self.epoch)))
+            per_rank = n // self.world_size
+            return perm[: per_rank * self.world_size][self.rank::self.world_size]
+        return torch.arange(self.rank, n, self.world_size)
+
+    def num_samples(self) -> int:
+        n = len(self.split)
+        return n // self.world_size if self.shuffle else len(range(self.rank, n, self.world_size))
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples() / self.batch_size)
+
+    def iter_from(self, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield batches from step ``start_step`` on (resuming mid-epoch skips the steps already done)."""
+        device = self.split.images.device
+        index = self._indices().to(device)
+        for step in range(start_step, len(self)):
+            idx = index[step * self.batch_size:(step + 1) * self.batch_size]
+            x = self.normalizer(self.split.images[idx])
+            if self.augment is not None:
+                gen = torch.Generator().manual_seed(_mix(self.seed, self.epoch, step, self.rank, 1))
+                x = random_affine(x, self.augment, gen)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.split.labels[idx]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self.iter_from(0)
+
+
+def data_root_from_env(default: str) -> str:
+    """``CONVTRAIN_DATA_ROOT`` if set, else ``default``."""
+    return os.environ.get("CONVTRAIN_DATA_ROOT") or default

@@ -1,0 +1,153 @@
+"""The training and evaluation loops: pure functions that return numbers.
+
+No file I/O, no config objects, no printing: the runner passes plain values in and decides what
+to do with what comes back. Progress is reported through an optional callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .distributed import all_reduce_sum, broadcast_flag
+
+
+class NonFiniteLoss(Exception):
+    """The loss became NaN or infinite at ``(epoch, step)``."""
+
+    def __init__(self, epoch: int, step: int, value: float) -> None:
+        super().__init__(f"loss is {value} at epoch {epoch}, step {step}")
+        self.epoch, self.step, self.value = epoch, step, value
+
+
+@dataclass
+class EpochState:
+    """Running sums of one training epoch; saved in a mid-epoch checkpoint so resume is exact."""
+
+    step: int = 0  # steps done in this epoch
+    loss_sum: float = 0.0
+    correct: int = 0
+    samples: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class EpochResult:
+    loss: float
+    acc: float
+    state: EpochState
+    stopped: bool = False  # True when should_stop() asked to stop before the epoch's end
+    extras: dict = field(default_factory=dict)
+
+
+def autocast(device: torch.device, amp: str):
+    """Mixed-precision context on CUDA for ``amp`` in (bf16, fp16); a no-op otherwise."""
+    if device.type != "cuda" or amp == "off":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], num_steps: int,
+                    optimizer: torch.optim.Optimizer, scheduler, *, epoch: int, device: torch.device,
+                    state: EpochState | None = None, label_smoothing: float = 0.0, grad_clip: float | None = None,
+                    nonfinite: str = "stop", amp: str = "off", scaler: torch.amp.GradScaler | None = None,
+                    on_step: Callable[[int, Tensor], None] | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> EpochResult:
+    """Run ``num_steps`` optimizer steps over ``batches`` (which already starts at ``state.step``).
+
+    Returns mean loss and accuracy over the samples seen. Raises :class:`NonFiniteLoss` when
+    ``nonfinite == "stop"`` and a loss is NaN/inf; with ``"skip"`` that batch is not applied.
+    """
+    state = state or EpochState()
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    start = time.perf_counter()
+    stopped = False
+    for x, y in batches:
+        if state.step >= num_steps:
+            break
+        if should_stop is not None and broadcast_flag(should_stop(), device):
+            stopped = True
+            break
+        with autocast(device, amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        # One host sync per step: it is what lets a NaN be caught before it reaches the weights.
+        if broadcast_flag(not bool(torch.isfinite(loss)), device):
+            if nonfinite == "stop":
+                raise NonFiniteLoss(epoch, state.step + 1, float(loss))
+            state.skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        n = y.shape[0]
+        loss_sum += loss.detach().double() * n
+        correct += (logits.detach().argmax(1) == y).sum()
+        state.samples += n
+        state.step += 1
+        if on_step is not None:
+            on_step(state.step, loss.detach())
+    state.loss_sum += float(loss_sum)
+    state.correct += int(correct)
+    state.seconds += time.perf_counter() - start
+    seen = max(state.samples, 1)
+    return EpochResult(state.loss_sum / seen, state.correct / seen, state, stopped)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, batches, num_classes: int, device: torch.device, amp: str = "off") -> dict:
+    """Loss, accuracy, per-class accuracy and confusion matrix over ``batches``.
+
+    Sums are reduced across ranks, so under DDP every sample counts once. Returns plain numbers:
+    ``loss``, ``accuracy`` (fraction), ``num_samples``, ``per_class_accuracy`` (list),
+    ``confusion_matrix`` (rows = true class, columns = predicted), ``seconds``.
+    """
+    model.eval()
+    start = time.perf_counter()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    for x, y in batches:
+        with autocast(device, amp):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+        confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
+    all_reduce_sum(loss_sum)
+    all_reduce_sum(confusion)
+    cm = confusion.view(num_classes, num_classes).cpu()
+    total = int(cm.sum())
+    per_class_total = cm.sum(1)
+    per_class = (cm.diag().double() / per_class_total.clamp(min=1)).tolist()
+    return {
+        "loss": float(loss_sum) / max(total, 1),
+        "accuracy": int(cm.diag().sum()) / max(total, 1),
+        "num_samples": total,
+        "per_class_accuracy": per_class,
+        "confusion_matrix": cm.tolist(),
+        "seconds": time.perf_counter() - start,
+    }

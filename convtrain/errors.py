@@ -1,0 +1,52 @@
+"""Domain errors. The CLI turns each into one red line on stderr and its exit code.
+
+Exit codes: 2 for usage and configuration mistakes (the user can fix the command or the file),
+1 for failures at run time (missing data, a bad checkpoint, a full disk, a diverged run).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ConvtrainError(Exception):
+    """Base class: an error meant for a person, shown without a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(ConvtrainError):
+    """A config file, a ``--set`` override or a command-line value is wrong."""
+
+    exit_code = 2
+
+
+class DataError(ConvtrainError):
+    """A dataset is missing, truncated or unreadable."""
+
+
+class CheckpointError(ConvtrainError):
+    """A checkpoint is missing, corrupt, unsafe or does not fit what was asked."""
+
+
+class RunDirError(ConvtrainError):
+    """The run directory cannot be created or would overwrite an earlier run."""
+
+    exit_code = 2
+
+
+class TrainingError(ConvtrainError):
+    """Training stopped on its own terms (a NaN loss, for instance)."""
+
+
+class Interrupted(ConvtrainError):
+    """The user stopped the run (Ctrl-C, SIGTERM); ``last.pt`` was saved for ``--resume``."""
+
+    exit_code = 130
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,45 @@
+"""Evaluate a checkpoint on its dataset's test or validation split, with nothing but the checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import checkpoint, data, distributed, engine
+from .errors import CheckpointError, ConfigError, did_you_mean
+
+
+def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | None = None, device: str = "auto",
+                        batch_size: int | None = None, dataset: str | None = None) -> dict:
+    """Rebuild the model a checkpoint describes and evaluate it.
+
+    The dataset, normalization, classes and (for ``split="val"``) the exact held-out validation
+    images all come from the checkpoint. The data root is ``data_root``, else
+    ``CONVTRAIN_DATA_ROOT``, else the root saved in the checkpoint's config. Returns
+    :func:`convtrain.engine.evaluate`'s numbers plus what was evaluated.
+    """
+    if split not in ("test", "val"):
+        raise ConfigError(f"--split must be 'test' or 'val', got '{split}'")
+    ckpt = checkpoint.load(path)
+    model = checkpoint.rebuild_model(ckpt, path)
+    cfg = ckpt["config"]
+    name = dataset or ckpt["dataset"]
+    if name not in data.DATASETS:
+        raise ConfigError(f"unknown dataset '{name}'{did_you_mean(name, data.DATASETS)}")
+    spec = data.DATASETS[name]
+    if len(spec.classes) != ckpt["num_classes"]:
+        raise CheckpointError(f"{path} predicts {ckpt['num_classes']} classes but dataset '{name}' has "
+                              f"{len(spec.classes)}; fine-tune it first (convtrain finetune)")
+    root = data_root or data.data_root_from_env(cfg["data"]["root"])
+    split_data = data.load_eval_split(name, root, split, cfg["data"]["val_size"], cfg["seed"], cfg["data"]["download"])
+    shape = list(split_data.images.shape[1:])
+    if shape != [ckpt["in_channels"], *ckpt["input_size"]]:
+        raise CheckpointError(f"{path} expects images of shape {[ckpt['in_channels'], *ckpt['input_size']]}, "
+                              f"dataset '{name}' has {shape}")
+    dev = distributed.resolve_device(device)
+    model.to(dev)
+    norm = ckpt["normalization"]
+    batches = data.TensorBatches(split_data.to(dev), batch_size or cfg["train"]["eval_batch_size"],
+                                 data.Normalizer(norm["mean"], norm["std"], dev), shuffle=False)
+    result = engine.evaluate(model, batches, ckpt["num_classes"], dev)
+    return {"checkpoint": str(path), "model": ckpt["model"]["name"], "dataset": name, "split": split,
+            "epoch": ckpt["epoch"], "classes": ckpt["classes"], **result}

@@ -1,0 +1,35 @@
+"""The article's CNN and its from-scratch twin."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+
+from .base import Classifier, conv_class, flat_size
+from .registry import register_model
+
+
+def _article_cnn(num_classes: int, in_channels: int, input_size: tuple[int, int], hidden: int, conv: str) -> Classifier:
+    Conv = conv_class(conv)
+    features = nn.Sequential(OrderedDict(
+        conv1=Conv(in_channels, 32, 3, 1, 1), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
+        conv2=Conv(32, 64, 3, 1, 1), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2),
+        flatten=nn.Flatten(),
+    ))
+    n = flat_size(features, in_channels, input_size)  # 64 * 7 * 7 = 3136 for 28x28 input
+    features.add_module("fc1", nn.Linear(n, hidden))
+    features.add_module("relu3", nn.ReLU())
+    return Classifier(features, hidden, num_classes)
+
+
+@register_model("article_cnn", "the article's CNN: 2x (3x3 conv, ReLU, max-pool 2), linear 3136-128, ReLU, linear 128-10")
+def article_cnn(num_classes: int = 10, in_channels: int = 1, input_size: tuple[int, int] = (28, 28),
+                hidden: int = 128, conv: str = "torch") -> Classifier:
+    return _article_cnn(num_classes, in_channels, input_size, hidden, conv)
+
+
+@register_model("article_cnn_scratch", "article_cnn with convtrain's from-scratch conv2d in place of nn.Conv2d")
+def article_cnn_scratch(num_classes: int = 10, in_channels: int = 1, input_size: tuple[int, int] = (28, 28),
+                        hidden: int = 128) -> Classifier:
+    return _article_cnn(num_classes, in_channels, input_size, hidden, "scratch")
