@@ -24,8 +24,8 @@ app = typer.Typer(help="Train, evaluate and fine-tune convolutional networks on 
 config_app = typer.Typer(help="Inspect configs without running them.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def handle_errors(fn):

@@ -32,6 +32,8 @@ class Reporter:
         if not self.enabled:
             return
         self.console.print(escape(message), style=style, highlight=False, soft_wrap=True)
+        if not self.live:
+            self.console.file.flush()  # a log being tailed should see each line as it happens
         if self._log is not None:
             self._log(message)
 

@@ -55,6 +55,7 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
         cfg, run_dir = resumed["config"], resumed["run_dir"]
     dist = distributed.setup(cfg.device)
     reporter = reporter if (reporter is not None and dist.is_main) else Reporter(enabled=False)
+    reporter.log_every = cfg.train.log_every
     try:
         # 1. Process-wide settings: threads and seeds (model init uses the same seed on every rank).
         if cfg.speed.threads:
@@ -329,6 +330,9 @@ def _load_resume(resume: str | Path, cfg: RunConfig | None) -> dict:
     if cfg is not None:
         diffs = _config_diff(config_mod.to_dict(saved), config_mod.to_dict(cfg))
         refused = [d for d in diffs if d[0] not in RESUMABLE_CHANGES and d[0] != "name"]
+        if saved.sched.name in ("cosine", "onecycle"):
+            # these schedules are laid out over the total step count: more epochs would change them
+            refused += [d for d in diffs if d[0] == "train.epochs"]
         if refused:
             listing = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in refused)
             raise ConfigError(f"cannot resume {run_dir} with a different config ({listing}); "
