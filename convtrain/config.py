@@ -193,7 +193,9 @@ def _coerce(value: Any, tp: Any, path: str, where: str) -> Any:
             return None
         (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
         return _coerce(value, inner, path, where)
-    bad = ConfigError(f"{where}: '{path}' must be a {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    name = _type_name(tp)
+    article = "an" if name[0] in "aeiou" else "a"
+    bad = ConfigError(f"{where}: '{path}' must be {article} {name}, got {type(value).__name__} {value!r}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise bad

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from convtrain.config import INIT_SCHEMES
+from convtrain.errors import ConfigError
+from convtrain.models import Classifier, apply_init, create_model, get_spec, list_models, register_model
+
+MODELS = list_models()
+
+
+def test_registry_has_article_cnn_and_others():
+    assert {"article_cnn", "article_cnn_scratch", "lenet5", "bn_cnn"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("num_classes, in_channels, size", [(10, 1, (28, 28)), (3, 3, (32, 32))])
+def test_every_model_forward_backward(name, num_classes, in_channels, size):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=num_classes, in_channels=in_channels, input_size=size)
+    assert isinstance(model, Classifier)
+    x = torch.randn(4, in_channels, *size)
+    y = torch.randint(0, num_classes, (4,))
+    logits = model(x)
+    assert logits.shape == (4, num_classes)
+    nn.functional.cross_entropy(logits, y).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+        assert pname.startswith(("backbone.", "head."))  # the shared head contract
+    assert any(p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_head_can_be_replaced(name):
+    model = create_model(name, num_classes=10)
+    model.reset_head(4)
+    assert model.num_classes == 4
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_channels_last_matches(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10).eval()
+    x = torch.randn(3, 1, 28, 28)
+    ref = model(x)
+    model.to(memory_format=torch.channels_last)
+    out = model(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_article_cnn_is_the_articles_network():
+    m = create_model("article_cnn", num_classes=10)
+    shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    assert shapes == {
+        "backbone.conv1.weight": (32, 1, 3, 3), "backbone.conv1.bias": (32,),
+        "backbone.conv2.weight": (64, 32, 3, 3), "backbone.conv2.bias": (64,),
+        "backbone.fc1.weight": (128, 3136), "backbone.fc1.bias": (128,),
+        "head.weight": (10, 128), "head.bias": (10,),
+    }
+
+
+def test_scratch_twin_has_same_parameters_and_outputs():
+    a = create_model("article_cnn", num_classes=10)
+    b = create_model("article_cnn_scratch", num_classes=10)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(5, 1, 28, 28)
+    torch.testing.assert_close(b(x), a(x), rtol=1e-5, atol=1e-5)
+
+
+def test_duplicate_name_raises():
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("article_cnn", "again")(lambda num_classes, in_channels, input_size: None)
+
+
+def test_unknown_model_and_kwarg():
+    with pytest.raises(ConfigError, match="did you mean 'lenet5'"):
+        create_model("lenet", num_classes=10)
+    with pytest.raises(ConfigError, match="did you mean 'hidden'"):
+        create_model("article_cnn", num_classes=10, hiden=3)
+    assert get_spec("bn_cnn").kwarg_defaults()["width"] == 32
+
+
+def test_freeze_keeps_frozen_tensors_and_norm_stats():
+    model = create_model("bn_cnn", num_classes=10)
+    frozen = model.freeze(["backbone"])
+    assert frozen and all(n.startswith("backbone.") for n in frozen)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.train()
+    nn.functional.cross_entropy(model(torch.randn(8, 1, 28, 28)), torch.randint(0, 10, (8,))).backward()
+    opt.step()
+    after = model.state_dict()
+    for k in before:
+        if k.startswith("backbone."):
+            assert torch.equal(before[k], after[k]), k  # weights *and* BatchNorm running stats
+    assert not torch.equal(before["head.weight"], after["head.weight"])
+    with pytest.raises(ValueError, match="matches no parameter"):
+        model.freeze(["backbon"])
+
+
+@pytest.mark.parametrize("scheme", INIT_SCHEMES)
+def test_init_schemes(scheme):
+    torch.manual_seed(0)
+    model = create_model("article_cnn", num_classes=10)
+    before = model.backbone.conv1.weight.clone()
+    apply_init(model, scheme)
+    changed = not torch.equal(before, model.backbone.conv1.weight)
+    assert changed == (scheme != "default")
+    if scheme != "default":
+        assert torch.count_nonzero(model.backbone.conv1.bias) == 0
