@@ -1,13 +1,13 @@
-"""2-D convolution from scratch: im2col (``unfold``) + matrix multiply, with a hand-written backward.
+"""2-D convolution from scratch: im2col + matrix multiply, with a hand-written backward.
 
 PyTorch's "convolution" is a cross-correlation: the kernel is *not* flipped. For one output
 position ``(n, o, i, j)`` with ``groups == 1``::
 
     y[n, o, i, j] = b[o] + sum_{c, p, q} w[o, c, p, q] * x_pad[n, c, i*sh + p*dh, j*sw + q*dw]
 
-``unfold`` copies every receptive field into a column, so the sum above becomes one matrix
-product per group; ``fold`` is its adjoint (it scatters columns back and adds overlaps), which is
-exactly what the input gradient needs. docs/convolution.md derives each formula and points to the
+``im2col`` copies every receptive field into a column, so the sum above becomes one matrix
+product per group; ``col2im`` is its adjoint (it scatters columns back and adds overlaps), which
+is exactly what the input gradient needs. docs/convolution.md derives each formula and points to the
 line that implements it.
 """
 
@@ -59,6 +59,39 @@ def resolve_padding(padding: IntOrPair | str, kernel: tuple[int, int], stride: t
     return (ph, ph, pw, pw)
 
 
+def im2col(x_pad: Tensor, kernel: tuple[int, int], out_hw: tuple[int, int], stride: tuple[int, int],
+           dilation: tuple[int, int]) -> Tensor:
+    """Every receptive field as a column: ``[N, C*kH*kW, oH*oW]``, the layout ``F.unfold`` returns.
+
+    It is built as a strided *view* whose element ``[n, c, p, q, i, j]`` is
+    ``x_pad[n, c, i*sh + p*dh, j*sw + q*dw]`` (the convolution's index formula, verbatim), then
+    copied once into a matrix. No Python loop touches the pixels.
+    """
+    x_pad = x_pad.contiguous()
+    n, c = x_pad.shape[:2]
+    s_n, s_c, s_h, s_w = x_pad.stride()
+    (kh, kw), (oh, ow), (sh, sw), (dh, dw) = kernel, out_hw, stride, dilation
+    windows = x_pad.as_strided((n, c, kh, kw, oh, ow), (s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw))
+    return windows.reshape(n, c * kh * kw, oh * ow)
+
+
+def col2im(cols: Tensor, channels: int, padded_hw: tuple[int, int], kernel: tuple[int, int],
+           out_hw: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]) -> Tensor:
+    """The adjoint of :func:`im2col`: add every column entry back onto the pixel it was copied from.
+
+    One strided slice-add per kernel offset ``(p, q)``: pixels that several windows share receive
+    the sum of their gradients, which is exactly what the chain rule asks for.
+    """
+    n = cols.shape[0]
+    (kh, kw), (oh, ow), (sh, sw), (dh, dw) = kernel, out_hw, stride, dilation
+    per_offset = cols.view(n, channels, kh, kw, oh, ow)
+    out = cols.new_zeros(n, channels, *padded_hw)
+    for p in range(kh):
+        for q in range(kw):
+            out[:, :, p * dh: p * dh + sh * (oh - 1) + 1: sh, q * dw: q * dw + sw * (ow - 1) + 1: sw] += per_offset[:, :, p, q]
+    return out
+
+
 class _Conv2dFunction(torch.autograd.Function):
     """Forward by im2col + matmul; backward written out by hand (no autograd inside)."""
 
@@ -73,7 +106,7 @@ class _Conv2dFunction(torch.autograd.Function):
         ow = output_size(w, kw, stride[1], dilation=dilation[1])
         g, k = groups, c_per_group * kh * kw
         # cols[n, g, k, l]: receptive field l (of oh*ow) flattened to k = c_per_group*kh*kw values.
-        cols = F.unfold(x_pad, (kh, kw), dilation=dilation, stride=stride).view(n, g, k, oh * ow)
+        cols = im2col(x_pad, (kh, kw), (oh, ow), stride, dilation).view(n, g, k, oh * ow)
         w_mat = weight.reshape(g, out_c // g, k)
         # y[n, g, o, l] = sum_k W[g, o, k] * cols[n, g, k, l]                       (forward)
         out = torch.matmul(w_mat.unsqueeze(0), cols).view(n, out_c, oh, ow)
@@ -81,14 +114,14 @@ class _Conv2dFunction(torch.autograd.Function):
             out = out + bias.view(1, out_c, 1, 1)
         ctx.save_for_backward(cols, weight)
         ctx.has_bias = bias is not None
-        ctx.geometry = (x.shape, (h, w), stride, pads, dilation, groups)
+        ctx.geometry = (c, (h, w), (oh, ow), stride, pads, dilation, groups)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         cols, weight = ctx.saved_tensors
-        x_shape, padded_hw, stride, pads, dilation, groups = ctx.geometry
+        channels, padded_hw, out_hw, stride, pads, dilation, groups = ctx.geometry
         n = grad_out.shape[0]
         out_c, c_per_group, kh, kw = weight.shape
         g, k = groups, c_per_group * kh * kw
@@ -98,13 +131,13 @@ class _Conv2dFunction(torch.autograd.Function):
             w_mat = weight.reshape(g, out_c // g, k)
             # dL/dcols[n, g, k, l] = sum_o W[g, o, k] * dL/dy[n, g, o, l]            (input grad, 1/2)
             grad_cols = torch.matmul(w_mat.transpose(1, 2).unsqueeze(0), go).reshape(n, g * k, -1)
-            # fold is unfold's adjoint: it adds each column back onto the pixels it came from (2/2)
-            grad_pad = F.fold(grad_cols, padded_hw, (kh, kw), dilation=dilation, stride=stride)
+            # each column entry flows back to the pixel it was copied from             (input grad, 2/2)
+            grad_pad = col2im(grad_cols, channels, padded_hw, (kh, kw), out_hw, stride, dilation)
             top, bottom, left, right = pads
             grad_x = grad_pad[:, :, top:padded_hw[0] - bottom, left:padded_hw[1] - right]
         if ctx.needs_input_grad[1]:
             # dL/dW[g, o, k] = sum_{n, l} dL/dy[n, g, o, l] * cols[n, g, k, l]        (weight grad)
-            grad_w = torch.einsum("ngol,ngkl->gok", go, cols).reshape(weight.shape)
+            grad_w = torch.matmul(go, cols.transpose(-1, -2)).sum(0).reshape(weight.shape)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             # dL/db[o] = sum_{n, i, j} dL/dy[n, o, i, j]                               (bias grad)
             grad_b = grad_out.sum(dim=(0, 2, 3))
