@@ -52,6 +52,29 @@ DataRootOpt = typer.Option(None, "--data-root", help="Dataset folder (default: C
                            show_default=False)
 
 
+NprocOpt = typer.Option(None, "--nproc-per-node", min=1, show_default=False,
+                        help="Start N processes on this machine (DDP through torch.distributed.run; "
+                             "gloo on CPU, nccl on GPUs).")
+
+
+def _launch(nproc: int, config, sets, device, seed, data_root) -> None:
+    """Re-run this very command in ``nproc`` processes, minus --nproc-per-node."""
+    import sys
+
+    from .distributed import launch
+
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc-per-node":
+            skip = True
+        elif not arg.startswith("--nproc-per-node="):
+            argv.append(arg)
+    cfg = _load(config, sets, device, seed, data_root) if config is not None else None
+    launch(nproc, argv, cfg.device if cfg else (device or "auto"), cfg.devices if cfg else None)
+
+
 def _overrides(sets: Optional[list[str]], device: Optional[str], seed: Optional[int]) -> list[str]:
     extra = list(sets or [])
     if device is not None:
@@ -79,6 +102,7 @@ def train(
     data_root: Optional[str] = DataRootOpt,
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run: its directory or its last.pt.",
                                           show_default=False),
+    nproc_per_node: Optional[int] = NprocOpt,
 ) -> None:
     """Train a model from a YAML config.
 
@@ -86,6 +110,9 @@ def train(
     """
     from .errors import ConfigError
     from .runner import run
+
+    if nproc_per_node is not None:
+        return _launch(nproc_per_node, config, set_, device, seed, data_root)
 
     if config is None and resume is None:
         raise ConfigError("give --config FILE (or --resume RUN_DIR)")
@@ -118,6 +145,7 @@ def finetune(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.", show_default=False),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed.", show_default=False),
     data_root: Optional[str] = DataRootOpt,
+    nproc_per_node: Optional[int] = NprocOpt,
 ) -> None:
     """Start a new run from pretrained weights (head re-initialised when the class count differs).
 
@@ -125,6 +153,9 @@ def finetune(
     """
     from . import checkpoint as ckpt_mod
     from .runner import run
+
+    if nproc_per_node is not None:
+        return _launch(nproc_per_node, config, set_, device, seed, data_root)
 
     cfg = _load(config, list(set_ or []) + [f"finetune.checkpoint={json.dumps(str(checkpoint))}"], device, seed, data_root)
     # The architecture comes from the checkpoint: fine-tuning continues *that* model.

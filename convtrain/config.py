@@ -100,13 +100,14 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     epochs: int = _opt(10, "number of epochs", check=_positive)
-    batch_size: int = _opt(64, "training batch size per process (global = batch_size x world size)", check=_positive)
+    batch_size: int = _opt(64, "training batch size per process; the global batch is batch_size x number of processes", check=_positive)
     eval_batch_size: int = _opt(1000, "batch size for validation and test passes", check=_positive)
     max_steps_per_epoch: Optional[int] = _opt(None, "cap on optimizer steps per epoch (quick runs)", check=_positive)
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing", check=_fraction)
     grad_clip: Optional[float] = _opt(None, "clip the global gradient norm to this value", check=_positive)
     test_every_epoch: bool = _opt(False, "also report test metrics after every epoch (never used to pick best.pt)")
     log_every: int = _opt(100, "steps between progress lines when output is not a terminal", check=_positive)
+    sync_batchnorm: bool = _opt(False, "with several processes, BatchNorm statistics over the global batch (SyncBatchNorm)")
     nonfinite: str = _opt("stop", "on a NaN/inf loss: stop the run, or skip the batch", choices=("stop", "skip"))
 
 
@@ -156,6 +157,7 @@ class RunConfig:
     seed: int = _opt(0, "random seed; each process uses seed + rank")
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps",
                        check=lambda v: None if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) else "must be auto, cpu, cuda, cuda:N or mps")
+    devices: Optional[list[int]] = _opt(None, "GPU indices for the processes of this machine (local rank i uses devices[i]); null = local rank i uses GPU i")
     out_dir: str = _opt("runs", "parent folder of default run directories")
     model: ModelConfig = _opt(None, "model", factory=ModelConfig)
     data: DataConfig = _opt(None, "data", factory=DataConfig)
@@ -423,8 +425,8 @@ def schema_rows(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str,
         default = getattr(instance, f.name)
         help_text = f.metadata.get("help", "")
         choices = f.metadata.get("choices")
-        if choices is not None and not callable(choices):
-            help_text += f" ({' | '.join(choices)})"
+        if choices is not None:
+            help_text += f" ({' | '.join(choices() if callable(choices) else choices)})"
         shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
         rows.append((path, _type_name(tp), shown, help_text))
     return rows

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError
+from .errors import ConfigError, ConvtrainError
 
 
 @dataclass(frozen=True)
@@ -63,17 +63,52 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", index)
 
 
-def setup(device_spec: str) -> DistInfo:
-    """Resolve the device and, under torchrun with several processes, join the process group."""
+def check_gpu_count(device_spec: str, processes: int, devices: list[int] | None = None) -> None:
+    """Refuse, before anything starts, to run more GPU processes on this machine than GPUs it can see."""
+    if not device_spec.startswith("cuda"):
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    usable = len(devices) if devices else count
+    if processes > usable or count == 0:
+        seen = f"{count} GPU(s) are visible (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})"
+        listed = f", config 'devices' lists {len(devices)}" if devices else ""
+        raise ConfigError(f"{processes} process(es) with --device {device_spec} need {processes} GPU(s), but {seen}{listed}; "
+                          "start fewer processes or use --device cpu")
+    if devices and max(devices) >= count:
+        raise ConfigError(f"config 'devices' names GPU {max(devices)}, but only {count} GPU(s) are visible")
+
+
+def setup(device_spec: str, devices: list[int] | None = None) -> DistInfo:
+    """Resolve the device and, under torchrun with several processes, join the process group.
+
+    nccl on CUDA, gloo on the CPU. Local rank ``i`` uses GPU ``devices[i]`` when a device list is
+    given, else GPU ``i``.
+    """
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_spec, local_rank)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if device_spec == "auto" and torch.cuda.is_available():
+        device_spec = "cuda"
+    if device_spec == "cuda":
+        check_gpu_count(device_spec, local_world, devices)
+        device = resolve_device(f"cuda:{devices[local_rank] if devices else local_rank}")
+    else:
+        device = resolve_device(device_spec, local_rank)
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistInfo(rank, local_rank, world_size, device)
+
+
+def all_gather_objects(obj) -> list:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` in a single process."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        out = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
 
 
 def teardown(info: DistInfo) -> None:
@@ -95,3 +130,32 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
     return flag
+
+
+class WorkerFailed(ConvtrainError):
+    """A process started by :func:`launch` failed; it printed its own message."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def launch(nproc: int, argv: list[str], device_spec: str, devices: list[int] | None = None) -> None:
+    """Run ``python -m convtrain ARGV`` in ``nproc`` processes on this machine with PyTorch's
+    elastic launcher (what ``torchrun --standalone --nproc-per-node N`` does); no process
+    management of our own. GPU counts are checked before anything starts."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run as elastic_run
+
+    if nproc < 1:
+        raise ConfigError(f"--nproc-per-node must be >= 1, got {nproc}")
+    spec = "cuda" if device_spec == "auto" and torch.cuda.is_available() else device_spec
+    check_gpu_count(spec, nproc, devices)
+    args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "convtrain", *argv])
+    try:
+        elastic_run(args)
+    except ChildFailedError as exc:
+        codes = sorted({f.exitcode for f in exc.failures.values()})
+        code = next((c for c in codes if c in (1, 2, 130)), 1)
+        raise WorkerFailed(f"{len(exc.failures)} of {nproc} processes failed (exit codes {codes}); "
+                           "their messages are above", code) from None

@@ -53,7 +53,7 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
     resumed = _load_resume(resume, cfg) if resume is not None else None
     if resumed is not None:
         cfg, run_dir = resumed["config"], resumed["run_dir"]
-    dist = distributed.setup(cfg.device)
+    dist = distributed.setup(cfg.device, cfg.devices)
     reporter = reporter if (reporter is not None and dist.is_main) else Reporter(enabled=False)
     reporter.log_every = cfg.train.log_every
     try:
@@ -91,7 +91,9 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
                 rundir.truncate_metrics(ts["epoch"] if ts["epoch_complete"] else ts["epoch"] - 1)
             else:
                 rundir = RunDir.create(run_dir or default_path(cfg.out_dir, cfg.name or "run"))
-                rundir.write_config(config_mod.to_yaml(cfg))
+                rundir.write_config(f"# resolved config; {dist.world_size} process(es) x train.batch_size "
+                                    f"{cfg.train.batch_size} = global batch {dist.world_size * cfg.train.batch_size}\n"
+                                    + config_mod.to_yaml(cfg))
             reporter.attach_log(rundir.log)
         result = RunResult(rundir.path if rundir else None)
         if resumed is not None and rundir is not None:
@@ -106,6 +108,8 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
         model.to(device)
         if channels_last:
             model.to(memory_format=torch.channels_last)
+        if dist.distributed and cfg.train.sync_batchnorm:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
         # 5. Optimizer, schedule, loss scaling.
         optimizer = build_optimizer(model, cfg, device)
@@ -116,7 +120,7 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
         start_epoch, epoch_state, best_val_acc, best_epoch, best_state = 1, None, -1.0, 0, None
         if resumed is not None:
             start_epoch, epoch_state, best_val_acc, best_epoch, best_state = _restore(
-                resumed["ckpt"], model, optimizer, scheduler, scaler)
+                resumed["ckpt"], model, optimizer, scheduler, scaler, dist)
         train_model: nn.Module = model
         if dist.distributed:
             train_model = nn.parallel.DistributedDataParallel(
@@ -124,9 +128,8 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
         if cfg.speed.compile:
             train_model = torch.compile(train_model)
         seed_everything(cfg.seed + dist.rank)  # dropout etc. differ per rank
-        if resumed is not None and dist.is_main:
-            # rank 0's RNG continues exactly; other ranks restart from seed + rank (documented)
-            checkpoint.set_rng_state(resumed["ckpt"]["training_state"]["rng"])
+        if resumed is not None:
+            checkpoint.set_rng_state(resumed["ckpt"]["training_state"]["rng"][dist.rank])
 
         n_params = sum(p.numel() for p in model.parameters())
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -160,11 +163,11 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
                 reporter.epoch_end()
 
                 if out.stopped:
+                    state_now = _training_state(epoch, False, out.state, optimizer, scheduler, scaler, best_val_acc,
+                                                best_epoch, best_state, dist)  # a collective: every rank calls it
                     if rundir is not None:
                         rundir.save_checkpoint("last.pt", checkpoint.build(
-                            model, epoch=epoch - 1, metrics={}, training_state=_training_state(
-                                epoch, False, out.state, optimizer, scheduler, scaler, best_val_acc, best_epoch,
-                                best_state, dist), **ckpt_meta))
+                            model, epoch=epoch - 1, metrics={}, training_state=state_now, **ckpt_meta))
                         rundir.write_results({"status": "interrupted", "epoch": epoch, "step": out.state.step})
                     raise Interrupted(f"interrupted at epoch {epoch}, step {out.state.step}; last.pt saved. "
                                       f"Resume with: convtrain train --resume {result.run_dir}")
@@ -172,7 +175,8 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
                 val = engine.evaluate(model, eval_batches(val_split), len(bundle.classes), device, cfg.speed.amp)
                 test = (engine.evaluate(model, eval_batches(test_split), len(bundle.classes), device, cfg.speed.amp)
                         if cfg.train.test_every_epoch else None)
-                row = {"epoch": epoch, "train_loss": out.loss, "train_acc": out.acc, "val_loss": val["loss"],
+                train_loss, train_acc = _global_train_metrics(out.state, device)
+                row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val["loss"],
                        "val_acc": val["accuracy"], "test_loss": test["loss"] if test else None,
                        "test_acc": test["accuracy"] if test else None, "lr": optimizer.param_groups[0]["lr"],
                        "seconds": out.state.seconds}
@@ -182,15 +186,15 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
                     best_val_acc, best_epoch = val["accuracy"], epoch
                     best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                 reporter.info(_epoch_line(row, cfg.train.epochs, improved))
+                state_now = _training_state(epoch, True, out.state, optimizer, scheduler, scaler, best_val_acc,
+                                            best_epoch, best_state, dist)  # a collective: every rank calls it
                 if rundir is not None:
                     rundir.append_metrics(row)
                     metrics = {k: v for k, v in row.items() if v is not None}
                     if improved:
                         rundir.save_checkpoint("best.pt", checkpoint.build(model, epoch=epoch, metrics=metrics, **ckpt_meta))
                     rundir.save_checkpoint("last.pt", checkpoint.build(
-                        model, epoch=epoch, metrics=metrics, training_state=_training_state(
-                            epoch, True, out.state, optimizer, scheduler, scaler, best_val_acc, best_epoch, best_state, dist),
-                        **ckpt_meta))
+                        model, epoch=epoch, metrics=metrics, training_state=state_now, **ckpt_meta))
 
         # 8. Test the best checkpoint's weights (chosen on validation, never on test).
         result.best_epoch, result.best_val_acc = best_epoch, best_val_acc
@@ -288,23 +292,28 @@ def _load_pretrained(model: nn.Module, cfg: RunConfig, reporter: Reporter) -> No
 
 def _training_state(epoch: int, complete: bool, state: engine.EpochState, optimizer, scheduler, scaler,
                     best_val_acc: float, best_epoch: int, best_state: dict | None, dist: distributed.DistInfo) -> dict:
+    """Everything --resume needs. Per-rank parts (position in the epoch, RNG) are gathered from every rank."""
+    per_rank = distributed.all_gather_objects({"epoch_state": state.as_dict(), "rng": checkpoint.rng_state()})
     return {
         "epoch": epoch,
         "epoch_complete": complete,
-        "epoch_state": state.as_dict(),
+        "epoch_state": [r["epoch_state"] for r in per_rank],
+        "rng": [r["rng"] for r in per_rank],
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "best_val_acc": best_val_acc,
         "best_epoch": best_epoch,
         "best_state": best_state,
-        "rng": checkpoint.rng_state(),  # rank 0's
         "world_size": dist.world_size,
     }
 
 
-def _restore(ckpt: dict, model, optimizer, scheduler, scaler):
+def _restore(ckpt: dict, model, optimizer, scheduler, scaler, dist: distributed.DistInfo):
     ts = ckpt["training_state"]
+    if ts["world_size"] != dist.world_size:
+        raise ConfigError(f"this run was saved with {ts['world_size']} process(es); resume it with the same number "
+                          f"(now {dist.world_size}) so that the data order and RNG states carry over")
     model.load_state_dict(ckpt["model"]["state_dict"])
     optimizer.load_state_dict(ts["optimizer"])
     if scheduler is not None and ts["scheduler"] is not None:
@@ -314,8 +323,16 @@ def _restore(ckpt: dict, model, optimizer, scheduler, scaler):
     if ts["epoch_complete"]:
         start_epoch, epoch_state = ts["epoch"] + 1, None
     else:
-        start_epoch, epoch_state = ts["epoch"], engine.EpochState(**ts["epoch_state"])
+        start_epoch, epoch_state = ts["epoch"], engine.EpochState(**ts["epoch_state"][dist.rank])
     return start_epoch, epoch_state, ts["best_val_acc"], ts["best_epoch"], ts["best_state"]
+
+
+def _global_train_metrics(state: engine.EpochState, device: torch.device) -> tuple[float, float]:
+    """Mean training loss and accuracy over the samples of every rank."""
+    totals = torch.tensor([state.loss_sum, state.correct, state.samples], dtype=torch.float64, device=device)
+    distributed.all_reduce_sum(totals)
+    seen = max(float(totals[2]), 1.0)
+    return float(totals[0]) / seen, float(totals[1]) / seen
 
 
 def _load_resume(resume: str | Path, cfg: RunConfig | None) -> dict:

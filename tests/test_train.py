@@ -120,6 +120,7 @@ def test_finetune_head_and_backbone_learning_rates(trained_run, tmp_path):
     run_dir = tmp_path / "ft-lr"
     result = run_cli("finetune", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"),
                      "--config", "configs/fashion_finetune.yaml", "--set", "sched.name=none",
+                     "--set", "finetune.backbone_lr=3e-4", "--set", "finetune.head_lr=3e-3",
                      "--set", "train.max_steps_per_epoch=2", "--set", "train.epochs=1", "--set", "data.val_size=500",
                      "--set", "data.test_subset=200", "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
