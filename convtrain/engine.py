@@ -86,7 +86,7 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
         # One host sync per step: it is what lets a NaN be caught before it reaches the weights.
         if broadcast_flag(not bool(torch.isfinite(loss)), device):
             if nonfinite == "stop":
-                raise NonFiniteLoss(epoch, state.step + 1, float(loss))
+                raise NonFiniteLoss(epoch, state.step + 1, float(loss.detach()))
             state.skipped += 1
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
