@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -138,14 +139,15 @@ def load(path: str | Path) -> dict:
     if path.is_dir():
         raise CheckpointError(f"checkpoint path is a directory: {path} (give the .pt file, e.g. {path}/checkpoints/best.pt)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about odd pickle protocols; the error below says it all
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+        if "Unsupported global" in str(exc):
             raise CheckpointError(
                 f"refusing to load {path}: it holds objects other than tensors and plain containers, "
                 "which could run code if loaded unsafely; convtrain only loads weights_only checkpoints") from None
-        raise CheckpointError(f"{path} is not a valid checkpoint: {first}") from None
+        raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint (unreadable pickle data)") from None
     except Exception as exc:  # arbitrary bytes fail deep inside the unpickler with any exception type
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint ({first})") from None

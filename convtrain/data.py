@@ -83,14 +83,14 @@ def load_split(name: str, root: str | Path, train: bool, download: bool) -> Spli
             ds = cls(root=str(root), train=train, download=download and bool(missing))
         images, labels = ds.data, ds.targets
     except Exception as exc:  # torchvision raises RuntimeError, URLError, ValueError... for the same cause
-        listing = "\n  ".join(str(f) for f in files)
-        how = ("downloading was tried and failed" if missing and download else
-               "download is off (data.download=false)" if missing else "a file is unreadable or truncated")
+        folder = Path(root) / spec.folder / "raw"
+        how = ("files missing; downloading failed" if missing and download else
+               "files missing; download is off (data.download=false)" if missing else "a file is unreadable or truncated")
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(
-            f"cannot load dataset '{name}' from '{root}' ({how}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}). "
-            f"Expected files:\n  {listing}\n"
-            "Fix: point at a folder that has them with --data-root DIR, --set data.root=DIR or the "
-            "CONVTRAIN_DATA_ROOT environment variable, or allow downloading (data.download=true) on a machine with internet."
+            f"cannot load dataset '{name}' from '{root}' ({how}: {detail}); expected {folder}/"
+            f"{{{', '.join(_RAW_FILES)}}}; fix: --data-root DIR, --set data.root=DIR or CONVTRAIN_DATA_ROOT=DIR "
+            "pointing at a folder with those files, or data.download=true on a machine with internet"
         ) from None
     if images.dim() == 3:
         images = images.unsqueeze(1)

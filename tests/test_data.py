@@ -74,7 +74,7 @@ def test_missing_dataset_names_files_and_fixes(tmp_path):
     with pytest.raises(DataError) as info:
         data.build(cfg, seed=0)
     msg = str(info.value)
-    assert str(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte") in msg
+    assert str(tmp_path / "MNIST" / "raw") in msg and "train-images-idx3-ubyte" in msg and "\n" not in msg
     assert "CONVTRAIN_DATA_ROOT" in msg and "--data-root" in msg
 
 
