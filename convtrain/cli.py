@@ -25,6 +25,8 @@ config_app = typer.Typer(help="Inspect configs without running them.", no_args_i
 app.add_typer(config_app, name="config")
 
 out = Console(highlight=False, soft_wrap=True)
+if not out.is_terminal:
+    out.width = max(out.width, 120)  # logs and pipes: rich would otherwise assume 80 columns and truncate tables
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -231,6 +233,122 @@ def eval_(
         cm.add_row(label, *[f"[bold]{v}[/]" if i == j else (str(v) if v else "[dim]0[/]")
                                                  for j, v in enumerate(row)])
     out.print(cm)
+
+
+@app.command()
+@handle_errors
+def predict(
+    images: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...) or directories of them.",
+                                        show_default=False),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt).", show_default=False),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="How many classes to show per image."),
+    invert: str = typer.Option("auto", "--invert", help="auto (dark ink on light paper is inverted), yes or no."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per image."),
+) -> None:
+    """Classify image files of any size with a checkpoint.
+
+    Example: convtrain predict --checkpoint runs/mnist/checkpoints/best.pt digit.png photos/
+    """
+    from .predict import predict_images
+
+    results = predict_images(checkpoint, list(images), top_k=top_k, invert=invert, device=device)
+    if as_json:
+        print(json.dumps(results))
+        return
+    table = Table(title=f"predictions of {escape(str(checkpoint))}")
+    table.add_column("image")
+    table.add_column("top class", style="bold")
+    table.add_column(f"top {top_k}")
+    for r in results:
+        best = r["topk"][0]
+        table.add_row(escape(r["path"]), f"{escape(best['name'])} ({best['prob']:.1%})",
+                      escape(", ".join(f"{t['name']} {t['prob']:.1%}" for t in r["topk"])))
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def runs(
+    folder: Path = typer.Argument(Path("runs"), help="Folder that holds run directories."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List runs, newest first: model, data, epochs, accuracies, time, status.
+
+    Example: convtrain runs runs/
+    """
+    from .runs import list_runs
+
+    found = list_runs(folder)
+    if as_json:
+        print(json.dumps(found))
+        return
+    if not found:
+        out.print(f"no runs under {escape(str(folder))}")
+        return
+    table = Table(title=f"runs in {escape(str(folder))}")
+    for col in ("run", "model", "data", "epochs", "best val acc", "test acc", "time", "status"):
+        table.add_column(col, justify="right" if col in ("epochs", "best val acc", "test acc", "time") else "left")
+    colors = {"finished": "green", "interrupted": "yellow", "failed": "red"}
+    for r in found:
+        pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
+        table.add_row(escape(r["name"]), r["model"] or "?", r["dataset"] or "?", f"{r['epochs']}/{r['epochs_total']}",
+                      pct(r["best_val_acc"]), pct(r["test_acc"]), f"{r['seconds']:.0f}s",
+                      f"[{colors.get(r['status'], 'white')}]{r['status']}[/]")
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def plot(run_dir: Path = typer.Argument(..., help="A run directory.", show_default=False)) -> None:
+    """Write curves.png (loss and accuracy per epoch) and confusion.png (test set) into a run.
+
+    Example: convtrain plot runs/mnist-20261128-152128
+    """
+    from .plots import plot_run
+
+    for path in plot_run(run_dir):
+        out.print(f"wrote {escape(str(path))}")
+
+
+@app.command()
+@handle_errors
+def export(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt).", show_default=False),
+    fmt: str = typer.Option("torchscript", "--format", help="torchscript or onnx."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Output file (default: next to the checkpoint).",
+                                          show_default=False),
+    data_root: Optional[str] = DataRootOpt,
+) -> None:
+    """Export a checkpoint's model; its outputs are checked against the checkpoint's on a test batch.
+
+    Example: convtrain export --checkpoint runs/mnist/checkpoints/best.pt --format torchscript
+    """
+    from .export import export_checkpoint
+
+    r = export_checkpoint(checkpoint, fmt, output, data_root)
+    out.print(f"wrote {escape(r['path'])} ({r['format']}); max |difference| vs the checkpoint "
+              f"{r['max_abs_diff']:.2e} on {escape(r['checked_on'])}, same predictions: {r['same_predictions']}")
+
+
+@app.command()
+@handle_errors
+def visualize(
+    image: Optional[Path] = typer.Argument(None, help="Image file (default: the first test image).",
+                                           show_default=False),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt).", show_default=False),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Folder for the PNGs (default RUN/visualize).",
+                                              show_default=False),
+    data_root: Optional[str] = DataRootOpt,
+) -> None:
+    """Write PNG grids of the first conv layer's kernels and of every conv layer's feature maps.
+
+    Example: convtrain visualize --checkpoint runs/mnist/checkpoints/best.pt digit.png
+    """
+    from .plots import visualize as make_pictures
+
+    for path in make_pictures(checkpoint, image, output_dir, data_root):
+        out.print(f"wrote {escape(str(path))}")
 
 
 @app.command()

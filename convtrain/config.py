@@ -142,6 +142,13 @@ class SpeedConfig:
 
 
 @dataclass
+class LogConfig:
+    tensorboard: bool = _opt(False, "TensorBoard event files in RUN/tensorboard (needs: pip install 'convtrain[tensorboard]')")
+    tensorboard_every: int = _opt(1, "steps between TensorBoard points of the training loss and lr", check=_positive)
+    plots: bool = _opt(True, "write curves.png and confusion.png at the end of a run (needs matplotlib)")
+
+
+@dataclass
 class FinetuneConfig:
     checkpoint: Optional[str] = _opt(None, "pretrained checkpoint; `convtrain finetune --checkpoint` sets it")
     freeze: list[str] = _opt(None, "parameter-name prefixes to freeze, e.g. [backbone] (all but the head)", factory=list)
@@ -165,6 +172,7 @@ class RunConfig:
     optim: OptimConfig = _opt(None, "optimizer", factory=OptimConfig)
     sched: SchedConfig = _opt(None, "learning-rate schedule", factory=SchedConfig)
     speed: SpeedConfig = _opt(None, "speed options", factory=SpeedConfig)
+    log: LogConfig = _opt(None, "optional outputs: TensorBoard, plots", factory=LogConfig)
     finetune: FinetuneConfig = _opt(None, "fine-tuning (used by `convtrain finetune`)", factory=FinetuneConfig)
 
 

@@ -27,6 +27,7 @@ from .errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from .models import apply_init, create_model
 from .progress import Reporter
 from .rundir import RunDir, default_path
+from .tblog import TensorBoardLogger
 
 # Settings that may change when a run is resumed: they do not alter what the finished run means.
 RESUMABLE_CHANGES = ("train.epochs", "device", "train.log_every", "speed.threads", "speed.compile", "out_dir")
@@ -139,6 +140,11 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
                       f"device {device}{f' x {dist.world_size} processes' if dist.distributed else ''}")
 
         # 7. The epochs.
+        tb = TensorBoardLogger.open(rundir.path / "tensorboard", cfg.log.tensorboard_every) \
+            if (rundir is not None and cfg.log.tensorboard) else None
+        if rundir is not None and cfg.log.tensorboard and tb is None:
+            reporter.info("note: log.tensorboard is on but the tensorboard package is missing "
+                          "(pip install 'convtrain[tensorboard]'); no event files are written")
         stop = _StopFlag()
         ckpt_meta = dict(model_name=cfg.model.name, model_kwargs=cfg.model.kwargs, classes=bundle.classes,
                          in_channels=bundle.in_channels, input_size=bundle.input_size, mean=bundle.mean,
@@ -148,12 +154,14 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
                 state = epoch_state if (epoch == start_epoch and epoch_state is not None) else engine.EpochState()
                 train_batches.set_epoch(epoch)
                 reporter.epoch_start(epoch, cfg.train.epochs, int(steps_per_epoch), cfg.train.batch_size, state.step)
+                on_step = reporter.step if tb is None else _with_tensorboard(
+                    reporter.step, tb, optimizer, (epoch - 1) * int(steps_per_epoch))
                 try:
                     out = engine.train_one_epoch(
                         train_model, train_batches.iter_from(state.step), int(steps_per_epoch), optimizer, scheduler,
                         epoch=epoch, device=device, state=state, label_smoothing=cfg.train.label_smoothing,
                         grad_clip=cfg.train.grad_clip, nonfinite=cfg.train.nonfinite, amp=cfg.speed.amp,
-                        scaler=scaler, on_step=reporter.step, should_stop=stop.is_set)
+                        scaler=scaler, on_step=on_step, should_stop=stop.is_set)
                 except engine.NonFiniteLoss as exc:
                     reporter.epoch_end()
                     if rundir is not None:
@@ -186,6 +194,8 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
                     best_val_acc, best_epoch = val["accuracy"], epoch
                     best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                 reporter.info(_epoch_line(row, cfg.train.epochs, improved))
+                if tb is not None:
+                    tb.epoch(row)
                 state_now = _training_state(epoch, True, out.state, optimizer, scheduler, scaler, best_val_acc,
                                             best_epoch, best_state, dist)  # a collective: every rank calls it
                 if rundir is not None:
@@ -210,6 +220,10 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
                 "test_per_class_accuracy": test["per_class_accuracy"], "test_confusion_matrix": test["confusion_matrix"],
                 "classes": bundle.classes, "epochs": len(result.epochs), "train_seconds": result.train_seconds,
                 "world_size": dist.world_size, "device": str(device)})
+            if cfg.log.plots:
+                _write_plots(rundir.path, reporter)
+        if tb is not None:
+            tb.close()
         return result
     finally:
         reporter.close()
@@ -384,6 +398,24 @@ def _parse_row(row: dict) -> dict:
     for k, v in row.items():
         out[k] = None if v in ("", None) else (int(v) if k == "epoch" else float(v))
     return out
+
+
+def _with_tensorboard(report_step, tb: TensorBoardLogger, optimizer, offset: int):
+    def on_step(step: int, loss) -> None:
+        report_step(step, loss)
+        tb.step(offset + step, loss, optimizer.param_groups[0]["lr"])
+    return on_step
+
+
+def _write_plots(run_dir: Path, reporter: Reporter) -> None:
+    from .plots import MissingExtra, plot_run
+
+    try:
+        written = plot_run(run_dir)
+    except MissingExtra:
+        reporter.info("note: curves.png and confusion.png need matplotlib (pip install 'convtrain[plot]')")
+        return
+    reporter.info(f"plots: {', '.join(p.name for p in written)}")
 
 
 def _epoch_line(row: dict, epochs: int, improved: bool) -> str:

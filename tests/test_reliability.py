@@ -44,6 +44,7 @@ def _cases(tmp: Path, trained: Path) -> list[tuple[str, list[str], int, str]]:
     other["model"]["name"] = "lenet5"
     torch.save(other, tmp / "othermodel.pt")
     (tmp / "afile").write_text("x")
+    (tmp / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     return [
         ("malformed YAML", ["train", "-c", str(tmp / "malformed.yaml")], 2, "malformed YAML at line 3, column 2"),
         ("unknown key", ["train", "-c", str(tmp / "unknown.yaml")], 2, "unknown key 'train.epoch' (did you mean 'epochs'?)"),
@@ -63,6 +64,8 @@ def _cases(tmp: Path, trained: Path) -> list[tuple[str, list[str], int, str]]:
          "cannot create run directory"),
         ("resume a non-run", ["train", "--resume", str(tmp / "a_dir.yaml")], 1, "checkpoint not found"),
         ("bad --set", ["train", "-c", "configs/smoke.yaml", "--set", "optim.lr"], 2, "expected key.path=value"),
+        ("image that cannot be decoded", ["predict", "--checkpoint", str(best), str(tmp / "broken.png")], 1,
+         "cannot decode image"),
     ]
 
 

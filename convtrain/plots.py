@@ -1,0 +1,151 @@
+"""Pictures of a run: learning curves and confusion matrix (matplotlib, optional), and the conv
+layers' kernels and feature maps (plain PIL through torchvision, always available)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import checkpoint, data, ops
+from .errors import ConvtrainError, DataError, RunDirError
+from .rundir import RunDir
+
+CURVES_SIZE = (1200, 450)  # pixels: figsize x dpi below
+CONFUSION_SIZE = (700, 600)
+
+
+class MissingExtra(ConvtrainError):
+    """An optional package is needed for this command."""
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no display
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingExtra("plots need matplotlib: pip install 'convtrain[plot]'") from None
+    return plt
+
+
+def plot_run(run_dir: str | Path) -> list[Path]:
+    """Write ``curves.png`` (loss and accuracy per epoch) and ``confusion.png`` (test set) into the run."""
+    run = Path(run_dir)
+    rows = RunDir.open(run).read_metrics()
+    if not rows:
+        raise RunDirError(f"{run} has no metrics.csv rows yet: nothing to plot")
+    plt = _pyplot()
+    written = []
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(CURVES_SIZE[0] / 100, CURVES_SIZE[1] / 100), dpi=100)
+    for split, style in (("train", "-o"), ("val", "-s"), ("test", "-^")):
+        loss = [float(r[f"{split}_loss"]) if r.get(f"{split}_loss") else None for r in rows]
+        acc = [float(r[f"{split}_acc"]) if r.get(f"{split}_acc") else None for r in rows]
+        if any(v is not None for v in loss):
+            ax_loss.plot(epochs, loss, style, label=split)
+            ax_acc.plot(epochs, acc, style, label=split)
+    for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(run.name)
+    fig.tight_layout()
+    fig.savefig(run / "curves.png")
+    plt.close(fig)
+    written.append(run / "curves.png")
+    results_path = run / "results.json"
+    if results_path.exists():
+        results = json.loads(results_path.read_text())
+        if "test_confusion_matrix" in results:
+            written.append(_confusion_png(plt, results["test_confusion_matrix"], results.get("classes"),
+                                          run / "confusion.png", f"{run.name}: test accuracy {results['test_accuracy']:.4f}"))
+    return written
+
+
+def _confusion_png(plt, matrix, classes, path: Path, title: str) -> Path:
+    cm = torch.tensor(matrix, dtype=torch.float64)
+    n = cm.shape[0]
+    labels = classes or [str(i) for i in range(n)]
+    fig, ax = plt.subplots(figsize=(CONFUSION_SIZE[0] / 100, CONFUSION_SIZE[1] / 100), dpi=100)
+    # row-normalised colours (recall per class), raw counts as text
+    shown = cm / cm.sum(1, keepdim=True).clamp(min=1)
+    ax.imshow(shown.numpy(), cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if shown[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+CONV_TYPES = (nn.Conv2d, ops.Conv2d)
+
+
+def _grid(maps: torch.Tensor, scale: int, path: Path) -> Path:
+    """Save ``[N, H, W]`` maps as one grid, each map min-max scaled on its own, 8 per row."""
+    from torchvision.utils import save_image
+
+    lo = maps.flatten(1).min(1).values.view(-1, 1, 1)
+    hi = maps.flatten(1).max(1).values.view(-1, 1, 1)
+    maps = (maps - lo) / (hi - lo).clamp(min=1e-12)
+    maps = maps.repeat_interleave(scale, 1).repeat_interleave(scale, 2).unsqueeze(1)
+    save_image(maps, path, nrow=8, padding=2, pad_value=1.0)
+    return path
+
+
+def visualize(ckpt_path: str | Path, image: str | Path | None = None, output_dir: str | Path | None = None,
+              data_root: str | None = None, invert: str = "auto") -> list[Path]:
+    """PNG grids of the first conv layer's kernels and of every conv layer's feature maps for one image.
+
+    The image is a file, or by default the first image of the checkpoint's test set. Files go to
+    ``output_dir`` (default: ``visualize/`` in the checkpoint's run directory).
+    """
+    ckpt = checkpoint.load(ckpt_path)
+    model = checkpoint.rebuild_model(ckpt, ckpt_path).eval()
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, CONV_TYPES)]
+    if not convs:
+        raise ConvtrainError(f"model '{ckpt['model']['name']}' has no conv layers to visualize")
+    out = Path(output_dir) if output_dir else Path(ckpt_path).resolve().parent.parent / "visualize"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    first_name, first = convs[0]
+    kernels = first.weight.detach().float()
+    written.append(_grid(kernels.mean(1) if kernels.shape[1] > 1 else kernels[:, 0], 8, out / "kernels.png"))
+    if image is not None:
+        from .predict import load_image
+
+        x = load_image(Path(image), ckpt["in_channels"], tuple(ckpt["input_size"]), invert)
+    else:
+        from .data import data_root_from_env, load_split
+
+        root = data_root or data_root_from_env(ckpt["config"]["data"]["root"])
+        try:
+            x = load_split(ckpt["dataset"], root, train=False, download=False).images[0]
+        except DataError as exc:
+            raise DataError(f"{exc} (or pass an IMAGE file)") from None
+    norm = data.Normalizer(ckpt["normalization"]["mean"], ckpt["normalization"]["std"], torch.device("cpu"))
+    captured: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, o, name=name: captured.__setitem__(name, o.detach()))
+             for name, m in convs]
+    with torch.inference_mode():
+        model(norm(x.unsqueeze(0)))
+    for h in hooks:
+        h.remove()
+    for name, _ in convs:
+        fmap = captured[name][0]
+        scale = max(1, 28 // fmap.shape[-1])  # small maps are enlarged so they stay visible
+        written.append(_grid(fmap, scale, out / f"featuremaps_{name.replace('.', '_')}.png"))
+    return written

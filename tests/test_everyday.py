@@ -1,0 +1,187 @@
+"""predict, runs, plot, export, visualize, TensorBoard, --help examples."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from convtrain import checkpoint, data
+from convtrain.cli import app
+
+from .conftest import run_cli
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def digits(data_root, tmp_path_factory):
+    """12 MNIST test images as PNG files, plus the images themselves."""
+    folder = tmp_path_factory.mktemp("digits")
+    test = data.load_split("mnist", data_root, train=False, download=False)
+    idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(1))[:12]
+    images = test.images[idx]
+    for i, img in enumerate(images):
+        Image.fromarray(img[0].numpy()).save(folder / f"digit{i:02d}.png")
+    return folder, images
+
+
+def _model_predictions(ckpt_path, images):
+    ckpt = checkpoint.load(ckpt_path)
+    model = checkpoint.rebuild_model(ckpt).eval()
+    norm = data.Normalizer(ckpt["normalization"]["mean"], ckpt["normalization"]["std"], torch.device("cpu"))
+    with torch.inference_mode():
+        return model(norm(images)).argmax(1).tolist()
+
+
+def test_predict_pngs_match_the_checkpoints_own_prediction(trained_run, digits):
+    folder, images = digits
+    best = trained_run / "checkpoints" / "best.pt"
+    result = runner.invoke(app, ["predict", "--checkpoint", str(best), str(folder), "--top-k", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    preds = json.loads(result.stdout)
+    assert [p["path"] for p in preds] == [str(folder / f"digit{i:02d}.png") for i in range(12)]
+    assert [p["label"] for p in preds] == _model_predictions(best, images)
+    for p in preds:
+        assert len(p["topk"]) == 3 and p["topk"][0]["index"] == p["label"]
+        assert p["topk"][0]["name"] == str(p["label"])
+        assert 0 <= p["topk"][1]["prob"] <= p["topk"][0]["prob"] <= 1
+
+
+def test_predict_large_dark_on_light_image_is_inverted_and_resized(trained_run, digits, tmp_path):
+    folder, images = digits
+    best = trained_run / "checkpoints" / "best.pt"
+    paper = Image.fromarray(255 - images[0, 0].numpy()).resize((112, 112), Image.NEAREST)
+    paper.save(tmp_path / "paper.png")
+    paper.convert("RGB").save(tmp_path / "paper.jpg", quality=95)
+    result = runner.invoke(app, ["predict", "--checkpoint", str(best), str(tmp_path / "paper.png"),
+                                 str(tmp_path / "paper.jpg"), "--json"])
+    assert result.exit_code == 0, result.output
+    labels = [p["label"] for p in json.loads(result.stdout)]
+    assert labels == [_model_predictions(best, images[:1])[0]] * 2
+    table = runner.invoke(app, ["predict", "--checkpoint", str(best), str(tmp_path / "paper.png")])
+    assert table.exit_code == 0 and "top class" in table.stdout
+
+
+def test_predict_undecodable_image(trained_run, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    result = runner.invoke(app, ["predict", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"), str(bad)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: cannot decode image") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_runs_lists_finished_and_interrupted(trained_run, tmp_path):
+    shutil.copytree(trained_run, tmp_path / "a-finished")
+    shutil.copytree(trained_run, tmp_path / "b-interrupted")
+    (tmp_path / "b-interrupted" / "results.json").write_text(json.dumps({"status": "interrupted", "epoch": 1}))
+    shutil.copytree(trained_run, tmp_path / "c-killed")
+    (tmp_path / "c-killed" / "results.json").unlink()  # kill -9: no results.json at all
+    (tmp_path / "not-a-run").mkdir()
+    result = runner.invoke(app, ["runs", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert set(rows) == {"a-finished", "b-interrupted", "c-killed"}
+    assert rows["a-finished"]["status"] == "finished" and rows["a-finished"]["test_acc"] >= 0.97
+    assert rows["b-interrupted"]["status"] == "interrupted" and rows["c-killed"]["status"] == "interrupted"
+    assert rows["a-finished"]["model"] == "article_cnn" and rows["a-finished"]["epochs"] == 1
+    listing = json.loads(result.stdout)
+    assert [r["created"] for r in listing] == sorted((r["created"] for r in listing), reverse=True)  # newest first
+    table = runner.invoke(app, ["runs", str(tmp_path)])
+    assert "finished" in table.stdout and "interrupted" in table.stdout
+
+
+def test_training_wrote_plots_and_plot_command(trained_run, tmp_path):
+    pytest.importorskip("matplotlib", reason="plots need the optional matplotlib")
+    assert Image.open(trained_run / "curves.png").size == (1200, 450)  # written at the end of training
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    (run / "curves.png").unlink()
+    (run / "confusion.png").unlink()
+    result = runner.invoke(app, ["plot", str(run)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(run / "curves.png").size == (1200, 450)
+    assert Image.open(run / "confusion.png").size == (700, 600)
+    assert (run / "confusion.png").stat().st_size > 10_000
+
+
+def test_visualize_kernels_and_feature_maps(trained_run, digits, tmp_path):
+    folder, _ = digits
+    result = runner.invoke(app, ["visualize", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"),
+                                 str(folder / "digit00.png"), "--output-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    # 32 kernels of 3x3 enlarged 8x, 8 per row with 2-pixel gaps: 8*24+9*2 by 4*24+5*2
+    assert Image.open(tmp_path / "kernels.png").size == (210, 106)
+    assert Image.open(tmp_path / "featuremaps_backbone_conv1.png").size == (242, 122)  # 32 maps of 28x28
+    assert Image.open(tmp_path / "featuremaps_backbone_conv2.png").size == (242, 242)  # 64 maps of 14x14, x2
+    pixels = torch.tensor(np.asarray(Image.open(tmp_path / "kernels.png").convert("L")), dtype=torch.float)
+    assert pixels.std() > 10  # not a blank picture
+    default = runner.invoke(app, ["visualize", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"),
+                                  "--output-dir", str(tmp_path / "default")])
+    assert default.exit_code == 0 and (tmp_path / "default" / "kernels.png").stat().st_size > 0
+
+
+def test_export_torchscript_round_trip(trained_run, digits, tmp_path):
+    _, images = digits
+    best = trained_run / "checkpoints" / "best.pt"
+    out = tmp_path / "model.ts"
+    result = runner.invoke(app, ["export", "--checkpoint", str(best), "--format", "torchscript", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "same predictions: True" in result.stdout
+    ckpt = checkpoint.load(best)
+    norm = data.Normalizer(ckpt["normalization"]["mean"], ckpt["normalization"]["std"], torch.device("cpu"))
+    loaded = torch.jit.load(str(out))
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(norm(images)), checkpoint.rebuild_model(ckpt).eval()(norm(images)))
+
+
+def test_export_onnx(trained_run, tmp_path):
+    pytest.importorskip("onnxruntime", reason="ONNX export is optional: pip install 'convtrain[onnx]'")
+    pytest.importorskip("onnxscript", reason="ONNX export is optional: pip install 'convtrain[onnx]'")
+    result = runner.invoke(app, ["export", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"),
+                                 "--format", "onnx", "--output", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.output
+
+
+def test_export_onnx_without_packages_is_a_clear_message(trained_run, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name.startswith("onnx"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    result = runner.invoke(app, ["export", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"), "--format", "onnx"])
+    assert result.exit_code == 1 and "pip install 'convtrain[onnx]'" in result.stderr
+
+
+def test_tensorboard_event_files(data_root, tmp_path):
+    pytest.importorskip("tensorboard", reason="TensorBoard logging is optional")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "tb"
+    result = run_cli("train", "-c", "configs/smoke.yaml", "--set", "data.train_subset=640", "--set", "data.val_size=200",
+                     "--set", "data.test_subset=200", "--set", "train.epochs=2", "--set", "log.tensorboard=true",
+                     "--set", "log.plots=false", "--run-dir", str(run))
+    assert result.returncode == 0, result.stderr
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss_step", "train/lr", "train/loss", "val/acc", "val/loss"} <= tags
+    assert len(acc.Scalars("train/loss_step")) == 20  # 10 steps x 2 epochs, one point per step
+    assert [e.step for e in acc.Scalars("val/acc")] == [1, 2]
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "finetune", "models", "conv", "predict", "runs", "plot",
+                                     "export", "visualize", "config show", "config keys"])
+def test_every_command_help_has_an_example(command):
+    result = runner.invoke(app, [*command.split(), "--help"])
+    assert result.exit_code == 0
+    assert "Example: convtrain " in result.stdout
