@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import signal
@@ -19,7 +20,8 @@ from .conftest import REPO, SMALL_RUN, run_cli
 
 def test_run_directory_contents(trained_run):
     names = sorted(p.name for p in trained_run.iterdir())
-    assert names == ["checkpoints", "config.yaml", "metrics.csv", "results.json", "train.log"]
+    plots = ["confusion.png", "curves.png"] if importlib.util.find_spec("matplotlib") else []
+    assert names == sorted(["checkpoints", "config.yaml", "metrics.csv", "results.json", "train.log", *plots])
     assert sorted(p.name for p in (trained_run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     cfg = yaml.safe_load((trained_run / "config.yaml").read_text())
     assert cfg["seed"] == 0 and cfg["data"]["train_subset"] == 20000 and cfg["model"]["name"] == "article_cnn"
