@@ -70,5 +70,12 @@ class Reporter:
             self._progress.stop()
             self._progress = None
 
+    def epoch_summary(self, row: dict, epochs: int, improved: bool) -> None:
+        """The one line that ends an epoch (``row`` is what metrics.csv gets)."""
+        test = f"  test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}" if row.get("test_acc") is not None else ""
+        self.info(f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
+                  f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}{test}  lr {row['lr']:.3g}  "
+                  f"{row['seconds']:.1f}s{'  *best' if improved else ''}")
+
     def close(self) -> None:
         self.epoch_end()

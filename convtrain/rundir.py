@@ -22,7 +22,9 @@ from pathlib import Path
 from . import checkpoint
 from .errors import RunDirError
 
-METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds"]
+# seconds = training time of the epoch; val_seconds / test_seconds = time of those evaluation passes
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
+                  "val_seconds", "test_seconds"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -187,13 +187,14 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
                 row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val["loss"],
                        "val_acc": val["accuracy"], "test_loss": test["loss"] if test else None,
                        "test_acc": test["accuracy"] if test else None, "lr": optimizer.param_groups[0]["lr"],
-                       "seconds": out.state.seconds}
+                       "seconds": out.state.seconds, "val_seconds": val["seconds"],
+                       "test_seconds": test["seconds"] if test else None}
                 result.epochs.append(row)
                 improved = val["accuracy"] > best_val_acc
                 if improved:
                     best_val_acc, best_epoch = val["accuracy"], epoch
                     best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                reporter.info(_epoch_line(row, cfg.train.epochs, improved))
+                reporter.epoch_summary(row, cfg.train.epochs, improved)
                 if tb is not None:
                     tb.epoch(row)
                 state_now = _training_state(epoch, True, out.state, optimizer, scheduler, scaler, best_val_acc,
@@ -416,13 +417,6 @@ def _write_plots(run_dir: Path, reporter: Reporter) -> None:
         reporter.info("note: curves.png and confusion.png need matplotlib (pip install 'convtrain[plot]')")
         return
     reporter.info(f"plots: {', '.join(p.name for p in written)}")
-
-
-def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
-    test = f"  test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}" if row["test_acc"] is not None else ""
-    return (f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
-            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}{test}  lr {row['lr']:.3g}  "
-            f"{row['seconds']:.1f}s{'  *best' if improved else ''}")
 
 
 class _StopFlag:
