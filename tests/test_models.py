@@ -111,3 +111,23 @@ def test_init_schemes(scheme):
     assert changed == (scheme != "default")
     if scheme != "default":
         assert torch.count_nonzero(model.backbone.conv1.bias) == 0
+
+
+def test_article_cnn_computes_the_articles_function_exactly():
+    """The registry's article_cnn pools before its ReLUs (faster); outputs and gradients are bit-identical
+    to the article's conv -> ReLU -> pool order."""
+    torch.manual_seed(0)
+    m = create_model("article_cnn", num_classes=10)
+    b = m.backbone
+    x = torch.randn(16, 1, 28, 28)
+
+    def article_forward(x):
+        x = nn.functional.max_pool2d(torch.relu(b.conv1(x)), 2)
+        x = nn.functional.max_pool2d(torch.relu(b.conv2(x)), 2)
+        return m.head(torch.relu(b.fc1(x.view(-1, 64 * 7 * 7))))
+
+    ours, ref = m(x), article_forward(x)
+    assert torch.equal(ours, ref)
+    g_ours = torch.autograd.grad(ours.square().sum(), list(m.parameters()))
+    g_ref = torch.autograd.grad(ref.square().sum(), list(m.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(g_ours, g_ref))
