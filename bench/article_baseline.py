@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--data-root", default=os.environ.get("CONVTRAIN_DATA_ROOT", "data"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--worker", action="store_true", help="wait for stdin before each epoch; print JSON lines")
+    ap.add_argument("--device", default="cpu", help="the article runs on the CPU; cuda moves model and batches there")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
 
@@ -64,7 +65,8 @@ def main() -> None:
     train_loader = DataLoader(train_dataset, batch_size=64, shuffle=True)
     test_loader = DataLoader(test_dataset, batch_size=1000, shuffle=False)
 
-    model = CNN()
+    device = torch.device(args.device)
+    model = CNN().to(device)
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.Adam(model.parameters(), lr=0.001)
 
@@ -75,6 +77,7 @@ def main() -> None:
         t0 = time.perf_counter()
         running_loss, steps = 0.0, 0
         for inputs, labels in train_loader:
+            inputs, labels = inputs.to(device), labels.to(device)
             optimizer.zero_grad()
             loss = criterion(model(inputs), labels)
             loss.backward()
@@ -87,6 +90,7 @@ def main() -> None:
         correct = total = 0
         with torch.no_grad():
             for inputs, labels in test_loader:
+                inputs, labels = inputs.to(device), labels.to(device)
                 predicted = model(inputs).argmax(1)
                 total += labels.size(0)
                 correct += (predicted == labels).sum().item()

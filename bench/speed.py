@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 
-def convtrain_worker(config: str, epochs: int) -> None:
+def convtrain_worker(config: str, epochs: int, device: str) -> None:
     """Run convtrain's real runner; block before each epoch until the driver says go."""
     from convtrain.config import load_config
     from convtrain.progress import Reporter
@@ -50,7 +50,7 @@ def convtrain_worker(config: str, epochs: int) -> None:
                               "train_seconds": row["seconds"], "eval_seconds": row["test_seconds"],
                               "peak_rss_mb": rss}), flush=True)
 
-    cfg = load_config(config, [f"train.epochs={epochs}", "log.plots=false"])
+    cfg = load_config(config, [f"train.epochs={epochs}", "log.plots=false", f"device={device}"])
     with tempfile.TemporaryDirectory() as tmp:
         run(cfg, run_dir=Path(tmp) / "run", reporter=Lockstep(enabled=True))
 
@@ -69,11 +69,11 @@ def _epoch(proc: subprocess.Popen) -> dict:
     return json.loads(line)
 
 
-def time_to_99(config: str) -> None:
+def time_to_99(config: str, device: str = "cpu") -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "fast"
         cmd = [sys.executable, "-m", "convtrain", "train", "--config", config, "--set", "train.test_every_epoch=true",
-               "--set", "log.plots=false", "--run-dir", str(run_dir)]
+               "--set", "log.plots=false", "--device", device, "--run-dir", str(run_dir)]
         subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
         with open(run_dir / "metrics.csv") as f:
             rows = list(csv.DictReader(f))
@@ -93,17 +93,19 @@ def main() -> None:
     ap.add_argument("--config", default="configs/mnist.yaml")
     ap.add_argument("--fast-config", default="configs/fast.yaml")
     ap.add_argument("--skip-fast", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda, for both sides")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        return convtrain_worker(args.config, args.epochs)
+        return convtrain_worker(args.config, args.epochs, args.device)
     import torch
 
     print(f"# {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; data {os.environ.get('CONVTRAIN_DATA_ROOT', 'data')}")
-    base = _start([sys.executable, str(HERE / "article_baseline.py"), "--worker", "--epochs", str(args.epochs)])
+    base = _start([sys.executable, str(HERE / "article_baseline.py"), "--worker", "--epochs", str(args.epochs),
+                   "--device", args.device])
     ours = _start([sys.executable, str(HERE / "speed.py"), "--worker", "--epochs", str(args.epochs),
-                   "--config", args.config])
+                   "--config", args.config, "--device", args.device])
     print("epoch | baseline: train s, eval s, test acc | convtrain: train s, eval s, test acc | speed-up train, eval")
     totals = {"b_train": 0.0, "b_eval": 0.0, "o_train": 0.0, "o_eval": 0.0}
     b = o = {}
@@ -126,7 +128,7 @@ def main() -> None:
           f"evaluation {totals['b_eval'] / totals['o_eval']:.2f}x")
     print(f"peak RSS: baseline {b['peak_rss_mb']:.0f} MB, convtrain {o['peak_rss_mb']:.0f} MB")
     if not args.skip_fast:
-        time_to_99(args.fast_config)
+        time_to_99(args.fast_config, args.device)
 
 
 if __name__ == "__main__":

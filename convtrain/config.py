@@ -94,6 +94,10 @@ class DataConfig:
     mean: Optional[list[float]] = _opt(None, "normalization mean per channel; null = the dataset's own statistics")
     std: Optional[list[float]] = _opt(None, "normalization std per channel; null = the dataset's own statistics",
                                       check=lambda v: None if v is None or all(s > 0 for s in v) else "every std must be > 0")
+    loader: str = _opt("auto", "tensor: decode once into one tensor on the device (fast); dataloader: torch "
+                       "DataLoader with per-sample transforms and workers; auto: tensor for MNIST-style data",
+                       choices=("auto", "tensor", "dataloader"))
+    workers: int = _opt(2, "DataLoader worker processes (dataloader path only)", check=_non_negative)
     augment: AugmentConfig = _opt(None, "training-time augmentation", factory=AugmentConfig)
 
 
@@ -139,6 +143,8 @@ class SpeedConfig:
     amp: str = _opt("off", "mixed precision on CUDA; ignored on CPU", choices=("off", "bf16", "fp16"))
     compile: bool = _opt(False, "wrap the model in torch.compile")
     threads: Optional[int] = _opt(None, "CPU threads for torch; null = PyTorch's choice", check=_positive)
+    eval_chunk: Optional[int] = _opt(None, "evaluate each batch in pieces of at most N images (same numbers, faster "
+                                     "on CPUs); null = 64 on a CPU, whole batches on a GPU", check=_positive)
 
 
 @dataclass

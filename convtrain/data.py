@@ -36,6 +36,8 @@ class DatasetSpec:
     classes: tuple[str, ...]
     mean: tuple[float, ...]  # training-set statistics of pixel/255
     std: tuple[float, ...]
+    # small enough to decode once into one tensor on the device (data.loader: auto picks the fast path)
+    tensor_resident: bool = True
 
     def expected_files(self, root: str | Path) -> list[Path]:
         return [Path(root) / self.folder / "raw" / f for f in _RAW_FILES]
@@ -224,16 +226,11 @@ class TensorBatches:
         self.epoch = epoch
 
     def _indices(self) -> Tensor:
-        n = len(self.split)
-        if self.shuffle:
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(self.seed, self.epoch)))
-            per_rank = n // self.world_size
-            return perm[: per_rank * self.world_size][self.rank::self.world_size]
-        return torch.arange(self.rank, n, self.world_size)
+        return shard_indices(len(self.split), self.shuffle, self.seed, self.epoch, self.rank, self.world_size)
 
     def num_samples(self) -> int:
-        n = len(self.split)
-        return n // self.world_size if self.shuffle else len(range(self.rank, n, self.world_size))
+        return len(shard_indices(len(self.split), False, 0, 0, self.rank, self.world_size)) if not self.shuffle \
+            else len(self.split) // self.world_size
 
     def __len__(self) -> int:
         return math.ceil(self.num_samples() / self.batch_size)
@@ -254,6 +251,99 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self.iter_from(0)
+
+
+def shard_indices(n: int, shuffle: bool, seed: int, epoch: int, rank: int, world_size: int) -> Tensor:
+    """This rank's sample indices for one epoch; both batch iterators use it, so they agree.
+
+    Training: a permutation seeded by ``(seed, epoch)``, cut to a multiple of ``world_size``, every
+    ``world_size``-th index from ``rank``. Evaluation: file order, samples ``rank, rank + world_size, ...``.
+    """
+    if shuffle:
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
+        return perm[: (n // world_size) * world_size][rank::world_size]
+    return torch.arange(rank, n, world_size)
+
+
+class SplitDataset(torch.utils.data.Dataset):
+    """A :class:`Split` served one sample at a time, converted and normalized per sample (the
+    classic torchvision ``ToTensor`` + ``Normalize`` pipeline), for the DataLoader path."""
+
+    def __init__(self, split: Split, mean: list[float], std: list[float]) -> None:
+        self.split = split
+        self.mean = torch.tensor(mean).view(-1, 1, 1)
+        self.std = torch.tensor(std).view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return (self.split.images[i].float() / 255 - self.mean) / self.std, int(self.split.labels[i])
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    def __init__(self, batches: LoaderBatches) -> None:
+        self.batches = batches
+
+    def __iter__(self):
+        b = self.batches
+        return iter(shard_indices(len(b.dataset), b.shuffle, b.seed, b.epoch, b.rank, b.world_size).tolist())
+
+    def __len__(self) -> int:
+        return self.batches.num_samples()
+
+
+class LoaderBatches:
+    """The generic path: a ``torch.utils.data.DataLoader`` over any dataset of ``(normalized image,
+    label)`` samples, with worker processes, pinned memory and persistent workers. Same sample order
+    and sharding as :class:`TensorBatches`; batches are moved to ``device`` and augmented there."""
+
+    def __init__(self, dataset, batch_size: int, device: torch.device, *, shuffle: bool, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, workers: int = 2, augment: AugmentParams | None = None,
+                 channels_last: bool = False) -> None:
+        self.dataset, self.batch_size, self.device = dataset, batch_size, device
+        self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
+        self.augment, self.channels_last = augment, channels_last
+        self.epoch = 0
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, sampler=_EpochSampler(self), num_workers=workers,
+            pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def num_samples(self) -> int:
+        n = len(self.dataset)
+        return n // self.world_size if self.shuffle else len(range(self.rank, n, self.world_size))
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples() / self.batch_size)
+
+    def iter_from(self, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        for step, (x, y) in enumerate(self.loader):
+            if step < start_step:
+                continue  # resuming mid-epoch: these batches were already trained on
+            x = x.to(self.device, non_blocking=True)
+            if self.augment is not None:
+                gen = torch.Generator().manual_seed(_mix(self.seed, self.epoch, step, self.rank, 1))
+                x = random_affine(x, self.augment, gen)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y.to(self.device, non_blocking=True)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self.iter_from(0)
+
+
+def make_batches(split: Split, bundle: DataBundle, loader: str, batch_size: int, device: torch.device, *,
+                 shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1, workers: int = 2,
+                 augment: AugmentParams | None = None, channels_last: bool = False):
+    """TensorBatches (``loader="tensor"``: ``split`` must already be on ``device``) or LoaderBatches."""
+    if loader == "tensor":
+        return TensorBatches(split, batch_size, Normalizer(bundle.mean, bundle.std, device), shuffle=shuffle,
+                             seed=seed, rank=rank, world_size=world_size, augment=augment, channels_last=channels_last)
+    return LoaderBatches(SplitDataset(split, bundle.mean, bundle.std), batch_size, device, shuffle=shuffle, seed=seed,
+                         rank=rank, world_size=world_size, workers=workers, augment=augment, channels_last=channels_last)
 
 
 def data_root_from_env(default: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from . import checkpoint, data, distributed, engine
 from .errors import CheckpointError, ConfigError, did_you_mean
 
@@ -36,10 +38,12 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
         raise CheckpointError(f"{path} expects images of shape {[ckpt['in_channels'], *ckpt['input_size']]}, "
                               f"dataset '{name}' has {shape}")
     dev = distributed.resolve_device(device)
-    model.to(dev)
+    channels_last = dev.type in ("cpu", "cuda")  # faster convolutions; the numbers are the same
+    model.to(dev, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     norm = ckpt["normalization"]
     batches = data.TensorBatches(split_data.to(dev), batch_size or cfg["train"]["eval_batch_size"],
-                                 data.Normalizer(norm["mean"], norm["std"], dev), shuffle=False)
-    result = engine.evaluate(model, batches, ckpt["num_classes"], dev)
+                                 data.Normalizer(norm["mean"], norm["std"], dev), shuffle=False,
+                                 channels_last=channels_last)
+    result = engine.evaluate(model, batches, ckpt["num_classes"], dev, chunk=engine.eval_chunk(dev, None))
     return {"checkpoint": str(path), "model": ckpt["model"]["name"], "dataset": name, "split": split,
             "epoch": ckpt["epoch"], "classes": ckpt["classes"], **result}

@@ -63,22 +63,27 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
             torch.set_num_threads(cfg.speed.threads)
         seed_everything(cfg.seed)
 
-        # 2. Data: decoded once, resident on the training device.
+        # 2. Data: decoded once, resident on the training device (or served by a DataLoader).
         bundle = data.build(cfg.data, cfg.seed)
         device = dist.device
-        train_split, val_split, test_split = (s.to(device) for s in (bundle.train, bundle.val, bundle.test))
-        normalizer = data.Normalizer(bundle.mean, bundle.std, device)
+        loader = cfg.data.loader
+        if loader == "auto":
+            loader = "tensor" if data.DATASETS[cfg.data.name].tensor_resident else "dataloader"
+        train_split, val_split, test_split = bundle.train, bundle.val, bundle.test
+        if loader == "tensor":
+            train_split, val_split, test_split = (s.to(device) for s in (train_split, val_split, test_split))
         channels_last = cfg.speed.channels_last and device.type in ("cpu", "cuda")
         augment = data.AugmentParams(**{k: v for k, v in dataclasses.asdict(cfg.data.augment).items() if k != "enabled"}) \
             if cfg.data.augment.enabled else None
-        train_batches = data.TensorBatches(train_split, cfg.train.batch_size, normalizer, shuffle=True, seed=cfg.seed,
-                                           rank=dist.rank, world_size=dist.world_size, augment=augment,
-                                           channels_last=channels_last)
+        shared = dict(rank=dist.rank, world_size=dist.world_size, workers=cfg.data.workers, channels_last=channels_last)
+        train_batches = data.make_batches(train_split, bundle, loader, cfg.train.batch_size, device, shuffle=True,
+                                          seed=cfg.seed, augment=augment, **shared)
 
-        def eval_batches(split: data.Split) -> data.TensorBatches:
-            return data.TensorBatches(split, cfg.train.eval_batch_size, normalizer, shuffle=False, rank=dist.rank,
-                                      world_size=dist.world_size, channels_last=channels_last)
+        val_batches, test_batches = (
+            data.make_batches(split, bundle, loader, cfg.train.eval_batch_size, device, shuffle=False, **shared)
+            for split in (val_split, test_split))
 
+        chunk = engine.eval_chunk(device, cfg.speed.eval_chunk)
         steps_per_epoch = min(len(train_batches), cfg.train.max_steps_per_epoch or math.inf)
         if steps_per_epoch < 1:
             raise ConfigError(f"the training set ({len(train_split)} images) is smaller than one batch per process")
@@ -180,8 +185,8 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
                     raise Interrupted(f"interrupted at epoch {epoch}, step {out.state.step}; last.pt saved. "
                                       f"Resume with: convtrain train --resume {result.run_dir}")
 
-                val = engine.evaluate(model, eval_batches(val_split), len(bundle.classes), device, cfg.speed.amp)
-                test = (engine.evaluate(model, eval_batches(test_split), len(bundle.classes), device, cfg.speed.amp)
+                val = engine.evaluate(model, val_batches, len(bundle.classes), device, cfg.speed.amp, chunk)
+                test = (engine.evaluate(model, test_batches, len(bundle.classes), device, cfg.speed.amp, chunk)
                         if cfg.train.test_every_epoch else None)
                 train_loss, train_acc = _global_train_metrics(out.state, device)
                 row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val["loss"],
@@ -212,7 +217,7 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
         result.train_seconds = sum(r["seconds"] for r in result.epochs)
         if best_state is not None:
             model.load_state_dict(best_state)
-        test = engine.evaluate(model, eval_batches(test_split), len(bundle.classes), device, cfg.speed.amp)
+        test = engine.evaluate(model, test_batches, len(bundle.classes), device, cfg.speed.amp, chunk)
         result.test = test
         if rundir is not None:
             rundir.write_results({

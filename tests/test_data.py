@@ -93,3 +93,22 @@ def test_real_datasets_load(data_root, name):
     split = data.load_split(name, data_root, train=False, download=False)
     assert split.images.shape == (10000, 1, 28, 28) and split.images.dtype == torch.uint8
     assert split.labels.min() == 0 and split.labels.max() == len(data.DATASETS[name].classes) - 1
+
+
+@pytest.mark.parametrize("shuffle, rank, world", [(True, 0, 1), (True, 1, 2), (False, 0, 1), (False, 1, 3)])
+def test_dataloader_path_matches_tensor_path(shuffle, rank, world):
+    split = _split(n=77, h=8, w=8)
+    bundle = data.DataBundle(split, split, split, [str(i) for i in range(10)], [0.3], [0.4])
+    kwargs = dict(shuffle=shuffle, seed=5, rank=rank, world_size=world, workers=0)
+    fast = data.make_batches(split, bundle, "tensor", 16, torch.device("cpu"), **kwargs)
+    slow = data.make_batches(split, bundle, "dataloader", 16, torch.device("cpu"), **kwargs)
+    for b in (fast, slow):
+        b.set_epoch(3)
+    assert len(fast) == len(slow)
+    pairs = list(zip(fast, slow))
+    assert len(pairs) == len(fast)
+    for (xf, yf), (xs, ys) in pairs:
+        assert torch.equal(yf, ys)  # the same samples in the same order
+        torch.testing.assert_close(xf, xs)  # normalized alike (per sample vs per batch)
+    resumed = [y for _, y in slow.iter_from(1)]
+    assert torch.equal(torch.cat(resumed), torch.cat([ys for _, (_, ys) in pairs[1:]]))  # mid-epoch resume
