@@ -56,8 +56,9 @@ def convtrain_worker(config: str, epochs: int, device: str) -> None:
 
 
 def _start(cmd: list[str]) -> subprocess.Popen:
+    # PASSIVE: an idle worker's OpenMP threads sleep instead of spinning while the other one runs
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": "PASSIVE"})
 
 
 def _epoch(proc: subprocess.Popen) -> dict:

@@ -52,6 +52,10 @@ SetOpt = typer.Option(None, "--set", help="Override a config key, e.g. --set opt
                       show_default=False)
 DataRootOpt = typer.Option(None, "--data-root", help="Dataset folder (default: CONVTRAIN_DATA_ROOT, then the config).",
                            show_default=False)
+RunDirOpt = typer.Option(None, "--run-dir", help="Run directory (default runs/<name>-<time>); must be new or empty.",
+                         show_default=False)
+DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.", show_default=False)
+SeedOpt = typer.Option(None, "--seed", help="Random seed (recorded in config.yaml).", show_default=False)
 
 
 NprocOpt = typer.Option(None, "--nproc-per-node", min=1, show_default=False,
@@ -97,10 +101,9 @@ def _load(config: Optional[Path], sets, device, seed, data_root):
 def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file.", show_default=False),
     set_: Optional[list[str]] = SetOpt,
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/<name>-<time>).",
-                                           show_default=False),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.", show_default=False),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (recorded in config.yaml).", show_default=False),
+    run_dir: Optional[Path] = RunDirOpt,
+    device: Optional[str] = DeviceOpt,
+    seed: Optional[int] = SeedOpt,
     data_root: Optional[str] = DataRootOpt,
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run: its directory or its last.pt.",
                                           show_default=False),
@@ -142,10 +145,9 @@ def finetune(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Pretrained checkpoint (.pt).", show_default=False),
     config: Path = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/<name>-<time>).",
-                                           show_default=False),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.", show_default=False),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed.", show_default=False),
+    run_dir: Optional[Path] = RunDirOpt,
+    device: Optional[str] = DeviceOpt,
+    seed: Optional[int] = SeedOpt,
     data_root: Optional[str] = DataRootOpt,
     nproc_per_node: Optional[int] = NprocOpt,
 ) -> None:
