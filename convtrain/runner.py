@@ -59,6 +59,8 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
     reporter.log_every = cfg.train.log_every
     try:
         # 1. Process-wide settings: threads and seeds (model init uses the same seed on every rank).
+        if dist.distributed and cfg.train.sync_batchnorm and dist.device.type != "cuda":
+            raise ConfigError("train.sync_batchnorm needs GPUs: PyTorch's SyncBatchNorm does not run on the CPU")
         if cfg.speed.threads:
             torch.set_num_threads(cfg.speed.threads)
         seed_everything(cfg.seed)
@@ -78,7 +80,6 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
         shared = dict(rank=dist.rank, world_size=dist.world_size, workers=cfg.data.workers, channels_last=channels_last)
         train_batches = data.make_batches(train_split, bundle, loader, cfg.train.batch_size, device, shuffle=True,
                                           seed=cfg.seed, augment=augment, **shared)
-
         val_batches, test_batches = (
             data.make_batches(split, bundle, loader, cfg.train.eval_batch_size, device, shuffle=False, **shared)
             for split in (val_split, test_split))
@@ -109,13 +110,14 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
         model = create_model(cfg.model.name, num_classes=len(bundle.classes), in_channels=bundle.in_channels,
                              input_size=bundle.input_size, **cfg.model.kwargs)
         apply_init(model, cfg.model.init)
+        if dist.distributed and cfg.train.sync_batchnorm:
+            # before freezing: conversion replaces the BatchNorm modules that freeze() keeps in eval mode
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if cfg.finetune.checkpoint and resumed is None:
             _load_pretrained(model, cfg, reporter)
         model.to(device)
         if channels_last:
             model.to(memory_format=torch.channels_last)
-        if dist.distributed and cfg.train.sync_batchnorm:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
         # 5. Optimizer, schedule, loss scaling.
         optimizer = build_optimizer(model, cfg, device)
