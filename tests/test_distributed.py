@@ -90,3 +90,11 @@ def test_gpu_count_check_unit(monkeypatch):
     with pytest.raises(ConfigError, match="names GPU 5"):
         distributed.check_gpu_count("cuda", 1, [5])
     distributed.check_gpu_count("cpu", 64)  # CPU processes need no GPU
+
+
+def test_sync_batchnorm_on_cpu_is_refused_before_start(data_root, tmp_path):
+    result = run_cli("train", *TINY, "--set", "model.name=bn_cnn", "--set", "train.sync_batchnorm=true",
+                     "--nproc-per-node", "2", "--run-dir", str(tmp_path / "r"))
+    assert result.returncode == 2
+    assert "train.sync_batchnorm needs GPUs" in result.stderr
+    assert not (tmp_path / "r").exists()
