@@ -229,8 +229,7 @@ class TensorBatches:
         return shard_indices(len(self.split), self.shuffle, self.seed, self.epoch, self.rank, self.world_size)
 
     def num_samples(self) -> int:
-        return len(shard_indices(len(self.split), False, 0, 0, self.rank, self.world_size)) if not self.shuffle \
-            else len(self.split) // self.world_size
+        return shard_size(len(self.split), self.shuffle, self.rank, self.world_size)
 
     def __len__(self) -> int:
         return math.ceil(self.num_samples() / self.batch_size)
@@ -263,6 +262,11 @@ def shard_indices(n: int, shuffle: bool, seed: int, epoch: int, rank: int, world
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
         return perm[: (n // world_size) * world_size][rank::world_size]
     return torch.arange(rank, n, world_size)
+
+
+def shard_size(n: int, shuffle: bool, rank: int, world_size: int) -> int:
+    """``len(shard_indices(...))`` without drawing the permutation."""
+    return n // world_size if shuffle else len(range(rank, n, world_size))
 
 
 class SplitDataset(torch.utils.data.Dataset):
@@ -313,8 +317,7 @@ class LoaderBatches:
         self.epoch = epoch
 
     def num_samples(self) -> int:
-        n = len(self.dataset)
-        return n // self.world_size if self.shuffle else len(range(self.rank, n, self.world_size))
+        return shard_size(len(self.dataset), self.shuffle, self.rank, self.world_size)
 
     def __len__(self) -> int:
         return math.ceil(self.num_samples() / self.batch_size)

@@ -78,6 +78,11 @@ def check_gpu_count(device_spec: str, processes: int, devices: list[int] | None 
         raise ConfigError(f"config 'devices' names GPU {max(devices)}, but only {count} GPU(s) are visible")
 
 
+def _prefer_cuda(device_spec: str) -> str:
+    """``auto`` means ``cuda`` when CUDA is available (so GPU counts and device lists apply)."""
+    return "cuda" if device_spec == "auto" and torch.cuda.is_available() else device_spec
+
+
 def setup(device_spec: str, devices: list[int] | None = None) -> DistInfo:
     """Resolve the device and, under torchrun with several processes, join the process group.
 
@@ -88,8 +93,7 @@ def setup(device_spec: str, devices: list[int] | None = None) -> DistInfo:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    if device_spec == "auto" and torch.cuda.is_available():
-        device_spec = "cuda"
+    device_spec = _prefer_cuda(device_spec)
     if device_spec == "cuda":
         check_gpu_count(device_spec, local_world, devices)
         device = resolve_device(f"cuda:{devices[local_rank] if devices else local_rank}")
@@ -149,8 +153,7 @@ def launch(nproc: int, argv: list[str], device_spec: str, devices: list[int] | N
 
     if nproc < 1:
         raise ConfigError(f"--nproc-per-node must be >= 1, got {nproc}")
-    spec = "cuda" if device_spec == "auto" and torch.cuda.is_available() else device_spec
-    check_gpu_count(spec, nproc, devices)
+    check_gpu_count(_prefer_cuda(device_spec), nproc, devices)
     args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "convtrain", *argv])
     try:
         elastic_run(args)
