@@ -36,6 +36,10 @@ class RunDirError(ConvtrainError):
     exit_code = 2
 
 
+class RunFileError(ConvtrainError):
+    """A file inside a run directory (metrics.csv, results.json, config.yaml) is unreadable or malformed."""
+
+
 class TrainingError(ConvtrainError):
     """Training stopped on its own terms (a NaN loss, for instance)."""
 
