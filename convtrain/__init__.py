@@ -5,11 +5,27 @@ importable: :func:`load_config` and :func:`run` for a training run, :func:`evalu
 for evaluation, the model registry, and the from-scratch convolution in :mod:`convtrain.ops`.
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
-from .config import RunConfig, load_config  # noqa: E402
-from .errors import CheckpointError, ConfigError, ConvtrainError, DataError  # noqa: E402
-from .models import create_model, list_models, register_model  # noqa: E402
+# Public names, resolved on first use (PEP 562): `convtrain --help` and `python -m convtrain`
+# import this package first, and importing the model registry eagerly would import torch
+# (about 1.5 s) before a single line of help is printed.
+_EXPORTS = {
+    "RunConfig": "config", "load_config": "config",
+    "CheckpointError": "errors", "ConfigError": "errors", "ConvtrainError": "errors", "DataError": "errors",
+    "create_model": "models", "list_models": "models", "register_model": "models",
+}
 
-__all__ = ["CheckpointError", "ConfigError", "ConvtrainError", "DataError", "RunConfig", "__version__",
-           "create_model", "list_models", "load_config", "register_model"]
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'convtrain' has no attribute {name!r}")
