@@ -268,3 +268,19 @@ def test_plot_with_a_directory_in_the_way_fails_cleanly(tmp_path, blocked):
     assert result.exit_code == 1, result.output
     _one_error_line(result, str(run / blocked))
     assert snapshot(tmp_path) == before  # the other picture was not written either, no temp file left
+
+
+@pytest.mark.parametrize(("name", "content", "says"), [
+    ("config.yaml", "- 1\n- 2\n", "config.yaml must hold a mapping (key: value lines), not a list"),
+    ("config.yaml", CONFIG.replace("epochs: 2", "epochs: many"), "config.yaml: 'train.epochs' is 'many', not an integer"),
+    ("metrics.csv", METRICS.replace("\n2,", "\nII,"), "metrics.csv row 2: column 'epoch' is 'II', not a number"),
+    ("metrics.csv", LATIN1, "metrics.csv is not UTF-8 text"),
+    ("results.json", "[1, 2]", "results.json must hold a JSON object, not a list"),
+    ("results.json", _results(test_accuracy="0.9"), "results.json: key 'test_accuracy' is \"0.9\", not a number"),
+])
+def test_the_error_names_the_file_and_the_key_or_row(tmp_path, name, content, says):
+    run = make_run(tmp_path / "run", **{name: content})
+    result = runner.invoke(app, ["plot", str(run)])
+    assert result.exit_code == 1 and says in result.stderr, result.stderr
+    listing = json.loads(runner.invoke(app, ["runs", str(tmp_path), "--json"]).stdout)
+    assert says in listing[0]["error"]

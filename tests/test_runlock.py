@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from convtrain import runlock
 from convtrain.cli import app
 from convtrain.runlock import GARBAGE_GRACE_S, RunLock, RunLocked, clean_stale_temp_files, read_holder
 
@@ -133,9 +134,13 @@ def _contend(run: str, barrier, results) -> None:
 
 
 @pytest.mark.parametrize("start", ["no lock", "stale lock"])
-def test_of_many_simultaneous_writers_exactly_one_wins(tmp_path, start):
+def test_of_many_simultaneous_writers_exactly_one_wins(tmp_path, start, monkeypatch):
     if start == "stale lock":
         write_lock(tmp_path, dead_pid())  # all of them find the same dead holder and want to take over
+        # widen the gap between reading the dead holder and writing ourselves in, where a takeover
+        # without the flock lets several processes in (the forked children inherit this)
+        parse = runlock._parse
+        monkeypatch.setattr(runlock, "_parse", lambda text: (time.sleep(0.3), parse(text))[1])
     ctx = multiprocessing.get_context("fork")
     n = 8
     barrier, results = ctx.Barrier(n), ctx.Queue()
