@@ -180,6 +180,9 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 info = _parse(_read_fd(fd))
+                if info is not None and info.host == socket.gethostname() and not pid_alive(info.pid, info.proc_start):
+                    raise RunLocked(f"run {self.run_dir}: PID {info.pid} that locked it has exited, but a process it "
+                                    f"started (a data loader worker?) still holds {self.path}; stop that process") from None
                 raise RunLocked(self._held_message(info)) from None
             if not _same_file(fd, self.path):
                 return _RETRY  # released (and maybe re-created) while we waited for the flock
