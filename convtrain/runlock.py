@@ -92,8 +92,13 @@ def pid_alive(pid: int, proc_start: str | None = None) -> bool:
 
 def _this_process() -> LockInfo:
     return LockInfo(pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%d %H:%M:%S"),
-                    command=shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                    command=shlex.join([_program(), *sys.argv[1:]]),
                     proc_start=_proc_start(os.getpid()))
+
+
+def _program() -> str:
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    return "convtrain" if name in ("__main__.py", "convtrain") else name  # python -m convtrain: __main__.py
 
 
 def _parse(text: str) -> LockInfo | None:
