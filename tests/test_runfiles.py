@@ -6,11 +6,13 @@ shaped like a real 2-epoch run's, then one file replaced by garbage per case.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -242,19 +244,33 @@ def test_runs_newest_first_by_the_time_config_yaml_was_written(tmp_path):
     assert [r["created"] for r in listing] == [1_700_000_000 + 7200, 1_700_000_000 + 3600, 1_700_000_000]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """No new files in ``folder``: chmod for a user; root ignores modes, so the immutable flag (chattr +i)."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("running as root without chattr +i: cannot make a folder read-only")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
 def test_plot_into_a_read_only_run_fails_cleanly(tmp_path):
     pytest.importorskip("matplotlib", reason="plots need the optional matplotlib")
     run = make_run(tmp_path / "run")
-    run.chmod(0o555)
-    try:
+    with read_only(run):
         before = snapshot(tmp_path)
         result = runner.invoke(app, ["plot", str(run)])
         assert result.exit_code == 1, result.output
         _one_error_line(result, str(run / "curves.png"))
         assert snapshot(tmp_path) == before
-    finally:
-        run.chmod(0o755)
 
 
 @pytest.mark.parametrize("blocked", ["curves.png", "confusion.png"])
