@@ -141,7 +141,8 @@ def read_results(run_dir: str | Path) -> Results | None:
     finished = status == "finished"
     results = Results(
         status=status, test_accuracy=get("test_accuracy", float, required=finished, unit=True),
-        test_loss=get("test_loss", float), best_epoch=get("best_epoch", int), best_val_acc=get("best_val_acc", float, unit=True),
+        test_loss=get("test_loss", float), best_epoch=get("best_epoch", int),
+        best_val_acc=get("best_val_acc", float, unit=True),
         train_seconds=get("train_seconds", float), confusion_matrix=_matrix(raw.get("test_confusion_matrix"), path),
         classes=get("classes", list), epoch=get("epoch", int), reason=get("reason", str))
     if results.classes is not None:
@@ -236,7 +237,8 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
     """:func:`read_run_config` plus the keys the listing and the plots show, type-checked."""
     cfg = read_run_config(run_dir)
     where = Path(run_dir) / "config.yaml"
-    return RunInfo(model=config_value(cfg, "model.name", str, where), dataset=config_value(cfg, "data.name", str, where),
+    return RunInfo(model=config_value(cfg, "model.name", str, where),
+                   dataset=config_value(cfg, "data.name", str, where),
                    epochs=config_value(cfg, "train.epochs", int, where), config=cfg)
 
 

@@ -186,8 +186,9 @@ class RunLock:
             except BlockingIOError:
                 info = _parse(_read_fd(fd))
                 if info is not None and info.host == socket.gethostname() and not pid_alive(info.pid, info.proc_start):
-                    raise RunLocked(f"run {self.run_dir}: PID {info.pid} that locked it has exited, but a process it "
-                                    f"started (a data loader worker?) still holds {self.path}; stop that process") from None
+                    raise RunLocked(f"run {self.run_dir}: PID {info.pid} that locked it has exited, but a process "
+                                    f"it started (a data loader worker?) still holds {self.path}; stop that "
+                                    f"process") from None
                 raise RunLocked(self._held_message(info)) from None
             if not _same_file(fd, self.path):
                 return _RETRY  # released (and maybe re-created) while we waited for the flock

@@ -140,8 +140,8 @@ def snapshot(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple]:
             continue
         st = p.lstat()
         is_file = stat.S_ISREG(st.st_mode)
-        snap[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode),
-                     hashlib.sha256(p.read_bytes()).hexdigest() if is_file else None, st.st_mtime_ns if is_file else None)
+        digest = hashlib.sha256(p.read_bytes()).hexdigest() if is_file else None
+        snap[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), digest, st.st_mtime_ns if is_file else None)
     return snap
 
 
@@ -288,7 +288,8 @@ def test_plot_with_a_directory_in_the_way_fails_cleanly(tmp_path, blocked):
 
 @pytest.mark.parametrize(("name", "content", "says"), [
     ("config.yaml", "- 1\n- 2\n", "config.yaml must hold a mapping (key: value lines), not a list"),
-    ("config.yaml", CONFIG.replace("epochs: 2", "epochs: many"), "config.yaml: 'train.epochs' is 'many', not an integer"),
+    ("config.yaml", CONFIG.replace("epochs: 2", "epochs: many"),
+     "config.yaml: 'train.epochs' is 'many', not an integer"),
     ("metrics.csv", METRICS.replace("\n2,", "\nII,"), "metrics.csv row 2: column 'epoch' is 'II', not a number"),
     ("metrics.csv", LATIN1, "metrics.csv is not UTF-8 text"),
     ("results.json", "[1, 2]", "results.json must hold a JSON object, not a list"),

@@ -175,7 +175,8 @@ def test_plot_and_runs_leave_a_training_in_flight_alone(tmp_path, sleeper):
     run = make_run(tmp_path / "run")
     (run / "results.json").unlink()  # still training
     write_lock(run, sleeper.pid)
-    in_flight = [run / "checkpoints" / f".last.pt.tmp-{sleeper.pid}", run / "checkpoints" / f".best.pt.tmp-{dead_pid()}",
+    in_flight = [run / "checkpoints" / f".last.pt.tmp-{sleeper.pid}",
+                 run / "checkpoints" / f".best.pt.tmp-{dead_pid()}",
                  run / f".metrics.csv.tmp-{sleeper.pid}"]
     for p in in_flight:
         p.write_bytes(b"half a checkpoint")
