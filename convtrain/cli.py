@@ -277,6 +277,9 @@ def runs(
 ) -> None:
     """List runs, newest first: model, data, epochs, accuracies, time, status.
 
+    Status is finished, interrupted, failed, running (its lock is held) or unreadable (a damaged file;
+    --json gives the reason as "error"). Reads only: safe while runs are training.
+
     Example: convtrain runs runs/
     """
     from .runs import list_runs
@@ -291,19 +294,25 @@ def runs(
     table = Table(title=f"runs in {escape(str(folder))}")
     for col in ("run", "model", "data", "epochs", "best val acc", "test acc", "time", "status"):
         table.add_column(col, justify="right" if col in ("epochs", "best val acc", "test acc", "time") else "left")
-    colors = {"finished": "green", "interrupted": "yellow", "failed": "red"}
+    colors = {"finished": "green", "interrupted": "yellow", "failed": "red", "running": "cyan", "unreadable": "magenta"}
     for r in found:
         pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
-        table.add_row(escape(r["name"]), r["model"] or "?", r["dataset"] or "?", f"{r['epochs']}/{r['epochs_total']}",
-                      pct(r["best_val_acc"]), pct(r["test_acc"]), f"{r['seconds']:.0f}s",
+        total = "?" if r["epochs_total"] is None else r["epochs_total"]
+        table.add_row(escape(r["name"]), escape(r["model"] or "?"), escape(r["dataset"] or "?"),
+                      f"{r['epochs']}/{total}", pct(r["best_val_acc"]), pct(r["test_acc"]), f"{r['seconds']:.0f}s",
                       f"[{colors.get(r['status'], 'white')}]{r['status']}[/]")
     out.print(table)
+    for r in found:
+        if r.get("error"):
+            out.print(f"[magenta]unreadable:[/] {escape(r['error'])}")
 
 
 @app.command()
 @handle_errors
 def plot(run_dir: Path = typer.Argument(..., help="A run directory.", show_default=False)) -> None:
     """Write curves.png (loss and accuracy per epoch) and confusion.png (test set) into a run.
+
+    Reads the run's files only (safe while it trains); replaces nothing but those two pictures.
 
     Example: convtrain plot runs/mnist-20261128-152128
     """

@@ -3,18 +3,20 @@ layers' kernels and feature maps (plain PIL through torchvision, always availabl
 
 from __future__ import annotations
 
-import json
+import math
+import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import checkpoint, data, ops
-from .errors import ConvtrainError, DataError, RunDirError
-from .rundir import RunDir
+from . import checkpoint, data, ops, runfiles
+from .errors import ConvtrainError, DataError, RunFileError
+from .metrics import MetricsRow
 
 CURVES_SIZE = (1200, 450)  # pixels: figsize x dpi below
 CONFUSION_SIZE = (700, 600)
+MAX_COUNTS_SHOWN = 30  # classes up to which the confusion matrix prints its counts
 
 
 class MissingExtra(ConvtrainError):
@@ -33,41 +35,85 @@ def _pyplot():
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
-    """Write ``curves.png`` (loss and accuracy per epoch) and ``confusion.png`` (test set) into the run."""
-    run = Path(run_dir)
-    rows = RunDir.open(run).read_metrics()
+    """Write ``curves.png`` (loss and accuracy per epoch) and ``confusion.png`` (test set) into the run.
+
+    Reads the run through :mod:`runfiles` only: no lock, nothing deleted, safe while the run trains.
+    Both pictures are rendered to temporary files first and renamed into place, so a failed write
+    leaves the run as it was.
+    """
+    run = runfiles.require_run_dir(run_dir)
+    info = runfiles.read_run_info(run)
+    rows = runfiles.read_metrics(run)
+    results = runfiles.read_results(run)
     if not rows:
-        raise RunDirError(f"{run} has no metrics.csv rows yet: nothing to plot")
+        raise RunFileError(f"{run / 'metrics.csv'} has no epochs yet: nothing to plot")
     plt = _pyplot()
-    written = []
-    epochs = [int(r["epoch"]) for r in rows]
+    figures = {"curves.png": _curves_figure(plt, rows, run.name + (f" ({info.model})" if info.model else ""))}
+    if results is not None and results.confusion_matrix is not None:
+        accuracy = "" if results.test_accuracy is None else f": test accuracy {results.test_accuracy:.4f}"
+        figures["confusion.png"] = _confusion_figure(plt, results.confusion_matrix, results.classes,
+                                                     f"{run.name}{accuracy}")
+    return _save_figures(plt, figures, run)
+
+
+def _curves_figure(plt, rows: list[MetricsRow], title: str):
+    epochs = [r.epoch for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(CURVES_SIZE[0] / 100, CURVES_SIZE[1] / 100), dpi=100)
     for split, style in (("train", "-o"), ("val", "-s"), ("test", "-^")):
-        loss = [float(r[f"{split}_loss"]) if r.get(f"{split}_loss") else None for r in rows]
-        acc = [float(r[f"{split}_acc"]) if r.get(f"{split}_acc") else None for r in rows]
+        loss = [getattr(r, f"{split}_loss") for r in rows]
+        acc = [getattr(r, f"{split}_acc") for r in rows]
         if any(v is not None for v in loss):
-            ax_loss.plot(epochs, loss, style, label=split)
-            ax_acc.plot(epochs, acc, style, label=split)
-    for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+            ax_loss.plot(epochs, [math.nan if v is None else v for v in loss], style, label=split)
+            ax_acc.plot(epochs, [math.nan if v is None else v for v in acc], style, label=split)
+    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
         ax.set_xlabel("epoch")
-        ax.set_title(title)
+        ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(run.name)
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(run / "curves.png")
-    plt.close(fig)
-    written.append(run / "curves.png")
-    results_path = run / "results.json"
-    if results_path.exists():
-        results = json.loads(results_path.read_text())
-        if "test_confusion_matrix" in results:
-            written.append(_confusion_png(plt, results["test_confusion_matrix"], results.get("classes"),
-                                          run / "confusion.png", f"{run.name}: test accuracy {results['test_accuracy']:.4f}"))
-    return written
+    return fig
+
+
+def _save_figures(plt, figures: dict, run: Path) -> list[Path]:
+    """Save each figure as RUN/NAME: all to temporary files, then renamed; on any error none is replaced."""
+    temps: dict[Path, Path] = {}
+    try:
+        for name, fig in figures.items():
+            dest = run / name
+            if dest.is_dir():
+                raise RunFileError(f"cannot write {dest}: a directory is in the way; move it away")
+            tmp = run / f".{name}.tmp-{os.getpid()}"
+            try:
+                with open(tmp, "wb") as f:
+                    temps[dest] = tmp
+                    fig.savefig(f, format="png")
+            except OSError as exc:
+                raise RunFileError(f"cannot write {dest}: {exc.strerror or exc}") from None
+        for dest, tmp in temps.items():
+            try:
+                os.replace(tmp, dest)
+            except OSError as exc:
+                raise RunFileError(f"cannot write {dest}: {exc.strerror or exc}") from None
+        return list(temps)
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)  # only our own temporary files, left over by a failure
 
 
 def _confusion_png(plt, matrix, classes, path: Path, title: str) -> Path:
+    """Save the confusion matrix picture at ``path`` (for callers that want one file, not a run)."""
+    fig = _confusion_figure(plt, matrix, classes, title)
+    try:
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _confusion_figure(plt, matrix, classes, title: str):
     cm = torch.tensor(matrix, dtype=torch.float64)
     n = cm.shape[0]
     labels = classes or [str(i) for i in range(n)]
@@ -75,7 +121,7 @@ def _confusion_png(plt, matrix, classes, path: Path, title: str) -> Path:
     # row-normalised colours (recall per class), raw counts as text
     shown = cm / cm.sum(1, keepdim=True).clamp(min=1)
     ax.imshow(shown.numpy(), cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
+    for i in range(n if n <= MAX_COUNTS_SHOWN else 0):  # counts of 100+ classes would be unreadable (and slow)
         for j in range(n):
             if cm[i, j]:
                 ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
@@ -86,9 +132,7 @@ def _confusion_png(plt, matrix, classes, path: Path, title: str) -> Path:
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 CONV_TYPES = (nn.Conv2d, ops.Conv2d)

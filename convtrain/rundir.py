@@ -82,9 +82,8 @@ class RunDir:
         path = Path(path)
         if not (path / "config.yaml").is_file():
             raise RunDirError(f"{path} is not a convtrain run directory (no config.yaml)")
-        # temporary files of a writer that was killed mid-save (the real files are intact)
-        for stale in [*path.glob(".*.tmp-*"), *(path / "checkpoints").glob(".*.tmp-*")]:
-            stale.unlink(missing_ok=True)
+        # stale temp files are cleaned by the run's lock holder (runlock.clean_stale_temp_files), never
+        # here: a reader deleted the checkpoint a live training was writing
         return cls(path)
 
     def write_config(self, yaml_text: str) -> None:
