@@ -8,6 +8,7 @@ Config mistakes exit 2 before any data is read; broken dataset files exit 1.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import sys
@@ -27,6 +28,7 @@ BIG = "99999999999999999999"  # > 2**64
 # A small MNIST folder, written in IDX format (the same format torchvision reads)
 
 
+@functools.lru_cache(maxsize=8)
 def _read_idx(path: Path) -> tuple[list[int], bytes]:
     raw = path.read_bytes()
     ndim = raw[3]
@@ -42,6 +44,8 @@ def write_small_mnist(root: Path, source: Path, corrupt: str | None = None) -> P
     """Every 100th training image (600) and every 100th test image (100), as MNIST/raw/*."""
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
+    # "label11" corrupts the training files, "test-label11" the test files
+    target, kind = ("t10k", corrupt[5:]) if corrupt and corrupt.startswith("test-") else ("train", corrupt)
     for prefix, step in (("train", 100), ("t10k", 100)):
         (_, h, w), pix = _read_idx(source / f"{prefix}-images-idx3-ubyte")
         _, lab = _read_idx(source / f"{prefix}-labels-idx1-ubyte")
@@ -50,19 +54,19 @@ def write_small_mnist(root: Path, source: Path, corrupt: str | None = None) -> P
         labels = bytes(lab[i] for i in keep)
         n = len(labels)
         img_file, lab_file = _idx([n, h, w], images), _idx([n], labels)
-        if prefix == "train":
-            if corrupt == "label11":
+        if prefix == target:
+            if kind == "label11":
                 lab_file = _idx([n], bytes([11]) + labels[1:])
-            elif corrupt == "truncated":
+            elif kind == "truncated":
                 img_file = img_file[: len(img_file) // 2]
-            elif corrupt == "32x32":  # a consistent file of 32x32 images (zero-padded digits)
+            elif kind == "32x32":  # a consistent file of 32x32 images (zero-padded digits)
                 big = b"".join(b"\0" * 64 + b"".join(b"\0\0" + images[k * 784 + r * 28:k * 784 + (r + 1) * 28] + b"\0\0"
                                                      for r in range(28)) + b"\0" * 64 for k in range(n))
                 img_file = _idx([n, 32, 32], big)
-            elif corrupt == "float":  # IDX type 0x0D: float32 pixels
+            elif kind == "float":  # IDX type 0x0D: float32 pixels
                 m = n // 4  # 4 bytes per pixel
                 img_file, lab_file = _idx([m, h, w], images[: m * h * w * 4], 0x0D), _idx([m], labels[:m])
-            elif corrupt == "count":
+            elif kind == "count":
                 img_file = _idx([n - 1, h, w], images[: (n - 1) * h * w])
         (raw / f"{prefix}-images-idx3-ubyte").write_bytes(img_file)
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(lab_file)
@@ -135,7 +139,7 @@ CASES = [
     Case("yaml-50mb", train(config=yaml_file("big.yaml", _big_yaml())), 2, "big.yaml", seconds=2.0),
     Case("yaml-alias-bomb", train(config=yaml_file("bomb.yaml", f"name: {_bomb()}\n")), 2, "alias"),
     Case("yaml-deep-nesting", train(config=yaml_file("deep.yaml", "name: " + "[" * 1000 + "]" * 1000 + "\n")), 2,
-         "nested"),
+         "nested more than 50 levels"),
     Case("yaml-duplicate-key", train(config=yaml_file("dup.yaml", "optim:\n  lr: 0.01\n  name: sgd\n  lr: 0.1\n")), 2,
          "duplicate key 'lr'"),
     Case("yaml-latin1", train(config=yaml_file("latin1.yaml", "name: caf\xe9\n".encode("latin-1"))), 2, "UTF-8"),
@@ -144,7 +148,7 @@ CASES = [
     Case("yaml-fifo", train(config=fifo), 2, "pipe.yaml", proc=True),
     Case("yaml-device", train(config=lambda tmp: "/dev/null"), 2, "/dev/null", proc=True),
     Case("set-alias-bomb", train("--set", f"name={_bomb()}"), 2, "alias"),
-    Case("set-deep-nesting", train("--set", "name=" + "[" * 1000 + "]" * 1000), 2, "nested"),
+    Case("set-deep-nesting", train("--set", "name=" + "[" * 1000 + "]" * 1000), 2, "nested more than 50 levels"),
     # --- values
     Case("seed-huge", train("--seed", BIG), 2, "'seed'"),
     Case("seed-2**63", train("--seed", str(2**63)), 2, "'seed'"),
@@ -241,6 +245,17 @@ def test_hostile_input_is_one_line_and_the_right_exit_code(case, tmp_path, mnist
     if not case.proc:
         assert seconds < case.seconds, f"took {seconds:.1f}s"
     assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+def test_eval_split_with_a_bad_label_is_a_data_error(tmp_path, mnist_source):
+    """`convtrain eval` reads its split through load_eval_split: a corrupt test file is named."""
+    from convtrain import data
+    from convtrain.errors import DataError
+
+    root = write_small_mnist(tmp_path / "data", mnist_source, "test-label11")
+    assert len(data.load_eval_split("mnist", root, "val", 100, 0, False)) == 100  # the training files are fine
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.*label 11 of image 0 is outside 0\.\.9"):
+        data.load_eval_split("mnist", root, "test", 100, 0, False)
 
 
 if __name__ == "__main__":  # pragma: no cover
