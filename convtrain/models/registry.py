@@ -60,12 +60,6 @@ class Arg:
             return f"must be in [{self.low:,}, {high}{')' if self.high_open else ']'}, got {_short(value)}"
         return None
 
-    def describe(self) -> str:
-        if self.choices is not None:
-            return " | ".join(self.choices)
-        high = "" if self.high is None else f"{self.high:,}"
-        return f"{self.type.__name__} in [{self.low:,}, {high}{')' if self.high_open else ']'}"
-
 
 def _short(value: Any) -> str:
     text = repr(value)
