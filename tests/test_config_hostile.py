@@ -230,7 +230,9 @@ def _run_proc(args: list[str]) -> tuple[int, str, str, BaseException | None]:
     return r.returncode, r.stdout, r.stderr, None
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+# the subprocess cases start a fresh Python that imports torch: seconds each
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c.proc else c for c in CASES],
+                         ids=lambda c: c.id)
 def test_hostile_input_is_one_line_and_the_right_exit_code(case, tmp_path, mnist_source):
     root = write_small_mnist(tmp_path / "data", mnist_source, case.corrupt)
     args = case.args(tmp_path, root)
