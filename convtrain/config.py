@@ -72,7 +72,7 @@ MAX_THREADS = 4096
 
 
 def _devices(v: list[int] | None) -> str | None:
-    return None if v is None or all(0 <= d < 1024 for d in v) else "must be GPU indices >= 0"
+    return None if v is None or all(0 <= d < 1024 for d in v) else "must be GPU indices from 0 to 1023"
 
 
 def _model_names() -> list[str]:
