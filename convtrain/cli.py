@@ -452,7 +452,8 @@ def conv(
                           parse_pair)
 
     article = input is None and kernel is None and bias is None and (stride, padding, dilation) == ("1", "0", "1")
-    ex = explain(parse_matrix(input or ARTICLE_INPUT, "input"), parse_matrix(kernel or ARTICLE_KERNEL, "kernel"),
+    ex = explain(parse_matrix(ARTICLE_INPUT if input is None else input, "input"),
+                 parse_matrix(ARTICLE_KERNEL if kernel is None else kernel, "kernel"),
                  ARTICLE_BIAS if bias is None else bias, parse_pair(stride, "stride", 1),
                  parse_pair(padding, "padding", 0), parse_pair(dilation, "dilation", 1))
     if as_json:

@@ -14,6 +14,7 @@ import dataclasses
 import math
 import os
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -49,6 +50,29 @@ def _fraction(v: float) -> str | None:
 
 def _unit_open(v: float) -> str | None:
     return None if 0 < v < 1 else "must be in (0, 1)"
+
+
+def _between(low: int, high: int) -> Callable[[Any], str | None]:
+    """``low <= v <= high``: upper bounds stop values that would exhaust memory or never finish."""
+    def check(v: Any) -> str | None:
+        if v is None or low <= v <= high:
+            return None
+        if v < low:
+            return "must be > 0" if low == 1 else f"must be >= {low}"
+        return f"must be at most {high:,}"
+
+    return check
+
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds; each process adds its rank
+MAX_EPOCHS = 1_000_000
+MAX_BATCH = 1_048_576  # 2**20 images in one batch: already far beyond any accelerator's memory
+MAX_WORKERS = 256  # DataLoader processes
+MAX_THREADS = 4096
+
+
+def _devices(v: list[int] | None) -> str | None:
+    return None if v is None or all(0 <= d < 1024 for d in v) else "must be GPU indices from 0 to 1023"
 
 
 def _model_names() -> list[str]:
@@ -88,7 +112,8 @@ class DataConfig:
     name: str = _opt("mnist", "dataset name", choices=_dataset_names)
     root: str = _opt("data", "dataset folder (torchvision layout); --data-root and CONVTRAIN_DATA_ROOT override it")
     download: bool = _opt(True, "download the dataset when its files are missing")
-    val_size: int = _opt(5000, "training images held out (seeded) to pick best.pt", check=_positive)
+    val_size: int = _opt(5000, "training images held out (seeded) to pick best.pt; must be smaller than the training set",
+                         check=_positive)
     train_subset: Optional[int] = _opt(None, "use only the first N shuffled training images", check=_positive)
     test_subset: Optional[int] = _opt(None, "evaluate on only the first N test images (quick checks)", check=_positive)
     mean: Optional[list[float]] = _opt(None, "normalization mean per channel; null = the dataset's own statistics")
@@ -97,15 +122,17 @@ class DataConfig:
     loader: str = _opt("auto", "tensor: decode once into one tensor on the device (fast); dataloader: torch "
                        "DataLoader with per-sample transforms and workers; auto: tensor for MNIST-style data",
                        choices=("auto", "tensor", "dataloader"))
-    workers: int = _opt(2, "DataLoader worker processes (dataloader path only)", check=_non_negative)
+    workers: int = _opt(2, "DataLoader worker processes (dataloader path only), at most 256", check=_between(0, MAX_WORKERS))
     augment: AugmentConfig = _opt(None, "training-time augmentation", factory=AugmentConfig)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = _opt(10, "number of epochs", check=_positive)
-    batch_size: int = _opt(64, "training batch size per process; the global batch is batch_size x number of processes", check=_positive)
-    eval_batch_size: int = _opt(1000, "batch size for validation and test passes", check=_positive)
+    epochs: int = _opt(10, "number of epochs (at most 1,000,000)", check=_between(1, MAX_EPOCHS))
+    batch_size: int = _opt(64, "training batch size per process (at most 2**20); the global batch is batch_size x number "
+                           "of processes", check=_between(1, MAX_BATCH))
+    eval_batch_size: int = _opt(1000, "batch size for validation and test passes (at most 2**20)",
+                                check=_between(1, MAX_BATCH))
     max_steps_per_epoch: Optional[int] = _opt(None, "cap on optimizer steps per epoch (quick runs)", check=_positive)
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing", check=_fraction)
     grad_clip: Optional[float] = _opt(None, "clip the global gradient norm to this value", check=_positive)
@@ -142,9 +169,10 @@ class SpeedConfig:
     channels_last: bool = _opt(True, "NHWC memory layout for conv models (faster on modern CPUs and GPUs)")
     amp: str = _opt("off", "mixed precision on CUDA; ignored on CPU", choices=("off", "bf16", "fp16"))
     compile: bool = _opt(False, "wrap the model in torch.compile")
-    threads: Optional[int] = _opt(None, "CPU threads for torch; null = PyTorch's choice", check=_positive)
+    threads: Optional[int] = _opt(None, "CPU threads for torch (at most 4096); null = PyTorch's choice",
+                                  check=_between(1, MAX_THREADS))
     eval_chunk: Optional[int] = _opt(None, "evaluate each batch in pieces of at most N images (same numbers, faster "
-                                     "on CPUs); null = 64 on a CPU, whole batches on a GPU", check=_positive)
+                                     "on CPUs); null = 64 on a CPU, whole batches on a GPU", check=_between(1, MAX_BATCH))
 
 
 @dataclass
@@ -167,10 +195,11 @@ class FinetuneConfig:
 @dataclass
 class RunConfig:
     name: Optional[str] = _opt(None, "run name used for runs/<name>-<timestamp>; null = the config file's name")
-    seed: int = _opt(0, "random seed; each process uses seed + rank")
+    seed: int = _opt(0, "random seed, 0 to 2**63-1; each process uses seed + rank", check=_between(0, MAX_SEED))
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps",
                        check=lambda v: None if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) else "must be auto, cpu, cuda, cuda:N or mps")
-    devices: Optional[list[int]] = _opt(None, "GPU indices for the processes of this machine (local rank i uses devices[i]); null = local rank i uses GPU i")
+    devices: Optional[list[int]] = _opt(None, "GPU indices for the processes of this machine (local rank i uses devices[i]); null = local rank i uses GPU i",
+                                        check=_devices)
     out_dir: str = _opt("runs", "parent folder of default run directories")
     model: ModelConfig = _opt(None, "model", factory=ModelConfig)
     data: DataConfig = _opt(None, "data", factory=DataConfig)
@@ -211,43 +240,59 @@ def _coerce(value: Any, tp: Any, path: str, where: str) -> Any:
         return _coerce(value, inner, path, where)
     name = _type_name(tp)
     article = "an" if name[0] in "aeiou" else "a"
-    bad = ConfigError(f"{where}: '{path}' must be {article} {name}, got {type(value).__name__} {value!r}")
+
+    def bad() -> ConfigError:  # built only on failure: the repr of a huge value is shortened
+        return ConfigError(f"{where}: '{path}' must be {article} {name}, got {type(value).__name__} {_short(value)}")
+
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise bad
+            raise bad()
         return _build(tp, value, path, where)
     if origin is list:
         if not isinstance(value, list):
-            raise bad
+            raise bad()
         (inner,) = typing.get_args(tp)
         return [_coerce(v, inner, f"{path}[{i}]", where) for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
-            raise bad
+            raise bad()
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
+            raise bad()
+        if not -2**63 <= value < 2**63:
+            raise ConfigError(f"{where}: '{path}' is {_short(value)}, outside the 64-bit integer range")
         return value
     if tp is float:
         # PyYAML reads `1e-3` (no dot) as a string; accept plain numerals written that way.
         if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
             value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
+            raise bad()
         value = float(value)
         if not math.isfinite(value):
             raise ConfigError(f"{where}: '{path}' must be a finite number, got {value}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise bad
+            raise bad()
+        if "\0" in value:  # file names and device strings cannot hold one; the OS would raise later
+            raise ConfigError(f"{where}: '{path}' contains a NUL character (\\0): {_short(value)}")
         return value
     if tp is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise bad
+            raise bad()
         return dict(value)
     raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in the schema, not user input
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxlist, _REPR.maxdict, _REPR.maxlevel = 60, 60, 40, 6, 6, 3
+
+
+def _short(value: Any) -> str:
+    """A repr short enough for a one-line error, whatever the size of ``value``."""
+    return _REPR.repr(value)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -295,9 +340,17 @@ def _check_cross(cfg: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: 'data.mean' and 'data.std' must have the same length")
     if cfg.data.augment.scale_min > cfg.data.augment.scale_max:
         raise ConfigError(f"{where}: 'data.augment.scale_min' must be <= 'data.augment.scale_max'")
+    from .data import DATASETS
     from .models import check_model_kwargs
 
-    check_model_kwargs(cfg.model.name, cfg.model.kwargs, where)
+    spec = DATASETS[cfg.data.name]
+    channels = spec.image_shape[0]
+    if cfg.data.mean is not None and len(cfg.data.mean) not in (1, channels):
+        raise ConfigError(f"{where}: 'data.mean' and 'data.std' have {len(cfg.data.mean)} values but dataset "
+                          f"'{spec.name}' has {channels} channel(s); give 1 or {channels} values")
+    # model.kwargs: types and ranges, then a dry build on the meta device for this dataset's images
+    check_model_kwargs(cfg.model.name, cfg.model.kwargs, where, num_classes=len(spec.classes),
+                       input_shape=spec.image_shape, init=cfg.model.init)
 
 
 def from_dict(raw: dict, where: str = "config") -> RunConfig:
@@ -321,24 +374,131 @@ def to_yaml(cfg: RunConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
 
 
-def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping with the safe loader; every failure is a ConfigError naming the file."""
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"config file not found: {p}")
-    if p.is_dir():
-        raise ConfigError(f"config path is a directory, not a file: {p}")
+# ---------------------------------------------------------------------------------------------
+# Reading YAML: the safe loader, with limits a config file never comes near
+
+MAX_CONFIG_BYTES = 1_000_000  # 1 MB: the shipped configs are < 2 kB; refused before parsing
+MAX_YAML_DEPTH = 50  # nested mappings/lists; deeper input would exhaust Python's recursion limit
+MAX_YAML_ALIASES = 1000  # *alias uses in one document
+MAX_YAML_NODES = 1_000_000  # values after expanding aliases: stops "billion laughs" alias bombs
+
+
+class YAMLLimitError(yaml.YAMLError):
+    """Input that is valid YAML but breaks one of the limits above, or repeats a key."""
+
+    def __init__(self, problem: str, mark: Any = None) -> None:
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """The safe loader plus limits on depth, aliases and expanded size, and no duplicate keys.
+
+    The sizes are counted while the document is composed (before any Python object is built),
+    with each anchored node's expanded size computed once, so an alias bomb is refused after
+    reading a few hundred bytes instead of after exhausting memory.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+        self._sizes: dict[int, int] = {}
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise YAMLLimitError(f"more than {MAX_YAML_ALIASES} *alias references; write the values out",
+                                     self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise YAMLLimitError(f"values nested more than {MAX_YAML_DEPTH} levels deep; flatten the file",
+                                     self.peek_event().start_mark)
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if id(node) not in self._sizes:
+            if isinstance(node, yaml.SequenceNode):
+                size = 1 + sum(self._sizes.get(id(c), 1) for c in node.value)
+            elif isinstance(node, yaml.MappingNode):
+                size = 1 + sum(self._sizes.get(id(k), 1) + self._sizes.get(id(v), 1) for k, v in node.value)
+            else:
+                size = 1
+            if size > MAX_YAML_NODES:
+                raise YAMLLimitError(f"*alias references expand to more than {MAX_YAML_NODES:,} values "
+                                     "(an alias bomb?); write the values out", node.start_mark)
+            self._sizes[id(node)] = size
+        return node
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *defaults` keys are meant to be overridden
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:
+                    continue  # unhashable key: the base class reports it
+                if first is not key_node.start_mark:
+                    raise YAMLLimitError(f"duplicate key '{key}' (first at line {first.line + 1}); "
+                                         "keep only one of them", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Parse YAML text with the limited safe loader; any failure is a ConfigError naming ``where``.
+
+    Every reader of config YAML uses this (config files, ``--set`` values, a run's config.yaml).
+    """
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {p}: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
+        loader = _LimitedLoader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{p}: malformed YAML{at}: {problem}") from None
+        if isinstance(exc, YAMLLimitError):
+            raise ConfigError(f"{where}{f', line {mark.line + 1}' if mark else ''}: {problem}") from None
+        raise ConfigError(f"{where}: malformed YAML{at}: {problem}") from None
+    except RecursionError:  # belt and braces: the depth limit makes this unreachable
+        raise ConfigError(f"{where}: values nested too deep; flatten the file") from None
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with the limited safe loader; every failure is a ConfigError naming the file."""
+    p = Path(path)
+    try:
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        if p.is_dir():
+            raise ConfigError(f"config path is a directory, not a file: {p}")
+        if not p.is_file():  # a FIFO would block forever, /dev/zero never ends
+            raise ConfigError(f"config path {p} is not a regular file (a pipe or a device); save the config to a file")
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {p} is {p.stat().st_size:,} bytes, larger than the "
+                              f"{MAX_CONFIG_BYTES:,}-byte limit for configs; is it the right file?")
+        with p.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)  # the file may have grown since stat()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a path with a NUL byte
+        raise ConfigError(f"cannot read config file {p!r}: {exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {p} is larger than the {MAX_CONFIG_BYTES:,}-byte limit for configs")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+                          "save the file as UTF-8") from None
+    data = parse_yaml(text, str(p))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -355,10 +515,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set '{text}': expected key.path=value")
     try:
-        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+        value = _parse_set_value(raw_value) if raw_value.strip() else ""
+    except YAMLLimitError as exc:
+        raise ConfigError(f"--set {key}=...: {exc.problem}") from None
     except yaml.YAMLError:
         value = raw_value  # not valid YAML: keep it as the string the user typed
     return key.split("."), value
+
+
+def _parse_set_value(raw: str) -> Any:
+    loader = _LimitedLoader(raw)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 _RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -36,6 +36,7 @@ class DatasetSpec:
     classes: tuple[str, ...]
     mean: tuple[float, ...]  # training-set statistics of pixel/255
     std: tuple[float, ...]
+    image_shape: tuple[int, int, int] = (1, 28, 28)  # channels, height, width of every image in the files
     # small enough to decode once into one tensor on the device (data.loader: auto picks the fast path)
     tensor_resident: bool = True
 
@@ -69,14 +70,73 @@ class Split:
         return Split(self.images.to(device), self.labels.to(device))
 
 
+_IDX_TYPES = {0x08: "uint8", 0x09: "int8", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32", 0x0E: "float64"}
+
+
+def check_idx_files(images: Path, labels: Path, image_shape: tuple[int, int, int]) -> None:
+    """Check the headers of an MNIST-style pair of IDX files against each other and the sizes.
+
+    Reads 16 bytes of each and the file sizes, so a truncated file, pixels that are not bytes,
+    images of another size or a count mismatch is named before anything is decoded.
+    """
+    import struct
+
+    headers = {}
+    for path, ndim in ((images, 3), (labels, 1)):
+        with path.open("rb") as f:
+            head = f.read(4 + 4 * ndim)
+        if len(head) < 4 + 4 * ndim or head[:2] != b"\0\0":
+            raise DataError(f"{path} is not an IDX file (header of {len(head)} bytes: {head[:8].hex()})")
+        if head[2] != 0x08:
+            raise DataError(f"{path} stores {_IDX_TYPES.get(head[2], f'type 0x{head[2]:02x}')} values; "
+                            "MNIST-style files hold uint8 pixels and labels")
+        if head[3] != ndim:
+            raise DataError(f"{path} has {head[3]} dimensions, expected {ndim}")
+        dims = struct.unpack(f">{ndim}I", head[4:])
+        want = 4 + 4 * ndim + math.prod(dims)
+        have = path.stat().st_size
+        if have != want:
+            raise DataError(f"{path} is {'truncated' if have < want else 'longer than its header says'}: "
+                            f"the header says {'x'.join(map(str, dims))} = {want:,} bytes, the file has {have:,}")
+        headers[path] = dims
+    n, h, w = headers[images]
+    if (1, h, w) != tuple(image_shape):
+        raise DataError(f"{images} holds {h}x{w} images; this dataset's images are "
+                        f"{image_shape[1]}x{image_shape[2]}")
+    if n != headers[labels][0]:
+        raise DataError(f"{images} holds {n} images but {labels} holds {headers[labels][0]} labels")
+
+
+def check_split(split: Split, num_classes: int, image_shape: tuple[int, int, int], where: str) -> None:
+    """Refuse a split whose tensors a model cannot train or be evaluated on; ``where`` names its files."""
+    images, labels = split.images, split.labels
+    if images.dtype != torch.uint8:
+        raise DataError(f"{where}: images are {images.dtype}, expected uint8 pixels")
+    if images.dim() != 4 or tuple(images.shape[1:]) != tuple(image_shape):
+        raise DataError(f"{where}: images have shape {'x'.join(map(str, images.shape[1:]))}, expected "
+                        f"{'x'.join(map(str, image_shape))} (channels x height x width)")
+    if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
+        raise DataError(f"{where}: {images.shape[0]} images but {labels.shape[0] if labels.dim() else 0} labels")
+    if len(labels) == 0:
+        raise DataError(f"{where}: no images")
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        i = int(bad.nonzero()[0, 0])
+        raise DataError(f"{where}: label {int(labels[i])} of image {i} is outside 0..{num_classes - 1} "
+                        f"({int(bad.sum())} such labels); the file is corrupt or from another dataset")
+
+
 def load_split(name: str, root: str | Path, train: bool, download: bool) -> Split:
-    """Decode one split of a registered dataset; a missing or broken file is a DataError."""
+    """Decode one split of a registered dataset and check it; a missing or broken file is a DataError."""
     import torchvision.datasets as tvd
 
     spec = DATASETS[name]
     cls = getattr(tvd, spec.torchvision_class)
     files = spec.expected_files(root)
     missing = [f for f in files if not f.is_file()]
+    images_file, labels_file = files[0:2] if train else files[2:4]
+    if not missing:
+        check_idx_files(images_file, labels_file, spec.image_shape)
     try:
         if missing and not download:
             raise RuntimeError("files missing and download is off")
@@ -96,9 +156,9 @@ def load_split(name: str, root: str | Path, train: bool, download: bool) -> Spli
         ) from None
     if images.dim() == 3:
         images = images.unsqueeze(1)
-    if images.dtype != torch.uint8 or images.shape[0] != labels.shape[0]:
-        raise DataError(f"dataset '{name}' under '{root}' is malformed: {tuple(images.shape)} images, {tuple(labels.shape)} labels")
-    return Split(images.contiguous(), labels.to(torch.int64))
+    split = Split(images.contiguous(), labels.to(torch.int64))
+    check_split(split, len(spec.classes), spec.image_shape, f"dataset '{name}' ({images_file}, {labels_file.name})")
+    return split
 
 
 @dataclass
@@ -123,8 +183,9 @@ class DataBundle:
 
 def split_train_val(full: Split, val_size: int, seed: int, train_subset: int | None) -> tuple[Split, Split]:
     """Hold out ``val_size`` images by a seeded shuffle (the files are sorted by label)."""
-    if val_size >= len(full):
-        raise DataError(f"data.val_size ({val_size}) must be smaller than the training set ({len(full)} images)")
+    if val_size >= len(full):  # known only once the files are read, but the fix is in the config
+        raise ConfigError(f"'data.val_size' is {val_size}, but the training set has only {len(full)} images; "
+                          f"set data.val_size below {len(full)}")
     perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = perm[:val_size], perm[val_size:]
     if train_subset is not None:
@@ -144,8 +205,8 @@ def build(data_cfg, seed: int) -> DataBundle:
     mean = list(data_cfg.mean) if data_cfg.mean is not None else list(spec.mean)
     std = list(data_cfg.std) if data_cfg.std is not None else list(spec.std)
     channels = train.images.shape[1]
-    if len(mean) not in (1, channels):
-        raise DataError(f"data.mean has {len(mean)} values but '{spec.name}' has {channels} channel(s)")
+    if len(mean) not in (1, channels):  # load_config checks this too; a DataConfig built in code may not have been
+        raise ConfigError(f"'data.mean' has {len(mean)} values but '{spec.name}' has {channels} channel(s)")
     return DataBundle(train, val, test, list(spec.classes), mean, std)
 
 

@@ -7,6 +7,7 @@ the kernel is laid on each window as it is, not flipped. The result is checked a
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -20,6 +21,12 @@ from .ops import conv2d as scratch_conv2d
 ARTICLE_INPUT = "1 2 3; 4 5 6; 7 8 9"
 ARTICLE_KERNEL = "1 0; 1 1"
 ARTICLE_BIAS = 1.0
+
+# Limits that keep `convtrain conv` an explanation: every window is printed, so a few thousand
+# cells is already more than anyone reads, and larger inputs would only hang the terminal.
+MAX_CELLS = 10_000  # of the zero-padded input, and of the kernel
+MAX_PRODUCTS = 1_000_000  # output cells x kernel cells
+MAX_STEP = 1_000  # stride, padding and dilation
 
 ARTICLE_ERRATA = (
     "The article's worked example (section 4.3) differs from this in three ways: it uses a different kernel "
@@ -41,8 +48,13 @@ def parse_matrix(text: str, what: str) -> list[list[float]]:
             matrix.append([float(v) for v in re.split(r"[\s,]+", r) if v])
         except ValueError:
             raise ConfigError(f"--{what}: '{r}' is not a row of numbers") from None
+    if not matrix[0]:
+        raise ConfigError(f"--{what}: empty matrix; write rows separated by ';', e.g. \"1 2; 3 4\"")
     if len({len(r) for r in matrix}) != 1:
         raise ConfigError(f"--{what}: rows have different lengths ({', '.join(str(len(r)) for r in matrix)})")
+    if len(matrix) * len(matrix[0]) > MAX_CELLS:
+        raise ConfigError(f"--{what}: {len(matrix)}x{len(matrix[0])} is more than the {MAX_CELLS:,} cells "
+                          "this step-by-step explanation shows; use a smaller matrix")
     return matrix
 
 
@@ -55,8 +67,9 @@ def parse_pair(text: str, what: str, minimum: int) -> tuple[int, int]:
         values = []
     if len(values) == 1:
         values *= 2
-    if len(values) != 2 or min(values) < minimum:
-        raise ConfigError(f"--{what} must be an integer >= {minimum} or a pair like 1,2; got '{text}'")
+    if len(values) != 2 or min(values) < minimum or max(values) > MAX_STEP:
+        raise ConfigError(f"--{what} must be an integer from {minimum} to {MAX_STEP:,} or a pair like 1,2; "
+                          f"got '{_clip(text)}'")
     return values[0], values[1]
 
 
@@ -93,12 +106,29 @@ class Explanation:
         return self.max_abs_diff <= 1e-9
 
 
+def _clip(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest |a - b|, where NaN equals NaN and inf equals inf (same non-finite result = agreement).
+
+    A NaN or inf on one side only is an infinite difference.
+    """
+    same = (a == b) | (a.isnan() & b.isnan())
+    diff = (a - b).abs().nan_to_num(nan=math.inf)
+    return float(diff.masked_fill(same, 0.0).max()) if diff.numel() else 0.0
+
+
 def explain(input: list[list[float]], kernel: list[list[float]], bias: float = 0.0, stride=(1, 1), padding=(0, 0),
             dilation=(1, 1)) -> Explanation:
     """Compute ``Y = X (*) K + b`` one window at a time and check it against PyTorch."""
     h, w = len(input), len(input[0])
     kh, kw = len(kernel), len(kernel[0])
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    if (h + 2 * ph) * (w + 2 * pw) > MAX_CELLS:  # checked before the padded copy is made
+        raise ConfigError(f"--padding: the padded input would be {h + 2 * ph}x{w + 2 * pw}, more than the "
+                          f"{MAX_CELLS:,} cells this explanation shows; use less padding or a smaller input")
     padded = [[0.0] * (w + 2 * pw) for _ in range(ph)] + \
              [[0.0] * pw + list(row) + [0.0] * pw for row in input] + \
              [[0.0] * (w + 2 * pw) for _ in range(ph)]
@@ -108,6 +138,9 @@ def explain(input: list[list[float]], kernel: list[list[float]], bias: float = 0
                           f"{h + 2 * ph}x{w + 2 * pw}")
     oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if oh * ow * kh * kw > MAX_PRODUCTS:
+        raise ConfigError(f"--input/--kernel: {oh}x{ow} outputs of {kh}x{kw} products each is more than "
+                          f"{MAX_PRODUCTS:,} products to show; use a smaller input or kernel, or a larger --stride")
     ex = Explanation(input, padded, kernel, bias, (sh, sw), (ph, pw), (dh, dw))
     ex.formulas = [
         f"out_{axis} = floor((in + 2*pad - dilation*(k - 1) - 1) / stride) + 1 = "
@@ -132,5 +165,5 @@ def explain(input: list[list[float]], kernel: list[list[float]], bias: float = 0
     mine = scratch_conv2d(x, k, b, stride=stride, padding=padding, dilation=dilation)[0, 0]
     ex.torch_output, ex.scratch_output = ref.tolist(), mine.tolist()
     ours = torch.tensor(ex.output, dtype=torch.float64)
-    ex.max_abs_diff = float(torch.maximum((ours - ref).abs().max(), (mine - ref).abs().max()))
+    ex.max_abs_diff = max(max_difference(ours, ref), max_difference(mine, ref))
     return ex

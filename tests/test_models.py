@@ -6,7 +6,8 @@ from torch import nn
 
 from convtrain.config import INIT_SCHEMES
 from convtrain.errors import ConfigError
-from convtrain.models import Classifier, apply_init, create_model, get_spec, list_models, register_model
+from convtrain.models import (Classifier, apply_init, check_model_kwargs, create_model, get_spec, list_models,
+                              register_model)
 
 MODELS = list_models()
 
@@ -131,3 +132,34 @@ def test_article_cnn_computes_the_articles_function_exactly():
     g_ours = torch.autograd.grad(ours.square().sum(), list(m.parameters()))
     g_ref = torch.autograd.grad(ref.square().sum(), list(m.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(g_ours, g_ref))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_declares_its_kwargs_and_its_defaults_pass_the_dry_build(name):
+    spec = get_spec(name)
+    assert set(spec.args) == set(spec.kwarg_defaults())
+    for key, default in spec.kwarg_defaults().items():
+        assert spec.args[key].problem(default) is None, key
+    check_model_kwargs(name, spec.kwarg_defaults(), num_classes=10, input_shape=(1, 28, 28))
+
+
+@pytest.mark.parametrize("name, kwargs, expected", [
+    ("article_cnn", {"hidden": 0}, r"'model.kwargs.hidden' must be in \[1, 16,384\], got 0"),
+    ("article_cnn", {"hidden": True}, "'model.kwargs.hidden' must be an int, got bool True"),
+    ("article_cnn", {"hidden": "big"}, "'model.kwargs.hidden' must be an int, got str 'big'"),
+    ("bn_cnn", {"dropout": 1.0}, r"'model.kwargs.dropout' must be in \[0.0, 1.0\), got 1.0"),
+    ("bn_cnn", {"dropout": float("nan")}, "'model.kwargs.dropout' must be a number, got nan"),
+    ("lenet5", {"conv": "scrach"}, "must be one of torch, scratch, got 'scrach' \\(did you mean 'scratch'\\?\\)"),
+    ("bn_cnn", {"width": 1024, "hidden": 16384}, "parameters, more than the 1,000,000,000 limit"),
+])
+def test_bad_model_kwargs_are_config_errors_naming_the_key(name, kwargs, expected):
+    with pytest.raises(ConfigError, match=expected):
+        check_model_kwargs(name, kwargs, num_classes=10, input_shape=(1, 28, 28))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_feature_map_that_vanishes_is_refused_by_the_dry_build(name):
+    # 3x3 images: every model pools twice, so its feature map cannot exist
+    with pytest.raises(ConfigError, match=f"model '{name}' cannot be built for 1x3x3 images"):
+        check_model_kwargs(name, {}, num_classes=10, input_shape=(1, 3, 3))
+    check_model_kwargs(name, {}, num_classes=10)  # without a shape: types and ranges only

@@ -3,7 +3,7 @@
 from . import bn_cnn, cnn, lenet  # noqa: F401  (imported to register their models)
 from .base import Classifier
 from .init import apply_init
-from .registry import ModelSpec, check_model_kwargs, create_model, get_spec, list_models, register_model
+from .registry import Arg, ModelSpec, check_model_kwargs, create_model, get_spec, list_models, register_model
 
-__all__ = ["Classifier", "ModelSpec", "apply_init", "check_model_kwargs", "create_model", "get_spec",
+__all__ = ["Arg", "Classifier", "ModelSpec", "apply_init", "check_model_kwargs", "create_model", "get_spec",
            "list_models", "register_model"]

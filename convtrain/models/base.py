@@ -79,4 +79,7 @@ def flat_size(features: nn.Module, in_channels: int, input_size: tuple[int, int]
     features.eval()  # BatchNorm must not update its running stats on the dummy input
     out = features(torch.zeros(1, in_channels, *input_size))
     features.train(was_training)
-    return out.flatten(1).shape[1]
+    n = out.flatten(1).shape[1]
+    if n == 0:
+        raise ValueError(f"the feature map shrinks to nothing for {input_size[0]}x{input_size[1]} input")
+    return n

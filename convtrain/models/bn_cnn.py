@@ -7,7 +7,7 @@ from collections import OrderedDict
 from torch import nn
 
 from .base import Classifier, conv_class, flat_size
-from .registry import register_model
+from .registry import CONV, DROPOUT, register_model, width
 
 
 def _block(Conv: type[nn.Module], cin: int, cout: int, name: str, pool: str | None = None) -> list[tuple[str, nn.Module]]:
@@ -18,7 +18,8 @@ def _block(Conv: type[nn.Module], cin: int, cout: int, name: str, pool: str | No
     return layers + [(f"{name}_relu", nn.ReLU())]
 
 
-@register_model("bn_cnn", "VGG-style CNN: 2x2 (3x3 conv, BatchNorm, ReLU) + pools, dropout, linear 256")
+@register_model("bn_cnn", "VGG-style CNN: 2x2 (3x3 conv, BatchNorm, ReLU) + pools, dropout, linear 256",
+                args={"width": width(1024), "hidden": width(16384), "dropout": DROPOUT, "conv": CONV})
 def bn_cnn(num_classes: int = 10, in_channels: int = 1, input_size: tuple[int, int] = (28, 28),
            width: int = 32, hidden: int = 256, dropout: float = 0.25, conv: str = "torch") -> Classifier:
     Conv = conv_class(conv)

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from torch import nn
 
 from .base import Classifier, conv_class, flat_size
-from .registry import register_model
+from .registry import CONV, register_model, width
 
 
 def _article_cnn(num_classes: int, in_channels: int, input_size: tuple[int, int], hidden: int, conv: str) -> Classifier:
@@ -26,13 +26,15 @@ def _article_cnn(num_classes: int, in_channels: int, input_size: tuple[int, int]
     return Classifier(features, hidden, num_classes)
 
 
-@register_model("article_cnn", "the article's CNN: 2x (3x3 conv, ReLU, max-pool 2), linear 3136-128, ReLU, linear 128-10")
+@register_model("article_cnn", "the article's CNN: 2x (3x3 conv, ReLU, max-pool 2), linear 3136-128, ReLU, linear 128-10",
+                args={"hidden": width(16384), "conv": CONV})
 def article_cnn(num_classes: int = 10, in_channels: int = 1, input_size: tuple[int, int] = (28, 28),
                 hidden: int = 128, conv: str = "torch") -> Classifier:
     return _article_cnn(num_classes, in_channels, input_size, hidden, conv)
 
 
-@register_model("article_cnn_scratch", "article_cnn with convtrain's from-scratch conv2d in place of nn.Conv2d")
+@register_model("article_cnn_scratch", "article_cnn with convtrain's from-scratch conv2d in place of nn.Conv2d",
+                args={"hidden": width(16384)})
 def article_cnn_scratch(num_classes: int = 10, in_channels: int = 1, input_size: tuple[int, int] = (28, 28),
                         hidden: int = 128) -> Classifier:
     return _article_cnn(num_classes, in_channels, input_size, hidden, "scratch")

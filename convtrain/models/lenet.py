@@ -7,10 +7,11 @@ from collections import OrderedDict
 from torch import nn
 
 from .base import Classifier, conv_class, flat_size
-from .registry import register_model
+from .registry import CONV, register_model
 
 
-@register_model("lenet5", "LeNet-5: 5x5 conv 6, pool, 5x5 conv 16, pool, linear 120, 84 (61k parameters)")
+@register_model("lenet5", "LeNet-5: 5x5 conv 6, pool, 5x5 conv 16, pool, linear 120, 84 (61k parameters)",
+                args={"conv": CONV})
 def lenet5(num_classes: int = 10, in_channels: int = 1, input_size: tuple[int, int] = (28, 28),
            conv: str = "torch") -> Classifier:
     Conv = conv_class(conv)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import fnmatch
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError, did_you_mean
@@ -20,12 +22,65 @@ from ..errors import ConfigError, did_you_mean
 # Supplied by the dataset, never by model.kwargs.
 DATA_ARGS = ("num_classes", "in_channels", "input_size")
 
+# A model bigger than this (4 GB of float32 weights, before gradients and optimizer state) is
+# almost certainly a typo in a width; refusing it beats swapping the machine to death.
+MAX_PARAMETERS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Arg:
+    """What one keyword argument of a model accepts: its type and range, or its choices.
+
+    ``low``/``high`` are inclusive; ``high_open`` makes the upper end exclusive (dropout < 1).
+    """
+
+    type: type
+    low: float | None = None
+    high: float | None = None
+    high_open: bool = False
+    choices: tuple[str, ...] | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not acceptable, or None."""
+        if self.type is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif self.type is object:
+            ok = True
+        else:
+            ok = isinstance(value, self.type) and not (self.type is int and isinstance(value, bool))
+        if not ok:
+            return f"must be {'an' if self.type is int else 'a'} {self.type.__name__}, got {type(value).__name__} {_short(value)}"
+        if self.choices is not None and value not in self.choices:
+            return f"must be one of {', '.join(self.choices)}, got {_short(value)}{did_you_mean(value, self.choices)}"
+        if self.type is float and value != value:
+            return "must be a number, got nan"
+        above = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if (self.low is not None and value < self.low) or above:  # low is set whenever high is
+            high = "inf" if self.high is None else f"{self.high:,}"
+            return f"must be in [{self.low:,}, {high}{')' if self.high_open else ']'}, got {_short(value)}"
+        return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def width(high: int) -> Arg:
+    """A layer width: a positive integer up to ``high``."""
+    return Arg(int, 1, high)
+
+
+DROPOUT = Arg(float, 0.0, 1.0, high_open=True)
+CONV = Arg(str, choices=("torch", "scratch"))
+
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
     factory: Callable[..., nn.Module]
     description: str
+    args: dict[str, Arg] = field(default_factory=dict)  # what each keyword argument accepts
 
     def kwarg_defaults(self) -> dict:
         """The factory's own keyword arguments and their defaults (data arguments excluded)."""
@@ -36,8 +91,13 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, description: str) -> Callable:
-    """Decorator: register ``factory`` under ``name``. A second registration of a name raises."""
+def register_model(name: str, description: str, args: dict[str, Arg] | None = None) -> Callable:
+    """Decorator: register ``factory`` under ``name``. A second registration of a name raises.
+
+    ``args`` declares what each of the factory's own keyword arguments accepts, so ``model.kwargs``
+    is checked when the config is loaded, before anything runs; an undeclared argument must at
+    least have the type of its default.
+    """
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
@@ -46,7 +106,14 @@ def register_model(name: str, description: str) -> Callable:
         missing = [a for a in DATA_ARGS if a not in params]
         if missing:
             raise TypeError(f"model factory '{name}' must accept {', '.join(missing)}")
-        _REGISTRY[name] = ModelSpec(name, factory, description)
+        declared = dict(args or {})
+        unknown = [k for k in declared if k not in params]
+        if unknown:
+            raise TypeError(f"model factory '{name}' has no keyword argument(s) {', '.join(unknown)}")
+        for key, p in params.items():  # undeclared: at least the type of the default
+            if key not in DATA_ARGS and key not in declared and p.default is not inspect.Parameter.empty:
+                declared[key] = Arg(type(p.default) if isinstance(p.default, (bool, int, float, str)) else object)
+        _REGISTRY[name] = ModelSpec(name, factory, description, declared)
         return factory
 
     return decorate
@@ -66,16 +133,49 @@ def get_spec(name: str) -> ModelSpec:
                           f"registered: {', '.join(list_models())}") from None
 
 
-def check_model_kwargs(name: str, kwargs: dict, where: str = "config") -> None:
-    """Raise ConfigError if ``kwargs`` holds a name the model's factory does not take."""
+def check_model_kwargs(name: str, kwargs: dict, where: str = "config", *, num_classes: int | None = None,
+                       input_shape: tuple[int, int, int] | None = None, init: str = "default") -> None:
+    """Raise ConfigError naming ``model.kwargs.<key>`` if ``kwargs`` does not fit model ``name``.
+
+    Each value is checked against the model's declared :class:`Arg` (type, range, choices). With
+    ``input_shape`` (channels, height, width) the model is also built on PyTorch's meta device
+    (shapes only, no memory) and run on one image, so arguments that make the feature map vanish,
+    or a model too large to hold, are refused when the config is loaded, before any run starts.
+    """
     spec = get_spec(name)
-    allowed = spec.kwarg_defaults()
-    for key in kwargs:
-        if key not in allowed:
-            hint = did_you_mean(key, allowed)
-            options = ", ".join(allowed) or "none"
+    for key, value in kwargs.items():
+        if key not in spec.args:
+            hint = did_you_mean(key, spec.args)
+            options = ", ".join(spec.args) or "none"
             raise ConfigError(f"{where}: 'model.kwargs.{key}' is not an argument of model '{name}'{hint}; "
                               f"it takes: {options}")
+        problem = spec.args[key].problem(value)
+        if problem:
+            raise ConfigError(f"{where}: 'model.kwargs.{key}' {problem} (model '{name}')")
+    if input_shape is not None:
+        _dry_build(spec, kwargs, where, num_classes or 10, input_shape, init)
+
+
+def _dry_build(spec: ModelSpec, kwargs: dict, where: str, num_classes: int, input_shape: tuple[int, int, int],
+               init: str) -> None:
+    from .init import apply_init
+
+    c, h, w = input_shape
+    given = ", ".join(f"model.kwargs.{k}={v!r}" for k, v in kwargs.items()) or "default model.kwargs"
+    try:
+        with torch.device("meta"):
+            model = spec.factory(num_classes=num_classes, in_channels=c, input_size=(h, w), **kwargs)
+            apply_init(model, init)
+            model.eval()  # BatchNorm: one image is fine outside training mode
+            model(torch.zeros(1, c, h, w))
+    except Exception as exc:  # anything the factory raises means: this model cannot exist
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{where}: model '{spec.name}' cannot be built for {c}x{h}x{w} images with {given}: "
+                          f"{detail}; change those model.kwargs") from None
+    n = sum(p.numel() for p in model.parameters())
+    if n > MAX_PARAMETERS:
+        raise ConfigError(f"{where}: model '{spec.name}' with {given} has {n:,} parameters, more than the "
+                          f"{MAX_PARAMETERS:,} limit; use smaller widths")
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 1, input_size: tuple[int, int] = (28, 28),
