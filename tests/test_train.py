@@ -96,6 +96,7 @@ def test_train_refuses_non_empty_run_dir(trained_run):
     assert (trained_run / "metrics.csv").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_finetune_replaces_head_and_freezes_backbone(trained_run, tmp_path):
     pretrained = trained_run / "checkpoints" / "best.pt"
     run_dir = tmp_path / "ft"
@@ -118,6 +119,7 @@ def test_finetune_replaces_head_and_freezes_backbone(trained_run, tmp_path):
     assert cfg["finetune"]["checkpoint"] == str(pretrained)
 
 
+@pytest.mark.slow
 def test_finetune_head_and_backbone_learning_rates(trained_run, tmp_path):
     run_dir = tmp_path / "ft-lr"
     result = run_cli("finetune", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"),
@@ -130,8 +132,9 @@ def test_finetune_head_and_backbone_learning_rates(trained_run, tmp_path):
     assert {g["name"]: g["lr"] for g in groups} == {"backbone": pytest.approx(3e-4), "head": pytest.approx(3e-3)}
 
 
+@pytest.mark.slow
 def test_interrupted_then_resumed_run_is_bit_identical(data_root, tmp_path):
-    common = ["train", "--config", "configs/smoke.yaml", "--set", "data.train_subset=4000", "--set", "data.val_size=500",
+    common = ["train", "--config", "configs/smoke.yaml", "--device", "cpu", "--set", "data.train_subset=4000", "--set", "data.val_size=500",
               "--set", "data.test_subset=500", "--set", "train.epochs=2", "--set", "sched.name=onecycle",
               "--set", "train.log_every=5", "--set", "model.name=bn_cnn", "--set", "model.kwargs.width=8",
               "--set", "data.augment.enabled=true"]
@@ -185,6 +188,7 @@ def test_models_command_and_module_entry_point():
     assert {r["name"]: r["parameters"] for r in listing}["article_cnn"] == 421642
 
 
+@pytest.mark.slow
 def test_dataloader_path_trains(data_root, tmp_path):
     run_dir = tmp_path / "dl"
     result = run_cli("train", "--config", "configs/smoke.yaml", "--set", "data.loader=dataloader", "--set", "data.workers=1",
