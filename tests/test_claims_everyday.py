@@ -215,15 +215,15 @@ def test_predict_agrees_with_true_labels(trained_run, labelled_digits):
 
 
 def test_invert_yes_no_auto_on_a_light_background_digit(trained_run, labelled_digits, tmp_path):
-    """Dark ink on paper (the digits inverted, enlarged to 84x84): `--invert yes` and `auto` read them
-    right and agree exactly; `--invert no` feeds paper-white backgrounds and gets them wrong.
-    Breaks tried: auto never inverting; `yes` ignored: both fail."""
+    """Dark ink on paper (the 20 digits inverted, enlarged to 84x84): `--invert yes` and `auto` read
+    them right and agree exactly; `--invert no` feeds paper-white backgrounds and does clearly worse.
+    Measured with the trained_run checkpoint: yes 20/20 right (mean probability of the true class
+    0.98), no 12/20 (0.52). Breaks tried: auto never inverting; `yes` ignored: both fail."""
     folder, labels = labelled_digits
     best = trained_run / "checkpoints" / "best.pt"
     papers, truth = [], []
-    for path, label in sorted(labels.items())[:8]:
-        digit = Image.open(path)
-        paper = Image.eval(digit, lambda v: 255 - v).resize((84, 84), Image.BILINEAR)
+    for path, label in sorted(labels.items()):
+        paper = Image.eval(Image.open(path), lambda v: 255 - v).resize((84, 84), Image.BILINEAR)
         out = tmp_path / Path(path).name
         paper.save(out)
         papers.append(out)
@@ -231,10 +231,17 @@ def test_invert_yes_no_auto_on_a_light_background_digit(trained_run, labelled_di
     yes = _predict(best, *papers, invert="yes")
     auto = _predict(best, *papers, invert="auto")
     no = _predict(best, *papers, invert="no")
-    right = lambda preds: sum(p["label"] == t for p, t in zip(preds, truth))  # noqa: E731
+
+    def right(preds):
+        return sum(p["label"] == t for p, t in zip(preds, truth))
+
+    def true_prob(preds):
+        return sum(next(k["prob"] for k in p["topk"] if k["index"] == t) for p, t in zip(preds, truth)) / len(truth)
+
     assert auto == yes
-    assert right(yes) >= 7, f"--invert yes: {right(yes)}/8 right"
-    assert right(no) <= 3, f"--invert no: {right(no)}/8 right"
+    assert right(yes) >= 18, f"--invert yes: {right(yes)}/20 right"
+    assert right(no) <= right(yes) - 4, f"--invert no: {right(no)}/20 right, yes: {right(yes)}/20"
+    assert true_prob(no) < true_prob(yes) - 0.2
     # and on ordinary MNIST-style files (light ink on dark), auto leaves them alone
     plain = sorted(labels)[:8]
     assert _predict(best, *plain, invert="auto") == _predict(best, *plain, invert="no")
