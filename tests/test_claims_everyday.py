@@ -45,7 +45,7 @@ def _batches(split, *, seed=0, epoch=1, augment=None, loader="tensor"):
 
 
 def test_augmentation_disabled_leaves_pixels_untouched(mnist_sample):
-    """Break tried: augmenting even when augment=None (the `if self.augment` test inverted): fails."""
+    """Break tried: a default augmentation applied when augment=None: fails."""
     norm = data.Normalizer([0.1307], [0.3081], CPU)
     x = torch.cat([xb for xb, _ in _batches(mnist_sample)])
     y = torch.cat([yb for _, yb in _batches(mnist_sample)])

@@ -79,7 +79,8 @@ def ruined_run(data_root, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_best_checkpoint_is_the_best_validation_epoch_not_the_last_nor_the_best_test(ruined_run):
-    """Breaks tried: best = last epoch; best chosen by test_acc; both fail here."""
+    """Breaks tried: best = last epoch (improved = True); best chosen by test_acc when it is
+    computed: both fail here."""
     rows = _rows(ruined_run)
     val = [float(r["val_acc"]) for r in rows]
     test = [float(r["test_acc"]) for r in rows]
@@ -129,7 +130,7 @@ def test_tied_validation_accuracy_keeps_the_earlier_epoch(frozen_run):
 
 @pytest.mark.slow
 def test_test_columns_are_filled_only_with_test_every_epoch(ruined_run, frozen_run):
-    """Breaks tried: test metrics always computed (test columns filled in frozen_run); never computed: both fail."""
+    """Break tried: test metrics always computed (test columns filled in frozen_run): fails."""
     for r in _rows(ruined_run):  # train.test_every_epoch=true
         assert 0 <= float(r["test_acc"]) <= 1 and float(r["test_loss"]) > 0 and float(r["test_seconds"]) > 0
     for r in _rows(frozen_run):  # the default, false
@@ -140,7 +141,7 @@ def test_test_columns_are_filled_only_with_test_every_epoch(ruined_run, frozen_r
 
 @pytest.mark.slow
 def test_train_seconds_is_the_sum_of_the_epochs_training_seconds(ruined_run):
-    """Break tried: train_seconds = wall time of the whole run (evaluation included): fails."""
+    """Break tried: train_seconds also counting the validation seconds: fails."""
     rows = _rows(ruined_run)
     assert _results(ruined_run)["train_seconds"] == pytest.approx(sum(float(r["seconds"]) for r in rows), **CSV)
     assert all(float(r["seconds"]) > 0 for r in rows)
@@ -154,8 +155,7 @@ def test_train_seconds_is_the_sum_of_the_epochs_training_seconds(ruined_run):
 def test_real_divergence_marks_the_run_failed_and_keeps_the_last_good_epoch(data_root, tmp_path):
     """SGD at lr 0.01 for epoch 1, then 1e6 (step schedule, gamma 1e8): the loss is NaN at step 3 of
     epoch 2 (measured). No monkeypatching: the NaN comes from real arithmetic.
-    Breaks tried: not writing status=failed (results.json missing); saving last.pt before the NaN
-    check (last.pt epoch 2 / NaN weights): both fail."""
+    Break tried: not writing status=failed (results.json missing): fails."""
     run = tmp_path / "nan"
     result = run_cli("train", "--config", "configs/smoke.yaml", *TINY, "--set", "data.train_subset=640",
                      "--set", "data.val_size=200", "--set", "data.test_subset=200", "--set", "train.epochs=3",
@@ -211,7 +211,7 @@ def test_lr_schedule_matches_its_formula_at_every_step(data_root, tmp_path, name
     and in last.pt, against the formula. 3 epochs of 8 steps; cosine warms up over 4 steps.
     Breaks tried: cosine warm-up (step + 1)/warmup -> step/warmup (off by one); min_lr ignored
     (floor 0); the scheduler stepped once per epoch instead of per step (engine); step schedule
-    decaying every epoch*steps+1: each fails the matching case."""
+    off by one step (gamma ** ((step - 1) // every)): each fails the matching case."""
     pytest.importorskip("tensorboard", reason="the per-step lr is read from TensorBoard event files")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
