@@ -128,6 +128,7 @@ def test_confusion_matrix_rows_are_true_classes_in_engine_evaluate():
     assert r["accuracy"] == pytest.approx(1 / 11)
 
 
+@pytest.mark.slow
 def test_confusion_matrix_rows_are_true_classes_in_eval_json(trained_run, tmp_path):
     """A trained checkpoint whose head always answers 7 (weights zeroed, bias on class 7): row i of
     the test confusion matrix holds all of class i's images in column 7.
