@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install test train bench bench-conv bench-speed docs clean
+.PHONY: install test test-fast train bench bench-conv bench-speed docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(VENV)/.installed
 # The test command (README and .ci/run use exactly this).
 test: install
 	$(PY) -m pytest -q
+
+# The quick loop while editing: everything but the tests marked slow (real trainings, DDP, kill tests).
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 # The article's setup: its CNN, Adam 1e-3, batch 64, 10 epochs (~3 minutes on 2 CPU cores).
 train: install

@@ -35,6 +35,7 @@ def ddp_runs(data_root, tmp_path_factory):
     return two, one, r2
 
 
+@pytest.mark.slow
 def test_two_process_run_writes_once(ddp_runs):
     two, _, result = ddp_runs
     rows = _rows(two)
@@ -45,6 +46,7 @@ def test_two_process_run_writes_once(ddp_runs):
     assert results["world_size"] == 2 and results["test_num_samples"] == 1000  # every test image counted once
 
 
+@pytest.mark.slow
 def test_validation_accuracy_equals_single_process_eval(ddp_runs):
     two, _, _ = ddp_runs
     best_row = max(_rows(two), key=lambda r: float(r["val_acc"]))
@@ -54,6 +56,7 @@ def test_validation_accuracy_equals_single_process_eval(ddp_runs):
     assert report["accuracy"] == pytest.approx(float(best_row["val_acc"]), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_two_by_32_matches_one_by_64(ddp_runs):
     """Same seed: rank r takes every 2nd index of the same permutation, so the two ranks' batches of 32
     together are exactly the single process's batch of 64 and DDP's averaged gradient is the same
@@ -67,6 +70,7 @@ def test_two_by_32_matches_one_by_64(ddp_runs):
         assert abs(float(a["val_acc"]) - float(b["val_acc"])) <= 0.01
 
 
+@pytest.mark.slow
 def test_checkpoint_from_ddp_loads_in_single_process(ddp_runs):
     two, _, _ = ddp_runs
     ckpt = torch.load(two / "checkpoints" / "last.pt", weights_only=True)
@@ -92,6 +96,7 @@ def test_gpu_count_check_unit(monkeypatch):
     distributed.check_gpu_count("cpu", 64)  # CPU processes need no GPU
 
 
+@pytest.mark.slow
 def test_sync_batchnorm_on_cpu_is_refused_before_start(data_root, tmp_path):
     result = run_cli("train", *TINY, "--set", "model.name=bn_cnn", "--set", "train.sync_batchnorm=true",
                      "--nproc-per-node", "2", "--run-dir", str(tmp_path / "r"))

@@ -45,6 +45,7 @@ def test_forward_matches_torch_float32(case):
     assert (ours - ref).abs().max() <= 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", GRID[:-1], ids=str)
 def test_gradcheck_float64(case):
     b, cin, cout, h, w, k, s, p, d, g = case

@@ -81,6 +81,7 @@ def test_bad_input_table(data_root, trained_run, tmp_path):
     assert _snapshot(trained_run) == before  # nothing already on disk was modified
 
 
+@pytest.mark.slow
 def test_disk_full_while_saving(data_root, tmp_path, monkeypatch):
     real_save = torch.save
 
@@ -96,6 +97,7 @@ def test_disk_full_while_saving(data_root, tmp_path, monkeypatch):
     assert not any(p.name.startswith(".") for p in (tmp_path / "r" / "checkpoints").iterdir())  # no temp files left
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path, monkeypatch):
     from convtrain import engine
 
@@ -115,6 +117,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path, monk
     assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["epoch"] == 1  # the last good one
 
 
+@pytest.mark.slow
 def test_second_ctrl_c_exits_at_once(data_root, tmp_path):
     cmd = [sys.executable, "-m", "convtrain", "train", "-c", "configs/smoke.yaml", "--set", "train.log_every=2",
            "--set", "data.train_subset=20000", "--run-dir", str(tmp_path / "r")]
@@ -129,6 +132,7 @@ def test_second_ctrl_c_exits_at_once(data_root, tmp_path):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_kill_9_never_corrupts_a_checkpoint(tmp_path):
     """SIGKILL a process that rewrites a large checkpoint in a loop, at several moments; the file
     on disk is always a complete, loadable checkpoint (the old one or the new one)."""
@@ -159,10 +163,11 @@ def test_kill_9_never_corrupts_a_checkpoint(tmp_path):
     assert seen  # every kill left a complete checkpoint
 
 
+@pytest.mark.slow
 def test_kill_9_during_training_then_resume_is_exact(data_root, tmp_path):
     """kill -9 right after epoch 1's summary line (while its checkpoints are being written) and a
     moment later; every time last.pt loads and the resumed run ends bit-identical."""
-    common = ["train", "-c", "configs/smoke.yaml", "--set", "data.train_subset=3000", "--set", "data.val_size=300",
+    common = ["train", "-c", "configs/smoke.yaml", "--device", "cpu", "--set", "data.train_subset=3000", "--set", "data.val_size=300",
               "--set", "data.test_subset=300", "--set", "train.epochs=3", "--set", "sched.name=cosine"]
     straight = tmp_path / "straight"
     assert run_cli(*common, "--run-dir", str(straight)).returncode == 0

@@ -50,6 +50,7 @@ def test_checkpoints_open_with_weights_only(trained_run):
     assert "optimizer" in torch.load(trained_run / "checkpoints" / "last.pt", weights_only=True)["training_state"]
 
 
+@pytest.mark.slow
 def test_eval_json_from_checkpoint_alone(trained_run):
     result = run_cli("eval", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"), "--json")
     assert result.returncode == 0, result.stderr
@@ -62,6 +63,7 @@ def test_eval_json_from_checkpoint_alone(trained_run):
     assert report["accuracy"] == pytest.approx(saved["test_accuracy"])
 
 
+@pytest.mark.slow
 def test_eval_val_split_matches_training_validation(trained_run):
     result = run_cli("eval", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"), "--split", "val", "--json")
     assert result.returncode == 0, result.stderr
@@ -72,6 +74,7 @@ def test_eval_val_split_matches_training_validation(trained_run):
     assert report["accuracy"] == pytest.approx(val_acc, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_eval_human_output(trained_run):
     result = run_cli("eval", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"))
     assert result.returncode == 0, result.stderr
@@ -88,6 +91,7 @@ def test_eval_checkpoint_for_other_class_count(trained_run, tmp_path):
     assert "weights do not fit" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_train_refuses_non_empty_run_dir(trained_run):
     before = (trained_run / "metrics.csv").read_bytes()
     result = run_cli("train", "--config", "configs/smoke.yaml", "--run-dir", str(trained_run))
@@ -96,6 +100,7 @@ def test_train_refuses_non_empty_run_dir(trained_run):
     assert (trained_run / "metrics.csv").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_finetune_replaces_head_and_freezes_backbone(trained_run, tmp_path):
     pretrained = trained_run / "checkpoints" / "best.pt"
     run_dir = tmp_path / "ft"
@@ -118,6 +123,7 @@ def test_finetune_replaces_head_and_freezes_backbone(trained_run, tmp_path):
     assert cfg["finetune"]["checkpoint"] == str(pretrained)
 
 
+@pytest.mark.slow
 def test_finetune_head_and_backbone_learning_rates(trained_run, tmp_path):
     run_dir = tmp_path / "ft-lr"
     result = run_cli("finetune", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"),
@@ -130,8 +136,9 @@ def test_finetune_head_and_backbone_learning_rates(trained_run, tmp_path):
     assert {g["name"]: g["lr"] for g in groups} == {"backbone": pytest.approx(3e-4), "head": pytest.approx(3e-3)}
 
 
+@pytest.mark.slow
 def test_interrupted_then_resumed_run_is_bit_identical(data_root, tmp_path):
-    common = ["train", "--config", "configs/smoke.yaml", "--set", "data.train_subset=4000", "--set", "data.val_size=500",
+    common = ["train", "--config", "configs/smoke.yaml", "--device", "cpu", "--set", "data.train_subset=4000", "--set", "data.val_size=500",
               "--set", "data.test_subset=500", "--set", "train.epochs=2", "--set", "sched.name=onecycle",
               "--set", "train.log_every=5", "--set", "model.name=bn_cnn", "--set", "model.kwargs.width=8",
               "--set", "data.augment.enabled=true"]
@@ -168,6 +175,7 @@ def test_resume_refuses_changed_config(trained_run):
     assert "optim.lr: 0.002 -> 0.1" in result.stderr
 
 
+@pytest.mark.slow
 def test_missing_data_is_one_clear_line(tmp_path):
     result = run_cli("train", "--config", "configs/smoke.yaml", "--data-root", str(tmp_path / "nothing"),
                      "--set", "data.download=false", "--run-dir", str(tmp_path / "run"))
@@ -176,6 +184,7 @@ def test_missing_data_is_one_clear_line(tmp_path):
     assert not (tmp_path / "run").exists()  # nothing written for a run that could not start
 
 
+@pytest.mark.slow
 def test_models_command_and_module_entry_point():
     result = run_cli("models")
     assert result.returncode == 0
@@ -185,6 +194,7 @@ def test_models_command_and_module_entry_point():
     assert {r["name"]: r["parameters"] for r in listing}["article_cnn"] == 421642
 
 
+@pytest.mark.slow
 def test_dataloader_path_trains(data_root, tmp_path):
     run_dir = tmp_path / "dl"
     result = run_cli("train", "--config", "configs/smoke.yaml", "--set", "data.loader=dataloader", "--set", "data.workers=1",
