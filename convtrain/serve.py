@@ -251,8 +251,10 @@ def list_runs(runs_dir: Path) -> list[dict]:
     if not runs_dir.is_dir():
         return []
     found = []
+    root = runs_dir.resolve()
     for run in runs_dir.iterdir():
-        if run.is_dir() and _NAME.match(run.name) and any((run / f).is_file() for f in
+        # a symlink out of the folder is not one of its runs (its pictures would be refused anyway)
+        if run.is_dir() and run.resolve().parent == root and _NAME.match(run.name) and any((run / f).is_file() for f in
                                                           ("config.yaml", "metrics.csv", "results.json")):
             try:
                 found.append(run_summary(run))
@@ -369,6 +371,8 @@ async def _parse_predict(request, body: bytes, limits: Limits, request_model):
         except ValidationError as exc:
             raise ApiError(422, _validation_message(exc)) from None
         return params, [(upload.filename or "file", await upload.read())]
+    if ctype == "application/x-www-form-urlencoded":  # an HTML form without enctype: the file was left out
+        raise ApiError(400, "multipart field 'file' is missing: send the image as multipart/form-data field 'file'")
     raise ApiError(415, f"unsupported content type '{ctype or 'none'}': send multipart/form-data "
                         "(field 'file') or application/json")
 

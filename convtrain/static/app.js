@@ -27,6 +27,8 @@ function clearPad() {
   bars.replaceChildren();
   top1.textContent = "-";
   statusLine.textContent = "";
+  clearTimeout(timer);
+  setState("idle");
 }
 
 function point(e) {
@@ -64,7 +66,12 @@ for (const type of ["pointerup", "pointercancel"]) {
   pad.addEventListener(type, () => { if (drawing) { drawing = false; schedule(); } });
 }
 
+// data-state on <body>: "waiting" while an answer for the current drawing is due, then "idle"
+// (scripts and the browser test wait for it instead of guessing a delay)
+function setState(s) { document.body.dataset.state = s; }
+
 function schedule() {
+  setState("waiting");
   clearTimeout(timer);
   timer = setTimeout(sendCanvas, DEBOUNCE_MS);
 }
@@ -98,9 +105,9 @@ function framed() {
 }
 
 function sendCanvas() {
-  if (!dirty || uploaded) return;
+  if (!dirty || uploaded) { setState("idle"); return; }
   const out = framed();
-  if (!out) return;
+  if (!out) { setState("idle"); return; }
   out.toBlob((blob) => predict(blob, "drawing.png"), "image/png");
 }
 
@@ -114,12 +121,12 @@ async function predict(blob, filename) {
     const res = await fetch("/v1/predict", { method: "POST", body: form });
     const body = await res.json();
     if (mine !== seq) return;
-    if (!res.ok) { statusLine.textContent = body.error || `error ${res.status}`; return; }
-    statusLine.textContent = "";
-    showBars(body.predictions[0]);
+    if (!res.ok) statusLine.textContent = body.error || `error ${res.status}`;
+    else { statusLine.textContent = ""; showBars(body.predictions[0]); }
   } catch (err) {
     if (mine === seq) statusLine.textContent = `no answer from the server (${err})`;
   }
+  if (mine === seq && !drawing) setState("idle");
 }
 
 function showBars(p) {
@@ -162,6 +169,7 @@ document.getElementById("upload").addEventListener("change", (e) => {
   };
   img.src = URL.createObjectURL(file);
   uploaded = true;
+  setState("waiting");
   predict(file, file.name);
   e.target.value = "";
 });
