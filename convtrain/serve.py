@@ -328,53 +328,62 @@ def _decode_base64(text: str, index: int) -> bytes:
 
 async def _parse_predict(request, body: bytes, limits: Limits, request_model):
     """(params, [(name, bytes)]) from a multipart upload (field 'file') or a JSON batch."""
-    from pydantic import ValidationError
-    from starlette.datastructures import UploadFile
-
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not body:
         raise ApiError(400, "the request body is empty: send an image as multipart field 'file', "
                             "or JSON {\"images\": [\"<base64>\", ...]}")
     if ctype == "application/json":
-        try:
-            raw = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "the body is not valid JSON") from None
-        if not isinstance(raw, dict):
-            raise ApiError(400, "the JSON body must be an object: {\"images\": [\"<base64>\", ...]}")
-        unknown = [k for k in raw if k not in PREDICT_FIELDS]
-        if unknown:  # before pydantic, which would first complain that 'images' is missing
-            raise ApiError(400, f"unknown field '{unknown[0]}'{did_you_mean(unknown[0], PREDICT_FIELDS)}; "
-                                f"the fields are {', '.join(PREDICT_FIELDS)}")
-        try:
-            params = request_model.model_validate(raw)
-        except ValidationError as exc:
-            raise ApiError(422, _validation_message(exc)) from None
-        if not params.images:
-            raise ApiError(422, "images is empty: give at least one base64 image")
-        if len(params.images) > limits.max_batch:
-            raise ApiError(422, f"{len(params.images)} images in one request; the limit is {limits.max_batch} (--max-batch)")
-        return params, [(f"images[{i}]", _decode_base64(s, i)) for i, s in enumerate(params.images)]
+        return _parse_json(body, limits, request_model)
     if ctype == "multipart/form-data":
-        request._body = body  # already read (and size-checked) above; Request.form() parses the cached body
-        form = await request.form(max_files=1, max_fields=len(FORM_FIELDS))
-        unknown = [k for k in form.keys() if k not in FORM_FIELDS]
-        if unknown:
-            raise ApiError(400, f"unknown multipart field '{unknown[0]}'{did_you_mean(unknown[0], FORM_FIELDS)}; "
-                                "send the image as field 'file'")
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ApiError(400, "multipart field 'file' is missing or is not a file; send the image as field 'file'")
-        fields = {k: form[k] for k in ("top_k", "model", "invert") if k in form}
-        try:
-            params = request_model.model_validate({"images": [], **fields})
-        except ValidationError as exc:
-            raise ApiError(422, _validation_message(exc)) from None
-        return params, [(upload.filename or "file", await upload.read())]
+        request._body = body  # already read (and size-checked); Request.form() parses the cached body
+        return await _parse_form(request, request_model)
     if ctype == "application/x-www-form-urlencoded":  # an HTML form without enctype: the file was left out
         raise ApiError(400, "multipart field 'file' is missing: send the image as multipart/form-data field 'file'")
     raise ApiError(415, f"unsupported content type '{ctype or 'none'}': send multipart/form-data "
                         "(field 'file') or application/json")
+
+
+def _validated(request_model, fields: dict):
+    from pydantic import ValidationError
+
+    try:
+        return request_model.model_validate(fields)
+    except ValidationError as exc:
+        raise ApiError(422, _validation_message(exc)) from None
+
+
+def _parse_json(body: bytes, limits: Limits, request_model):
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise ApiError(400, "the JSON body must be an object: {\"images\": [\"<base64>\", ...]}")
+    unknown = [k for k in raw if k not in PREDICT_FIELDS]
+    if unknown:  # before pydantic, which would first complain that 'images' is missing
+        raise ApiError(400, f"unknown field '{unknown[0]}'{did_you_mean(unknown[0], PREDICT_FIELDS)}; "
+                            f"the fields are {', '.join(PREDICT_FIELDS)}")
+    params = _validated(request_model, raw)
+    if not params.images:
+        raise ApiError(422, "images is empty: give at least one base64 image")
+    if len(params.images) > limits.max_batch:
+        raise ApiError(422, f"{len(params.images)} images in one request; the limit is {limits.max_batch} (--max-batch)")
+    return params, [(f"images[{i}]", _decode_base64(s, i)) for i, s in enumerate(params.images)]
+
+
+async def _parse_form(request, request_model):
+    from starlette.datastructures import UploadFile
+
+    form = await request.form(max_files=1, max_fields=len(FORM_FIELDS))
+    unknown = [k for k in form.keys() if k not in FORM_FIELDS]
+    if unknown:
+        raise ApiError(400, f"unknown multipart field '{unknown[0]}'{did_you_mean(unknown[0], FORM_FIELDS)}; "
+                            "send the image as field 'file'")
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise ApiError(400, "multipart field 'file' is missing or is not a file; send the image as field 'file'")
+    params = _validated(request_model, {"images": [], **{k: form[k] for k in ("top_k", "model", "invert") if k in form}})
+    return params, [(upload.filename or "file", await upload.read())]
 
 
 def _openapi_body(request_model) -> dict:
@@ -391,11 +400,7 @@ def create_app(models: list[ServedModel], runs_dir: str | Path = "runs", limits:
                max_concurrent: Optional[int] = None):
     """The FastAPI app: /v1/predict, /v1/models, /v1/runs, /healthz, the drawing page / and /runs."""
     from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse
-    from fastapi.staticfiles import StaticFiles
     from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException
 
     if not models:
         raise ConfigError("create_app needs at least one model")
@@ -408,20 +413,7 @@ def create_app(models: list[ServedModel], runs_dir: str | Path = "runs", limits:
 
     app = FastAPI(title="convtrain serve", version="1",
                   description="Classify images with convtrain checkpoints. Errors are JSON: {\"error\": \"...\"}.")
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError):
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
-
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException):
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=422)
+    _add_error_handlers(app)
 
     @app.get("/healthz", summary="Liveness: 200 and the model names while the server answers")
     def healthz() -> dict:
@@ -451,6 +443,37 @@ def create_app(models: list[ServedModel], runs_dir: str | Path = "runs", limits:
         predictions = await run_in_threadpool(infer, m, images, params.top_k, params.invert)
         return {"model": name, "predictions": predictions}
 
+    _add_pages(app, runs_dir)
+    return app
+
+
+def _add_error_handlers(app) -> None:
+    """Every refusal, ours or FastAPI's (404, 405, validation), answered as {"error": "..."}."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=422)
+
+
+def _add_pages(app, runs_dir: Path) -> None:
+    """The drawing page, the runs page and what they read: /v1/runs, run pictures, /static."""
+    from fastapi.responses import FileResponse
+    from fastapi.staticfiles import StaticFiles
+
     @app.get("/v1/runs", summary="The runs under the runs folder with their final numbers and pictures")
     def runs() -> dict:
         return {"runs_dir": runs_dir.name, "runs": list_runs(runs_dir)}
@@ -468,7 +491,6 @@ def create_app(models: list[ServedModel], runs_dir: str | Path = "runs", limits:
         return FileResponse(STATIC / "runs.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return app
 
 
 # ---------------------------------------------------------------- the server
