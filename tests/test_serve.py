@@ -396,6 +396,8 @@ def test_load_500_requests_from_8_clients(best, digit_pngs):
     failures: list[str] = []
     lock = threading.Lock()
     with serve_process("--checkpoint", str(best)) as url:
+        assert url.startswith("http://127.0.0.1:"), "without --host the server listens on localhost only"
+
         def worker(offset: int) -> None:
             with httpx.Client(base_url=url, timeout=30) as http:
                 for n in range(offset, total, clients):
@@ -427,3 +429,21 @@ def test_load_500_requests_from_8_clients(best, digit_pngs):
     p50, p99 = latencies[total // 2], latencies[int(total * 0.99) - 1]
     print(f"\nload: {total} requests, {clients} clients: {total / elapsed:.0f} req/s, "
           f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, {elapsed:.1f} s")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_server_with_130(best):
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "convtrain", "serve", "--checkpoint", str(best), "--port", "0"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while "serving on" not in (line := proc.stdout.readline()):
+            assert line, "server exited before listening"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and err.strip() == "interrupted"
