@@ -89,7 +89,9 @@ def client(best, runs_dir):
 
 
 def cli_predictions(best: Path, paths: list[Path], top_k: int = 3) -> list[dict]:
-    result = run_cli("predict", "--checkpoint", str(best), "--json", "--top-k", str(top_k), *map(str, paths))
+    # the server computes on the CPU; so does this reference, on a machine with a GPU too
+    result = run_cli("predict", "--checkpoint", str(best), "--json", "--top-k", str(top_k), "--device", "cpu",
+                     *map(str, paths))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
