@@ -46,7 +46,7 @@ def _answer(page) -> tuple[str, list[tuple[str, float]]]:
     return page.text_content("#top"), [(n, p) for n, p in bars]
 
 
-def test_draw_a_one_and_a_zero(trained_run, tmp_path):
+def test_draw_a_one_and_a_zero(trained_run, data_root, tmp_path):
     best = trained_run / "checkpoints" / "best.pt"
     with serve_process("--checkpoint", str(best), "--runs-dir", str(trained_run.parent)) as url, \
             sync_api.sync_playwright() as p:
@@ -78,6 +78,15 @@ def test_draw_a_one_and_a_zero(trained_run, tmp_path):
             assert bars[0][0] == "0" and bars[0][1] > 0.5, bars
             if os.environ.get("CONVTRAIN_UPDATE_SCREENSHOT"):  # refresh the README's picture on request only
                 shutil.copy(tmp_path / "zero.png", SCREENSHOT)
+
+            # an uploaded file is sent as it is: a real MNIST test "4", predicted as by `convtrain predict`
+            from torchvision.datasets import MNIST
+
+            image, label = MNIST(str(data_root), train=False, download=False)[5100]
+            image.save(tmp_path / "four.png")
+            page.set_input_files("#upload", str(tmp_path / "four.png"))
+            top, bars = _answer(page)
+            assert (top, label) == ("4", 4), bars
 
             # a phone: the page fits 375 px without sideways scrolling and the canvas shrinks with it
             phone = browser.new_page(viewport={"width": 375, "height": 740})
