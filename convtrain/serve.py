@@ -71,9 +71,17 @@ class ApiError(Exception):
 # ---------------------------------------------------------------- the two seams to the rest of convtrain
 
 def _open_model(path: Path) -> tuple[dict, torch.nn.Module]:
-    """Read a checkpoint and rebuild its model: the one place serve touches the checkpoint format."""
+    """Read a checkpoint and rebuild its model: the one place serve reads the checkpoint format.
+
+    Returns what serve needs as plain values (model, classes, channels, input_size, mean, std,
+    dataset, epoch) and the model in eval mode on the CPU.
+    """
     ckpt = checkpoint.load(path)
-    return ckpt, checkpoint.rebuild_model(ckpt, path)
+    module = checkpoint.rebuild_model(ckpt, path)
+    info = {"model": ckpt["model"]["name"], "classes": list(ckpt["classes"]), "channels": int(ckpt["in_channels"]),
+            "input_size": tuple(int(s) for s in ckpt["input_size"]), "mean": ckpt["normalization"]["mean"],
+            "std": ckpt["normalization"]["std"], "dataset": ckpt.get("dataset"), "epoch": ckpt.get("epoch")}
+    return info, module
 
 
 class _NamedBytes(io.BytesIO):
@@ -124,26 +132,24 @@ def _results_accuracy(path: Path, epoch: int) -> Optional[float]:
 
 
 def load_model(name: str, path: Path) -> ServedModel:
-    ckpt, module = _open_model(path)
+    info, module = _open_model(path)
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    norm = ckpt["normalization"]
     card = {
         "name": name,
         "checkpoint": path.name,
-        "model": ckpt["model"]["name"],
-        "dataset": ckpt.get("dataset"),
-        "classes": list(ckpt["classes"]),
-        "input_size": list(ckpt["input_size"]),
-        "channels": int(ckpt["in_channels"]),
+        "model": info["model"],
+        "dataset": info["dataset"],
+        "classes": info["classes"],
+        "input_size": list(info["input_size"]),
+        "channels": info["channels"],
         "parameters": sum(p.numel() for p in module.parameters()),
-        "epoch": ckpt.get("epoch"),
-        "test_accuracy": _results_accuracy(path, ckpt.get("epoch")),
+        "epoch": info["epoch"],
+        "test_accuracy": _results_accuracy(path, info["epoch"]),
     }
-    return ServedModel(name=name, module=module, normalize=data.Normalizer(norm["mean"], norm["std"], torch.device("cpu")),
-                       classes=list(ckpt["classes"]), channels=int(ckpt["in_channels"]),
-                       input_size=tuple(ckpt["input_size"]), card=card)
+    return ServedModel(name=name, module=module, normalize=data.Normalizer(info["mean"], info["std"], torch.device("cpu")),
+                       classes=info["classes"], channels=info["channels"], input_size=info["input_size"], card=card)
 
 
 def load_models(specs: list[str]) -> list[ServedModel]:
