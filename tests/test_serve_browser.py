@@ -96,9 +96,11 @@ def test_draw_a_one_and_a_zero(trained_run, data_root, tmp_path):
             assert phone.locator("#pad").bounding_box()["width"] <= 375
 
             # the runs page shows the run with its pictures loaded
+            page.set_viewport_size({"width": 900, "height": 3000})  # the pictures load lazily: show them all
             page.goto(url + "/runs")
             page.wait_for_selector(f"section[aria-label='run {trained_run.name}'] img")
-            loaded = page.eval_on_selector_all("section.run img", "els => els.map(e => e.complete && e.naturalWidth)")
-            assert loaded and all(w > 0 for w in loaded), loaded
+            page.wait_for_function("[...document.querySelectorAll('section.run img')]"
+                                   ".every(e => e.complete && e.naturalWidth > 0)", timeout=30_000)
+            assert page.eval_on_selector_all("section.run img", "els => els.length") == 2
         finally:
             browser.close()
