@@ -1,0 +1,106 @@
+"""The drawing page in a real headless Chromium (Playwright): draw a 1 and a 0, read the bars."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+from .test_serve import serve_process
+
+pytestmark = pytest.mark.slow
+sync_api = pytest.importorskip("playwright.sync_api")
+
+SCREENSHOT = REPO / "docs" / "img" / "serve.png"
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        message = "no chromium on PATH (Debian: apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def _stroke(page, box, points) -> None:
+    """Press, move through ``points`` (canvas pixels, 280x280) and release, like a hand with a mouse."""
+    sx, sy = box["width"] / 280, box["height"] / 280
+    xy = [(box["x"] + x * sx, box["y"] + y * sy) for x, y in points]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for x, y in xy[1:]:
+        page.mouse.move(x, y)
+    page.mouse.up()
+
+
+def _answer(page) -> tuple[str, list[tuple[str, float]]]:
+    page.wait_for_function("document.body.dataset.state === 'idle' && document.querySelectorAll('#bars li').length > 0",
+                           timeout=30_000)
+    bars = page.eval_on_selector_all("#bars li", "els => els.map(e => [e.dataset.name, Number(e.dataset.prob)])")
+    return page.text_content("#top"), [(n, p) for n, p in bars]
+
+
+def test_draw_a_one_and_a_zero(trained_run, data_root, tmp_path):
+    best = trained_run / "checkpoints" / "best.pt"
+    with serve_process("--checkpoint", str(best), "--runs-dir", str(trained_run.parent)) as url, \
+            sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 620})
+            page.goto(url + "/")
+            page.wait_for_selector("#model option", state="attached")
+            assert page.input_value("#model") == trained_run.name
+            assert "mnist" in page.text_content("#card")
+            box = page.locator("#pad").bounding_box()
+
+            # a "1": one vertical stroke through the middle, MNIST-thick
+            _stroke(page, box, [(140, 50 + 6 * i) for i in range(31)])
+            top, bars = _answer(page)
+            page.screenshot(path=str(tmp_path / "one.png"))
+            assert top == "1", bars
+            assert bars[0][0] == "1" and bars[0][1] > 0.5, bars
+
+            page.click("#clear")
+            assert page.text_content("#top") == "-"
+            # a "0": an upright ellipse, closed
+            ellipse = [(140 + 60 * math.sin(t), 140 - 85 * math.cos(t))
+                       for t in (2 * math.pi * i / 48 for i in range(50))]
+            _stroke(page, box, ellipse)
+            top, bars = _answer(page)
+            page.screenshot(path=str(tmp_path / "zero.png"))
+            assert top == "0", bars
+            assert bars[0][0] == "0" and bars[0][1] > 0.5, bars
+            if os.environ.get("CONVTRAIN_UPDATE_SCREENSHOT"):  # refresh the README's picture on request only
+                shutil.copy(tmp_path / "zero.png", SCREENSHOT)
+
+            # an uploaded file is sent as it is: a real MNIST test "4", predicted as by `convtrain predict`
+            from torchvision.datasets import MNIST
+
+            image, label = MNIST(str(data_root), train=False, download=False)[5100]
+            image.save(tmp_path / "four.png")
+            page.set_input_files("#upload", str(tmp_path / "four.png"))
+            top, bars = _answer(page)
+            assert (top, label) == ("4", 4), bars
+
+            # a phone: the page fits 375 px without sideways scrolling and the canvas shrinks with it
+            phone = browser.new_page(viewport={"width": 375, "height": 740})
+            phone.goto(url + "/")
+            phone.wait_for_selector("#model option", state="attached")
+            assert phone.evaluate("document.documentElement.scrollWidth") <= 375
+            assert phone.locator("#pad").bounding_box()["width"] <= 375
+
+            # the runs page shows the run with its pictures loaded
+            page.set_viewport_size({"width": 900, "height": 3000})  # the pictures load lazily: show them all
+            page.goto(url + "/runs")
+            page.wait_for_selector(f"section[aria-label='run {trained_run.name}'] img")
+            page.wait_for_function("[...document.querySelectorAll('section.run img')]"
+                                   ".every(e => e.complete && e.naturalWidth > 0)", timeout=30_000)
+            assert page.eval_on_selector_all("section.run img", "els => els.length") == 2
+        finally:
+            browser.close()
