@@ -17,18 +17,16 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import checkpoint
-from .errors import RunDirError
-
-# seconds = training time of the epoch; val_seconds / test_seconds = time of those evaluation passes
-METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
-                  "val_seconds", "test_seconds"]
+from .errors import RunDirError, RunFileError
+from .metrics import COLUMNS, MetricsRow
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write a small text file via a temporary file and a rename."""
+    """Write a small text file via a temporary file and a rename (a failed write keeps the old file)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -38,7 +36,12 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise RunDirError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise _write_error(path, exc) from None
+
+
+def _write_error(path: Path, exc: OSError) -> RunFileError:
+    # exit 1: a full disk or a read-only folder is a failure at run time, not a mistake in the command
+    return RunFileError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def default_path(out_dir: str | Path, name: str) -> Path:
@@ -53,7 +56,11 @@ def default_path(out_dir: str | Path, name: str) -> Path:
 
 
 class RunDir:
-    """Writes one run's files. Create a new one with :meth:`create`, reopen one with :meth:`open`."""
+    """Writes one run's files.
+
+    :meth:`create` (a new run) and :meth:`open` (``--resume``) are the only ways in; ranks other
+    than 0 get :meth:`disabled`, an object with the same methods that writes nothing.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -85,39 +92,40 @@ class RunDir:
         # temporary files of a writer that was killed mid-save (the real files are intact)
         for stale in [*path.glob(".*.tmp-*"), *(path / "checkpoints").glob(".*.tmp-*")]:
             stale.unlink(missing_ok=True)
+        (path / "checkpoints").mkdir(exist_ok=True)
         return cls(path)
+
+    @staticmethod
+    def disabled() -> NullRunDir:
+        """The run directory of a rank that does not write."""
+        return NullRunDir()
 
     def write_config(self, yaml_text: str) -> None:
         atomic_write_text(self.path / "config.yaml", yaml_text)
 
-    def append_metrics(self, row: dict) -> None:
+    def append_metrics(self, row: MetricsRow) -> None:
         path = self.path / "metrics.csv"
-        new = not path.exists()
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
-        if new:
-            writer.writeheader()
-        writer.writerow({k: _fmt(v) for k, v in row.items()})
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
+        text = _csv([row], header=not path.exists())
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise _write_error(path, exc) from None
 
-    def read_metrics(self) -> list[dict]:
+    def read_metrics(self) -> list[MetricsRow]:
         path = self.path / "metrics.csv"
         if not path.exists():
             return []
         with open(path, encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f))
+            # row 1 is the header, so the first data row is line 2
+            return [MetricsRow.from_csv(raw, f"{path}, line {i}") for i, raw in enumerate(csv.DictReader(f), start=2)]
 
     def truncate_metrics(self, last_epoch: int) -> None:
         """Drop rows after ``last_epoch`` (written after the checkpoint a resume starts from)."""
-        rows = [r for r in self.read_metrics() if int(r["epoch"]) <= last_epoch]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(self.path / "metrics.csv", buf.getvalue())
+        rows = [r for r in self.read_metrics() if r.epoch <= last_epoch]
+        atomic_write_text(self.path / "metrics.csv", _csv(rows, header=True))
 
     def save_checkpoint(self, name: str, ckpt: dict) -> Path:
         path = self.checkpoints / name
@@ -128,13 +136,63 @@ class RunDir:
         atomic_write_text(self.path / "results.json", json.dumps(results, indent=2) + "\n")
 
     def log(self, line: str) -> None:
-        with open(self.path / "train.log", "a", encoding="utf-8") as f:
-            f.write(line.rstrip("\n") + "\n")
+        path = self.path / "train.log"
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(line.rstrip("\n") + "\n")
+        except OSError as exc:
+            raise _write_error(path, exc) from None
+
+    def write_plots(self, info: Callable[[str], None]) -> None:
+        """curves.png and confusion.png (needs matplotlib: without it, a note instead)."""
+        from .plots import MissingExtra, plot_run
+
+        try:
+            written = plot_run(self.path)
+        except MissingExtra:
+            info("note: curves.png and confusion.png need matplotlib (pip install 'convtrain[plot]')")
+            return
+        except OSError as exc:
+            # results.json is already written: the run itself is complete, only the pictures are missing
+            raise RunFileError(f"cannot write the plots into {self.path}: {exc.strerror or exc}; the run finished "
+                               f"(results.json); redo them with: convtrain plot {self.path}") from None
+        info(f"plots: {', '.join(p.name for p in written)}")
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+class NullRunDir:
+    """What ranks other than 0 hold: every write does nothing, nothing is ever read."""
+
+    path = None
+
+    def write_config(self, yaml_text: str) -> None:
+        pass
+
+    def append_metrics(self, row: MetricsRow) -> None:
+        pass
+
+    def read_metrics(self) -> list[MetricsRow]:
+        return []
+
+    def truncate_metrics(self, last_epoch: int) -> None:
+        pass
+
+    def save_checkpoint(self, name: str, ckpt: dict) -> None:
+        pass
+
+    def write_results(self, results: dict) -> None:
+        pass
+
+    def log(self, line: str) -> None:
+        pass
+
+    def write_plots(self, info: Callable[[str], None]) -> None:
+        pass
+
+
+def _csv(rows: list[MetricsRow], header: bool) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows(r.to_csv() for r in rows)
+    return buf.getvalue()
