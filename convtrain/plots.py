@@ -35,7 +35,7 @@ def _pyplot():
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Write ``curves.png`` (loss and accuracy per epoch) and ``confusion.png`` (test set) into the run."""
     run = Path(run_dir)
-    rows = RunDir.open(run).read_metrics()
+    rows = [r.to_csv() for r in RunDir.open(run).read_metrics()]  # MetricsRow -> the csv text it reads
     if not rows:
         raise RunDirError(f"{run} has no metrics.csv rows yet: nothing to plot")
     plt = _pyplot()

@@ -22,7 +22,7 @@ def list_runs(folder: str | Path = "runs") -> list[dict]:
             cfg = yaml.safe_load(cfg_path.read_text()) or {}
         except (OSError, yaml.YAMLError):
             continue
-        rows = RunDir(run).read_metrics()
+        rows = [r.to_csv() for r in RunDir(run).read_metrics()]  # MetricsRow -> the csv text it reads
         results = {}
         if (run / "results.json").exists():
             try:
