@@ -154,7 +154,8 @@ class RunDir:
             return
         except OSError as exc:
             # results.json is already written: the run itself is complete, only the pictures are missing
-            raise RunFileError(f"cannot write the plots into {self.path}: {exc.strerror or exc}; the run finished "
+            raise RunFileError(f"cannot write the plots (curves.png, confusion.png) into {self.path}: "
+                               f"{exc.strerror or exc}; the run finished "
                                f"(results.json); redo them with: convtrain plot {self.path}") from None
         info(f"plots: {', '.join(p.name for p in written)}")
 

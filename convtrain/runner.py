@@ -141,7 +141,8 @@ def _phases(start: Start, dist: distributed.DistInfo, reporter: Reporter, signal
     optim = build_optim(model, cfg, dist.device, d.steps_per_epoch)
     state = restore(start, model, optim, dist)
     rundir = open_run_dir(start, state, dist)  # from here on the run has files: record how it ends
-    r = Run(cfg, dist, reporter, signals, d, model, model, optim, rundir, NullLogger(), _checkpoint_meta(cfg, d.bundle))
+    r = Run(cfg=cfg, dist=dist, reporter=reporter, signals=signals, data=d, model=model, train_model=model,
+            optim=optim, rundir=rundir, tb=NullLogger(), meta=_checkpoint_meta(cfg, d.bundle))
     try:
         prepare_training(r, state, start)
         loop(r, state)
@@ -304,6 +305,12 @@ def loop(r: Run, state: RunState) -> None:
         improved = record(r, state, row)
         save_checkpoints(r, state, out.state, row, improved)
         state.epoch, state.epoch_state = state.epoch + 1, None
+    if r.signals.is_set():  # the first signal came after the last step (validation, saves): honour it here
+        with r.signals.protected():
+            r.rundir.write_results({"status": "interrupted", "epoch": state.epoch - 1, "step": None})
+            state.status = "interrupted"
+        raise Interrupted(f"interrupted after the last epoch; last.pt saved. Resume with: convtrain train --resume "
+                          f"{r.rundir.path} (it only runs the final test)")
 
 
 def train_epoch(r: Run, state: RunState) -> engine.EpochResult:
