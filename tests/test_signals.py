@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from convtrain import checkpoint
+from convtrain.errors import Interrupted
+from convtrain.signals import StopSignals
 
 from .conftest import REPO, run_cli
-
-pytestmark = pytest.mark.slow
 
 SMALL = ["train", "-c", "configs/smoke.yaml", "--set", "data.train_subset=640", "--set", "data.val_size=200",
          "--set", "data.test_subset=200", "--set", "train.epochs=1", "--set", "log.plots=false"]
@@ -65,6 +65,7 @@ def _error_lines(lines: list[str]) -> list[str]:
     return [x for x in lines if x.startswith("error: ")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_start_up_writes_nothing(data_root, tmp_path, sig):
     run_dir = tmp_path / "r"
@@ -77,6 +78,7 @@ def test_signal_during_start_up_writes_nothing(data_root, tmp_path, sig):
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_twice_in_the_loop_stops_at_once(data_root, tmp_path):
     """The second Ctrl-C lands after the first was acknowledged, while the run is provably still in
     the loop (paused where it honours the first one): it stops at once, with its own message."""
@@ -98,6 +100,7 @@ def test_ctrl_c_twice_in_the_loop_stops_at_once(data_root, tmp_path):
     assert json.loads((run_dir / "results.json").read_text())["status"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_sigterm_twice_during_a_save_finishes_the_save(data_root, tmp_path):
     """Both SIGTERMs land inside epoch 1's checkpoint write: the write completes (never torn, no
     temporary file), then the run stops at once, exit 130; --resume then finishes it."""
@@ -121,6 +124,7 @@ def test_sigterm_twice_during_a_save_finishes_the_save(data_root, tmp_path):
     assert json.loads((run_dir / "results.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_sigterm_during_the_final_test_is_resumable(data_root, tmp_path):
     run_dir = tmp_path / "r"
     r = Run([*SMALL, "--run-dir", str(run_dir)], tmp_path, pause="final-test:30")
@@ -136,3 +140,40 @@ def test_sigterm_during_the_final_test_is_resumable(data_root, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "epoch 1/1  train loss" not in resumed.stdout
     assert json.loads((run_dir / "results.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_a_first_signal_during_the_last_save_still_stops(data_root, tmp_path):
+    """A Ctrl-C that arrives after the last step (here: while the last epoch's checkpoint is being
+    written) is not lost: the run stops there instead of going on to the final test."""
+    run_dir = tmp_path / "r"
+    r = Run([*SMALL, "--run-dir", str(run_dir)], tmp_path, pause="save:3")
+    r.wait_for("test pause: save")
+    r.send(signal.SIGINT)
+    code, lines = r.finish()
+    assert code == 130, lines
+    assert _error_lines(lines) == [f"error: interrupted after the last epoch; last.pt saved. Resume with: convtrain "
+                                   f"train --resume {run_dir} (it only runs the final test)"]
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "interrupted"
+    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["training_state"]["epoch_complete"]
+
+
+def test_stop_signals_in_process():
+    """The handler's rules, signalling this very process: the first signal in the loop only sets the
+    flag; inside a protected write a second one waits for the write's end, then stops."""
+    acks: list[str] = []
+    with StopSignals(ack=acks.append) as stop:
+        stop.graceful(lambda name: f"twice {name}")
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.is_set() and acks == ["SIGINT: stopping after this step and saving last.pt "
+                                          "(Ctrl-C again to stop at once)"]
+        finished = False
+        with pytest.raises(Interrupted, match="twice SIGTERM"):
+            with stop.protected():
+                os.kill(os.getpid(), signal.SIGTERM)
+                finished = True  # still running: the signal waits for the end of the block
+        assert finished
+        stop.immediate(lambda name: f"now {name}")
+        with pytest.raises(Interrupted, match="now SIGINT"):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back on exit
