@@ -100,6 +100,12 @@ class RunDir:
         """The run directory of a rank that does not write."""
         return NullRunDir()
 
+    def has_checkpoint(self, name: str) -> bool:
+        return (self.checkpoints / name).is_file()
+
+    def tensorboard_folder(self) -> Path:
+        return self.path / "tensorboard"
+
     def write_config(self, yaml_text: str) -> None:
         atomic_write_text(self.path / "config.yaml", yaml_text)
 
@@ -164,6 +170,12 @@ class NullRunDir:
     """What ranks other than 0 hold: every write does nothing, nothing is ever read."""
 
     path = None
+
+    def has_checkpoint(self, name: str) -> bool:
+        return False
+
+    def tensorboard_folder(self) -> None:
+        return None  # no event files from this rank
 
     def write_config(self, yaml_text: str) -> None:
         pass

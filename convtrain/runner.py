@@ -273,8 +273,7 @@ def prepare_training(r: Run, state: RunState, start: Start) -> None:
     r.signals.immediate(lambda name: f"interrupted before training started ({name}); "
                                      f"resume with: convtrain train --resume {r.rundir.path}")
     r.reporter.attach_log(r.rundir.log)
-    r.tb, note = open_logger(r.rundir.path / "tensorboard" if (cfg.log.tensorboard and r.rundir.path) else None,
-                             cfg.log.tensorboard_every)
+    r.tb, note = open_logger(r.rundir.tensorboard_folder() if cfg.log.tensorboard else None, cfg.log.tensorboard_every)
     for line in [*start.notes, *([note] if note else [])]:
         r.reporter.info(line)
     if dist.distributed:
@@ -519,8 +518,7 @@ def _training_state(r: Run, state: RunState, epoch_state: engine.EpochState, com
 
 def _stopped_at_once(r: Run, name: str) -> str:
     """The message of a second signal in the loop (the first one asked for a clean stop)."""
-    has_last = r.rundir.path is not None and (r.rundir.path / "checkpoints" / "last.pt").is_file()
-    saved = ("checkpoints/last.pt is the last completed save" if has_last
+    saved = ("checkpoints/last.pt is the last completed save" if r.rundir.has_checkpoint("last.pt")
              else "no checkpoint yet, so --resume starts the run again from epoch 1")
     return f"interrupted twice ({name}): stopped at once; {saved}; resume with: convtrain train --resume {r.rundir.path}"
 
