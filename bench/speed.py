@@ -44,10 +44,10 @@ def convtrain_worker(config: str, epochs: int, device: str) -> None:
         def info(self, message: str, style=None) -> None:
             pass
 
-        def epoch_summary(self, row: dict, epochs: int, improved: bool) -> None:
+        def epoch_summary(self, row, epochs: int, improved: bool) -> None:
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(json.dumps({"epoch": row["epoch"], "train_loss": row["train_loss"], "test_acc": row["test_acc"],
-                              "train_seconds": row["seconds"], "eval_seconds": row["test_seconds"],
+            print(json.dumps({"epoch": row.epoch, "train_loss": row.train_loss, "test_acc": row.test_acc,
+                              "train_seconds": row.seconds, "eval_seconds": row.test_seconds,
                               "peak_rss_mb": rss}), flush=True)
 
     cfg = load_config(config, [f"train.epochs={epochs}", "log.plots=false", f"device={device}"])

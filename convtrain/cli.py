@@ -114,29 +114,22 @@ def train(
     Example: convtrain train --config configs/mnist.yaml --set train.epochs=2
     """
     from .errors import ConfigError
-    from .runner import run
+    from .signals import StopSignals
 
     if nproc_per_node is not None:
         return _launch(nproc_per_node, config, set_, device, seed, data_root)
-
     if config is None and resume is None:
         raise ConfigError("give --config FILE (or --resume RUN_DIR)")
     if resume is not None and run_dir is not None:
         raise ConfigError("--resume continues a run in its own directory; drop --run-dir")
-    cfg = _load(config, set_, device, seed, data_root) if config is not None else None
-    if cfg is None and (set_ or device or seed is not None or data_root):
-        cfg = _resume_config(resume, set_, device, seed, data_root)
-    _show_result(run(cfg, run_dir=run_dir, resume=resume, reporter=_reporter()))
+    # installed before torch is even imported: Ctrl-C / SIGTERM anywhere in the run is one line and exit 130
+    with StopSignals() as signals:
+        from .runner import Start, prepare_resume, run
 
-
-def _resume_config(resume: Path, sets, device, seed, data_root):
-    """The resumed run's own config with this command's overrides on top."""
-    from . import checkpoint
-    from .config import load_config
-
-    last = resume / "checkpoints" / "last.pt" if resume.is_dir() else resume
-    return load_config(None, _overrides(sets, device, seed), data_root=data_root,
-                       base=checkpoint.load(last)["config"], where=f"{last} (saved config)")
+        cfg = _load(config, set_, device, seed, data_root) if config is not None else None
+        start = (prepare_resume(resume, cfg, _overrides(set_, device, seed), data_root) if resume is not None
+                 else Start(cfg, run_dir))
+        _show_result(run(start, reporter=_reporter(), signals=signals))
 
 
 @app.command()
@@ -155,17 +148,15 @@ def finetune(
 
     Example: convtrain finetune --checkpoint runs/mnist/checkpoints/best.pt --config configs/fashion_finetune.yaml
     """
-    from . import checkpoint as ckpt_mod
-    from .runner import run
+    from .signals import StopSignals
 
     if nproc_per_node is not None:
         return _launch(nproc_per_node, config, set_, device, seed, data_root)
+    with StopSignals() as signals:
+        from .runner import prepare_finetune, run
 
-    cfg = _load(config, list(set_ or []) + [f"finetune.checkpoint={json.dumps(str(checkpoint))}"], device, seed, data_root)
-    # The architecture comes from the checkpoint: fine-tuning continues *that* model.
-    pretrained = ckpt_mod.load(checkpoint)
-    cfg.model.name, cfg.model.kwargs = pretrained["model"]["name"], dict(pretrained["model"]["kwargs"])
-    _show_result(run(cfg, run_dir=run_dir, reporter=_reporter()))
+        cfg = _load(config, set_, device, seed, data_root)
+        _show_result(run(prepare_finetune(checkpoint, cfg, run_dir), reporter=_reporter(), signals=signals))
 
 
 def _reporter():
@@ -179,9 +170,8 @@ def _show_result(result) -> None:
     for col in ("epoch", "train loss", "train acc", "val loss", "val acc", "test acc", "seconds"):
         table.add_column(col, justify="right")
     for r in result.epochs:
-        table.add_row(str(r["epoch"]), f"{r['train_loss']:.4f}", f"{r['train_acc']:.4f}", f"{r['val_loss']:.4f}",
-                      f"{r['val_acc']:.4f}", "-" if r.get("test_acc") is None else f"{r['test_acc']:.4f}",
-                      f"{r['seconds']:.1f}")
+        table.add_row(str(r.epoch), f"{r.train_loss:.4f}", f"{r.train_acc:.4f}", f"{r.val_loss:.4f}",
+                      f"{r.val_acc:.4f}", "-" if r.test_acc is None else f"{r.test_acc:.4f}", f"{r.seconds:.1f}")
     out.print(table)
     t = result.test
     out.print(f"best epoch {result.best_epoch} (val acc {result.best_val_acc:.4f}); "

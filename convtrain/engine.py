@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ class EpochState:
     loss_sum: float = 0.0
     correct: int = 0
     samples: int = 0
-    skipped: int = 0
+    skipped: int = 0  # batches whose loss was NaN/inf and that were not applied (nonfinite="skip")
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -47,7 +47,6 @@ class EpochResult:
     acc: float
     state: EpochState
     stopped: bool = False  # True when should_stop() asked to stop before the epoch's end
-    extras: dict = field(default_factory=dict)
 
 
 def autocast(device: torch.device, amp: str):
@@ -91,19 +90,7 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             continue
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
+        _optimizer_step(model, loss, optimizer, scaler, grad_clip)
         if scheduler is not None:
             scheduler.step()
         n = y.shape[0]
@@ -118,6 +105,24 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
     state.seconds += time.perf_counter() - start
     seen = max(state.samples, 1)
     return EpochResult(state.loss_sum / seen, state.correct / seen, state, stopped)
+
+
+def _optimizer_step(model: nn.Module, loss: Tensor, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler | None, grad_clip: float | None) -> None:
+    """Backward, optional gradient clipping, optimizer step (through the fp16 loss scaler if any)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if grad_clip is not None:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
 
 
 @torch.inference_mode()

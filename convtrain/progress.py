@@ -1,7 +1,8 @@
 """What a run prints: a rich progress bar on a terminal, plain periodic lines otherwise.
 
-Every line that is not part of the live bar is also appended to the run directory's log.
-Only rank 0 gets an enabled reporter.
+Every line that is not part of the live bar is also appended to the run directory's log (lines
+printed before the run directory exists are kept and written when it is attached). Only rank 0
+gets an enabled reporter; ``Reporter(enabled=False)`` does nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from .metrics import MetricsRow
+
 
 class Reporter:
     def __init__(self, console: Console | None = None, enabled: bool = True, log_every: int = 100) -> None:
@@ -21,11 +24,16 @@ class Reporter:
         self.log_every = log_every
         self.live = enabled and self.console.is_terminal
         self._log: Callable[[str], None] | None = None
+        self._early: list[str] = []  # lines printed before attach_log, for the log
         self._progress: Progress | None = None
         self._task = None
 
     def attach_log(self, log: Callable[[str], None]) -> None:
+        """From now on every line also goes to ``log``; the lines printed so far go there first."""
         self._log = log
+        early, self._early = self._early, []
+        for line in early:
+            log(line)
 
     def info(self, message: str, style: str | None = None) -> None:
         """A line for the user and the log (``message`` is plain text, not rich markup)."""
@@ -36,6 +44,8 @@ class Reporter:
             self.console.file.flush()  # a log being tailed should see each line as it happens
         if self._log is not None:
             self._log(message)
+        else:
+            self._early.append(message)
 
     def epoch_start(self, epoch: int, epochs: int, steps: int, batch_size: int, start_step: int = 0) -> None:
         if not self.enabled:
@@ -70,12 +80,13 @@ class Reporter:
             self._progress.stop()
             self._progress = None
 
-    def epoch_summary(self, row: dict, epochs: int, improved: bool) -> None:
+    def epoch_summary(self, row: MetricsRow, epochs: int, improved: bool) -> None:
         """The one line that ends an epoch (``row`` is what metrics.csv gets)."""
-        test = f"  test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}" if row.get("test_acc") is not None else ""
-        self.info(f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
-                  f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}{test}  lr {row['lr']:.3g}  "
-                  f"{row['seconds']:.1f}s{'  *best' if improved else ''}")
+        test = f"  test loss {row.test_loss:.4f} acc {row.test_acc:.4f}" if row.test_acc is not None else ""
+        skipped = f"  skipped {row.skipped}" if row.skipped else ""  # batches with a NaN/inf loss, not applied
+        self.info(f"epoch {row.epoch}/{epochs}  train loss {row.train_loss:.4f} acc {row.train_acc:.4f}  "
+                  f"val loss {row.val_loss:.4f} acc {row.val_acc:.4f}{test}  lr {row.lr:.3g}  "
+                  f"{row.seconds:.1f}s{skipped}{'  *best' if improved else ''}")
 
     def close(self) -> None:
         self.epoch_end()

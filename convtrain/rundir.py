@@ -17,18 +17,17 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from . import checkpoint
-from .errors import RunDirError
-
-# seconds = training time of the epoch; val_seconds / test_seconds = time of those evaluation passes
-METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
-                  "val_seconds", "test_seconds"]
+from . import checkpoint, runfiles
+from .errors import RunDirError, RunFileError
+from .metrics import COLUMNS, MetricsRow
+from .runlock import LOCK_NAME, RunLock
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write a small text file via a temporary file and a rename."""
+    """Write a small text file via a temporary file and a rename (a failed write keeps the old file)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -38,7 +37,12 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise RunDirError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise _write_error(path, exc) from None
+
+
+def _write_error(path: Path, exc: OSError) -> RunFileError:
+    # exit 1: a full disk or a read-only folder is a failure at run time, not a mistake in the command
+    return RunFileError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def default_path(out_dir: str | Path, name: str) -> Path:
@@ -53,11 +57,20 @@ def default_path(out_dir: str | Path, name: str) -> Path:
 
 
 class RunDir:
-    """Writes one run's files. Create a new one with :meth:`create`, reopen one with :meth:`open`."""
+    """Writes one run's files.
 
-    def __init__(self, path: Path) -> None:
+    :meth:`create` (a new run) and :meth:`open` (``--resume``) are the only ways in; ranks other
+    than 0 get :meth:`disabled`, an object with the same methods that writes nothing.
+    """
+
+    def __init__(self, path: Path, lock: RunLock, note: str | None = None) -> None:
         self.path = path
         self.checkpoints = path / "checkpoints"
+        self.lock = lock  # held from create/open until close(): one writer per run directory
+        self.note = note  # set when the lock of a writer that died was taken over
+
+    def close(self) -> None:
+        self.lock.release()
 
     @classmethod
     def create(cls, path: str | Path) -> RunDir:
@@ -65,16 +78,28 @@ class RunDir:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise RunDirError(f"run directory {path} exists and is not a directory; pass --run-dir NEW_DIR")
-        if path.is_dir() and any(path.iterdir()):
+        if path.is_dir() and _has_files(path):
             raise RunDirError(f"run directory {path} is not empty; pass --run-dir NEW_DIR for a new run, "
                               f"or --resume {path} to continue it")
         try:
-            (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RunDirError(f"cannot create run directory {path}: {exc.strerror or exc}") from None
-        if not os.access(path, os.W_OK):
-            raise RunDirError(f"run directory {path} is not writable")
-        return cls(path)
+        lock = RunLock(path)
+        note = lock.acquire()  # another `train --run-dir` into the same path that got here first: exit 2
+        try:
+            if _has_files(path):  # it finished (and let go) between our first look and the lock
+                raise RunDirError(f"run directory {path} is not empty; pass --run-dir NEW_DIR for a new run")
+            (path / "checkpoints").mkdir(exist_ok=True)
+            if not os.access(path, os.W_OK):
+                raise RunDirError(f"run directory {path} is not writable")
+        except OSError as exc:
+            lock.release()
+            raise RunDirError(f"cannot create run directory {path}: {exc.strerror or exc}") from None
+        except RunDirError:
+            lock.release()
+            raise
+        return cls(path, lock, note)
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
@@ -82,41 +107,50 @@ class RunDir:
         path = Path(path)
         if not (path / "config.yaml").is_file():
             raise RunDirError(f"{path} is not a convtrain run directory (no config.yaml)")
-        # stale temp files are cleaned by the run's lock holder (runlock.clean_stale_temp_files), never
-        # here: a reader deleted the checkpoint a live training was writing
-        return cls(path)
+        lock = RunLock(path)
+        note = lock.acquire()  # a resume of a run that is still going: exit 2
+        # temp files of a killed writer are removed only now, by the lock holder: a reader (plot)
+        # that cleaned them once deleted the checkpoint a live training was writing
+        lock.clean_stale_temp_files()
+        try:
+            (path / "checkpoints").mkdir(exist_ok=True)
+        except OSError as exc:
+            lock.release()
+            raise RunDirError(f"cannot reopen run directory {path}: {exc.strerror or exc}") from None
+        return cls(path, lock, note)
+
+    @staticmethod
+    def disabled() -> NullRunDir:
+        """The run directory of a rank that does not write."""
+        return NullRunDir()
+
+    def has_checkpoint(self, name: str) -> bool:
+        return (self.checkpoints / name).is_file()
+
+    def tensorboard_folder(self) -> Path:
+        return self.path / "tensorboard"
 
     def write_config(self, yaml_text: str) -> None:
         atomic_write_text(self.path / "config.yaml", yaml_text)
 
-    def append_metrics(self, row: dict) -> None:
+    def append_metrics(self, row: MetricsRow) -> None:
         path = self.path / "metrics.csv"
-        new = not path.exists()
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
-        if new:
-            writer.writeheader()
-        writer.writerow({k: _fmt(v) for k, v in row.items()})
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
+        text = _csv([row], header=not path.exists())
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise _write_error(path, exc) from None
 
-    def read_metrics(self) -> list[dict]:
-        path = self.path / "metrics.csv"
-        if not path.exists():
-            return []
-        with open(path, encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f))
+    def read_metrics(self) -> list[MetricsRow]:
+        return runfiles.read_metrics(self.path)
 
     def truncate_metrics(self, last_epoch: int) -> None:
         """Drop rows after ``last_epoch`` (written after the checkpoint a resume starts from)."""
-        rows = [r for r in self.read_metrics() if int(r["epoch"]) <= last_epoch]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(self.path / "metrics.csv", buf.getvalue())
+        rows = [r for r in self.read_metrics() if r.epoch <= last_epoch]
+        atomic_write_text(self.path / "metrics.csv", _csv(rows, header=True))
 
     def save_checkpoint(self, name: str, ckpt: dict) -> Path:
         path = self.checkpoints / name
@@ -127,13 +161,78 @@ class RunDir:
         atomic_write_text(self.path / "results.json", json.dumps(results, indent=2) + "\n")
 
     def log(self, line: str) -> None:
-        with open(self.path / "train.log", "a", encoding="utf-8") as f:
-            f.write(line.rstrip("\n") + "\n")
+        path = self.path / "train.log"
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(line.rstrip("\n") + "\n")
+        except OSError as exc:
+            raise _write_error(path, exc) from None
+
+    def write_plots(self, info: Callable[[str], None]) -> None:
+        """curves.png and confusion.png (needs matplotlib: without it, a note instead)."""
+        from .plots import MissingExtra, plot_run
+
+        try:
+            written = plot_run(self.path)
+        except MissingExtra:
+            info("note: curves.png and confusion.png need matplotlib (pip install 'convtrain[plot]')")
+            return
+        except OSError as exc:
+            # results.json is already written: the run itself is complete, only the pictures are missing
+            raise RunFileError(f"cannot write the plots (curves.png, confusion.png) into {self.path}: "
+                               f"{exc.strerror or exc}; the run finished "
+                               f"(results.json); redo them with: convtrain plot {self.path}") from None
+        info(f"plots: {', '.join(p.name for p in written)}")
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+class NullRunDir:
+    """What ranks other than 0 hold: every write does nothing, nothing is ever read."""
+
+    path = None
+    note = None
+
+    def close(self) -> None:
+        pass
+
+    def has_checkpoint(self, name: str) -> bool:
+        return False
+
+    def tensorboard_folder(self) -> None:
+        return None  # no event files from this rank
+
+    def write_config(self, yaml_text: str) -> None:
+        pass
+
+    def append_metrics(self, row: MetricsRow) -> None:
+        pass
+
+    def read_metrics(self) -> list[MetricsRow]:
+        return []
+
+    def truncate_metrics(self, last_epoch: int) -> None:
+        pass
+
+    def save_checkpoint(self, name: str, ckpt: dict) -> None:
+        pass
+
+    def write_results(self, results: dict) -> None:
+        pass
+
+    def log(self, line: str) -> None:
+        pass
+
+    def write_plots(self, info: Callable[[str], None]) -> None:
+        pass
+
+
+def _has_files(path: Path) -> bool:
+    return any(p.name != LOCK_NAME for p in path.iterdir())
+
+
+def _csv(rows: list[MetricsRow], header: bool) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows(r.to_csv() for r in rows)
+    return buf.getvalue()

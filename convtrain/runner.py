@@ -1,20 +1,24 @@
 """One training run, read top to bottom: shared by ``train``, ``finetune`` and ``--resume``.
 
-:func:`run` is the whole recipe: set up the process, load the data, build the model (from
-pretrained weights when fine-tuning), build the optimizer and schedule, then loop over epochs,
-validating, logging and checkpointing on rank 0, and finally test the best checkpoint. Each step
-is a small function in this package; this file only wires them together.
+:func:`run` is a short sequence of named phases around one :class:`RunState`::
+
+    setup_process -> setup_data -> build_model -> build_optim -> restore -> open_run_dir
+    -> prepare_training -> loop (per epoch: train_epoch, validate, record, save_checkpoints) -> final_test
+
+Everything that can be checked up front (data, model kwargs, pretrained weights, freeze) is checked
+before the run directory is created, so a refused run leaves nothing behind. Writers that only rank
+0 may use (run directory, TensorBoard, progress) are do-nothing objects on the other ranks. Adding a
+loop feature means adding a field to :class:`RunState` and a small phase, not a branch in ``run``.
+:func:`prepare_resume` and :func:`prepare_finetune` load the checkpoint a run starts from, once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
 import random
-import signal
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,223 +27,399 @@ from torch import nn
 
 from . import checkpoint, config as config_mod, data, distributed, engine
 from .config import RunConfig
-from .errors import CheckpointError, ConfigError, Interrupted, TrainingError
+from .errors import CheckpointError, ConfigError, ConvtrainError, Interrupted, TrainingError
+from .metrics import MetricsRow
 from .models import apply_init, create_model
 from .progress import Reporter
-from .rundir import RunDir, default_path
-from .tblog import TensorBoardLogger
+from .rundir import NullRunDir, RunDir, default_path
+from .signals import StopSignals, pause_for_test
+from .tblog import NullLogger, TensorBoardLogger, open_logger
 
 # Settings that may change when a run is resumed: they do not alter what the finished run means.
 RESUMABLE_CHANGES = ("train.epochs", "device", "train.log_every", "speed.threads", "speed.compile", "out_dir")
 
 
 @dataclass
+class Start:
+    """Where a run begins: a config, plus what :func:`prepare_resume` / :func:`prepare_finetune` loaded."""
+
+    cfg: RunConfig
+    run_dir: Path | None = None  # None: <out_dir>/<name>-<time>
+    resume: dict | None = None  # the resumed run's last.pt
+    reopen: bool = False  # the run directory exists already (resume, or restart of a run without last.pt)
+    pretrained: dict | None = None  # fine-tuning: the checkpoint the weights come from
+    notes: list[str] = field(default_factory=list)  # lines to print when the run starts
+
+
+@dataclass
 class RunResult:
     run_dir: Path | None
-    epochs: list[dict] = field(default_factory=list)
+    epochs: list[MetricsRow] = field(default_factory=list)
     best_epoch: int = 0
     best_val_acc: float = 0.0
     test: dict = field(default_factory=dict)
     train_seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunState:
+    """What changes as the run goes on; what --resume restores lives here."""
+
+    result: RunResult
+    epoch: int = 1  # the epoch being trained (or next to train)
+    epoch_state: engine.EpochState | None = None  # position inside ``epoch`` when resuming mid-epoch
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    best_state: dict | None = None  # CPU copy of the best weights: the final test uses them
+    status: str = "running"  # running -> finished / interrupted / failed (once results.json says so)
+
+
+@dataclass
+class Data:
+    bundle: data.DataBundle
+    train: object  # batch iterators (data.make_batches)
+    val: object
+    test: object
+    steps_per_epoch: int
+    chunk: int | None  # evaluation piece size (engine.eval_chunk)
+    channels_last: bool
+
+
+@dataclass
+class Optim:
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    scaler: torch.amp.GradScaler | None
+
+
+@dataclass
+class Run:
+    """The parts of a run, built once by the set-up phases and read by the loop."""
+
+    cfg: RunConfig
+    dist: distributed.DistInfo
+    reporter: Reporter
+    signals: StopSignals
+    data: Data
+    model: nn.Module  # the plain model (checkpoints, evaluation)
+    train_model: nn.Module  # the same, maybe wrapped in DDP / torch.compile
+    optim: Optim
+    rundir: RunDir | NullRunDir
+    tb: TensorBoardLogger | NullLogger
+    meta: dict  # what every checkpoint records besides weights (checkpoint.build keywords)
 
 
 # --------------------------------------------------------------------------------------------
 # The run
 
 
-def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str | Path | None = None,
-        reporter: Reporter | None = None) -> RunResult:
-    """Train (or fine-tune, or resume) as ``cfg`` says; return the numbers. Rank 0 writes ``run_dir``."""
-    resumed = _load_resume(resume, cfg) if resume is not None else None
-    if resumed is not None:
-        cfg, run_dir = resumed["config"], resumed["run_dir"]
-    dist = distributed.setup(cfg.device, cfg.devices)
-    reporter = reporter if (reporter is not None and dist.is_main) else Reporter(enabled=False)
-    reporter.log_every = cfg.train.log_every
+def run(start: Start | RunConfig, *, run_dir: str | Path | None = None, reporter: Reporter | None = None,
+        signals: StopSignals | None = None) -> RunResult:
+    """Train (or fine-tune, or resume) as ``start`` says; return the numbers. Rank 0 writes the run directory.
+
+    ``signals``: an already installed :class:`StopSignals` (the CLI installs it before start-up);
+    without one the run installs its own for its duration.
+    """
+    if not isinstance(start, Start):
+        start = Start(start, Path(run_dir) if run_dir is not None else None)
+    with contextlib.ExitStack() as stack:
+        signals = signals or stack.enter_context(StopSignals())
+        untouched = f"{start.run_dir} is unchanged" if start.reopen else "nothing was written"
+        signals.immediate(lambda name: f"interrupted during start-up ({name}); {untouched}")
+        dist, reporter = setup_process(start.cfg, reporter)
+        try:
+            return _phases(start, dist, reporter, signals)
+        finally:
+            reporter.close()
+            distributed.teardown(dist)
+
+
+def _phases(start: Start, dist: distributed.DistInfo, reporter: Reporter, signals: StopSignals) -> RunResult:
+    cfg = start.cfg
+    d = setup_data(cfg, dist)
+    model = build_model(cfg, d.bundle, dist, start, reporter)
+    optim = build_optim(model, cfg, dist.device, d.steps_per_epoch)
+    state = restore(start, model, optim, dist)
+    rundir = open_run_dir(start, state, dist)  # from here on the run has files: record how it ends
+    r = Run(cfg=cfg, dist=dist, reporter=reporter, signals=signals, data=d, model=model, train_model=model,
+            optim=optim, rundir=rundir, tb=NullLogger(), meta=_checkpoint_meta(cfg, d.bundle))
     try:
-        # 1. Process-wide settings: threads and seeds (model init uses the same seed on every rank).
-        if dist.distributed and cfg.train.sync_batchnorm and dist.device.type != "cuda":
-            raise ConfigError("train.sync_batchnorm needs GPUs: PyTorch's SyncBatchNorm does not run on the CPU")
-        if cfg.speed.threads:
-            torch.set_num_threads(cfg.speed.threads)
-        seed_everything(cfg.seed)
-
-        # 2. Data: decoded once, resident on the training device (or served by a DataLoader).
-        bundle = data.build(cfg.data, cfg.seed)
-        device = dist.device
-        loader = cfg.data.loader
-        if loader == "auto":
-            loader = "tensor" if data.DATASETS[cfg.data.name].tensor_resident else "dataloader"
-        train_split, val_split, test_split = bundle.train, bundle.val, bundle.test
-        if loader == "tensor":
-            train_split, val_split, test_split = (s.to(device) for s in (train_split, val_split, test_split))
-        channels_last = cfg.speed.channels_last and device.type in ("cpu", "cuda")
-        augment = data.AugmentParams(**{k: v for k, v in dataclasses.asdict(cfg.data.augment).items() if k != "enabled"}) \
-            if cfg.data.augment.enabled else None
-        shared = dict(rank=dist.rank, world_size=dist.world_size, workers=cfg.data.workers, channels_last=channels_last)
-        train_batches = data.make_batches(train_split, bundle, loader, cfg.train.batch_size, device, shuffle=True,
-                                          seed=cfg.seed, augment=augment, **shared)
-        val_batches, test_batches = (
-            data.make_batches(split, bundle, loader, cfg.train.eval_batch_size, device, shuffle=False, **shared)
-            for split in (val_split, test_split))
-
-        chunk = engine.eval_chunk(device, cfg.speed.eval_chunk)
-        steps_per_epoch = min(len(train_batches), cfg.train.max_steps_per_epoch or math.inf)
-        if steps_per_epoch < 1:
-            raise ConfigError(f"the training set ({len(train_split)} images) is smaller than one batch per process")
-
-        # 3. The run directory (rank 0 only): refuse to overwrite, save the resolved config.
-        rundir = None
-        if dist.is_main:
-            if resumed is not None:
-                rundir = RunDir.open(run_dir)
-                ts = resumed["ckpt"]["training_state"]
-                rundir.truncate_metrics(ts["epoch"] if ts["epoch_complete"] else ts["epoch"] - 1)
-            else:
-                rundir = RunDir.create(run_dir or default_path(cfg.out_dir, cfg.name or "run"))
-                rundir.write_config(f"# resolved config; {dist.world_size} process(es) x train.batch_size "
-                                    f"{cfg.train.batch_size} = global batch {dist.world_size * cfg.train.batch_size}\n"
-                                    + config_mod.to_yaml(cfg))
-            reporter.attach_log(rundir.log)
-        result = RunResult(rundir.path if rundir else None)
-        if resumed is not None and rundir is not None:
-            result.epochs = [_parse_row(r) for r in rundir.read_metrics()]
-
-        # 4. Model: from the registry, optionally re-initialised, optionally from pretrained weights.
-        model = create_model(cfg.model.name, num_classes=len(bundle.classes), in_channels=bundle.in_channels,
-                             input_size=bundle.input_size, **cfg.model.kwargs)
-        apply_init(model, cfg.model.init)
-        if dist.distributed and cfg.train.sync_batchnorm:
-            # before freezing: conversion replaces the BatchNorm modules that freeze() keeps in eval mode
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        if cfg.finetune.checkpoint and resumed is None:
-            _load_pretrained(model, cfg, reporter)
-        model.to(device)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-
-        # 5. Optimizer, schedule, loss scaling.
-        optimizer = build_optimizer(model, cfg, device)
-        scheduler = build_scheduler(optimizer, cfg, int(steps_per_epoch))
-        scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and cfg.speed.amp == "fp16") else None
-
-        # 6. Where to start: epoch 1, or where the resumed run stopped.
-        start_epoch, epoch_state, best_val_acc, best_epoch, best_state = 1, None, -1.0, 0, None
-        if resumed is not None:
-            start_epoch, epoch_state, best_val_acc, best_epoch, best_state = _restore(
-                resumed["ckpt"], model, optimizer, scheduler, scaler, dist)
-        train_model: nn.Module = model
-        if dist.distributed:
-            train_model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
-        if cfg.speed.compile:
-            train_model = torch.compile(train_model)
-        seed_everything(cfg.seed + dist.rank)  # dropout etc. differ per rank
-        if resumed is not None:
-            checkpoint.set_rng_state(resumed["ckpt"]["training_state"]["rng"][dist.rank])
-
-        n_params = sum(p.numel() for p in model.parameters())
-        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        reporter.info(f"{'resuming' if resumed else 'run'}: {result.run_dir}  model {cfg.model.name} "
-                      f"({n_params:,} parameters, {n_train:,} trainable)  data {cfg.data.name}: "
-                      f"{len(train_split)} train / {len(val_split)} val / {len(test_split)} test  "
-                      f"device {device}{f' x {dist.world_size} processes' if dist.distributed else ''}")
-
-        # 7. The epochs.
-        tb = TensorBoardLogger.open(rundir.path / "tensorboard", cfg.log.tensorboard_every) \
-            if (rundir is not None and cfg.log.tensorboard) else None
-        if rundir is not None and cfg.log.tensorboard and tb is None:
-            reporter.info("note: log.tensorboard is on but the tensorboard package is missing "
-                          "(pip install 'convtrain[tensorboard]'); no event files are written")
-        stop = _StopFlag()
-        ckpt_meta = dict(model_name=cfg.model.name, model_kwargs=cfg.model.kwargs, classes=bundle.classes,
-                         in_channels=bundle.in_channels, input_size=bundle.input_size, mean=bundle.mean,
-                         std=bundle.std, dataset=cfg.data.name, config=config_mod.to_dict(cfg))
-        with stop.installed():
-            for epoch in range(start_epoch, cfg.train.epochs + 1):
-                state = epoch_state if (epoch == start_epoch and epoch_state is not None) else engine.EpochState()
-                train_batches.set_epoch(epoch)
-                reporter.epoch_start(epoch, cfg.train.epochs, int(steps_per_epoch), cfg.train.batch_size, state.step)
-                on_step = reporter.step if tb is None else _with_tensorboard(
-                    reporter.step, tb, optimizer, (epoch - 1) * int(steps_per_epoch))
-                try:
-                    out = engine.train_one_epoch(
-                        train_model, train_batches.iter_from(state.step), int(steps_per_epoch), optimizer, scheduler,
-                        epoch=epoch, device=device, state=state, label_smoothing=cfg.train.label_smoothing,
-                        grad_clip=cfg.train.grad_clip, nonfinite=cfg.train.nonfinite, amp=cfg.speed.amp,
-                        scaler=scaler, on_step=on_step, should_stop=stop.is_set)
-                except engine.NonFiniteLoss as exc:
-                    reporter.epoch_end()
-                    if rundir is not None:
-                        rundir.write_results({"status": "failed", "reason": str(exc), "epoch": epoch})
-                    raise TrainingError(f"training diverged: {exc}; the last good checkpoint is kept "
-                                        f"(set train.nonfinite=skip to skip such batches, or lower optim.lr)") from None
-                reporter.epoch_end()
-
-                if out.stopped:
-                    state_now = _training_state(epoch, False, out.state, optimizer, scheduler, scaler, best_val_acc,
-                                                best_epoch, best_state, dist)  # a collective: every rank calls it
-                    if rundir is not None:
-                        rundir.save_checkpoint("last.pt", checkpoint.build(
-                            model, epoch=epoch - 1, metrics={}, training_state=state_now, **ckpt_meta))
-                        rundir.write_results({"status": "interrupted", "epoch": epoch, "step": out.state.step})
-                    raise Interrupted(f"interrupted at epoch {epoch}, step {out.state.step}; last.pt saved. "
-                                      f"Resume with: convtrain train --resume {result.run_dir}")
-
-                val = engine.evaluate(model, val_batches, len(bundle.classes), device, cfg.speed.amp, chunk)
-                test = (engine.evaluate(model, test_batches, len(bundle.classes), device, cfg.speed.amp, chunk)
-                        if cfg.train.test_every_epoch else None)
-                train_loss, train_acc = _global_train_metrics(out.state, device)
-                row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val["loss"],
-                       "val_acc": val["accuracy"], "test_loss": test["loss"] if test else None,
-                       "test_acc": test["accuracy"] if test else None, "lr": optimizer.param_groups[0]["lr"],
-                       "seconds": out.state.seconds, "val_seconds": val["seconds"],
-                       "test_seconds": test["seconds"] if test else None}
-                result.epochs.append(row)
-                improved = val["accuracy"] > best_val_acc
-                if improved:
-                    best_val_acc, best_epoch = val["accuracy"], epoch
-                    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                reporter.epoch_summary(row, cfg.train.epochs, improved)
-                if tb is not None:
-                    tb.epoch(row)
-                state_now = _training_state(epoch, True, out.state, optimizer, scheduler, scaler, best_val_acc,
-                                            best_epoch, best_state, dist)  # a collective: every rank calls it
-                if rundir is not None:
-                    rundir.append_metrics(row)
-                    metrics = {k: v for k, v in row.items() if v is not None}
-                    if improved:
-                        rundir.save_checkpoint("best.pt", checkpoint.build(model, epoch=epoch, metrics=metrics, **ckpt_meta))
-                    rundir.save_checkpoint("last.pt", checkpoint.build(
-                        model, epoch=epoch, metrics=metrics, training_state=state_now, **ckpt_meta))
-
-        # 8. Test the best checkpoint's weights (chosen on validation, never on test).
-        result.best_epoch, result.best_val_acc = best_epoch, best_val_acc
-        result.train_seconds = sum(r["seconds"] for r in result.epochs)
-        if best_state is not None:
-            model.load_state_dict(best_state)
-        test = engine.evaluate(model, test_batches, len(bundle.classes), device, cfg.speed.amp, chunk)
-        result.test = test
-        if rundir is not None:
-            rundir.write_results({
-                "status": "finished", "best_epoch": best_epoch, "best_val_acc": best_val_acc,
-                "test_accuracy": test["accuracy"], "test_loss": test["loss"], "test_num_samples": test["num_samples"],
-                "test_per_class_accuracy": test["per_class_accuracy"], "test_confusion_matrix": test["confusion_matrix"],
-                "classes": bundle.classes, "epochs": len(result.epochs), "train_seconds": result.train_seconds,
-                "world_size": dist.world_size, "device": str(device)})
-            if cfg.log.plots:
-                _write_plots(rundir.path, reporter)
-        if tb is not None:
-            tb.close()
-        return result
+        prepare_training(r, state, start)
+        loop(r, state)
+        final_test(r, state)
+        return state.result
+    except ConvtrainError as exc:
+        _record_end(r, state, exc)
+        raise
     finally:
-        reporter.close()
-        distributed.teardown(dist)
+        r.tb.close()
+        rundir.close()  # lets go of RUN/.lock
 
 
 # --------------------------------------------------------------------------------------------
-# Steps of the run
+# Phases
+
+
+def setup_process(cfg: RunConfig, reporter: Reporter | None) -> tuple[distributed.DistInfo, Reporter]:
+    """Processes and devices, threads, seeds (model init uses the same seed on every rank)."""
+    dist = distributed.setup(cfg.device, cfg.devices)
+    reporter = reporter if (reporter is not None and dist.is_main) else Reporter(enabled=False)
+    reporter.log_every = cfg.train.log_every
+    if dist.distributed and cfg.train.sync_batchnorm and dist.device.type != "cuda":
+        distributed.teardown(dist)
+        raise ConfigError("train.sync_batchnorm needs GPUs: PyTorch's SyncBatchNorm does not run on the CPU")
+    if cfg.speed.threads:
+        torch.set_num_threads(cfg.speed.threads)
+    seed_everything(cfg.seed)
+    return dist, reporter
+
+
+def setup_data(cfg: RunConfig, dist: distributed.DistInfo) -> Data:
+    """Decode the data once, resident on the training device (or served by a DataLoader)."""
+    pause_for_test("start-up")
+    bundle = data.build(cfg.data, cfg.seed)
+    device = dist.device
+    loader = cfg.data.loader
+    if loader == "auto":
+        loader = "tensor" if data.DATASETS[cfg.data.name].tensor_resident else "dataloader"
+    splits = (bundle.train, bundle.val, bundle.test)
+    if loader == "tensor":
+        splits = tuple(s.to(device) for s in splits)
+    channels_last = cfg.speed.channels_last and device.type in ("cpu", "cuda")
+    augment = data.AugmentParams(**{k: v for k, v in dataclasses.asdict(cfg.data.augment).items() if k != "enabled"}) \
+        if cfg.data.augment.enabled else None
+    shared = dict(rank=dist.rank, world_size=dist.world_size, workers=cfg.data.workers, channels_last=channels_last)
+    train = data.make_batches(splits[0], bundle, loader, cfg.train.batch_size, device, shuffle=True, seed=cfg.seed,
+                              augment=augment, **shared)
+    val, test = (data.make_batches(split, bundle, loader, cfg.train.eval_batch_size, device, shuffle=False, **shared)
+                 for split in splits[1:])
+    steps = min(len(train), cfg.train.max_steps_per_epoch or math.inf)
+    if steps < 1:
+        raise ConfigError(f"the training set ({len(splits[0])} images) is smaller than one batch per process")
+    return Data(bundle, train, val, test, int(steps), engine.eval_chunk(device, cfg.speed.eval_chunk), channels_last)
+
+
+def build_model(cfg: RunConfig, bundle: data.DataBundle, dist: distributed.DistInfo, start: Start,
+                reporter: Reporter) -> nn.Module:
+    """The registry's model, initialised; with pretrained weights (and frozen parts) when fine-tuning."""
+    model = create_model(cfg.model.name, num_classes=len(bundle.classes), in_channels=bundle.in_channels,
+                         input_size=bundle.input_size, **cfg.model.kwargs)
+    apply_init(model, cfg.model.init)
+    if dist.distributed and cfg.train.sync_batchnorm:
+        # before freezing: conversion replaces the BatchNorm modules that freeze() keeps in eval mode
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if cfg.finetune.checkpoint and start.resume is None:  # a resumed run's weights come from its last.pt
+        _load_pretrained(model, cfg, start.pretrained or checkpoint.load(cfg.finetune.checkpoint), reporter)
+    model.to(dist.device)
+    if cfg.speed.channels_last and dist.device.type in ("cpu", "cuda"):
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_optim(model: nn.Module, cfg: RunConfig, device: torch.device, steps_per_epoch: int) -> Optim:
+    """Optimizer (refuses a model with nothing to train), per-step schedule, fp16 loss scaler."""
+    optimizer = build_optimizer(model, cfg, device)
+    scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and cfg.speed.amp == "fp16") else None
+    return Optim(optimizer, build_scheduler(optimizer, cfg, steps_per_epoch), scaler)
+
+
+def restore(start: Start, model: nn.Module, optim: Optim, dist: distributed.DistInfo) -> RunState:
+    """A fresh state at epoch 1, or the resumed run's: weights, optimizer, schedule, best so far, position."""
+    state = RunState(RunResult(None))
+    if start.resume is None:
+        return state
+    ts = start.resume["training_state"]
+    if ts["world_size"] != dist.world_size:
+        raise ConfigError(f"this run was saved with {ts['world_size']} process(es); resume it with the same number "
+                          f"(now {dist.world_size}) so that the data order and RNG states carry over")
+    model.load_state_dict(start.resume["model"]["state_dict"])
+    optim.optimizer.load_state_dict(ts["optimizer"])
+    if optim.scheduler is not None and ts["scheduler"] is not None:
+        optim.scheduler.load_state_dict(ts["scheduler"])
+    if optim.scaler is not None and ts["scaler"] is not None:
+        optim.scaler.load_state_dict(ts["scaler"])
+    if ts["epoch_complete"]:
+        state.epoch = ts["epoch"] + 1
+    else:
+        state.epoch, state.epoch_state = ts["epoch"], engine.EpochState(**ts["epoch_state"][dist.rank])
+    state.best_val_acc, state.best_epoch, state.best_state = ts["best_val_acc"], ts["best_epoch"], ts["best_state"]
+    return state
+
+
+def open_run_dir(start: Start, state: RunState, dist: distributed.DistInfo) -> RunDir | NullRunDir:
+    """Create the run directory (refusing to overwrite) and save the resolved config, or reopen it.
+
+    The only phase that creates files, and the last set-up check: everything before it may refuse
+    the run and leave nothing behind. Other ranks get a run directory that writes nothing.
+    """
+    if not dist.is_main:
+        return RunDir.disabled()
+    cfg = start.cfg
+    rundir = RunDir.open(start.run_dir) if start.reopen else \
+        RunDir.create(start.run_dir or default_path(cfg.out_dir, cfg.name or "run"))
+    try:
+        if start.reopen:
+            rundir.truncate_metrics(state.epoch - 1)  # rows written after the checkpoint we restart from
+        else:
+            rundir.write_config(f"# resolved config; {dist.world_size} process(es) x train.batch_size "
+                                f"{cfg.train.batch_size} = global batch {dist.world_size * cfg.train.batch_size}\n"
+                                + config_mod.to_yaml(cfg))
+        state.result.run_dir = rundir.path
+        state.result.epochs = rundir.read_metrics()
+    except BaseException:
+        rundir.close()  # the lock must not outlive a run that could not start
+        raise
+    return rundir
+
+
+def prepare_training(r: Run, state: RunState, start: Start) -> None:
+    """Attach the log and TensorBoard, wrap the model for DDP / compile, set the RNGs, say what runs."""
+    cfg, dist = r.cfg, r.dist
+    r.signals.immediate(lambda name: f"interrupted before training started ({name}); "
+                                     f"resume with: convtrain train --resume {r.rundir.path}")
+    r.reporter.attach_log(r.rundir.log)
+    r.tb, note = open_logger(r.rundir.tensorboard_folder() if cfg.log.tensorboard else None, cfg.log.tensorboard_every)
+    for line in [*start.notes, *([r.rundir.note] if r.rundir.note else []), *([note] if note else [])]:
+        r.reporter.info(line)
+    if dist.distributed:
+        r.train_model = nn.parallel.DistributedDataParallel(
+            r.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    if cfg.speed.compile:
+        r.train_model = torch.compile(r.train_model)
+    seed_everything(cfg.seed + dist.rank)  # dropout etc. differ per rank
+    if start.resume is not None:
+        checkpoint.set_rng_state(start.resume["training_state"]["rng"][dist.rank])
+    n_params = sum(p.numel() for p in r.model.parameters())
+    n_train = sum(p.numel() for p in r.model.parameters() if p.requires_grad)
+    b = r.data.bundle
+    r.reporter.info(f"{'resuming' if start.resume else 'run'}: {r.rundir.path}  model {cfg.model.name} "
+                    f"({n_params:,} parameters, {n_train:,} trainable)  data {cfg.data.name}: "
+                    f"{len(b.train)} train / {len(b.val)} val / {len(b.test)} test  device {dist.device}"
+                    f"{f' x {dist.world_size} processes' if dist.distributed else ''}")
+
+
+def loop(r: Run, state: RunState) -> None:
+    """The epochs: train, validate, record, checkpoint. A first Ctrl-C/SIGTERM stops after the current step."""
+    r.signals.graceful(lambda name: _stopped_at_once(r, name))
+    while state.epoch <= r.cfg.train.epochs:
+        out = train_epoch(r, state)
+        if out.stopped:
+            save_interrupted(r, state, out.state)
+        row = validate(r, state, out.state)
+        improved = record(r, state, row)
+        save_checkpoints(r, state, out.state, row, improved)
+        state.epoch, state.epoch_state = state.epoch + 1, None
+    if r.signals.is_set():  # the first signal came after the last step (validation, saves): honour it here
+        with r.signals.protected():
+            r.rundir.write_results({"status": "interrupted", "epoch": state.epoch - 1, "step": None})
+            state.status = "interrupted"
+        raise Interrupted(f"interrupted after the last epoch; last.pt saved. Resume with: convtrain train --resume "
+                          f"{r.rundir.path} (it only runs the final test)")
+
+
+def train_epoch(r: Run, state: RunState) -> engine.EpochResult:
+    """One epoch of optimizer steps (from the saved position when resuming mid-epoch)."""
+    cfg, steps = r.cfg, r.data.steps_per_epoch
+    epoch_state = state.epoch_state or engine.EpochState()
+    r.data.train.set_epoch(state.epoch)
+    r.reporter.epoch_start(state.epoch, cfg.train.epochs, steps, cfg.train.batch_size, epoch_state.step)
+    offset = (state.epoch - 1) * steps
+
+    def on_step(step: int, loss) -> None:
+        r.reporter.step(step, loss)
+        r.tb.step(offset + step, loss, r.optim.optimizer.param_groups[0]["lr"])
+
+    try:
+        return engine.train_one_epoch(
+            r.train_model, r.data.train.iter_from(epoch_state.step), steps, r.optim.optimizer, r.optim.scheduler,
+            epoch=state.epoch, device=r.dist.device, state=epoch_state, label_smoothing=cfg.train.label_smoothing,
+            grad_clip=cfg.train.grad_clip, nonfinite=cfg.train.nonfinite, amp=cfg.speed.amp, scaler=r.optim.scaler,
+            on_step=on_step, should_stop=r.signals.is_set)
+    except engine.NonFiniteLoss as exc:
+        raise TrainingError(f"training diverged: {exc}; the last good checkpoint is kept "
+                            f"(set train.nonfinite=skip to skip such batches, or lower optim.lr)") from None
+    finally:
+        r.reporter.epoch_end()
+
+
+def save_interrupted(r: Run, state: RunState, epoch_state: engine.EpochState) -> None:
+    """After a first signal: save last.pt at this very step, record it, stop with exit 130."""
+    pause_for_test("stop")
+    training_state = _training_state(r, state, epoch_state, complete=False)  # a collective: every rank calls it
+    with r.signals.protected():
+        pause_for_test("save")
+        r.rundir.save_checkpoint("last.pt", checkpoint.build(
+            r.model, epoch=state.epoch - 1, metrics={}, training_state=training_state, **r.meta))
+        r.rundir.write_results({"status": "interrupted", "epoch": state.epoch, "step": epoch_state.step})
+        state.status = "interrupted"
+    raise Interrupted(f"interrupted at epoch {state.epoch}, step {epoch_state.step}; last.pt saved. "
+                      f"Resume with: convtrain train --resume {r.rundir.path}")
+
+
+def validate(r: Run, state: RunState, epoch_state: engine.EpochState) -> MetricsRow:
+    """The epoch's metrics row: training sums of every rank, validation (and test when asked)."""
+    val = _evaluate(r, r.data.val)
+    test = _evaluate(r, r.data.test) if r.cfg.train.test_every_epoch else {}
+    train_loss, train_acc = _global_train_metrics(epoch_state, r.dist.device)
+    return MetricsRow(epoch=state.epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val["loss"],
+                      val_acc=val["accuracy"], lr=r.optim.optimizer.param_groups[0]["lr"], seconds=epoch_state.seconds,
+                      test_loss=test.get("loss"), test_acc=test.get("accuracy"), val_seconds=val["seconds"],
+                      test_seconds=test.get("seconds"), skipped=epoch_state.skipped)
+
+
+def record(r: Run, state: RunState, row: MetricsRow) -> bool:
+    """Keep the best weights (chosen on validation), print the epoch line, log the row. True if improved."""
+    improved = row.val_acc > state.best_val_acc
+    if improved:
+        state.best_val_acc, state.best_epoch = row.val_acc, row.epoch
+        state.best_state = {k: v.detach().cpu().clone() for k, v in r.model.state_dict().items()}
+    state.result.epochs.append(row)
+    r.reporter.epoch_summary(row, r.cfg.train.epochs, improved)
+    r.tb.epoch(row)
+    r.rundir.append_metrics(row)
+    return improved
+
+
+def save_checkpoints(r: Run, state: RunState, epoch_state: engine.EpochState, row: MetricsRow, improved: bool) -> None:
+    """best.pt when validation improved, last.pt always; a signal waits until both are written."""
+    training_state = _training_state(r, state, epoch_state, complete=True)  # a collective: every rank calls it
+    metrics = {k: v for k, v in row.as_dict().items() if v is not None}
+    with r.signals.protected():
+        if improved:
+            r.rundir.save_checkpoint("best.pt", checkpoint.build(r.model, epoch=state.epoch, metrics=metrics, **r.meta))
+        pause_for_test("save")
+        r.rundir.save_checkpoint("last.pt", checkpoint.build(
+            r.model, epoch=state.epoch, metrics=metrics, training_state=training_state, **r.meta))
+
+
+def final_test(r: Run, state: RunState) -> None:
+    """Test the best weights (chosen on validation, never on test), write results.json, then the plots."""
+    r.signals.immediate(lambda name: f"interrupted during the final test ({name}); training is complete and "
+                                     f"last.pt is intact; resume with: convtrain train --resume {r.rundir.path} "
+                                     f"(it only runs the final test)")
+    pause_for_test("final-test")
+    res = state.result
+    res.best_epoch, res.best_val_acc = state.best_epoch, state.best_val_acc
+    res.train_seconds = sum(row.seconds for row in res.epochs)
+    if state.best_state is not None:
+        r.model.load_state_dict(state.best_state)
+    res.test = t = _evaluate(r, r.data.test)
+    with r.signals.protected():
+        r.rundir.write_results({
+            "status": "finished", "best_epoch": state.best_epoch, "best_val_acc": state.best_val_acc,
+            "test_accuracy": t["accuracy"], "test_loss": t["loss"], "test_num_samples": t["num_samples"],
+            "test_per_class_accuracy": t["per_class_accuracy"], "test_confusion_matrix": t["confusion_matrix"],
+            "classes": r.data.bundle.classes, "epochs": len(res.epochs), "train_seconds": res.train_seconds,
+            "world_size": r.dist.world_size, "device": str(r.dist.device)})
+        state.status = "finished"
+        r.signals.immediate(lambda name: f"interrupted ({name}) after the run finished; results.json is complete; "
+                                         f"redo the plots with: convtrain plot {r.rundir.path}")
+    if r.cfg.log.plots:
+        r.rundir.write_plots(r.reporter.info)
+
+
+# --------------------------------------------------------------------------------------------
+# Steps of the phases
 
 
 def seed_everything(seed: int) -> None:
@@ -299,8 +479,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig, steps_per_
                                                total_steps=total, pct_start=s.pct_start)
 
 
-def _load_pretrained(model: nn.Module, cfg: RunConfig, reporter: Reporter) -> None:
-    ckpt = checkpoint.load(cfg.finetune.checkpoint)
+def _load_pretrained(model: nn.Module, cfg: RunConfig, ckpt: dict, reporter: Reporter) -> None:
     report = checkpoint.load_pretrained(model, ckpt, cfg.finetune.reinit_head, cfg.finetune.checkpoint)
     try:
         frozen = model.freeze(cfg.finetune.freeze)
@@ -313,41 +492,50 @@ def _load_pretrained(model: nn.Module, cfg: RunConfig, reporter: Reporter) -> No
     reporter.info(f"  frozen ({len(frozen)}): {', '.join(frozen) or 'none'}")
 
 
-def _training_state(epoch: int, complete: bool, state: engine.EpochState, optimizer, scheduler, scaler,
-                    best_val_acc: float, best_epoch: int, best_state: dict | None, dist: distributed.DistInfo) -> dict:
+def _checkpoint_meta(cfg: RunConfig, bundle: data.DataBundle) -> dict:
+    return dict(model_name=cfg.model.name, model_kwargs=cfg.model.kwargs, classes=bundle.classes,
+                in_channels=bundle.in_channels, input_size=bundle.input_size, mean=bundle.mean, std=bundle.std,
+                dataset=cfg.data.name, config=config_mod.to_dict(cfg))
+
+
+def _evaluate(r: Run, batches) -> dict:
+    return engine.evaluate(r.model, batches, len(r.data.bundle.classes), r.dist.device, r.cfg.speed.amp, r.data.chunk)
+
+
+def _training_state(r: Run, state: RunState, epoch_state: engine.EpochState, complete: bool) -> dict:
     """Everything --resume needs. Per-rank parts (position in the epoch, RNG) are gathered from every rank."""
-    per_rank = distributed.all_gather_objects({"epoch_state": state.as_dict(), "rng": checkpoint.rng_state()})
+    per_rank = distributed.all_gather_objects({"epoch_state": epoch_state.as_dict(), "rng": checkpoint.rng_state()})
+    o = r.optim
     return {
-        "epoch": epoch,
+        "epoch": state.epoch,
         "epoch_complete": complete,
-        "epoch_state": [r["epoch_state"] for r in per_rank],
-        "rng": [r["rng"] for r in per_rank],
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "best_val_acc": best_val_acc,
-        "best_epoch": best_epoch,
-        "best_state": best_state,
-        "world_size": dist.world_size,
+        "epoch_state": [p["epoch_state"] for p in per_rank],
+        "rng": [p["rng"] for p in per_rank],
+        "optimizer": o.optimizer.state_dict(),
+        "scheduler": o.scheduler.state_dict() if o.scheduler is not None else None,
+        "scaler": o.scaler.state_dict() if o.scaler is not None else None,
+        "best_val_acc": state.best_val_acc,
+        "best_epoch": state.best_epoch,
+        "best_state": state.best_state,
+        "world_size": r.dist.world_size,
     }
 
 
-def _restore(ckpt: dict, model, optimizer, scheduler, scaler, dist: distributed.DistInfo):
-    ts = ckpt["training_state"]
-    if ts["world_size"] != dist.world_size:
-        raise ConfigError(f"this run was saved with {ts['world_size']} process(es); resume it with the same number "
-                          f"(now {dist.world_size}) so that the data order and RNG states carry over")
-    model.load_state_dict(ckpt["model"]["state_dict"])
-    optimizer.load_state_dict(ts["optimizer"])
-    if scheduler is not None and ts["scheduler"] is not None:
-        scheduler.load_state_dict(ts["scheduler"])
-    if scaler is not None and ts["scaler"] is not None:
-        scaler.load_state_dict(ts["scaler"])
-    if ts["epoch_complete"]:
-        start_epoch, epoch_state = ts["epoch"] + 1, None
-    else:
-        start_epoch, epoch_state = ts["epoch"], engine.EpochState(**ts["epoch_state"][dist.rank])
-    return start_epoch, epoch_state, ts["best_val_acc"], ts["best_epoch"], ts["best_state"]
+def _stopped_at_once(r: Run, name: str) -> str:
+    """The message of a second signal in the loop (the first one asked for a clean stop)."""
+    saved = ("checkpoints/last.pt is the last completed save" if r.rundir.has_checkpoint("last.pt")
+             else "no checkpoint yet, so --resume starts the run again from epoch 1")
+    return f"interrupted twice ({name}): stopped at once; {saved}; resume with: convtrain train --resume {r.rundir.path}"
+
+
+def _record_end(r: Run, state: RunState, exc: ConvtrainError) -> None:
+    """After the run directory exists, results.json says how a run that did not finish ended."""
+    if state.status != "running":  # already recorded (clean interrupt, or finished before the plots)
+        return
+    state.status = "interrupted" if isinstance(exc, Interrupted) else "failed"
+    with contextlib.suppress(ConvtrainError), r.signals.protected():
+        # best effort: on a full disk this write fails too, and the previous results.json stays whole
+        r.rundir.write_results({"status": state.status, "reason": str(exc), "epoch": state.epoch})
 
 
 def _global_train_metrics(state: engine.EpochState, device: torch.device) -> tuple[float, float]:
@@ -358,29 +546,68 @@ def _global_train_metrics(state: engine.EpochState, device: torch.device) -> tup
     return float(totals[0]) / seen, float(totals[1]) / seen
 
 
-def _load_resume(resume: str | Path, cfg: RunConfig | None) -> dict:
-    """Find last.pt, check that ``cfg`` (if given) only differs in resumable settings."""
-    path = Path(resume)
+
+
+# --------------------------------------------------------------------------------------------
+# Where a run starts from: each checkpoint is loaded here, once
+
+
+def prepare_resume(path: str | Path, cfg: RunConfig | None = None, overrides: list[str] | tuple = (),
+                   data_root: str | None = None) -> Start:
+    """What ``--resume PATH`` continues: a run directory or its ``checkpoints/last.pt``.
+
+    ``cfg`` (from ``--config``) or ``overrides`` (``--set``, on the run's saved config) may only
+    change :data:`RESUMABLE_CHANGES`. A run directory that has its config.yaml but no last.pt (it
+    died before its first save) starts again from epoch 1 with its saved config. Nothing is written.
+    """
+    path = Path(path)
+    if path.is_dir() and (path / "config.yaml").is_file() and not (path / "checkpoints" / "last.pt").exists():
+        where = f"{path / 'config.yaml'}"
+        saved = _resumed_config(config_mod.read_yaml(path / "config.yaml"), where, cfg, overrides, data_root, path)
+        note = (f"note: {path} has no checkpoint yet (it stopped before its first save); "
+                f"starting it again from epoch 1 with its saved config")
+        return Start(saved, path, reopen=True, notes=[note])
     last = path / "checkpoints" / "last.pt" if path.is_dir() else path
     run_dir = last.parent.parent
     ckpt = checkpoint.load(last)
     if "training_state" not in ckpt:
         raise CheckpointError(f"{last} has no training state (is it a best.pt?); resume needs a run's last.pt")
-    saved = config_mod.from_dict(ckpt["config"], f"{last} (saved config)")
-    if cfg is not None:
-        diffs = _config_diff(config_mod.to_dict(saved), config_mod.to_dict(cfg))
-        refused = [d for d in diffs if d[0] not in RESUMABLE_CHANGES and d[0] != "name"]
-        if saved.sched.name in ("cosine", "onecycle"):
-            # these schedules are laid out over the total step count: more epochs would change them
-            refused += [d for d in diffs if d[0] == "train.epochs"]
-        if refused:
-            listing = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in refused)
-            raise ConfigError(f"cannot resume {run_dir} with a different config ({listing}); "
-                              f"only these may change: {', '.join(RESUMABLE_CHANGES)}")
-        for key, _, new in diffs:
-            if key in RESUMABLE_CHANGES:
-                _set_path(saved, key, new)
-    return {"config": saved, "run_dir": run_dir, "ckpt": ckpt}
+    if not (run_dir / "config.yaml").is_file():
+        # resuming writes into RUN (metrics, results, checkpoints): never into whatever folder holds a stray file
+        raise ConfigError(f"{last} is not inside a run directory (no {run_dir / 'config.yaml'}); "
+                          f"--resume takes RUN_DIR or RUN_DIR/checkpoints/last.pt")
+    saved = _resumed_config(ckpt["config"], f"{last} (saved config)", cfg, overrides, data_root, run_dir)
+    return Start(saved, run_dir, resume=ckpt, reopen=True)
+
+
+def prepare_finetune(pretrained: str | Path, cfg: RunConfig, run_dir: str | Path | None = None) -> Start:
+    """A new run from ``pretrained``'s weights: the architecture comes from the checkpoint."""
+    ckpt = checkpoint.load(pretrained)
+    cfg.finetune.checkpoint = str(pretrained)
+    cfg.model.name, cfg.model.kwargs = ckpt["model"]["name"], dict(ckpt["model"]["kwargs"])
+    return Start(cfg, Path(run_dir) if run_dir is not None else None, pretrained=ckpt)
+
+
+def _resumed_config(raw: dict, where: str, cfg: RunConfig | None, overrides, data_root, run_dir: Path) -> RunConfig:
+    """The run's saved config, with the resumable changes of ``cfg`` (or of ``overrides``) applied."""
+    saved = config_mod.from_dict(raw, where)
+    if cfg is None and (overrides or data_root):
+        cfg = config_mod.load_config(None, list(overrides), data_root=data_root, base=raw, where=where)
+    if cfg is None:
+        return saved
+    diffs = _config_diff(config_mod.to_dict(saved), config_mod.to_dict(cfg))
+    refused = [d for d in diffs if d[0] not in RESUMABLE_CHANGES and d[0] != "name"]
+    if saved.sched.name in ("cosine", "onecycle"):
+        # these schedules are laid out over the total step count: more epochs would change them
+        refused += [d for d in diffs if d[0] == "train.epochs"]
+    if refused:
+        listing = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in refused)
+        raise ConfigError(f"cannot resume {run_dir} with a different config ({listing}); "
+                          f"only these may change: {', '.join(RESUMABLE_CHANGES)}")
+    for key, _, new in diffs:
+        if key in RESUMABLE_CHANGES:
+            _set_path(saved, key, new)
+    return saved
 
 
 def _config_diff(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -402,58 +629,3 @@ def _set_path(cfg: RunConfig, path: str, value) -> None:
     setattr(node, leaf, copy.deepcopy(value))
 
 
-def _parse_row(row: dict) -> dict:
-    out = {}
-    for k, v in row.items():
-        out[k] = None if v in ("", None) else (int(v) if k == "epoch" else float(v))
-    return out
-
-
-def _with_tensorboard(report_step, tb: TensorBoardLogger, optimizer, offset: int):
-    def on_step(step: int, loss) -> None:
-        report_step(step, loss)
-        tb.step(offset + step, loss, optimizer.param_groups[0]["lr"])
-    return on_step
-
-
-def _write_plots(run_dir: Path, reporter: Reporter) -> None:
-    from .plots import MissingExtra, plot_run
-
-    try:
-        written = plot_run(run_dir)
-    except MissingExtra:
-        reporter.info("note: curves.png and confusion.png need matplotlib (pip install 'convtrain[plot]')")
-        return
-    reporter.info(f"plots: {', '.join(p.name for p in written)}")
-
-
-class _StopFlag:
-    """First SIGINT/SIGTERM asks the loop to stop at the next step; a second one stops at once."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def _handler(self, signum, frame) -> None:
-        if self._event.is_set():
-            raise KeyboardInterrupt
-        self._event.set()
-
-    def installed(self):
-        flag = self
-
-        class _Ctx:
-            def __enter__(self_inner):
-                self_inner.saved = {}
-                if threading.current_thread() is threading.main_thread():
-                    for sig in (signal.SIGINT, signal.SIGTERM):
-                        self_inner.saved[sig] = signal.signal(sig, flag._handler)
-                return flag
-
-            def __exit__(self_inner, *exc):
-                for sig, old in self_inner.saved.items():
-                    signal.signal(sig, old)
-                return False
-        return _Ctx()
