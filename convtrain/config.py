@@ -171,6 +171,7 @@ class RunConfig:
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps",
                        check=lambda v: None if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) else "must be auto, cpu, cuda, cuda:N or mps")
     devices: Optional[list[int]] = _opt(None, "GPU indices for the processes of this machine (local rank i uses devices[i]); null = local rank i uses GPU i")
+    dist_timeout: int = _opt(300, "seconds a process waits for the others (rendezvous and every collective) before failing with a message naming the missing ranks", check=_positive)
     out_dir: str = _opt("runs", "parent folder of default run directories")
     model: ModelConfig = _opt(None, "model", factory=ModelConfig)
     data: DataConfig = _opt(None, "data", factory=DataConfig)
