@@ -63,8 +63,9 @@ NprocOpt = typer.Option(None, "--nproc-per-node", min=1, show_default=False,
                              "gloo on CPU, nccl on GPUs).")
 
 
-def _launch(nproc: int, config, sets, device, seed, data_root) -> None:
-    """Re-run this very command in ``nproc`` processes, minus --nproc-per-node."""
+def _launch(nproc: int, config, sets, device, seed, data_root, run_hint: Optional[Path] = None) -> None:
+    """Re-run this very command in ``nproc`` processes, minus --nproc-per-node. ``run_hint`` (the
+    --resume or --run-dir given) goes into the launcher's resume advice after Ctrl-C."""
     import sys
 
     from .distributed import launch
@@ -78,7 +79,8 @@ def _launch(nproc: int, config, sets, device, seed, data_root) -> None:
         elif not arg.startswith("--nproc-per-node="):
             argv.append(arg)
     cfg = _load(config, sets, device, seed, data_root) if config is not None else None
-    launch(nproc, argv, cfg.device if cfg else (device or "auto"), cfg.devices if cfg else None)
+    launch(nproc, argv, cfg.device if cfg else (device or "auto"), cfg.devices if cfg else None,
+           run_hint=str(run_hint) if run_hint is not None else "RUN_DIR")
 
 
 def _overrides(sets: Optional[list[str]], device: Optional[str], seed: Optional[int]) -> list[str]:
@@ -117,7 +119,7 @@ def train(
     from .runner import run
 
     if nproc_per_node is not None:
-        return _launch(nproc_per_node, config, set_, device, seed, data_root)
+        return _launch(nproc_per_node, config, set_, device, seed, data_root, resume or run_dir)
 
     if config is None and resume is None:
         raise ConfigError("give --config FILE (or --resume RUN_DIR)")
