@@ -43,6 +43,14 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             err.print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
+        except RuntimeError as exc:  # a collective whose partner process died or hung: one line, not DDP's traceback
+            from .distributed import peer_failure
+
+            failure = peer_failure(exc)
+            if failure is None:
+                raise
+            err.print(f"[bold red]error:[/] {escape(str(failure))}")
+            raise typer.Exit(failure.exit_code) from None
 
     return wrapper
 
@@ -161,7 +169,7 @@ def finetune(
     from .runner import run
 
     if nproc_per_node is not None:
-        return _launch(nproc_per_node, config, set_, device, seed, data_root)
+        return _launch(nproc_per_node, config, set_, device, seed, data_root, run_dir)
 
     cfg = _load(config, list(set_ or []) + [f"finetune.checkpoint={json.dumps(str(checkpoint))}"], device, seed, data_root)
     # The architecture comes from the checkpoint: fine-tuning continues *that* model.
