@@ -54,7 +54,7 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
     resumed = _load_resume(resume, cfg) if resume is not None else None
     if resumed is not None:
         cfg, run_dir = resumed["config"], resumed["run_dir"]
-    dist = distributed.setup(cfg.device, cfg.devices)
+    dist = distributed.setup(cfg.device, cfg.devices, cfg.dist_timeout)
     reporter = reporter if (reporter is not None and dist.is_main) else Reporter(enabled=False)
     reporter.log_every = cfg.train.log_every
     try:
