@@ -239,12 +239,16 @@ def peer_failure(exc: BaseException) -> DistributedError | None:
     """A collective that failed because another process died, hung or was stopped, as one line
     (None for any other error). Used at the CLI edge, so that the survivors of a killed rank print
     a sentence instead of a traceback from inside DDP or gloo."""
-    if not isinstance(exc, RuntimeError) or not (dist.is_available() and dist.is_initialized()):
+    if not isinstance(exc, RuntimeError):
+        return None
+    try:  # the process group is already torn down when the error reaches the CLI: use the environment
+        env = read_env()
+    except ConfigError:
         return None
     text = str(exc)
-    if not (isinstance(exc, dist.DistError) or re.search(r"gloo|nccl|NCCL|c10d|ProcessGroup", text)):
+    if env.world_size < 2 or not (isinstance(exc, dist.DistError) or re.search(r"gloo|nccl|NCCL|c10d|ProcessGroup", text)):
         return None
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank, world = env.rank, env.world_size
     return DistributedError(f"rank {rank} of {world} lost contact with the other processes ({_short(text)}): another "
                             "process failed or was stopped (its own message says why), or did not answer within "
                             "dist_timeout")
