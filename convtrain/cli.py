@@ -185,6 +185,8 @@ def _reporter():
 
 
 def _show_result(result) -> None:
+    if not result.is_main:
+        return
     table = Table(title="run summary", show_header=True, header_style="bold")
     for col in ("epoch", "train loss", "train acc", "val loss", "val acc", "test acc", "seconds"):
         table.add_column(col, justify="right")

@@ -42,6 +42,7 @@ class RunResult:
     test: dict = field(default_factory=dict)
     train_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    is_main: bool = True  # False on ranks > 0: they share rank 0's terminal and render nothing
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
                                     f"{cfg.train.batch_size} = global batch {dist.world_size * cfg.train.batch_size}\n"
                                     + config_mod.to_yaml(cfg))
             reporter.attach_log(rundir.log)
-        result = RunResult(rundir.path if rundir else None)
+        result = RunResult(rundir.path if rundir else None, is_main=dist.is_main)
         if resumed is not None and rundir is not None:
             result.epochs = [_parse_row(r) for r in rundir.read_metrics()]
 
