@@ -122,3 +122,40 @@ def test_sync_batchnorm_on_cpu_is_refused_before_start(data_root, tmp_path):
     assert result.returncode == 2
     assert "train.sync_batchnorm needs GPUs" in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_two_nodes_on_one_machine_write_one_run(data_root, tmp_path):
+    """The README's multi-node command, for real: two torchrun launchers (one process each) meet at
+    a c10d rendezvous on 127.0.0.1 and train one run directory. c10d hands out ranks in arrival
+    order (it ignores --node-rank), so either launcher may hold rank 0."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    train = ["-m", "convtrain", "train", "--config", "configs/smoke.yaml", "--device", "cpu", "--set", "data.train_subset=1024",
+             "--set", "data.val_size=256", "--set", "data.test_subset=256", "--set", "train.epochs=2",
+             "--set", "train.log_every=1000", "--set", "speed.threads=1", "--set", "log.plots=false", "--run-dir", str(run_dir)]
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                               "--node-rank", str(n), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", *train],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for n in (0, 1)]
+    outputs = [p.communicate(timeout=300) for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
+    stdout = "".join(out for out, _ in outputs)
+    assert stdout.count("run summary") == 1 and stdout.count("epoch 1/2  train loss") == 1  # rank 0 alone speaks
+    assert [r["epoch"] for r in _rows(run_dir)] == ["1", "2"]
+    log = (run_dir / "train.log").read_text().splitlines()
+    assert sum(line.startswith("epoch 1/2  train loss") for line in log) == 1
+    assert sum(line.startswith("epoch 2/2  train loss") for line in log) == 1
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert json.loads((run_dir / "results.json").read_text())["world_size"] == 2
+    assert len(torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["training_state"]["rng"]) == 2
