@@ -42,7 +42,8 @@ def _model_predictions(ckpt_path, images):
 def test_predict_pngs_match_the_checkpoints_own_prediction(trained_run, digits):
     folder, images = digits
     best = trained_run / "checkpoints" / "best.pt"
-    result = runner.invoke(app, ["predict", "--checkpoint", str(best), str(folder), "--top-k", "3", "--json"])
+    result = runner.invoke(app, ["predict", "--checkpoint", str(best), str(folder), "--top-k", "3", "--device", "cpu",
+                                 "--json"])
     assert result.exit_code == 0, result.output
     preds = json.loads(result.stdout)
     assert [p["path"] for p in preds] == [str(folder / f"digit{i:02d}.png") for i in range(12)]
@@ -60,7 +61,7 @@ def test_predict_large_dark_on_light_image_is_inverted_and_resized(trained_run, 
     paper.save(tmp_path / "paper.png")
     paper.convert("RGB").save(tmp_path / "paper.jpg", quality=95)
     result = runner.invoke(app, ["predict", "--checkpoint", str(best), str(tmp_path / "paper.png"),
-                                 str(tmp_path / "paper.jpg"), "--json"])
+                                 str(tmp_path / "paper.jpg"), "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     labels = [p["label"] for p in json.loads(result.stdout)]
     assert labels == [_model_predictions(best, images[:1])[0]] * 2

@@ -163,7 +163,7 @@ def test_kill_9_during_training_then_resume_is_exact(data_root, tmp_path):
     """kill -9 right after epoch 1's summary line (while its checkpoints are being written) and a
     moment later; every time last.pt loads and the resumed run ends bit-identical."""
     common = ["train", "-c", "configs/smoke.yaml", "--set", "data.train_subset=3000", "--set", "data.val_size=300",
-              "--set", "data.test_subset=300", "--set", "train.epochs=3", "--set", "sched.name=cosine"]
+              "--set", "data.test_subset=300", "--set", "train.epochs=3", "--set", "sched.name=cosine", "--device", "cpu"]
     straight = tmp_path / "straight"
     assert run_cli(*common, "--run-dir", str(straight)).returncode == 0
     reference = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)["model"]["state_dict"]
