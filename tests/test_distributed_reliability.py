@@ -115,6 +115,25 @@ def test_stray_world_size_times_out_naming_the_missing_rank(rank, data_root, tmp
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
+def test_env_rendezvous_by_hand_with_rank_1_first(data_root, tmp_path):
+    """Two processes started by hand (a job script's way: RANK, WORLD_SIZE, MASTER_* set, no
+    torchrun), rank 1 a few seconds before rank 0: rank 1 waits for rank 0's port, both train."""
+    port = _free_port()
+    run_dir = tmp_path / "r"
+    cmd = [sys.executable, "-m", "convtrain", "train", *TINY, "--set", "data.train_subset=1024", "--set", "speed.threads=1",
+           "--set", "log.plots=false", "--set", "dist_timeout=120", "--run-dir", str(run_dir)]
+    procs = {}
+    for rank in (1, 0):
+        env = _clean_env(WORLD_SIZE="2", RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        procs[rank] = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+    outputs = {rank: p.communicate(timeout=300) for rank, p in procs.items()}
+    assert [procs[r].returncode for r in (0, 1)] == [0, 0], {r: err[-2000:] for r, (_, err) in outputs.items()}
+    assert "run summary" in outputs[0][0] and outputs[1][0] == ""  # rank 1 prints nothing on stdout
+    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["training_state"]["world_size"] == 2
+
+
 # --------------------------------------------------------------------------------------------
 # Under the launcher: Ctrl-C / SIGTERM -> 130 and a resumable last.pt; a killed worker -> one line
 
