@@ -166,6 +166,8 @@ def test_signal_to_the_launcher_exits_130_and_resumes(sig, data_root, tmp_path):
     launcher_line = err.strip().splitlines()[-1]
     assert launcher_line.startswith("error: interrupted") and sig.name in launcher_line
     assert f"convtrain train --resume {run_dir} --nproc-per-node 2" in launcher_line
+    worker_lines = [line for line in err.splitlines() if line.startswith("error: interrupted at")]
+    assert len(worker_lines) == 1 and str(run_dir) in worker_lines[0]  # rank 0 speaks, rank 1 does not
     last = checkpoint.load(run_dir / "checkpoints" / "last.pt")
     assert last["training_state"]["world_size"] == 2 and not last["training_state"]["epoch_complete"]
     if sig == signal.SIGTERM:
