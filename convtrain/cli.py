@@ -38,7 +38,11 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except ConvtrainError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}")
+            from .errors import Interrupted
+
+            # every rank stops on the same signal; rank 0 alone says so (with the resume command)
+            if not (isinstance(exc, Interrupted) and os.environ.get("RANK", "0") not in ("", "0")):
+                err.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("[bold red]interrupted[/]")
