@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,7 +15,7 @@ import torch
 from convtrain import distributed
 from convtrain.errors import ConfigError
 
-from .conftest import run_cli
+from .conftest import REPO, run_cli
 
 # Plain SGD (no momentum): unlike Adam it is not blind to the gradient's scale, and at this learning
 # rate it does not amplify float rounding the way momentum does. One thread per process, the CPU
@@ -33,13 +37,15 @@ def ddp_runs(data_root, tmp_path_factory):
     """The same run as 2 processes x batch 32 and as 1 process x batch 64."""
     base = tmp_path_factory.mktemp("ddp")
     two, one = base / "two", base / "one"
-    r2 = run_cli("train", *TINY, "--set", "train.batch_size=32", "--nproc-per-node", "2", "--run-dir", str(two))
+    r2 = run_cli("train", *TINY, "--set", "train.batch_size=32", "--nproc-per-node", "2",
+                 "--run-dir", str(two))
     assert r2.returncode == 0, r2.stderr[-3000:]
     r1 = run_cli("train", *TINY, "--set", "train.batch_size=64", "--run-dir", str(one))
     assert r1.returncode == 0, r1.stderr
     return two, one, r2
 
 
+@pytest.mark.slow
 def test_two_process_run_writes_once(ddp_runs):
     two, _, result = ddp_runs
     rows = _rows(two)
@@ -50,6 +56,7 @@ def test_two_process_run_writes_once(ddp_runs):
     assert results["world_size"] == 2 and results["test_num_samples"] == 1000  # every test image counted once
 
 
+@pytest.mark.slow
 def test_validation_accuracy_equals_single_process_eval(ddp_runs):
     two, _, _ = ddp_runs
     best_row = max(_rows(two), key=lambda r: float(r["val_acc"]))
@@ -59,6 +66,7 @@ def test_validation_accuracy_equals_single_process_eval(ddp_runs):
     assert report["accuracy"] == pytest.approx(float(best_row["val_acc"]), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_two_by_32_matches_one_by_64(ddp_runs):
     """Same seed: rank r takes every 2nd index of the same permutation, so the two ranks' batches of 32
     together are exactly the single process's batch of 64 and DDP's averaged gradient is the same
@@ -81,6 +89,7 @@ def test_two_by_32_matches_one_by_64(ddp_runs):
         assert float((w2[name] - w1[name]).norm() / w1[name].norm()) < 5e-5, name
 
 
+@pytest.mark.slow
 def test_only_rank_0_prints_the_summary(ddp_runs):
     """Every rank runs the same command; only rank 0 may render the summary on the shared terminal."""
     _, _, result = ddp_runs
@@ -89,6 +98,7 @@ def test_only_rank_0_prints_the_summary(ddp_runs):
     assert result.stdout.count("run directory: ") == 1
 
 
+@pytest.mark.slow
 def test_checkpoint_from_ddp_loads_in_single_process(ddp_runs):
     two, _, _ = ddp_runs
     ckpt = torch.load(two / "checkpoints" / "last.pt", weights_only=True)
@@ -96,6 +106,7 @@ def test_checkpoint_from_ddp_loads_in_single_process(ddp_runs):
     assert len(ckpt["training_state"]["rng"]) == 2  # per-rank RNG states, for an exact resume
 
 
+@pytest.mark.slow
 def test_more_gpus_than_exist_is_refused_before_start(tmp_path):
     # hide every GPU, so that the check refuses on any machine (a 2-GPU host would otherwise start)
     result = run_cli("train", *COMMON, "--device", "cuda", "--nproc-per-node", "2", "--run-dir", str(tmp_path / "r"),
@@ -116,6 +127,7 @@ def test_gpu_count_check_unit(monkeypatch):
     distributed.check_gpu_count("cpu", 64)  # CPU processes need no GPU
 
 
+@pytest.mark.slow
 def test_sync_batchnorm_on_cpu_is_refused_before_start(data_root, tmp_path):
     result = run_cli("train", *TINY, "--set", "model.name=bn_cnn", "--set", "train.sync_batchnorm=true",
                      "--nproc-per-node", "2", "--run-dir", str(tmp_path / "r"))
@@ -129,24 +141,19 @@ def test_two_nodes_on_one_machine_write_one_run(data_root, tmp_path):
     """The README's multi-node command, for real: two torchrun launchers (one process each) meet at
     a c10d rendezvous on 127.0.0.1 and train one run directory. c10d hands out ranks in arrival
     order (it ignores --node-rank), so either launcher may hold rank 0."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    from .conftest import REPO
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     run_dir = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    train = ["-m", "convtrain", "train", "--config", "configs/smoke.yaml", "--device", "cpu", "--set", "data.train_subset=1024",
-             "--set", "data.val_size=256", "--set", "data.test_subset=256", "--set", "train.epochs=2",
-             "--set", "train.log_every=1000", "--set", "speed.threads=1", "--set", "log.plots=false", "--run-dir", str(run_dir)]
+    stray = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in stray}
+    train = ["-m", "convtrain", "train", "--config", "configs/smoke.yaml", "--device", "cpu",
+             "--set", "data.train_subset=1024", "--set", "data.val_size=256", "--set", "data.test_subset=256",
+             "--set", "train.epochs=2", "--set", "train.log_every=1000", "--set", "speed.threads=1",
+             "--set", "log.plots=false", "--run-dir", str(run_dir)]
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-                               "--node-rank", str(n), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", *train],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               "--node-rank", str(n), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+                               *train], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for n in (0, 1)]
     outputs = [p.communicate(timeout=300) for p in nodes]
     assert [p.returncode for p in nodes] == [0, 0], [err[-2000:] for _, err in outputs]

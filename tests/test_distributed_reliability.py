@@ -12,7 +12,6 @@ import sys
 import time
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from convtrain import checkpoint, distributed
@@ -59,7 +58,8 @@ GARBAGE = [  # (environment, variable the message must name, words it must conta
 ]
 
 
-@pytest.mark.parametrize("environ,names,words", GARBAGE, ids=[" ".join(f"{k}={v}" for k, v in e.items()) for e, _, _ in GARBAGE])
+@pytest.mark.parametrize("environ,names,words", GARBAGE,
+                         ids=[" ".join(f"{k}={v}" for k, v in e.items()) for e, _, _ in GARBAGE])
 def test_garbage_environment_is_refused(environ, names, words):
     with pytest.raises(ConfigError) as info:
         distributed.read_env(environ)
