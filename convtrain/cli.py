@@ -38,11 +38,23 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except ConvtrainError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}")
+            from .errors import Interrupted
+
+            # every rank stops on the same signal; rank 0 alone says so (with the resume command)
+            if not (isinstance(exc, Interrupted) and os.environ.get("RANK", "0") not in ("", "0")):
+                err.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
+        except RuntimeError as exc:  # a collective whose partner process died or hung: one line, not DDP's traceback
+            from .distributed import peer_failure
+
+            failure = peer_failure(exc)
+            if failure is None:
+                raise
+            err.print(f"[bold red]error:[/] {escape(str(failure))}")
+            raise typer.Exit(failure.exit_code) from None
 
     return wrapper
 
@@ -63,8 +75,9 @@ NprocOpt = typer.Option(None, "--nproc-per-node", min=1, show_default=False,
                              "gloo on CPU, nccl on GPUs).")
 
 
-def _launch(nproc: int, config, sets, device, seed, data_root) -> None:
-    """Re-run this very command in ``nproc`` processes, minus --nproc-per-node."""
+def _launch(nproc: int, config, sets, device, seed, data_root, run_hint: Optional[Path] = None) -> None:
+    """Re-run this very command in ``nproc`` processes, minus --nproc-per-node. ``run_hint`` (the
+    --resume or --run-dir given) goes into the launcher's resume advice after Ctrl-C."""
     import sys
 
     from .distributed import launch
@@ -78,7 +91,8 @@ def _launch(nproc: int, config, sets, device, seed, data_root) -> None:
         elif not arg.startswith("--nproc-per-node="):
             argv.append(arg)
     cfg = _load(config, sets, device, seed, data_root) if config is not None else None
-    launch(nproc, argv, cfg.device if cfg else (device or "auto"), cfg.devices if cfg else None)
+    launch(nproc, argv, cfg.device if cfg else (device or "auto"), cfg.devices if cfg else None,
+           run_hint=str(run_hint) if run_hint is not None else "RUN_DIR")
 
 
 def _overrides(sets: Optional[list[str]], device: Optional[str], seed: Optional[int]) -> list[str]:
@@ -117,7 +131,7 @@ def train(
     from .signals import StopSignals
 
     if nproc_per_node is not None:
-        return _launch(nproc_per_node, config, set_, device, seed, data_root)
+        return _launch(nproc_per_node, config, set_, device, seed, data_root, resume or run_dir)
     if config is None and resume is None:
         raise ConfigError("give --config FILE (or --resume RUN_DIR)")
     if resume is not None and run_dir is not None:
@@ -151,7 +165,7 @@ def finetune(
     from .signals import StopSignals
 
     if nproc_per_node is not None:
-        return _launch(nproc_per_node, config, set_, device, seed, data_root)
+        return _launch(nproc_per_node, config, set_, device, seed, data_root, run_dir)
     with StopSignals() as signals:
         from .runner import prepare_finetune, run
 
@@ -166,6 +180,8 @@ def _reporter():
 
 
 def _show_result(result) -> None:
+    if not result.is_main:
+        return
     table = Table(title="run summary", show_header=True, header_style="bold")
     for col in ("epoch", "train loss", "train acc", "val loss", "val acc", "test acc", "seconds"):
         table.add_column(col, justify="right")

@@ -200,6 +200,8 @@ class RunConfig:
                        check=lambda v: None if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) else "must be auto, cpu, cuda, cuda:N or mps")
     devices: Optional[list[int]] = _opt(None, "GPU indices for the processes of this machine (local rank i uses devices[i]); null = local rank i uses GPU i",
                                         check=_devices)
+    dist_timeout: int = _opt(300, "seconds a process waits for the others (rendezvous and every collective) before failing with a message naming the missing ranks (at most a week)",
+                             check=_between(1, 7 * 24 * 3600))
     out_dir: str = _opt("runs", "parent folder of default run directories")
     model: ModelConfig = _opt(None, "model", factory=ModelConfig)
     data: DataConfig = _opt(None, "data", factory=DataConfig)

@@ -59,6 +59,7 @@ class RunResult:
     best_val_acc: float = 0.0
     test: dict = field(default_factory=dict)
     train_seconds: float = 0.0
+    is_main: bool = True  # False on ranks > 0: they share rank 0's terminal and render nothing
 
 
 @dataclass
@@ -162,7 +163,7 @@ def _phases(start: Start, dist: distributed.DistInfo, reporter: Reporter, signal
 
 def setup_process(cfg: RunConfig, reporter: Reporter | None) -> tuple[distributed.DistInfo, Reporter]:
     """Processes and devices, threads, seeds (model init uses the same seed on every rank)."""
-    dist = distributed.setup(cfg.device, cfg.devices)
+    dist = distributed.setup(cfg.device, cfg.devices, cfg.dist_timeout)
     reporter = reporter if (reporter is not None and dist.is_main) else Reporter(enabled=False)
     reporter.log_every = cfg.train.log_every
     if dist.distributed and cfg.train.sync_batchnorm and dist.device.type != "cuda":
@@ -225,7 +226,7 @@ def build_optim(model: nn.Module, cfg: RunConfig, device: torch.device, steps_pe
 
 def restore(start: Start, model: nn.Module, optim: Optim, dist: distributed.DistInfo) -> RunState:
     """A fresh state at epoch 1, or the resumed run's: weights, optimizer, schedule, best so far, position."""
-    state = RunState(RunResult(None))
+    state = RunState(RunResult(None, is_main=dist.is_main))
     if start.resume is None:
         return state
     ts = start.resume["training_state"]
@@ -276,7 +277,7 @@ def prepare_training(r: Run, state: RunState, start: Start) -> None:
     """Attach the log and TensorBoard, wrap the model for DDP / compile, set the RNGs, say what runs."""
     cfg, dist = r.cfg, r.dist
     r.signals.immediate(lambda name: f"interrupted before training started ({name}); "
-                                     f"resume with: convtrain train --resume {r.rundir.path}")
+                                     f"resume with: {_resume_command(r)}")
     r.reporter.attach_log(r.rundir.log)
     r.tb, note = open_logger(r.rundir.tensorboard_folder() if cfg.log.tensorboard else None, cfg.log.tensorboard_every)
     for line in [*start.notes, *([r.rundir.note] if r.rundir.note else []), *([note] if note else [])]:
@@ -313,8 +314,8 @@ def loop(r: Run, state: RunState) -> None:
         with r.signals.protected():
             r.rundir.write_results({"status": "interrupted", "epoch": state.epoch - 1, "step": None})
             state.status = "interrupted"
-        raise Interrupted(f"interrupted after the last epoch; last.pt saved. Resume with: convtrain train --resume "
-                          f"{r.rundir.path} (it only runs the final test)")
+        raise Interrupted(f"interrupted after the last epoch; last.pt saved. Resume with: {_resume_command(r)} "
+                          "(it only runs the final test)")
 
 
 def train_epoch(r: Run, state: RunState) -> engine.EpochResult:
@@ -353,7 +354,7 @@ def save_interrupted(r: Run, state: RunState, epoch_state: engine.EpochState) ->
         r.rundir.write_results({"status": "interrupted", "epoch": state.epoch, "step": epoch_state.step})
         state.status = "interrupted"
     raise Interrupted(f"interrupted at epoch {state.epoch}, step {epoch_state.step}; last.pt saved. "
-                      f"Resume with: convtrain train --resume {r.rundir.path}")
+                      f"Resume with: {_resume_command(r)}")
 
 
 def validate(r: Run, state: RunState, epoch_state: engine.EpochState) -> MetricsRow:
@@ -395,7 +396,7 @@ def save_checkpoints(r: Run, state: RunState, epoch_state: engine.EpochState, ro
 def final_test(r: Run, state: RunState) -> None:
     """Test the best weights (chosen on validation, never on test), write results.json, then the plots."""
     r.signals.immediate(lambda name: f"interrupted during the final test ({name}); training is complete and "
-                                     f"last.pt is intact; resume with: convtrain train --resume {r.rundir.path} "
+                                     f"last.pt is intact; resume with: {_resume_command(r)} "
                                      f"(it only runs the final test)")
     pause_for_test("final-test")
     res = state.result
@@ -492,6 +493,12 @@ def _load_pretrained(model: nn.Module, cfg: RunConfig, ckpt: dict, reporter: Rep
     reporter.info(f"  frozen ({len(frozen)}): {', '.join(frozen) or 'none'}")
 
 
+def _resume_command(r: Run) -> str:
+    """What to type to continue this run (a distributed run resumes with as many processes)."""
+    procs = f" --nproc-per-node {r.dist.world_size}" if r.dist.distributed else ""
+    return f"convtrain train --resume {r.rundir.path}{procs}"
+
+
 def _checkpoint_meta(cfg: RunConfig, bundle: data.DataBundle) -> dict:
     return dict(model_name=cfg.model.name, model_kwargs=cfg.model.kwargs, classes=bundle.classes,
                 in_channels=bundle.in_channels, input_size=bundle.input_size, mean=bundle.mean, std=bundle.std,
@@ -525,7 +532,7 @@ def _stopped_at_once(r: Run, name: str) -> str:
     """The message of a second signal in the loop (the first one asked for a clean stop)."""
     saved = ("checkpoints/last.pt is the last completed save" if r.rundir.has_checkpoint("last.pt")
              else "no checkpoint yet, so --resume starts the run again from epoch 1")
-    return f"interrupted twice ({name}): stopped at once; {saved}; resume with: convtrain train --resume {r.rundir.path}"
+    return f"interrupted twice ({name}): stopped at once; {saved}; resume with: {_resume_command(r)}"
 
 
 def _record_end(r: Run, state: RunState, exc: ConvtrainError) -> None:

@@ -39,7 +39,7 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
 
 # A real run small enough for the test suite: the article CNN on 20k MNIST images for one epoch.
 SMALL_RUN = ["--set", "data.train_subset=20000", "--set", "data.val_size=2000", "--set", "train.epochs=1",
-             "--set", "optim.lr=2e-3", "--set", "train.test_every_epoch=false"]
+             "--set", "optim.lr=2e-3", "--set", "train.test_every_epoch=false", "--device", "cpu"]
 
 
 @pytest.fixture(scope="session")

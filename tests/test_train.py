@@ -52,7 +52,7 @@ def test_checkpoints_open_with_weights_only(trained_run):
 
 @pytest.mark.slow
 def test_eval_json_from_checkpoint_alone(trained_run):
-    result = run_cli("eval", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"), "--json")
+    result = run_cli("eval", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"), "--device", "cpu", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)  # stdout is exactly one JSON object
     for key in ("accuracy", "loss", "num_samples", "per_class_accuracy", "confusion_matrix"):
@@ -65,7 +65,8 @@ def test_eval_json_from_checkpoint_alone(trained_run):
 
 @pytest.mark.slow
 def test_eval_val_split_matches_training_validation(trained_run):
-    result = run_cli("eval", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"), "--split", "val", "--json")
+    result = run_cli("eval", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"), "--split", "val",
+                     "--device", "cpu", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     with open(trained_run / "metrics.csv") as f:
@@ -141,7 +142,7 @@ def test_interrupted_then_resumed_run_is_bit_identical(data_root, tmp_path):
     common = ["train", "--config", "configs/smoke.yaml", "--device", "cpu", "--set", "data.train_subset=4000", "--set", "data.val_size=500",
               "--set", "data.test_subset=500", "--set", "train.epochs=2", "--set", "sched.name=onecycle",
               "--set", "train.log_every=5", "--set", "model.name=bn_cnn", "--set", "model.kwargs.width=8",
-              "--set", "data.augment.enabled=true"]
+              "--set", "data.augment.enabled=true", "--device", "cpu"]
     straight = tmp_path / "straight"
     assert run_cli(*common, "--run-dir", str(straight)).returncode == 0
 
