@@ -123,8 +123,13 @@ def save(ckpt: dict, path: str | Path) -> None:
         os.replace(tmp, path)
         done = True
     except (OSError, RuntimeError) as exc:
-        # torch.save's zip writer reports a full disk as its own RuntimeError, not as an OSError
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # torch.save's zip writer wraps whatever its write callback raised (a full disk, or a
+        # Ctrl-C landing inside the write) into its own RuntimeError; the original is __context__
+        cause = _original_error(exc)
+        if isinstance(cause, KeyboardInterrupt):
+            raise KeyboardInterrupt from None  # the finally below removes the temporary file
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else (
+            str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
         raise CheckpointError(f"could not save checkpoint {path}: {reason}; "
                               "the previous checkpoint, if any, is intact") from None
     finally:
@@ -132,6 +137,14 @@ def save(ckpt: dict, path: str | Path) -> None:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def _original_error(exc: BaseException) -> BaseException:
+    """The first error in ``exc``'s chain that is not a RuntimeError from torch's writer."""
+    seen = exc
+    while isinstance(seen, RuntimeError) and (seen.__cause__ or seen.__context__) is not None:
+        seen = seen.__cause__ or seen.__context__
+    return seen
 
 
 def _fsync_dir(folder: Path) -> None:
