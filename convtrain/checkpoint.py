@@ -364,14 +364,18 @@ def _validate_config(config: Any, bad) -> None:
 
 def _build(raw: dict, path: str | Path) -> nn.Module:
     """The described model, freshly initialised; any constructor failure is a CheckpointError."""
-    from .models import create_model
+    from .models.registry import check_model_kwargs, get_spec
 
     m = raw["model"]
     try:
-        return create_model(m["name"], num_classes=raw["num_classes"], in_channels=raw["in_channels"],
-                            input_size=tuple(raw["input_size"]), **m["kwargs"])
+        spec = get_spec(m["name"])
+        check_model_kwargs(m["name"], m["kwargs"], where=str(path))
     except ConvtrainError as exc:
-        raise CheckpointError(f"{path}: 'model' cannot be rebuilt: {exc}") from None
+        text = str(exc)
+        raise CheckpointError(text if text.startswith(str(path)) else f"{path}: 'model.name': {text}") from None
+    try:
+        return spec.factory(num_classes=raw["num_classes"], in_channels=raw["in_channels"],
+                            input_size=tuple(raw["input_size"]), **m["kwargs"])
     except (TypeError, ValueError, RuntimeError, OverflowError) as exc:  # garbage kwargs reach the layers
         raise CheckpointError(f"{path}: 'model.kwargs' {m['kwargs']} cannot build model '{m['name']}': "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
