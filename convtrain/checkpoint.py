@@ -391,7 +391,7 @@ def _check_model_fits(raw: dict, path: str | Path) -> None:
                  for k, v in expected.items() if k in state and state[k].shape != v.shape]
     problems += [f"unexpected '{k}'" for k in state if k not in expected]
     if problems:
-        raise CheckpointError(f"{path}: 'model.state_dict' does not fit model '{raw['model']['name']}' "
+        raise CheckpointError(f"{path}: 'model.state_dict': weights do not fit model '{raw['model']['name']}' "
                               f"with kwargs {raw['model']['kwargs']}: {'; '.join(problems[:3])}"
                               + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""))
 
