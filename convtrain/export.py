@@ -100,7 +100,8 @@ def _write_and_run(fmt: str, model: torch.nn.Module, batch: torch.Tensor, tmp: P
                           "(onnx, onnxscript, onnxruntime)") from None
     with contextlib.redirect_stdout(sys.stderr):  # the exporter reports progress on stdout
         torch.onnx.export(model, (batch[:2],), str(tmp), input_names=["images"], output_names=["logits"],
-                          dynamic_shapes=dynamic, verbose=False)
+                          dynamic_shapes=dynamic, verbose=False,
+                          external_data=False)  # one self-contained file: a side .data file would name the temp file
     session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"images": batch.numpy()})[0])
 
@@ -138,7 +139,8 @@ def export_checkpoint(ckpt_path: str | Path, fmt: str = "torch-export", output: 
         except OSError as exc:
             raise ExportError(f"could not write {path}: {exc.strerror or exc}") from None
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        for leftover in (tmp, tmp.with_name(tmp.name + ".data")):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
     return {"path": str(path), "format": fmt, "max_abs_diff": diff, "checked_on": what, "same_predictions": same,
             "tolerance": tolerance}

@@ -125,43 +125,6 @@ def test_visualize_kernels_and_feature_maps(trained_run, digits, tmp_path):
     assert default.exit_code == 0 and (tmp_path / "default" / "kernels.png").stat().st_size > 0
 
 
-def test_export_torchscript_round_trip(trained_run, digits, tmp_path):
-    _, images = digits
-    best = trained_run / "checkpoints" / "best.pt"
-    out = tmp_path / "model.ts"
-    result = runner.invoke(app, ["export", "--checkpoint", str(best), "--format", "torchscript", "--output", str(out)])
-    assert result.exit_code == 0, result.output
-    assert "same predictions: True" in result.stdout
-    ckpt = checkpoint.load(best)
-    norm = data.Normalizer(ckpt["normalization"]["mean"], ckpt["normalization"]["std"], torch.device("cpu"))
-    loaded = torch.jit.load(str(out))
-    with torch.inference_mode():
-        torch.testing.assert_close(loaded(norm(images)), checkpoint.rebuild_model(ckpt).eval()(norm(images)))
-
-
-def test_export_onnx(trained_run, tmp_path):
-    pytest.importorskip("onnxruntime", reason="ONNX export is optional: pip install 'convtrain[onnx]'")
-    pytest.importorskip("onnxscript", reason="ONNX export is optional: pip install 'convtrain[onnx]'")
-    result = runner.invoke(app, ["export", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"),
-                                 "--format", "onnx", "--output", str(tmp_path / "m.onnx")])
-    assert result.exit_code == 0, result.output
-
-
-def test_export_onnx_without_packages_is_a_clear_message(trained_run, monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_onnx(name, *args, **kwargs):
-        if name.startswith("onnx"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_onnx)
-    result = runner.invoke(app, ["export", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"), "--format", "onnx"])
-    assert result.exit_code == 1 and "pip install 'convtrain[onnx]'" in result.stderr
-
-
 def test_tensorboard_event_files(data_root, tmp_path):
     pytest.importorskip("tensorboard", reason="TensorBoard logging is optional")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
