@@ -8,6 +8,7 @@ limits: an image file is untrusted input, and a 2 KB PNG can declare 100,000 x 1
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -32,8 +33,7 @@ def _read_bytes(source: Source, name: str, max_bytes: int) -> bytes:
         path = Path(source)
         try:
             if path.stat().st_size > max_bytes:
-                raise DataError(f"image {name} is {path.stat().st_size / 1e6:.1f} MB, over the limit of "
-                                f"{max_bytes / 1e6:.0f} MB")
+                raise DataError(f"image {name} is {_mb(path.stat().st_size)}, over the limit of {_mb(max_bytes)}")
             data = path.read_bytes()
         except FileNotFoundError:
             raise DataError(f"image not found: {name}") from None
@@ -44,8 +44,12 @@ def _read_bytes(source: Source, name: str, max_bytes: int) -> bytes:
     else:
         data = source.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise DataError(f"image {name} is over the limit of {max_bytes / 1e6:.0f} MB")
+        raise DataError(f"image {name} is over the limit of {_mb(max_bytes)}")
     return data
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.3g} MB"
 
 
 def _decode(data: bytes, mode: str, name: str, max_pixels: int):
@@ -58,13 +62,18 @@ def _decode(data: bytes, mode: str, name: str, max_pixels: int):
             with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size  # read from the header: nothing is decoded yet
                 if w * h > max_pixels:
-                    raise DataError(f"image {name} is {w}x{h} = {w * h / 1e6:.0f} Mpx, over the limit of "
-                                    f"{max_pixels / 1e6:.0f} Mpx")
+                    raise DataError(f"image {name} is {w}x{h} = {w * h / 1e6:.3g} Mpx, over the limit of "
+                                    f"{max_pixels / 1e6:.3g} Mpx")
                 im.load()
                 return im.convert(mode)
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow checks its own limit (89 Mpx warns, 179 Mpx fails) inside open(), before we see the size
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        if found and int(found.group(1)) > max_pixels:
+            raise DataError(f"image {name} is {int(found.group(1)) / 1e6:.3g} Mpx, over the limit of "
+                            f"{max_pixels / 1e6:.3g} Mpx") from None
         raise DataError(f"image {name} is too large to decode safely: {exc}") from None
     except Exception as exc:  # Pillow raises many types for broken files (OSError, ValueError, SyntaxError...)
         raise DataError(f"cannot decode image {name}: {str(exc) or type(exc).__name__}") from None
