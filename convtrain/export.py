@@ -120,6 +120,10 @@ def export_checkpoint(ckpt_path: str | Path, fmt: str = "torch-export", output: 
         expected = model(batch)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        try:  # find out now, in plain words, rather than deep inside an exporter
+            tmp.open("wb").close()
+        except OSError as exc:
+            raise ExportError(f"could not write {path}: {exc.strerror or exc}") from None
         try:
             got = _write_and_run(fmt, model, batch, tmp)
         except ConvtrainError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -266,3 +267,13 @@ def test_visualize_bad_output_folder(tiny_run, digits, tmp_path):
         assert result.exit_code == 2
         assert result.stderr.startswith(f"error: {message}") and len(result.stderr.splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "x"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_visualize_unwritable_output_folder(tiny_run, digits):
+    folder, _ = digits
+    result = runner.invoke(app, ["visualize", "--checkpoint", str(tiny_run / "checkpoints" / "best.pt"),
+                                 str(folder / "digit00.png"), "--output-dir", "/proc/convtrain-visualize"])
+    assert result.exit_code == 1  # /proc refuses new folders for every user, root included
+    assert result.stderr.startswith("error: cannot create the output folder /proc/convtrain-visualize: ")
+    assert len(result.stderr.splitlines()) == 1

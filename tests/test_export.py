@@ -11,8 +11,10 @@ from typer.testing import CliRunner
 
 from convtrain import checkpoint, data
 from convtrain.cli import app
+from convtrain.config import RunConfig, to_dict
 from convtrain.errors import ConvtrainError
 from convtrain.export import export_checkpoint
+from convtrain.models import create_model
 
 runner = CliRunner()
 
@@ -25,9 +27,20 @@ def test_images(data_root):
 
 
 @pytest.fixture
-def ckpt_copy(trained_run, tmp_path):
+def trained_copy(trained_run, tmp_path):
     """The trained best.pt copied into an empty folder (default outputs land next to it)."""
     return shutil.copy(trained_run / "checkpoints" / "best.pt", tmp_path / "best.pt")
+
+
+@pytest.fixture
+def ckpt_copy(data_root, tmp_path):
+    """An untrained article_cnn checkpoint alone in a folder: enough for the refusals, no training needed."""
+    torch.manual_seed(0)
+    ckpt = checkpoint.build(create_model("article_cnn", num_classes=10), model_name="article_cnn", model_kwargs={},
+                            classes=[str(i) for i in range(10)], in_channels=1, input_size=(28, 28), mean=[0.13],
+                            std=[0.31], dataset="mnist", config=to_dict(RunConfig()), epoch=1, metrics={})
+    checkpoint.save(ckpt, tmp_path / "best.pt")
+    return tmp_path / "best.pt"
 
 
 def _run_exported(fmt, path, x):
@@ -43,7 +56,8 @@ def _run_exported(fmt, path, x):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt, suffix", [("torch-export", ".pt2"), ("torchscript", ".ts"), ("onnx", ".onnx")])
-def test_export_round_trip_reproduces_the_checkpoint(ckpt_copy, test_images, fmt, suffix):
+def test_export_round_trip_reproduces_the_checkpoint(trained_copy, test_images, fmt, suffix):
+    ckpt_copy = trained_copy
     if fmt == "onnx":
         pytest.importorskip("onnxruntime", reason="ONNX export is optional: pip install 'convtrain[onnx]'")
         pytest.importorskip("onnxscript", reason="ONNX export is optional: pip install 'convtrain[onnx]'")
@@ -71,8 +85,8 @@ def test_export_refuses_to_overwrite_the_checkpoint_itself(ckpt_copy):
     assert named_ts.read_bytes() == before and [p.name for p in named_ts.parent.iterdir()] == ["best.ts"]
 
 
-def test_export_refuses_to_overwrite_another_checkpoint(ckpt_copy, trained_run):
-    other = shutil.copy(trained_run / "checkpoints" / "last.pt", ckpt_copy.parent / "last.pt")
+def test_export_refuses_to_overwrite_another_checkpoint(ckpt_copy):
+    other = shutil.copy(ckpt_copy, ckpt_copy.parent / "last.pt")
     before = other.read_bytes()
     result = runner.invoke(app, ["export", "--checkpoint", str(ckpt_copy), "--output", str(other)])
     assert result.exit_code == 2
@@ -104,6 +118,16 @@ def test_export_into_read_only_folder(ckpt_copy, tmp_path):
         ro.chmod(0o755)
     assert result.exit_code == 1 and result.stderr.startswith(f"error: could not write {ro / 'm.pt2'}")
     assert not any(ro.iterdir())
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_export_into_unwritable_folder_even_as_root(ckpt_copy):
+    # /proc refuses new files for every user, root included
+    result = runner.invoke(app, ["export", "--checkpoint", str(ckpt_copy), "--format", "torchscript",
+                                 "--output", "/proc/convtrain-model.ts"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: could not write /proc/convtrain-model.ts: ")
+    assert len(result.stderr.splitlines()) == 1 and [p.name for p in ckpt_copy.parent.iterdir()] == ["best.pt"]
 
 
 def test_failed_numerical_check_keeps_nothing_and_leaves_old_export(ckpt_copy):
