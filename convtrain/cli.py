@@ -319,7 +319,7 @@ def export(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt).", show_default=False),
     fmt: str = typer.Option("torch-export", "--format",
                             help="torch-export (.pt2, recommended), torchscript (.ts; deprecated upstream, for "
-                                 "libtorch/C++) or onnx (.onnx; needs convtrain[onnx])."),
+                                 "libtorch/C++) or onnx (.onnx; needs the onnx extra)."),
     output: Optional[Path] = typer.Option(None, "--output", show_default=False,
                                           help="Output file (default: next to the checkpoint, with the format's "
                                                "suffix). Never the checkpoint itself or another checkpoint."),
