@@ -178,3 +178,19 @@ def test_load_pretrained_reinitialises_head_when_classes_differ():
     assert torch.equal(target.backbone.conv1.weight, ckpt["model"]["state_dict"]["backbone.conv1.weight"])
     with pytest.raises(CheckpointError, match="does not fit"):
         checkpoint.load_pretrained(create_model("lenet5", num_classes=10), ckpt, "auto")
+
+
+def test_code_running_checkpoint_through_the_cli(tmp_path):
+    import os
+
+    from .conftest import run_cli
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": checkpoint.FORMAT, "model": _payloads(marker)["os.system"]}, path)
+    for argv in (["eval", "--checkpoint", str(path)], ["export", "--checkpoint", str(path)]):
+        result = run_cli(*argv)
+        assert result.returncode == 1
+        assert result.stderr == (f"error: refusing to load {path}: it could run code (its pickle calls {os.system.__module__}.system); "
+                                 "convtrain only loads checkpoints of plain data (torch.load weights_only=True)\n")
+    assert not marker.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["evil.pt"]
