@@ -186,7 +186,7 @@ def code_running_globals(path: Path) -> list[str]:
     found: list[str] = []
     try:
         stream = _pickle_stream(path)
-    except (OSError, zipfile.BadZipFile, KeyError, ValueError):
+    except Exception:  # a broken zip (BadZipFile, zlib.error, ...): nothing to scan, torch's error stands
         return found
     with stream:
         # a legacy torch file is several pickles in a row: scan each until the data ends
@@ -234,6 +234,8 @@ def _read(path: Path) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about odd pickle protocols; the error below says it all
             return torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise CheckpointError(f"cannot read checkpoint {path}: permission denied") from None
     except Exception as exc:  # arbitrary bytes fail deep inside the unpickler with any exception type
         unsafe = code_running_globals(path)
         refused_global = "Unsupported global" in str(exc) or ("GLOBAL" in str(exc) and "blocked" in str(exc))
