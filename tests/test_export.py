@@ -55,6 +55,7 @@ def _run_exported(fmt, path, x):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")  # the user chose torchscript
 @pytest.mark.parametrize("fmt, suffix", [("torch-export", ".pt2"), ("torchscript", ".ts"), ("onnx", ".onnx")])
 def test_export_round_trip_reproduces_the_checkpoint(trained_copy, test_images, fmt, suffix):
     ckpt_copy = trained_copy
