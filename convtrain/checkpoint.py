@@ -300,7 +300,8 @@ def validate(raw: Any, path: str | Path = "checkpoint") -> dict:
         if not isinstance(v, (str, int, float, bool, type(None))):
             raise bad(f"model.kwargs.{k}", "a string, number or boolean", v)
     state = model["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    tensors = isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    if not tensors:
         raise bad("model.state_dict", "a mapping of tensors", state)
     classes = raw["classes"]
     if not isinstance(classes, (list, tuple)) or not classes:
@@ -321,7 +322,8 @@ def validate(raw: Any, path: str | Path = "checkpoint") -> dict:
     if not _is_int(c) or not 1 <= c <= 64:
         raise bad("in_channels", "an integer from 1 to 64", c, show_type=not _is_int(c))
     size = raw["input_size"]
-    if (not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_int(s) and 1 <= s <= MAX_SIDE for s in size)):
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_int(s) and 1 <= s <= MAX_SIDE
+                                                                          for s in size):
         raise bad("input_size", f"[height, width], integers from 1 to {MAX_SIDE}", size, show_type=False)
     norm = raw["normalization"]
     if not isinstance(norm, dict):
@@ -361,7 +363,7 @@ def _validate_config(config: Any, bad) -> None:
                 raise bad(where, f"a mapping with '{k}'", node)
             node = node[k]
         if not isinstance(node, types) or (bool not in types and isinstance(node, bool)):
-            raise bad("config." + ".".join(keys), " or ".join("null" if t is type(None) else t.__name__ for t in types), node)
+            raise bad("config." + ".".join(keys), " or ".join(t.__name__ for t in types), node)
 
 
 def _build(raw: dict, path: str | Path) -> nn.Module:

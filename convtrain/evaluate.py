@@ -34,7 +34,8 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
                                       cfg["data"]["download"])
     shape = tuple(split_data.images.shape[1:])
     if shape != ckpt.image_shape:
-        raise CheckpointError(f"{path} expects images of shape {list(ckpt.image_shape)}, dataset '{name}' has {list(shape)}")
+        raise CheckpointError(f"{path} expects images of shape {list(ckpt.image_shape)}, "
+                              f"dataset '{name}' has {list(shape)}")
     model = ckpt.rebuild()
     dev = distributed.resolve_device(device)
     channels_last = dev.type in ("cpu", "cuda")  # faster convolutions; the numbers are the same

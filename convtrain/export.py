@@ -67,7 +67,8 @@ def output_path(ckpt_path: Path, fmt: str, output: str | Path | None) -> Path:
     if not path.parent.is_dir():
         raise ConfigError(f"the output folder {path.parent} does not exist; create it first")
     if path.is_file() and _is_checkpoint(path):
-        raise ConfigError(f"the output {path} is a convtrain checkpoint; refusing to overwrite it, give another --output")
+        raise ConfigError(f"the output {path} is a convtrain checkpoint; refusing to overwrite it, "
+                          "give another --output")
     return path
 
 
