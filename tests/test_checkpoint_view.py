@@ -57,7 +57,7 @@ def _nine_classes_ten_outputs(c):
     c["classes"], c["num_classes"] = c["classes"][:9], 9
 
 
-# (id, mutation, the message after "PATH: " or "PATH ")
+# (id, mutation, a part of the message; a tuple: any of these wordings)
 HOSTILE = [
     ("not-a-dict", lambda c: c.clear(), "is not a convtrain checkpoint"),
     ("missing-classes", _delete("classes"), "'classes' is missing"),
@@ -81,14 +81,14 @@ HOSTILE = [
     ("in-channels-zero", _set("in_channels", value=0), "'in_channels' must be an integer from 1 to 64, got 0"),
     ("in-channels-string", _set("in_channels", value="1"), "'in_channels' must be an integer from 1 to 64, got str"),
     ("in-channels-3", _set("in_channels", value=3), "'backbone.conv1.weight' is (32, 1, 3, 3), the model needs (32, 3, 3, 3)"),
-    ("kwargs-negative", _set("model", "kwargs", "hidden", value=-5), "'model.kwargs' {'hidden': -5} cannot build model 'article_cnn'"),
-    ("kwargs-string", _set("model", "kwargs", "hidden", value="big"), "'model.kwargs' {'hidden': 'big'} cannot build model 'article_cnn'"),
+    ("kwargs-negative", _set("model", "kwargs", "hidden", value=-5), ("'model.kwargs' {'hidden': -5} cannot build model 'article_cnn'", "'model.kwargs.hidden'")),
+    ("kwargs-string", _set("model", "kwargs", "hidden", value="big"), ("'model.kwargs' {'hidden': 'big'} cannot build model 'article_cnn'", "'model.kwargs.hidden'")),
     ("kwargs-wrong-size", _set("model", "kwargs", "hidden", value=64), "'model.state_dict': weights do not fit model 'article_cnn' with kwargs {'hidden': 64}"),
-    ("kwargs-huge", _set("model", "kwargs", "hidden", value=10**12), "'model.state_dict': weights do not fit model 'article_cnn'"),
+    ("kwargs-huge", _set("model", "kwargs", "hidden", value=10**12), ("'model.state_dict': weights do not fit model 'article_cnn'", "'model.kwargs.hidden'")),
     ("kwargs-unknown", _set("model", "kwargs", "depth", value=3), "'model.kwargs.depth' is not an argument of model 'article_cnn'"),
     ("kwargs-list", _set("model", "kwargs", "hidden", value=[32]), "'model.kwargs.hidden' must be a string, number or boolean, got list"),
     ("kwargs-not-mapping", _set("model", "kwargs", value=[("hidden", 32)]), "'model.kwargs' must be a mapping of names to values, got list"),
-    ("conv-garbage", _set("model", "kwargs", "conv", value="fft"), "conv must be one of torch, scratch"),
+    ("conv-garbage", _set("model", "kwargs", "conv", value="fft"), ("conv must be one of torch, scratch", "'model.kwargs.conv'")),
     ("mean-too-long", _set("normalization", "mean", value=[0.1, 0.2, 0.3]), "'normalization.mean' must be a list of 1 finite numbers"),
     ("mean-nan", _set("normalization", "mean", value=[math.nan]), "'normalization.mean' must be a list of 1 finite numbers"),
     ("std-zero", _set("normalization", "std", value=[0.0]), "'normalization.std' must be positive, got [0.0]"),
@@ -105,6 +105,10 @@ HOSTILE = [
 ]
 
 
+def _mentions(text, message):
+    return any(m in text for m in (message if isinstance(message, tuple) else (message,)))
+
+
 def _hostile(good, tmp_path, mutate):
     bad = copy.deepcopy(good)
     mutate(bad)
@@ -119,7 +123,7 @@ def test_wrong_shape_checkpoint_is_one_checkpoint_error_naming_file_and_key(good
     with pytest.raises(CheckpointError) as info:
         checkpoint.open_checkpoint(path)
     text = str(info.value)
-    assert text.startswith(str(path)) and message in text, text
+    assert text.startswith(str(path)) and _mentions(text, message), text
     assert "\n" not in text
 
 
@@ -136,7 +140,7 @@ def test_every_reader_reports_a_hostile_checkpoint_in_one_line(good, tmp_path, m
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+    assert result.stderr.startswith("error: ") and _mentions(result.stderr, message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digit.png", "x.pt"]  # nothing written
 
