@@ -9,17 +9,25 @@ scheduler, RNG states, position in the epoch) for ``--resume``.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import math
 import os
 import pickle
+import pickletools
+import zipfile
 import random
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, ConvtrainError
 
 FORMAT = "convtrain-checkpoint"
 VERSION = 1
@@ -101,21 +109,42 @@ def save(ckpt: dict, path: str | Path) -> None:
     """Write atomically: temporary file in the same folder, flush, fsync, rename, fsync the folder.
 
     A crash or ``kill -9`` at any moment leaves either the old file or the new one, never a torn
-    one. A failed write (disk full) removes the temporary file and keeps the old checkpoint.
+    one. A failed write (disk full) removes the temporary file and keeps the old checkpoint; so
+    does a second Ctrl-C arriving during the write (the interrupt is then re-raised).
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    done = False
     try:
         with open(tmp, "wb") as f:
             torch.save(ckpt, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"could not save checkpoint {path}: {exc.strerror or exc}; "
+        done = True
+    except (OSError, RuntimeError) as exc:
+        # torch.save's zip writer wraps whatever its write callback raised (a full disk, or a
+        # Ctrl-C landing inside the write) into its own RuntimeError; the original is __context__
+        cause = _original_error(exc)
+        if isinstance(cause, KeyboardInterrupt):
+            raise KeyboardInterrupt from None  # the finally below removes the temporary file
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else (
+            str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
+        raise CheckpointError(f"could not save checkpoint {path}: {reason}; "
                               "the previous checkpoint, if any, is intact") from None
+    finally:
+        if not done:  # also on KeyboardInterrupt/SystemExit, which pass through untouched
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _original_error(exc: BaseException) -> BaseException:
+    """The first error in ``exc``'s chain that is not a RuntimeError from torch's writer."""
+    seen = exc
+    while isinstance(seen, RuntimeError) and (seen.__cause__ or seen.__context__) is not None:
+        seen = seen.__cause__ or seen.__context__
+    return seen
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -131,9 +160,72 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def load(path: str | Path) -> dict:
-    """Open a checkpoint with ``weights_only=True``; every failure is a CheckpointError in plain words."""
-    path = Path(path)
+# Globals a checkpoint written by torch.save may name: tensor rebuilders and storage types
+# (module torch.*), OrderedDict, and the few builtins protocol 2 uses for bytes and sets.
+_PLAIN_GLOBALS = {"collections.OrderedDict", "_codecs.encode", "builtins.set", "builtins.frozenset",
+                  "builtins.bytearray", "builtins.slice", "builtins.complex"}
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def _pickle_stream(path: Path) -> io.BufferedIOBase:
+    """The main pickle of a checkpoint: ``data.pkl`` inside torch's zip format, else the file itself."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+            return io.BytesIO(z.read(names[0]) if names else b"")
+    return open(path, "rb")
+
+
+def code_running_globals(path: Path) -> list[str]:
+    """Callables other than tensor rebuilders that the file's pickle would import, read without running it.
+
+    ``torch.load(weights_only=True)`` already refuses them; this scan only lets the refusal say why
+    (a file that imports ``os.system`` is an attack, not a truncated download). It follows string
+    pushes and the memo so that ``STACK_GLOBAL`` (protocol 4) is resolved as well as ``GLOBAL``.
+    """
+    found: list[str] = []
+    try:
+        stream = _pickle_stream(path)
+    except Exception:  # a broken zip (BadZipFile, zlib.error, ...): nothing to scan, torch's error stands
+        return found
+    with stream:
+        # a legacy torch file is several pickles in a row: scan each until the data ends
+        for _ in range(8):
+            pushed: list[Any] = []
+            memo: dict[int, Any] = {}
+            try:
+                for op, arg, _pos in pickletools.genops(stream):
+                    name = op.name
+                    if name in ("GLOBAL", "INST"):
+                        found.append(str(arg).replace(" ", "."))
+                        pushed.append(None)
+                    elif name == "STACK_GLOBAL":
+                        module, attr = (pushed[-2:] if len(pushed) >= 2 else [None, None])
+                        found.append(f"{module}.{attr}" if isinstance(module, str) and isinstance(attr, str) else "?")
+                        pushed.append(None)
+                    elif name in _STRING_OPS:
+                        pushed.append(arg)
+                    elif name == "MEMOIZE":
+                        memo[len(memo)] = pushed[-1] if pushed else None
+                    elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                        memo[int(arg)] = pushed[-1] if pushed else None
+                    elif name in ("BINGET", "LONG_BINGET", "GET"):
+                        pushed.append(memo.get(int(arg)))
+                    elif name != "STOP":
+                        pushed.append(None)
+            except Exception:  # garbage or the end of the data: what was found so far is the answer
+                break
+    return [g for g in found if not (g.startswith("torch.") or g in _PLAIN_GLOBALS)]
+
+
+def _refuse_code(path: Path, names: list[str]) -> CheckpointError:
+    shown = ", ".join(dict.fromkeys(names[:3]))
+    return CheckpointError(f"refusing to load {path}: it could run code (its pickle calls {shown}); "
+                           "convtrain only loads checkpoints of plain data (torch.load weights_only=True)")
+
+
+def _read(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with every failure turned into one CheckpointError."""
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
@@ -141,38 +233,295 @@ def load(path: str | Path) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about odd pickle protocols; the error below says it all
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc):
-            raise CheckpointError(
-                f"refusing to load {path}: it holds objects other than tensors and plain containers, "
-                "which could run code if loaded unsafely; convtrain only loads weights_only checkpoints") from None
-        raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint (unreadable pickle data)") from None
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise CheckpointError(f"cannot read checkpoint {path}: permission denied") from None
     except Exception as exc:  # arbitrary bytes fail deep inside the unpickler with any exception type
+        unsafe = code_running_globals(path)
+        refused_global = "Unsupported global" in str(exc) or ("GLOBAL" in str(exc) and "blocked" in str(exc))
+        if unsafe or refused_global:
+            raise _refuse_code(path, unsafe or ["a non-tensor global"]) from None
+        if isinstance(exc, pickle.UnpicklingError):
+            raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint (unreadable pickle data)") from None
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint ({first})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+
+
+# ---- schema validation: every key a reader uses, checked once, named by its key path --------
+
+def _kind(value: Any) -> str:
+    return type(value).__name__
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_num(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+MAX_SIDE = 4096  # an input side larger than this is not an MNIST-style model; refuse before allocating
+
+
+def validate(raw: Any, path: str | Path = "checkpoint") -> dict:
+    """Check the whole schema and its types; raise CheckpointError naming the file and the key path."""
+    def bad(key: str, want: str, got: Any = None, *, show_type: bool = True) -> CheckpointError:
+        tail = f", got {_kind(got)}" if show_type else (f", got {got!r}" if got is not None else "")
+        return CheckpointError(f"{path}: '{key}' must be {want}{tail}")
+
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a convtrain checkpoint (no '{FORMAT}' header)")
-    if ckpt.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path} was written by a newer convtrain (checkpoint version {ckpt['version']})")
-    return ckpt
+    version = raw.get("version")
+    if not _is_int(version):
+        raise bad("version", "an integer", version)
+    if version > VERSION:
+        raise CheckpointError(f"{path} was written by a newer convtrain (checkpoint version {version}, "
+                              f"this one reads up to {VERSION}); upgrade convtrain")
+    if version < 1:
+        raise bad("version", f"between 1 and {VERSION}", version, show_type=False)
+    required = ("model", "classes", "num_classes", "in_channels", "input_size", "normalization", "dataset",
+                "config", "epoch", "metrics")
+    for key in required:
+        if key not in raw:
+            raise CheckpointError(f"{path}: '{key}' is missing")
+    model = raw["model"]
+    if not isinstance(model, dict):
+        raise bad("model", "a mapping", model)
+    for key in ("name", "kwargs", "state_dict"):
+        if key not in model:
+            raise CheckpointError(f"{path}: 'model.{key}' is missing")
+    if not isinstance(model["name"], str):
+        raise bad("model.name", "a string", model["name"])
+    kwargs = model["kwargs"]
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise bad("model.kwargs", "a mapping of names to values", kwargs)
+    for k, v in kwargs.items():
+        if not isinstance(v, (str, int, float, bool, type(None))):
+            raise bad(f"model.kwargs.{k}", "a string, number or boolean", v)
+    state = model["state_dict"]
+    tensors = isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    if not tensors:
+        raise bad("model.state_dict", "a mapping of tensors", state)
+    classes = raw["classes"]
+    if not isinstance(classes, (list, tuple)) or not classes:
+        raise bad("classes", "a non-empty list of class names", classes)
+    for i, c in enumerate(classes):
+        if not isinstance(c, str):
+            raise bad(f"classes[{i}]", "a string", c)
+    n = raw["num_classes"]
+    if not _is_int(n):
+        raise bad("num_classes", "an integer", n)
+    if n != len(classes):
+        raise CheckpointError(f"{path}: 'num_classes' is {n} but 'classes' names {len(classes)}")
+    head = state.get("head.weight")
+    if head is not None and (head.dim() != 2 or head.shape[0] != n):
+        raise CheckpointError(f"{path}: 'model.state_dict.head.weight' has {head.shape[0] if head.dim() else 0} "
+                              f"outputs but the checkpoint names {n} classes")
+    c = raw["in_channels"]
+    if not _is_int(c) or not 1 <= c <= 64:
+        raise bad("in_channels", "an integer from 1 to 64", c, show_type=not _is_int(c))
+    size = raw["input_size"]
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_int(s) and 1 <= s <= MAX_SIDE
+                                                                          for s in size):
+        raise bad("input_size", f"[height, width], integers from 1 to {MAX_SIDE}", size, show_type=False)
+    norm = raw["normalization"]
+    if not isinstance(norm, dict):
+        raise bad("normalization", "a mapping with mean and std", norm)
+    for key in ("mean", "std"):
+        values = norm.get(key)
+        if not isinstance(values, (list, tuple)) or len(values) not in {1, c} or not all(_is_num(v) for v in values):
+            raise bad(f"normalization.{key}", f"a list of {c} finite numbers (one per channel)", values,
+                      show_type=False)
+    if not all(s > 0 for s in norm["std"]):
+        raise bad("normalization.std", "positive", norm["std"], show_type=False)
+    if not isinstance(raw["dataset"], str):
+        raise bad("dataset", "a string", raw["dataset"])
+    _validate_config(raw["config"], bad)
+    if not _is_int(raw["epoch"]) or raw["epoch"] < 0:
+        raise bad("epoch", "a non-negative integer", raw["epoch"], show_type=False)
+    for key in ("metrics", "versions", "training_state"):
+        if key in raw and not isinstance(raw[key], dict):
+            raise bad(key, "a mapping", raw[key])
+    _check_model_fits(raw, path)
+    return raw
 
 
-def rebuild_model(ckpt: dict, path: str | Path = "checkpoint") -> nn.Module:
+# Config keys read outside training (eval, export, visualize): checked here so they never KeyError.
+_CONFIG_KEYS = {("data", "root"): (str,), ("data", "val_size"): (int,), ("data", "download"): (bool,),
+                ("seed",): (int,), ("train", "eval_batch_size"): (int,)}
+
+
+def _validate_config(config: Any, bad) -> None:
+    if not isinstance(config, dict):
+        raise bad("config", "a mapping", config)
+    for keys, types in _CONFIG_KEYS.items():
+        node: Any = config
+        for i, k in enumerate(keys):
+            if not isinstance(node, dict) or k not in node:
+                where = "config." + ".".join(keys[:i]) if i else "config"
+                raise bad(where, f"a mapping with '{k}'", node)
+            node = node[k]
+        if not isinstance(node, types) or (bool not in types and isinstance(node, bool)):
+            raise bad("config." + ".".join(keys), " or ".join(t.__name__ for t in types), node)
+
+
+def _build(raw: dict, path: str | Path) -> nn.Module:
+    """The described model, freshly initialised; any constructor failure is a CheckpointError."""
+    from .models.registry import check_model_kwargs, get_spec
+
+    m = raw["model"]
+    try:
+        spec = get_spec(m["name"])
+        check_model_kwargs(m["name"], m["kwargs"], where=str(path))
+    except ConvtrainError as exc:
+        text = str(exc)
+        raise CheckpointError(text if text.startswith(str(path)) else f"{path}: 'model.name': {text}") from None
+    try:
+        return spec.factory(num_classes=raw["num_classes"], in_channels=raw["in_channels"],
+                            input_size=tuple(raw["input_size"]), **m["kwargs"])
+    except NotImplementedError:
+        raise  # an operation the meta device lacks: _check_model_fits builds on the CPU instead
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:  # garbage kwargs reach the layers
+        raise CheckpointError(f"{path}: 'model.kwargs' {m['kwargs']} cannot build model '{m['name']}': "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def _check_model_fits(raw: dict, path: str | Path) -> None:
+    """Build the model on the meta device (no memory, no compute) and compare every tensor shape."""
+    try:
+        with torch.device("meta"):
+            expected = _build(raw, path).state_dict()
+    except NotImplementedError:  # a model whose construction needs real tensors
+        expected = _build(raw, path).state_dict()
+    state = raw["model"]["state_dict"]
+    problems = [f"missing '{k}'" for k in expected if k not in state]
+    problems += [f"'{k}' is {tuple(state[k].shape)}, the model needs {tuple(v.shape)}"
+                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    problems += [f"unexpected '{k}'" for k in state if k not in expected]
+    if problems:
+        raise CheckpointError(f"{path}: 'model.state_dict': weights do not fit model '{raw['model']['name']}' "
+                              f"with kwargs {raw['model']['kwargs']}: {'; '.join(problems[:3])}"
+                              + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""))
+
+
+def load(path: str | Path) -> dict:
+    """Open a checkpoint with ``weights_only=True`` and validate it; every failure is a CheckpointError.
+
+    Returns the checkpoint dict (what ``--resume`` and fine-tuning need); readers that only use
+    the model should prefer :func:`open_checkpoint`.
+    """
+    path = Path(path)
+    return validate(_read(path), path)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A validated checkpoint, read-only: what eval, predict, export, visualize and serve read.
+
+    Build one with :func:`open_checkpoint` (or ``Loaded.from_path``); every field has been checked,
+    so readers index nothing and catch nothing.
+    """
+
+    path: Path
+    model_name: str
+    model_kwargs: Mapping[str, Any]
+    state_dict: Mapping[str, torch.Tensor]
+    classes: tuple[str, ...]
+    in_channels: int
+    input_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    dataset: str
+    config: Mapping[str, Any]
+    epoch: int
+    metrics: Mapping[str, Any]
+    versions: Mapping[str, Any]
+    training_state: Mapping[str, Any] | None
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> "Loaded":
+        return cls.from_dict(load(path), path, validated=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict, path: str | Path = "checkpoint", *, validated: bool = False) -> "Loaded":
+        """A view of a checkpoint dict; ``validated=True`` when it came from :func:`load`."""
+        path = Path(path)
+        if not validated:
+            validate(raw, path)
+        m = raw["model"]
+        return cls(path=path, model_name=m["name"], model_kwargs=_freeze(m["kwargs"]),
+                   state_dict=MappingProxyType(dict(m["state_dict"])), classes=tuple(raw["classes"]),
+                   in_channels=raw["in_channels"], input_size=(raw["input_size"][0], raw["input_size"][1]),
+                   mean=tuple(float(v) for v in raw["normalization"]["mean"]),
+                   std=tuple(float(v) for v in raw["normalization"]["std"]), dataset=raw["dataset"],
+                   config=_freeze(raw["config"]), epoch=raw["epoch"], metrics=_freeze(raw["metrics"]),
+                   versions=_freeze(raw.get("versions", {})),
+                   training_state=raw.get("training_state"))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)`` of one input image."""
+        return (self.in_channels, *self.input_size)
+
+    def rebuild(self) -> nn.Module:
+        """The model with its weights, on the CPU, in eval mode."""
+        raw = {"model": {"name": self.model_name, "kwargs": _thaw(self.model_kwargs)},
+               "num_classes": self.num_classes, "in_channels": self.in_channels, "input_size": list(self.input_size)}
+        model = _build(raw, self.path)
+        try:
+            model.load_state_dict(dict(self.state_dict))
+        except RuntimeError as exc:  # validate() compared shapes; dtypes can still differ
+            raise CheckpointError(f"{self.path}: weights do not fit model '{self.model_name}': "
+                                  f"{str(exc).splitlines()[0]}") from None
+        return model.eval()
+
+    def normalizer(self, device: torch.device | str = "cpu"):
+        """uint8 images -> the normalized floats the model was trained on."""
+        from .data import Normalizer
+
+        return Normalizer(list(self.mean), list(self.std), torch.device(device))
+
+    def config_dict(self) -> dict:
+        """The saved run config as a plain, mutable copy."""
+        return _thaw(self.config)
+
+    def data_root(self, override: str | None = None) -> str | None:
+        """``override``, else ``CONVTRAIN_DATA_ROOT``, else the root saved in the config."""
+        from .data import data_root_from_env
+
+        return override or data_root_from_env(self.config["data"]["root"])
+
+
+def open_checkpoint(path: str | Path) -> Loaded:
+    """Load and validate a checkpoint: the one entry point for readers of a trained model."""
+    return Loaded.from_path(path)
+
+
+def rebuild_model(ckpt: dict | Loaded, path: str | Path = "checkpoint") -> nn.Module:
     """The model a checkpoint describes, with its weights loaded, on the CPU."""
-    from .models import create_model
-
-    m = ckpt["model"]
-    try:
-        model = create_model(m["name"], num_classes=ckpt["num_classes"], in_channels=ckpt["in_channels"],
-                             input_size=tuple(ckpt["input_size"]), **m["kwargs"])
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    try:
-        model.load_state_dict(m["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit model '{m['name']}': {str(exc).splitlines()[0]}") from None
-    return model
+    view = ckpt if isinstance(ckpt, Loaded) else Loaded.from_dict(ckpt, path)
+    return view.rebuild()
 
 
 def load_pretrained(model: nn.Module, ckpt: dict, reinit_head: str, path: str | Path = "checkpoint") -> dict[str, list[str]]:

@@ -332,20 +332,26 @@ def plot(run_dir: Path = typer.Argument(..., help="A run directory.", show_defau
 @handle_errors
 def export(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt).", show_default=False),
-    fmt: str = typer.Option("torchscript", "--format", help="torchscript or onnx."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Output file (default: next to the checkpoint).",
-                                          show_default=False),
+    fmt: str = typer.Option("torch-export", "--format",
+                            help="torch-export (.pt2, recommended), torchscript (.ts; deprecated upstream, for "
+                                 "libtorch/C++) or onnx (.onnx; needs the onnx extra)."),
+    output: Optional[Path] = typer.Option(None, "--output", show_default=False,
+                                          help="Output file (default: next to the checkpoint, with the format's "
+                                               "suffix). Never the checkpoint itself or another checkpoint."),
     data_root: Optional[str] = DataRootOpt,
 ) -> None:
-    """Export a checkpoint's model; its outputs are checked against the checkpoint's on a test batch.
+    """Export a checkpoint's model; kept only if its outputs match the checkpoint's on a test batch.
 
-    Example: convtrain export --checkpoint runs/mnist/checkpoints/best.pt --format torchscript
+    Load the result with torch.export.load(PATH).module(), torch.jit.load(PATH) or onnxruntime.
+
+    Example: convtrain export --checkpoint runs/mnist/checkpoints/best.pt --format torch-export
     """
     from .export import export_checkpoint
 
     r = export_checkpoint(checkpoint, fmt, output, data_root)
     out.print(f"wrote {escape(r['path'])} ({r['format']}); max |difference| vs the checkpoint "
-              f"{r['max_abs_diff']:.2e} on {escape(r['checked_on'])}, same predictions: {r['same_predictions']}")
+              f"{r['max_abs_diff']:.2e} (tolerance {r['tolerance']:g}) on {escape(r['checked_on'])}, "
+              f"same predictions: {r['same_predictions']}")
 
 
 @app.command()
@@ -354,9 +360,11 @@ def visualize(
     image: Optional[Path] = typer.Argument(None, help="Image file (default: the first test image).",
                                            show_default=False),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt).", show_default=False),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Folder for the PNGs (default RUN/visualize).",
-                                              show_default=False),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", show_default=False,
+                                              help="Folder for the PNGs (default: RUN/visualize for RUN/checkpoints/X.pt, "
+                                                   "else X-visualize/ next to the checkpoint)."),
     data_root: Optional[str] = DataRootOpt,
+    invert: str = typer.Option("auto", "--invert", help="auto (dark ink on light paper is inverted), yes or no."),
 ) -> None:
     """Write PNG grids of the first conv layer's kernels and of every conv layer's feature maps.
 
@@ -364,7 +372,7 @@ def visualize(
     """
     from .plots import visualize as make_pictures
 
-    for path in make_pictures(checkpoint, image, output_dir, data_root):
+    for path in make_pictures(checkpoint, image, output_dir, data_root, invert):
         out.print(f"wrote {escape(str(path))}")
 
 

@@ -21,29 +21,27 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
     """
     if split not in ("test", "val"):
         raise ConfigError(f"--split must be 'test' or 'val', got '{split}'")
-    ckpt = checkpoint.load(path)
-    model = checkpoint.rebuild_model(ckpt, path)
-    cfg = ckpt["config"]
-    name = dataset or ckpt["dataset"]
+    ckpt = checkpoint.open_checkpoint(path)
+    name = dataset or ckpt.dataset
     if name not in data.DATASETS:
         raise ConfigError(f"unknown dataset '{name}'{did_you_mean(name, data.DATASETS)}")
     spec = data.DATASETS[name]
-    if len(spec.classes) != ckpt["num_classes"]:
-        raise CheckpointError(f"{path} predicts {ckpt['num_classes']} classes but dataset '{name}' has "
+    if len(spec.classes) != ckpt.num_classes:
+        raise CheckpointError(f"{path} predicts {ckpt.num_classes} classes but dataset '{name}' has "
                               f"{len(spec.classes)}; fine-tune it first (convtrain finetune)")
-    root = data_root or data.data_root_from_env(cfg["data"]["root"])
-    split_data = data.load_eval_split(name, root, split, cfg["data"]["val_size"], cfg["seed"], cfg["data"]["download"])
-    shape = list(split_data.images.shape[1:])
-    if shape != [ckpt["in_channels"], *ckpt["input_size"]]:
-        raise CheckpointError(f"{path} expects images of shape {[ckpt['in_channels'], *ckpt['input_size']]}, "
-                              f"dataset '{name}' has {shape}")
+    cfg = ckpt.config
+    split_data = data.load_eval_split(name, ckpt.data_root(data_root), split, cfg["data"]["val_size"], cfg["seed"],
+                                      cfg["data"]["download"])
+    shape = tuple(split_data.images.shape[1:])
+    if shape != ckpt.image_shape:
+        raise CheckpointError(f"{path} expects images of shape {list(ckpt.image_shape)}, "
+                              f"dataset '{name}' has {list(shape)}")
+    model = ckpt.rebuild()
     dev = distributed.resolve_device(device)
     channels_last = dev.type in ("cpu", "cuda")  # faster convolutions; the numbers are the same
     model.to(dev, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    norm = ckpt["normalization"]
     batches = data.TensorBatches(split_data.to(dev), batch_size or cfg["train"]["eval_batch_size"],
-                                 data.Normalizer(norm["mean"], norm["std"], dev), shuffle=False,
-                                 channels_last=channels_last)
-    result = engine.evaluate(model, batches, ckpt["num_classes"], dev, chunk=engine.eval_chunk(dev, None))
-    return {"checkpoint": str(path), "model": ckpt["model"]["name"], "dataset": name, "split": split,
-            "epoch": ckpt["epoch"], "classes": ckpt["classes"], **result}
+                                 ckpt.normalizer(dev), shuffle=False, channels_last=channels_last)
+    result = engine.evaluate(model, batches, ckpt.num_classes, dev, chunk=engine.eval_chunk(dev, None))
+    return {"checkpoint": str(path), "model": ckpt.model_name, "dataset": name, "split": split,
+            "epoch": ckpt.epoch, "classes": list(ckpt.classes), **result}

@@ -38,20 +38,60 @@ def test_round_trip_with_weights_only(tmp_path):
     checkpoint.set_rng_state(raw["training_state"]["rng"])
 
 
-def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+class _FillingFile:
+    """A real file whose ``write`` fails once ``limit`` bytes are written, as on a full disk."""
+
+    def __init__(self, f, limit, exc):
+        self.f, self.left, self.exc = f, limit, exc
+
+    def write(self, data):
+        if len(data) > self.left:
+            raise self.exc
+        self.left -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def _disk_fills_after(monkeypatch, limit, exc):
+    import builtins
+
+    monkeypatch.setattr(checkpoint, "open", lambda p, mode="r": _FillingFile(builtins.open(p, mode), limit, exc),
+                        raising=False)
+
+
+@pytest.mark.parametrize("limit", [0, 100, 200_000])  # before the header, inside it, inside the weights
+def test_disk_full_mid_write_keeps_previous_checkpoint(tmp_path, monkeypatch, limit):
     path = tmp_path / "best.pt"
     checkpoint.save(_ckpt(), path)
     before = path.read_bytes()
-
-    def disk_full(obj, f, *args, **kwargs):
-        f.write(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(CheckpointError, match="No space left on device.*previous checkpoint.*intact"):
+    _disk_fills_after(monkeypatch, limit, OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(CheckpointError) as info:
         checkpoint.save(_ckpt(), path)
+    message = str(info.value)
+    assert message.startswith(f"could not save checkpoint {path}: No space left on device;")
+    assert message.endswith("previous checkpoint, if any, is intact") and "\n" not in message
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]  # no temporary file left behind
+
+
+def test_interrupt_during_save_removes_temp_file_and_is_reraised(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    checkpoint.save(_ckpt(), path)
+    before = path.read_bytes()
+    # torch's zip writer wraps an exception raised in write() into its own RuntimeError
+    _disk_fills_after(monkeypatch, 100_000, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(_ckpt(), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -84,32 +124,50 @@ def test_plain_torch_file_is_not_a_convtrain_checkpoint(tmp_path):
 
 
 class _Payload:
-    """Unpickling this creates a file: proof that code ran."""
+    """Unpickling this calls ``func(*args)``: each case below would create the marker file."""
 
-    def __init__(self, marker):
-        self.marker = marker
+    def __init__(self, func, args):
+        self.func, self.args = func, args
 
     def __reduce__(self):
-        return (open, (self.marker, "w"))
+        return (self.func, self.args)
 
 
-def test_malicious_checkpoint_is_refused_and_code_does_not_run(tmp_path):
+def _payloads(marker):
+    import builtins
+    import os
+    import posix
+    import subprocess
+
+    return {
+        "os.system": _Payload(os.system, (f"touch {marker}",)),
+        "posix.system": _Payload(posix.system, (f"touch {marker}",)),
+        "builtins.eval": _Payload(builtins.eval, (f"open({str(marker)!r}, 'w')",)),
+        "subprocess.Popen": _Payload(subprocess.Popen, (["touch", str(marker)],)),
+        "builtins.open": _Payload(open, (str(marker), "w")),
+    }
+
+
+@pytest.mark.parametrize("payload", ["os.system", "posix.system", "builtins.eval", "subprocess.Popen", "builtins.open"])
+@pytest.mark.parametrize("container", ["torch.save zip", "pickle protocol 2", "pickle protocol 5"])
+def test_code_running_checkpoint_is_refused_and_does_not_run(tmp_path, payload, container):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    torch.save({"format": checkpoint.FORMAT, "payload": _Payload(str(marker))}, path)
-    assert zipfile.is_zipfile(path)
-    with pytest.raises(CheckpointError, match="refusing to load"):
+    evil = {"format": checkpoint.FORMAT, "version": 1, "model": _payloads(marker)[payload]}
+    if container == "torch.save zip":
+        torch.save(evil, path)
+        assert zipfile.is_zipfile(path)
+    else:
+        path.write_bytes(pickle.dumps(evil, protocol=int(container[-1])))
+    with pytest.raises(CheckpointError) as info:
         checkpoint.load(path)
+    assert str(info.value).startswith(f"refusing to load {path}: it could run code")
+    assert "\n" not in str(info.value)
     assert not marker.exists()
-
-
-def test_raw_pickle_payload_is_refused(tmp_path):
-    marker = tmp_path / "pwned"
-    path = tmp_path / "evil.pt"
-    path.write_bytes(pickle.dumps(_Payload(str(marker))))
-    with pytest.raises(CheckpointError):
-        checkpoint.load(path)
-    assert not marker.exists()
+    # the payload is real: loading it unsafely would have created the marker
+    if payload in ("builtins.open", "builtins.eval"):
+        pickle.loads(pickle.dumps(evil))
+        assert marker.exists()
 
 
 def test_load_pretrained_reinitialises_head_when_classes_differ():
@@ -120,3 +178,19 @@ def test_load_pretrained_reinitialises_head_when_classes_differ():
     assert torch.equal(target.backbone.conv1.weight, ckpt["model"]["state_dict"]["backbone.conv1.weight"])
     with pytest.raises(CheckpointError, match="does not fit"):
         checkpoint.load_pretrained(create_model("lenet5", num_classes=10), ckpt, "auto")
+
+
+def test_code_running_checkpoint_through_the_cli(tmp_path):
+    import os
+
+    from .conftest import run_cli
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": checkpoint.FORMAT, "model": _payloads(marker)["os.system"]}, path)
+    for argv in (["eval", "--checkpoint", str(path)], ["export", "--checkpoint", str(path)]):
+        result = run_cli(*argv)
+        assert result.returncode == 1
+        assert result.stderr == (f"error: refusing to load {path}: it could run code (its pickle calls {os.system.__module__}.system); "
+                                 "convtrain only loads checkpoints of plain data (torch.load weights_only=True)\n")
+    assert not marker.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["evil.pt"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -125,44 +126,6 @@ def test_visualize_kernels_and_feature_maps(trained_run, digits, tmp_path):
     assert default.exit_code == 0 and (tmp_path / "default" / "kernels.png").stat().st_size > 0
 
 
-def test_export_torchscript_round_trip(trained_run, digits, tmp_path):
-    _, images = digits
-    best = trained_run / "checkpoints" / "best.pt"
-    out = tmp_path / "model.ts"
-    result = runner.invoke(app, ["export", "--checkpoint", str(best), "--format", "torchscript", "--output", str(out)])
-    assert result.exit_code == 0, result.output
-    assert "same predictions: True" in result.stdout
-    ckpt = checkpoint.load(best)
-    norm = data.Normalizer(ckpt["normalization"]["mean"], ckpt["normalization"]["std"], torch.device("cpu"))
-    loaded = torch.jit.load(str(out))
-    with torch.inference_mode():
-        torch.testing.assert_close(loaded(norm(images)), checkpoint.rebuild_model(ckpt).eval()(norm(images)))
-
-
-def test_export_onnx(trained_run, tmp_path):
-    pytest.importorskip("onnxruntime", reason="ONNX export is optional: pip install 'convtrain[onnx]'")
-    pytest.importorskip("onnxscript", reason="ONNX export is optional: pip install 'convtrain[onnx]'")
-    result = runner.invoke(app, ["export", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"),
-                                 "--format", "onnx", "--output", str(tmp_path / "m.onnx")])
-    assert result.exit_code == 0, result.output
-
-
-def test_export_onnx_without_packages_is_a_clear_message(trained_run, monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_onnx(name, *args, **kwargs):
-        if name.startswith("onnx"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_onnx)
-    result = runner.invoke(app, ["export", "--checkpoint", str(trained_run / "checkpoints" / "best.pt"), "--format", "onnx"])
-    assert result.exit_code == 1 and "pip install 'convtrain[onnx]'" in result.stderr
-
-
-@pytest.mark.slow
 def test_tensorboard_event_files(data_root, tmp_path):
     pytest.importorskip("tensorboard", reason="TensorBoard logging is optional")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -186,3 +149,148 @@ def test_every_command_help_has_an_example(command):
     result = runner.invoke(app, [*command.split(), "--help"])
     assert result.exit_code == 0
     assert "Example: convtrain " in result.stdout
+
+
+def _png_header(width, height):
+    """A PNG that declares width x height pixels in a few dozen bytes (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def test_image_to_input_same_result_from_path_bytes_and_file(digits, tmp_path):
+    from convtrain.preprocess import image_to_input
+
+    folder, images = digits
+    path = folder / "digit03.png"
+    from_path = image_to_input(path, 1, (28, 28))
+    assert from_path.dtype == torch.uint8 and torch.equal(from_path, images[3])  # MNIST in, MNIST out
+    with open(path, "rb") as f:
+        assert torch.equal(image_to_input(f, 1, (28, 28)), from_path)
+    assert torch.equal(image_to_input(path.read_bytes(), 1, (28, 28), "auto", name="upload.png"), from_path)
+    rgb = image_to_input(path.read_bytes(), 3, (14, 14), "no")
+    assert rgb.shape == (3, 14, 14) and torch.equal(rgb[0], rgb[2])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """An untrained article_cnn saved as RUN/checkpoints/best.pt next to RUN/config.yaml (no training needed)."""
+    from convtrain.config import RunConfig, to_dict, to_yaml
+    from convtrain.models import create_model
+
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(to_yaml(RunConfig()))
+    ckpt = checkpoint.build(create_model("article_cnn", num_classes=10), model_name="article_cnn", model_kwargs={},
+                            classes=[str(i) for i in range(10)], in_channels=1, input_size=(28, 28), mean=[0.13],
+                            std=[0.31], dataset="mnist", config=to_dict(RunConfig()), epoch=1, metrics={})
+    checkpoint.save(ckpt, run / "checkpoints" / "best.pt")
+    return run
+
+
+def test_image_limits_are_one_data_error_naming_the_image(tiny_run, tmp_path):
+    from convtrain.errors import DataError
+    from convtrain.preprocess import image_to_input
+
+    bomb = tmp_path / "bomb.png"
+    for (w, h), size in (((8000, 8000), "8000x8000 = 64 Mpx"), ((20000, 20000), "400 Mpx")):
+        # under Pillow's own limit we read the size from the header; above it, from Pillow's refusal
+        bomb.write_bytes(_png_header(w, h))
+        result = runner.invoke(app, ["predict", "--checkpoint", str(tiny_run / "checkpoints" / "best.pt"), str(bomb)])
+        assert result.exit_code == 1
+        assert result.stderr == f"error: image {bomb} is {size}, over the limit of 50 Mpx\n"
+    # above our own limit, Pillow's decompression-bomb guard (warning at 89 Mpx, error at 179) is also an error
+    for side in (10000, 20000):
+        with pytest.raises(DataError, match=r"^image upload.png is too large to decode safely"):
+            image_to_input(_png_header(side, side), 1, (28, 28), name="upload.png", max_pixels=10**12)
+    with pytest.raises(DataError, match=rf"^image {bomb} is 6.5e-05 MB, over the limit of 5e-05 MB$"):
+        image_to_input(bomb, 1, (28, 28), max_bytes=50)
+    with pytest.raises(DataError, match=r"^image upload.png is over the limit of 5e-05 MB$"):
+        image_to_input(bomb.read_bytes(), 1, (28, 28), name="upload.png", max_bytes=50)
+    with pytest.raises(DataError, match=r"^cannot decode image upload.png: "):
+        image_to_input(b"GIF89a garbage", 1, (28, 28), name="upload.png")
+
+
+def test_eval_class_count_branch(tmp_path):
+    from convtrain.config import RunConfig, to_dict
+    from convtrain.models import create_model
+
+    classes = ["a", "b", "c", "d"]
+    four = checkpoint.build(create_model("article_cnn", num_classes=4), model_name="article_cnn", model_kwargs={},
+                            classes=classes, in_channels=1, input_size=(28, 28), mean=[0.1], std=[0.3],
+                            dataset="mnist", config=to_dict(RunConfig()), epoch=1, metrics={})
+    path = tmp_path / "four.pt"
+    checkpoint.save(four, path)
+    for extra in ([], ["--dataset", "fashion_mnist"]):
+        result = runner.invoke(app, ["eval", "--checkpoint", str(path), *extra])
+        name = extra[1] if extra else "mnist"
+        assert result.exit_code == 1
+        assert result.stderr == (f"error: {path} predicts 4 classes but dataset '{name}' has 10; "
+                                 "fine-tune it first (convtrain finetune)\n")
+
+
+def test_visualize_default_folder_inside_and_outside_a_run(tiny_run, digits, tmp_path):
+    folder, _ = digits
+    trained_run = tiny_run
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    loose = tmp_path / "downloads" / "models"
+    loose.mkdir(parents=True)
+    shutil.copy(trained_run / "checkpoints" / "best.pt", loose / "mnist.pt")
+    no_run = tmp_path / "norun" / "checkpoints"
+    no_run.mkdir(parents=True)
+    shutil.copy(trained_run / "checkpoints" / "best.pt", no_run / "best.pt")  # a checkpoints/ folder, no config.yaml
+    expected = {run / "checkpoints" / "best.pt": run / "visualize",
+                loose / "mnist.pt": loose / "mnist-visualize",
+                no_run / "best.pt": no_run / "best-visualize"}
+    for ckpt, out in expected.items():
+        result = runner.invoke(app, ["visualize", "--checkpoint", str(ckpt), str(folder / "digit00.png")])
+        assert result.exit_code == 0, result.output
+        assert f"wrote {out / 'kernels.png'}" in result.stdout
+        assert sorted(p.name for p in out.iterdir()) == ["featuremaps_backbone_conv1.png",
+                                                          "featuremaps_backbone_conv2.png", "kernels.png"]
+    assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == ["models"]  # nothing two folders up
+    assert sorted(p.name for p in (tmp_path / "norun").iterdir()) == ["checkpoints"]
+
+
+def test_visualize_bad_output_folder(tiny_run, digits, tmp_path):
+    folder, _ = digits
+    (tmp_path / "afile").write_text("x")
+    best = str(tiny_run / "checkpoints" / "best.pt")
+    for out, message in ((tmp_path / "afile", f"the output folder {tmp_path / 'afile'} is a file"),
+                         (tmp_path / "no" / "such" / "dir", f"the output folder's parent {tmp_path / 'no' / 'such'} does not exist")):
+        result = runner.invoke(app, ["visualize", "--checkpoint", best, str(folder / "digit00.png"), "--output-dir", str(out)])
+        assert result.exit_code == 2
+        assert result.stderr.startswith(f"error: {message}") and len(result.stderr.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "x"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_visualize_unwritable_output_folder(tiny_run, digits):
+    folder, _ = digits
+    result = runner.invoke(app, ["visualize", "--checkpoint", str(tiny_run / "checkpoints" / "best.pt"),
+                                 str(folder / "digit00.png"), "--output-dir", "/proc/convtrain-visualize"])
+    assert result.exit_code == 1  # /proc refuses new folders for every user, root included
+    assert result.stderr.startswith("error: cannot create the output folder /proc/convtrain-visualize: ")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_predict_load_image_keeps_working_for_file_like_sources(digits):
+    """serve (merged on main) calls predict.load_image with a BytesIO whose str() is the upload's name."""
+    import io
+
+    from convtrain.errors import DataError
+    from convtrain.predict import load_image
+
+    class Named(io.BytesIO):
+        def __str__(self):
+            return "upload.png"
+
+    folder, images = digits
+    assert torch.equal(load_image(Named((folder / "digit05.png").read_bytes()), 1, (28, 28), "auto"), images[5])
+    with pytest.raises(DataError, match=r"^cannot decode image upload.png: "):
+        load_image(Named(b"not an image"), 1, (28, 28))
