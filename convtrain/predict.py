@@ -29,12 +29,6 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
     return out
 
 
-def load_image(source, channels: int, size: tuple[int, int], invert: str = "auto") -> torch.Tensor:
-    """Compatibility name for :func:`convtrain.preprocess.image_to_input`; errors name ``str(source)``."""
-    name = None if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
-    return image_to_input(source, channels, tuple(size), invert, name=name)
-
-
 def predict_images(ckpt_path: str | Path, paths: list[str | Path], top_k: int = 3, invert: str = "auto",
                    device: str = "auto") -> list[dict]:
     """Top-k classes with probabilities for each image; one dict per image, in input order."""

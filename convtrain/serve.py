@@ -71,36 +71,23 @@ class ApiError(Exception):
 # ---------------------------------------------------------------- the two seams to the rest of convtrain
 
 def _open_model(path: Path) -> tuple[dict, torch.nn.Module]:
-    """Read a checkpoint and rebuild its model: the one place serve reads the checkpoint format.
+    """Read a checkpoint (validated by checkpoint.Loaded) and rebuild its model.
 
     Returns what serve needs as plain values (model, classes, channels, input_size, mean, std,
     dataset, epoch) and the model in eval mode on the CPU.
     """
-    ckpt = checkpoint.load(path)
-    module = checkpoint.rebuild_model(ckpt, path)
-    info = {"model": ckpt["model"]["name"], "classes": list(ckpt["classes"]), "channels": int(ckpt["in_channels"]),
-            "input_size": tuple(int(s) for s in ckpt["input_size"]), "mean": ckpt["normalization"]["mean"],
-            "std": ckpt["normalization"]["std"], "dataset": ckpt.get("dataset"), "epoch": ckpt.get("epoch")}
-    return info, module
-
-
-class _NamedBytes(io.BytesIO):
-    # load_image puts its source into error messages; show the upload's name, not "<_io.BytesIO at 0x...>"
-    def __init__(self, raw: bytes, name: str) -> None:
-        super().__init__(raw)
-        self._label = name
-
-    def __str__(self) -> str:
-        return self._label
-
-    __repr__ = __str__
+    ckpt = checkpoint.open_checkpoint(path)
+    info = {"model": ckpt.model_name, "classes": list(ckpt.classes), "channels": ckpt.in_channels,
+            "input_size": tuple(ckpt.input_size), "mean": list(ckpt.mean), "std": list(ckpt.std),
+            "dataset": ckpt.dataset, "epoch": ckpt.epoch}
+    return info, ckpt.rebuild()
 
 
 def _to_input(raw: bytes, name: str, channels: int, size: tuple[int, int], invert: str) -> torch.Tensor:
-    """Encoded image bytes -> uint8 ``[C, H, W]``, exactly as ``convtrain predict`` prepares a file."""
-    from .predict import load_image
+    """Encoded image bytes -> uint8 ``[C, H, W]``: the very function ``convtrain predict`` uses."""
+    from .preprocess import image_to_input
 
-    return load_image(_NamedBytes(raw, name), channels, size, invert)
+    return image_to_input(raw, channels, size, invert, name=name)
 
 
 # ---------------------------------------------------------------- loading checkpoints

@@ -207,7 +207,7 @@ def _predict(ckpt: Path, *paths, invert: str = "auto") -> list[dict]:
 
 def test_predict_agrees_with_true_labels(trained_run, labelled_digits):
     """best.pt (97.8% test accuracy) on 20 real test digits as PNG files: at least 18 right.
-    Break tried: load_image transposing the image (permute(2, 1, 0)): fails."""
+    Break tried: preprocess.image_to_input transposing the image (permute(2, 1, 0)): fails."""
     folder, labels = labelled_digits
     preds = _predict(trained_run / "checkpoints" / "best.pt", folder)
     assert sorted(p["path"] for p in preds) == sorted(labels)

@@ -279,18 +279,3 @@ def test_visualize_unwritable_output_folder(tiny_run, digits):
     assert len(result.stderr.splitlines()) == 1
 
 
-def test_predict_load_image_keeps_working_for_file_like_sources(digits):
-    """serve (merged on main) calls predict.load_image with a BytesIO whose str() is the upload's name."""
-    import io
-
-    from convtrain.errors import DataError
-    from convtrain.predict import load_image
-
-    class Named(io.BytesIO):
-        def __str__(self):
-            return "upload.png"
-
-    folder, images = digits
-    assert torch.equal(load_image(Named((folder / "digit05.png").read_bytes()), 1, (28, 28), "auto"), images[5])
-    with pytest.raises(DataError, match=r"^cannot decode image upload.png: "):
-        load_image(Named(b"not an image"), 1, (28, 28))
