@@ -10,14 +10,15 @@ scheduler, RNG states, position in the epoch) for ``--resume``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import os
 import pickle
 import pickletools
-import zipfile
 import random
 import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,10 +267,34 @@ MAX_SIDE = 4096  # an input side larger than this is not an MNIST-style model; r
 
 def validate(raw: Any, path: str | Path = "checkpoint") -> dict:
     """Check the whole schema and its types; raise CheckpointError naming the file and the key path."""
-    def bad(key: str, want: str, got: Any = None, *, show_type: bool = True) -> CheckpointError:
-        tail = f", got {_kind(got)}" if show_type else (f", got {got!r}" if got is not None else "")
-        return CheckpointError(f"{path}: '{key}' must be {want}{tail}")
+    bad = functools.partial(_bad, path)
+    _validate_header(raw, path, bad)
+    _validate_model(raw["model"], path, bad)
+    _validate_classes(raw, path, bad)
+    _validate_input(raw, bad)
+    if not isinstance(raw["dataset"], str):
+        raise bad("dataset", "a string", raw["dataset"])
+    _validate_config(raw["config"], bad)
+    if not _is_int(raw["epoch"]) or raw["epoch"] < 0:
+        raise bad("epoch", "a non-negative integer", raw["epoch"], show_type=False)
+    for key in ("metrics", "versions", "training_state"):
+        if key in raw and not isinstance(raw[key], dict):
+            raise bad(key, "a mapping", raw[key])
+    _check_model_fits(raw, path)
+    return raw
 
+
+def _bad(path, key: str, want: str, got: Any = None, *, show_type: bool = True) -> CheckpointError:
+    tail = f", got {_kind(got)}" if show_type else (f", got {got!r}" if got is not None else "")
+    return CheckpointError(f"{path}: '{key}' must be {want}{tail}")
+
+
+_REQUIRED = ("model", "classes", "num_classes", "in_channels", "input_size", "normalization", "dataset", "config",
+             "epoch", "metrics")
+
+
+def _validate_header(raw: Any, path, bad) -> None:
+    """The format tag, a version this code reads, and every top-level key."""
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a convtrain checkpoint (no '{FORMAT}' header)")
     version = raw.get("version")
@@ -280,12 +305,13 @@ def validate(raw: Any, path: str | Path = "checkpoint") -> dict:
                               f"this one reads up to {VERSION}); upgrade convtrain")
     if version < 1:
         raise bad("version", f"between 1 and {VERSION}", version, show_type=False)
-    required = ("model", "classes", "num_classes", "in_channels", "input_size", "normalization", "dataset",
-                "config", "epoch", "metrics")
-    for key in required:
+    for key in _REQUIRED:
         if key not in raw:
             raise CheckpointError(f"{path}: '{key}' is missing")
-    model = raw["model"]
+
+
+def _validate_model(model: Any, path, bad) -> None:
+    """Registry name, plain-valued kwargs and a state_dict of tensors."""
     if not isinstance(model, dict):
         raise bad("model", "a mapping", model)
     for key in ("name", "kwargs", "state_dict"):
@@ -303,6 +329,10 @@ def validate(raw: Any, path: str | Path = "checkpoint") -> dict:
     tensors = isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
     if not tensors:
         raise bad("model.state_dict", "a mapping of tensors", state)
+
+
+def _validate_classes(raw: dict, path, bad) -> None:
+    """Class names, their count, and a head with one output per class."""
     classes = raw["classes"]
     if not isinstance(classes, (list, tuple)) or not classes:
         raise bad("classes", "a non-empty list of class names", classes)
@@ -314,10 +344,14 @@ def validate(raw: Any, path: str | Path = "checkpoint") -> dict:
         raise bad("num_classes", "an integer", n)
     if n != len(classes):
         raise CheckpointError(f"{path}: 'num_classes' is {n} but 'classes' names {len(classes)}")
-    head = state.get("head.weight")
+    head = raw["model"]["state_dict"].get("head.weight")
     if head is not None and (head.dim() != 2 or head.shape[0] != n):
         raise CheckpointError(f"{path}: 'model.state_dict.head.weight' has {head.shape[0] if head.dim() else 0} "
                               f"outputs but the checkpoint names {n} classes")
+
+
+def _validate_input(raw: dict, bad) -> None:
+    """Channels, image size and per-channel normalization of what the model takes."""
     c = raw["in_channels"]
     if not _is_int(c) or not 1 <= c <= 64:
         raise bad("in_channels", "an integer from 1 to 64", c, show_type=not _is_int(c))
@@ -335,16 +369,6 @@ def validate(raw: Any, path: str | Path = "checkpoint") -> dict:
                       show_type=False)
     if not all(s > 0 for s in norm["std"]):
         raise bad("normalization.std", "positive", norm["std"], show_type=False)
-    if not isinstance(raw["dataset"], str):
-        raise bad("dataset", "a string", raw["dataset"])
-    _validate_config(raw["config"], bad)
-    if not _is_int(raw["epoch"]) or raw["epoch"] < 0:
-        raise bad("epoch", "a non-negative integer", raw["epoch"], show_type=False)
-    for key in ("metrics", "versions", "training_state"):
-        if key in raw and not isinstance(raw[key], dict):
-            raise bad(key, "a mapping", raw[key])
-    _check_model_fits(raw, path)
-    return raw
 
 
 # Config keys read outside training (eval, export, visualize): checked here so they never KeyError.
