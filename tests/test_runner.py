@@ -76,7 +76,8 @@ def test_bad_model_kwargs_leave_no_run_dir(data_root, tmp_path):
     result = runner.invoke(app, ["train", "-c", "configs/smoke.yaml", *QUICK, "--set", "model.name=bn_cnn",
                                  "--set", "model.kwargs.width=2.5", "--run-dir", str(run_dir)])
     assert result.exit_code == 2, result.output
-    assert "cannot be built" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    # refused when the config is loaded (the model's declared arguments), long before a run directory
+    assert "'model.kwargs.width' must be an int" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not run_dir.exists()
 
 
