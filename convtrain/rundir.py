@@ -133,6 +133,16 @@ class RunDir:
     def write_config(self, yaml_text: str) -> None:
         atomic_write_text(self.path / "config.yaml", yaml_text)
 
+    def update_config(self, yaml_text: str) -> None:
+        """Rewrite config.yaml after a resume changed a setting, keeping its times: `convtrain runs`
+        orders runs by when config.yaml was first written, and a resume does not make a run newer."""
+        path = self.path / "config.yaml"
+        if path.read_text(encoding="utf-8", errors="replace") == yaml_text:
+            return
+        times = path.stat()
+        atomic_write_text(path, yaml_text)
+        os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+
     def append_metrics(self, row: MetricsRow) -> None:
         path = self.path / "metrics.csv"
         text = _csv([row], header=not path.exists())
@@ -201,6 +211,9 @@ class NullRunDir:
         return None  # no event files from this rank
 
     def write_config(self, yaml_text: str) -> None:
+        pass
+
+    def update_config(self, yaml_text: str) -> None:
         pass
 
     def append_metrics(self, row: MetricsRow) -> None:

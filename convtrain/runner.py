@@ -259,12 +259,13 @@ def open_run_dir(start: Start, state: RunState, dist: distributed.DistInfo) -> R
     rundir = RunDir.open(start.run_dir) if start.reopen else \
         RunDir.create(start.run_dir or default_path(cfg.out_dir, cfg.name or "run"))
     try:
+        text = (f"# resolved config; {dist.world_size} process(es) x train.batch_size {cfg.train.batch_size} "
+                f"= global batch {dist.world_size * cfg.train.batch_size}\n" + config_mod.to_yaml(cfg))
         if start.reopen:
             rundir.truncate_metrics(state.epoch - 1)  # rows written after the checkpoint we restart from
+            rundir.update_config(text)  # e.g. --set train.epochs=20: config.yaml says what the run now does
         else:
-            rundir.write_config(f"# resolved config; {dist.world_size} process(es) x train.batch_size "
-                                f"{cfg.train.batch_size} = global batch {dist.world_size * cfg.train.batch_size}\n"
-                                + config_mod.to_yaml(cfg))
+            rundir.write_config(text)
         state.result.run_dir = rundir.path
         state.result.epochs = rundir.read_metrics()
     except BaseException:

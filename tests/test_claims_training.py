@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from convtrain.cli import app
@@ -254,6 +255,7 @@ def test_resume_with_more_epochs_and_other_allowed_changes_continues_the_run(fro
     ignored on resume (still 3 rows); metrics.csv rewritten from scratch (epochs 1-3 lost): all fail."""
     run = Path(shutil.copytree(frozen_run, tmp_path / "frozen"))
     before = _rows(run)
+    created = (run / "config.yaml").stat().st_mtime_ns
     result = run_cli("train", "--resume", str(run), "--device", "cpu", "--set", "train.epochs=4",
                      "--set", "train.log_every=3", "--set", "speed.threads=1", "--set", "speed.compile=false",
                      "--set", f"out_dir={tmp_path / 'elsewhere'}")
@@ -267,6 +269,10 @@ def test_resume_with_more_epochs_and_other_allowed_changes_continues_the_run(fro
     assert results["status"] == "finished" and results["epochs"] == 4
     assert _ckpt(run, "last.pt")["epoch"] == 4
     assert not (tmp_path / "elsewhere").exists()  # out_dir only names new runs' parent folder
+    # config.yaml tells what the run now does (`convtrain runs` shows 4/4 epochs), and keeps its time
+    # (runs are listed by when they started). Break tried: no config update on resume: fails.
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 4
+    assert (run / "config.yaml").stat().st_mtime_ns == created
 
 
 @pytest.mark.slow

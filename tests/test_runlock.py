@@ -198,16 +198,7 @@ def test_runs_shows_a_killed_run_as_interrupted_not_running(tmp_path):
     assert (run / ".lock").exists()  # a reader does not clean up either
 
 
-def _lock_wired() -> bool:
-    # RunDir.create/open take the lock once the lead wires runlock into rundir.py (merge of this branch);
-    # until then there is no CLI path that takes it, and this end-to-end test waits
-    from convtrain import rundir
-
-    return "RunLock" in Path(rundir.__file__).read_text()
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _lock_wired(), reason="RunLock not wired into RunDir.create/open yet")
 def test_train_refuses_a_run_that_another_process_writes(trained_run, tmp_path, sleeper):
     import shutil
 
