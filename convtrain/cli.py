@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import backstop
 from .errors import ConvtrainError
 
 app = typer.Typer(help="Train, evaluate and fine-tune convolutional networks on MNIST-style data.",
@@ -31,13 +34,18 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def handle_errors(fn):
-    """Turn domain errors into one red line on stderr and the right exit code, without a traceback."""
+    """Turn domain errors into one red line on stderr and the right exit code, without a traceback.
+
+    Anything else is a bug and goes on to :func:`main`'s backstop (one line and a crash file).
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except ConvtrainError as exc:
+            if backstop.debug_enabled():
+                err.print(escape("".join(traceback.format_exception(exc))), end="")
             err.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
@@ -45,6 +53,15 @@ def handle_errors(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an unexpected internal error "
+                               "here instead of saving it to a crash file (or set CONVTRAIN_DEBUG=1)."),
+) -> None:
+    """Options that go before the command: convtrain --debug train ..."""
+    backstop.set_debug(debug)
 
 
 ConfigOpt = typer.Option(..., "--config", "-c", help="YAML config file.", show_default=False)
@@ -502,5 +519,43 @@ def markdown_reference(rows) -> str:
 
 
 def main() -> None:
-    # Typer exits 2 for its own usage errors; our handler gives the same code to config errors.
-    app(prog_name=os.environ.get("CONVTRAIN_PROG", "convtrain"))
+    """The console script. Typer exits 2 for its own usage errors, like our config errors; the
+    backstop turns any other exception into one line, exit 1 and a crash file."""
+    try:
+        app(prog_name=os.environ.get("CONVTRAIN_PROG", "convtrain"))
+    except SystemExit:
+        _flush_stdout()  # a buffered write to a closed pipe fails only now, not inside the command
+        raise
+    except BrokenPipeError:
+        _quiet_stdout()
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - the backstop: everything that is not a domain error
+        if backstop.debug_enabled():
+            traceback.print_exception(exc)
+            err.print(f"[bold red]error:[/] internal error ({escape(backstop.summary(exc))})")
+        else:
+            err.print(f"[bold red]error:[/] {escape(backstop.crash_message(exc))}")
+        sys.exit(1)
+
+
+def _flush_stdout() -> None:
+    """Flush stdout; a reader that went away (``| head``) ends the command quietly with exit 1."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+        sys.exit(1)
+    except OSError as exc:  # e.g. > /dev/full
+        _quiet_stdout()
+        err.print(f"[bold red]error:[/] cannot write the output: {escape(exc.strerror or str(exc))}")
+        sys.exit(1)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so Python's own flush at exit has nothing left to complain about."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
