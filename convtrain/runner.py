@@ -26,6 +26,7 @@ from .config import RunConfig
 from .errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from .models import apply_init, create_model
 from .progress import Reporter
+from . import backstop
 from .rundir import RunDir, default_path
 from .tblog import TensorBoardLogger
 
@@ -102,6 +103,7 @@ def run(cfg: RunConfig | None, *, run_dir: str | Path | None = None, resume: str
                                     f"{cfg.train.batch_size} = global batch {dist.world_size * cfg.train.batch_size}\n"
                                     + config_mod.to_yaml(cfg))
             reporter.attach_log(rundir.log)
+            backstop.set_run_dir(rundir.path)  # a crash from here on leaves its traceback in the run
         result = RunResult(rundir.path if rundir else None)
         if resumed is not None and rundir is not None:
             result.epochs = [_parse_row(r) for r in rundir.read_metrics()]
