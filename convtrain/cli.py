@@ -31,6 +31,8 @@ out = Console(highlight=False, soft_wrap=True)
 if not out.is_terminal:
     out.width = max(out.width, 120)  # logs and pipes: rich would otherwise assume 80 columns and truncate tables
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+# click's exceptions, from wherever this typer takes click (recent versions vendor it as typer._click)
+click_exceptions = sys.modules[typer.BadParameter.__module__]
 
 
 def handle_errors(fn):
@@ -521,25 +523,84 @@ def markdown_reference(rows) -> str:
 def main() -> None:
     """The console script. Typer exits 2 for its own usage errors, like our config errors; the
     backstop turns any other exception into one line, exit 1 and a crash file."""
+    sys.stdout = watched = _WatchedStdout(sys.stdout)
     try:
-        app(prog_name=os.environ.get("CONVTRAIN_PROG", "convtrain"))
+        # standalone_mode=False: click's usage errors come here, to be shown as one line like ours
+        code = app(prog_name=os.environ.get("CONVTRAIN_PROG", "convtrain"), standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as exc:
+        _show_click_error(exc)  # plain `convtrain`: the help, as typer shows it
+    except click_exceptions.ClickException as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) is not None else ""
+        err.print(f"[bold red]error:[/] {escape(exc.format_message().rstrip('.'))}{escape(hint)}")
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # Ctrl-C or end of input outside a command's own handler
+        err.print("[bold red]interrupted[/]")
+        sys.exit(130)
     except SystemExit:
         _flush_stdout()  # a buffered write to a closed pipe fails only now, not inside the command
         raise
     except BrokenPipeError:
         _quiet_stdout()
         sys.exit(1)
-    except Exception as exc:  # noqa: BLE001 - the backstop: everything that is not a domain error
-        if backstop.debug_enabled():
-            traceback.print_exception(exc)
-            err.print(f"[bold red]error:[/] internal error ({escape(backstop.summary(exc))})")
-        else:
-            err.print(f"[bold red]error:[/] {escape(backstop.crash_message(exc))}")
+    except OSError as exc:
+        if exc is not watched.failed:
+            _backstop(exc)
+        _quiet_stdout()  # > /dev/full, a full disk under a redirected output: not a bug
+        err.print(f"[bold red]error:[/] cannot write the output: {escape(exc.strerror or str(exc))}")
         sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - the backstop: everything that is not a domain error
+        _backstop(exc)
+    _flush_stdout()  # a buffered write to a closed pipe fails only now, not inside the command
+    sys.exit(code if isinstance(code, int) else 0)  # an int: typer.Exit's code; else what the command returned
+
+
+def _show_click_error(exc) -> None:
+    try:
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
+    except ImportError:
+        exc.show()
+    sys.exit(exc.exit_code)
+
+
+def _backstop(exc: Exception) -> None:
+    """One line and exit 1 for an exception that is not a domain error: a bug, or an unforeseen failure."""
+    if backstop.debug_enabled():
+        traceback.print_exception(exc)
+        err.print(f"[bold red]error:[/] internal error ({escape(backstop.summary(exc))})")
+    else:
+        err.print(f"[bold red]error:[/] {escape(backstop.crash_message(exc))}")
+    sys.exit(1)
+
+
+class _WatchedStdout:
+    """sys.stdout that remembers a failed write, so ``> /dev/full`` is told apart from a crash."""
+
+    def __init__(self, stream) -> None:
+        self._stream, self.failed = stream, None
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            self.failed = exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            self.failed = exc
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def _flush_stdout() -> None:
-    """Flush stdout; a reader that went away (``| head``) ends the command quietly with exit 1."""
+    """Flush stdout: a reader that went away (``| head``) ends the command quietly with exit 1, a
+    full disk with one line; returns when stdout is fine."""
     try:
         sys.stdout.flush()
     except BrokenPipeError:
