@@ -127,33 +127,40 @@ def test_no_folder_takes_the_crash_file(tmp_path, monkeypatch):
     assert "could not be saved" in message and "--debug" in message and "\n" not in message
 
 
-def _closed_pipe(*args: str) -> subprocess.CompletedProcess:
+def _env(buffered: bool) -> dict:
+    """A user's environment has a buffered stdout (this one may set PYTHONUNBUFFERED)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return env if buffered else {**env, "PYTHONUNBUFFERED": "1"}
+
+
+def _closed_pipe(*args: str, buffered: bool = True) -> subprocess.CompletedProcess:
     """Run with stdout a pipe whose reading end is already closed (``convtrain ... | head -0``)."""
     read, write = os.pipe()
     os.close(read)
     try:
         p = subprocess.run([sys.executable, "-m", "convtrain", *args], cwd=REPO, stdout=write,
-                           stderr=subprocess.PIPE, text=True, timeout=120)
+                           stderr=subprocess.PIPE, text=True, timeout=120, env=_env(buffered))
     finally:
         os.close(write)
     return p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [["models", "--json"], ["models"], ["config", "keys"], ["runs", "--json", "RUNS"],
-                                  ["conv"]])
-def test_closed_stdout_ends_quietly(args, tmp_path):
+@pytest.mark.parametrize("args, buffered", [(["models", "--json"], True), (["models", "--json"], False),
+                                            (["models"], True), (["runs", "--json", "RUNS"], True),
+                                            (["runs", "--json", "RUNS"], False), (["conv"], True)])
+def test_closed_stdout_ends_quietly(args, buffered, tmp_path):
     (tmp_path / "runs").mkdir()
-    p = _closed_pipe(*[str(tmp_path / "runs") if a == "RUNS" else a for a in args])
+    p = _closed_pipe(*[str(tmp_path / "runs") if a == "RUNS" else a for a in args], buffered=buffered)
     assert p.returncode == 1, p.stderr
     assert p.stderr == ""  # no traceback, no "Exception ignored ... BrokenPipeError"
 
 
 @pytest.mark.slow
-def test_full_disk_on_stdout_is_one_line():
+def test_full_disk_on_stdout_is_one_line(tmp_path):
     with open("/dev/full", "w") as full:
-        p = subprocess.run([sys.executable, "-m", "convtrain", "models", "--json"], cwd=REPO, stdout=full,
-                           stderr=subprocess.PIPE, text=True, timeout=120)
+        p = subprocess.run([sys.executable, "-m", "convtrain", "runs", "--json", str(tmp_path)], cwd=REPO,
+                           stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, env=_env(buffered=True))
     assert p.returncode == 1
     assert p.stderr.strip().splitlines() == ["error: cannot write the output: No space left on device"]
 
