@@ -28,10 +28,10 @@ from convtrain.metrics import COLUMNS
 from .conftest import REPO
 from .hostile_kit import digit_png, invoke, stderr_lines, valid_checkpoint
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.data_too_large])
-SLOW_FUZZ = settings(FUZZ, max_examples=30)  # properties whose every example runs a model
+SLOW_FUZZ = settings(FUZZ, max_examples=25)  # properties whose every example runs a model
 
 
 def keeps_contract(argv: list[str]) -> None:
