@@ -157,10 +157,12 @@ def test_closed_stdout_ends_quietly(args, buffered, tmp_path):
 
 
 @pytest.mark.slow
-def test_full_disk_on_stdout_is_one_line(tmp_path):
+@pytest.mark.parametrize("args, buffered", [(["runs", "--json", "TMP"], True),  # fails at the final flush
+                                            (["models", "--json"], False)])  # fails inside the command
+def test_full_disk_on_stdout_is_one_line(args, buffered, tmp_path):
     with open("/dev/full", "w") as full:
-        p = subprocess.run([sys.executable, "-m", "convtrain", "runs", "--json", str(tmp_path)], cwd=REPO,
-                           stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, env=_env(buffered=True))
+        p = subprocess.run([sys.executable, "-m", "convtrain", *[str(tmp_path) if a == "TMP" else a for a in args]],
+                           cwd=REPO, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, env=_env(buffered))
     assert p.returncode == 1
     assert p.stderr.strip().splitlines() == ["error: cannot write the output: No space left on device"]
 
