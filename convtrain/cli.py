@@ -32,7 +32,7 @@ if not out.is_terminal:
     out.width = max(out.width, 120)  # logs and pipes: rich would otherwise assume 80 columns and truncate tables
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 # click's exceptions, from wherever this typer takes click (recent versions vendor it as typer._click)
-click_exceptions = sys.modules[typer.BadParameter.__module__]
+_click_exceptions = sys.modules[typer.BadParameter.__module__]
 
 
 def handle_errors(fn):
@@ -527,9 +527,9 @@ def main() -> None:
     try:
         # standalone_mode=False: click's usage errors come here, to be shown as one line like ours
         code = app(prog_name=os.environ.get("CONVTRAIN_PROG", "convtrain"), standalone_mode=False)
-    except click_exceptions.NoArgsIsHelpError as exc:
+    except _click_exceptions.NoArgsIsHelpError as exc:
         _show_click_error(exc)  # plain `convtrain`: the help, as typer shows it
-    except click_exceptions.ClickException as exc:
+    except _click_exceptions.ClickException as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) is not None else ""
         err.print(f"[bold red]error:[/] {escape(exc.format_message().rstrip('.'))}{escape(hint)}")
         sys.exit(exc.exit_code)
@@ -539,15 +539,10 @@ def main() -> None:
     except SystemExit:
         _flush_stdout()  # a buffered write to a closed pipe fails only now, not inside the command
         raise
-    except BrokenPipeError:
-        _quiet_stdout()
-        sys.exit(1)
     except OSError as exc:
-        if exc is not watched.failed:
-            _backstop(exc)
-        _quiet_stdout()  # > /dev/full, a full disk under a redirected output: not a bug
-        err.print(f"[bold red]error:[/] cannot write the output: {escape(exc.strerror or str(exc))}")
-        sys.exit(1)
+        if exc is watched.failed or isinstance(exc, BrokenPipeError):
+            _output_failed(exc)
+        _backstop(exc)
     except Exception as exc:  # noqa: BLE001 - the backstop: everything that is not a domain error
         _backstop(exc)
     _flush_stdout()  # a buffered write to a closed pipe fails only now, not inside the command
@@ -599,17 +594,19 @@ class _WatchedStdout:
 
 
 def _flush_stdout() -> None:
-    """Flush stdout: a reader that went away (``| head``) ends the command quietly with exit 1, a
-    full disk with one line; returns when stdout is fine."""
     try:
         sys.stdout.flush()
-    except BrokenPipeError:
-        _quiet_stdout()
-        sys.exit(1)
-    except OSError as exc:  # e.g. > /dev/full
-        _quiet_stdout()
+    except OSError as exc:
+        _output_failed(exc)
+
+
+def _output_failed(exc: OSError) -> None:
+    """stdout cannot be written: a reader that went away (``| head``) ends the command quietly, a
+    full disk (``> /dev/full``) with one line; exit 1 either way, as the output is incomplete."""
+    _quiet_stdout()
+    if not isinstance(exc, BrokenPipeError):
         err.print(f"[bold red]error:[/] cannot write the output: {escape(exc.strerror or str(exc))}")
-        sys.exit(1)
+    sys.exit(1)
 
 
 def _quiet_stdout() -> None:

@@ -393,7 +393,8 @@ def kit(data_root, tmp_path_factory) -> Kit:
     return Kit(ckpt, ckpt_path, run, image)
 
 
-@pytest.mark.parametrize("c", CASES, ids=IDS)
+@pytest.mark.parametrize("c", [pytest.param(c, id=i, marks=[pytest.mark.slow] if c.subprocess else [])
+                               for c, i in zip(CASES, IDS)])
 def test_hostile(c: Case, kit: Kit, tmp_path: Path):
     argv = c.build(tmp_path, kit)
     before = snapshot(tmp_path, kit.ckpt_path.parent, kit.run, kit.image)
