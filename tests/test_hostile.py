@@ -210,7 +210,7 @@ def _ckpt_argv(command: str, path: str, t: Path, k: Kit) -> list[str]:
     return {
         "eval": ["eval", "--checkpoint", path, "--device", "cpu"],
         "predict": ["predict", "--checkpoint", path, "--device", "cpu", str(k.image)],
-        "export": ["export", "--checkpoint", path, "--output", str(t / "out" / "model.pt")],
+        "export": ["export", "--checkpoint", path, "--output", str(t / "exported.pt")],
         "visualize": ["visualize", "--checkpoint", path, str(k.image), "--output-dir", str(t / "vis")],
         "finetune": ["finetune", "--checkpoint", path, "-c", "configs/smoke.yaml", *QUICK_SETS,
                      "--run-dir", str(t / "run")],
