@@ -57,7 +57,7 @@ def save_traceback(exc: BaseException) -> Path | None:
         path = folder / f"crash-{stamp}-{os.getpid()}.txt"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            with open(path, "x", encoding="utf-8") as f:  # "x": never overwrite anything
+            with open(path, "x", encoding="utf-8", errors="backslashreplace") as f:  # "x": never overwrite
                 f.write(text)
             return path
         except OSError:
@@ -72,7 +72,10 @@ def _torch_version() -> str:
 
 def summary(exc: BaseException, limit: int = 200) -> str:
     """``TypeError: first line of the message`` (shortened), for the one-line report."""
-    lines = str(exc).strip().splitlines()
+    try:
+        lines = str(exc).strip().splitlines()
+    except Exception:  # noqa: BLE001 - an exception whose __str__ fails must not break the backstop
+        lines = []
     text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
