@@ -159,3 +159,10 @@ def png(width: int, height: int, pixels: bytes | None = None, bit_depth: int = 8
 def digit_png() -> bytes:
     rows = b"".join(b"\x00" + bytes(255 if 8 < x < 20 and 6 < y < 22 else 0 for x in range(28)) for y in range(28))
     return png(28, 28, rows)
+
+
+def noise_png(seed: int = 0) -> bytes:
+    """A 28x28 PNG of random pixels: it barely compresses, so cutting it really truncates the pixel data."""
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, 256, (28, 28), generator=g, dtype=torch.uint8)
+    return png(28, 28, b"".join(b"\x00" + bytes(row.tolist()) for row in pixels))
