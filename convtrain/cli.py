@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import backstop
 from .errors import ConvtrainError
 
 app = typer.Typer(help="Train, evaluate and fine-tune convolutional networks on MNIST-style data.",
@@ -28,10 +31,15 @@ out = Console(highlight=False, soft_wrap=True)
 if not out.is_terminal:
     out.width = max(out.width, 120)  # logs and pipes: rich would otherwise assume 80 columns and truncate tables
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+# click's exceptions, from wherever this typer takes click (recent versions vendor it as typer._click)
+_click_exceptions = sys.modules[typer.BadParameter.__module__]
 
 
 def handle_errors(fn):
-    """Turn domain errors into one red line on stderr and the right exit code, without a traceback."""
+    """Turn domain errors into one red line on stderr and the right exit code, without a traceback.
+
+    Anything else is a bug and goes on to :func:`main`'s backstop (one line and a crash file).
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -40,6 +48,8 @@ def handle_errors(fn):
         except ConvtrainError as exc:
             from .errors import Interrupted
 
+            if backstop.debug_enabled():
+                err.print(escape("".join(traceback.format_exception(exc))), end="")
             # every rank stops on the same signal; rank 0 alone says so (with the resume command)
             if not (isinstance(exc, Interrupted) and os.environ.get("RANK", "0") not in ("", "0")):
                 err.print(f"[bold red]error:[/] {escape(str(exc))}")
@@ -57,6 +67,15 @@ def handle_errors(fn):
             raise typer.Exit(failure.exit_code) from None
 
     return wrapper
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an unexpected internal error "
+                               "here instead of saving it to a crash file (or set CONVTRAIN_DEBUG=1)."),
+) -> None:
+    """Options that go before the command: convtrain --debug train ..."""
+    backstop.set_debug(debug)
 
 
 ConfigOpt = typer.Option(..., "--config", "-c", help="YAML config file.", show_default=False)
@@ -550,5 +569,99 @@ def markdown_reference(rows) -> str:
 
 
 def main() -> None:
-    # Typer exits 2 for its own usage errors; our handler gives the same code to config errors.
-    app(prog_name=os.environ.get("CONVTRAIN_PROG", "convtrain"))
+    """The console script. Typer exits 2 for its own usage errors, like our config errors; the
+    backstop turns any other exception into one line, exit 1 and a crash file."""
+    sys.stdout = watched = _WatchedStdout(sys.stdout)
+    try:
+        # standalone_mode=False: click's usage errors come here, to be shown as one line like ours
+        code = app(prog_name=os.environ.get("CONVTRAIN_PROG", "convtrain"), standalone_mode=False)
+    except _click_exceptions.NoArgsIsHelpError as exc:
+        _show_click_error(exc)  # plain `convtrain`: the help, as typer shows it
+    except _click_exceptions.ClickException as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) is not None else ""
+        err.print(f"[bold red]error:[/] {escape(exc.format_message().rstrip('.'))}{escape(hint)}")
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # Ctrl-C or end of input outside a command's own handler
+        err.print("[bold red]interrupted[/]")
+        sys.exit(130)
+    except SystemExit:
+        _flush_stdout()  # a buffered write to a closed pipe fails only now, not inside the command
+        raise
+    except OSError as exc:
+        if exc is watched.failed or isinstance(exc, BrokenPipeError):
+            _output_failed(exc)
+        _backstop(exc)
+    except Exception as exc:  # noqa: BLE001 - the backstop: everything that is not a domain error
+        _backstop(exc)
+    _flush_stdout()  # a buffered write to a closed pipe fails only now, not inside the command
+    sys.exit(code if isinstance(code, int) else 0)  # an int: typer.Exit's code; else what the command returned
+
+
+def _show_click_error(exc) -> None:
+    try:
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
+    except ImportError:
+        exc.show()
+    sys.exit(exc.exit_code)
+
+
+def _backstop(exc: Exception) -> None:
+    """One line and exit 1 for an exception that is not a domain error: a bug, or an unforeseen failure."""
+    if backstop.debug_enabled():
+        traceback.print_exception(exc)
+        err.print(f"[bold red]error:[/] internal error ({escape(backstop.summary(exc))})")
+    else:
+        err.print(f"[bold red]error:[/] {escape(backstop.crash_message(exc))}")
+    sys.exit(1)
+
+
+class _WatchedStdout:
+    """sys.stdout that remembers a failed write, so ``> /dev/full`` is told apart from a crash."""
+
+    def __init__(self, stream) -> None:
+        self._stream, self.failed = stream, None
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            self.failed = exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            self.failed = exc
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        _output_failed(exc)
+
+
+def _output_failed(exc: OSError) -> None:
+    """stdout cannot be written: a reader that went away (``| head``) ends the command quietly, a
+    full disk (``> /dev/full``) with one line; exit 1 either way, as the output is incomplete."""
+    _quiet_stdout()
+    if not isinstance(exc, BrokenPipeError):
+        err.print(f"[bold red]error:[/] cannot write the output: {escape(exc.strerror or str(exc))}")
+    sys.exit(1)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so Python's own flush at exit has nothing left to complain about."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoint, config as config_mod, data, distributed, engine
+from . import backstop, checkpoint, config as config_mod, data, distributed, engine
 from .config import RunConfig
 from .errors import CheckpointError, ConfigError, ConvtrainError, Interrupted, TrainingError
 from .metrics import MetricsRow
@@ -258,6 +258,7 @@ def open_run_dir(start: Start, state: RunState, dist: distributed.DistInfo) -> R
     cfg = start.cfg
     rundir = RunDir.open(start.run_dir) if start.reopen else \
         RunDir.create(start.run_dir or default_path(cfg.out_dir, cfg.name or "run"))
+    backstop.set_run_dir(rundir.path)  # an unforeseen crash from here on leaves its traceback in the run
     try:
         text = (f"# resolved config; {dist.world_size} process(es) x train.batch_size {cfg.train.batch_size} "
                 f"= global batch {dist.world_size * cfg.train.batch_size}\n" + config_mod.to_yaml(cfg))
