@@ -35,6 +35,14 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 _click_exceptions = sys.modules[typer.BadParameter.__module__]
 
 
+def one_line(message: str) -> str:
+    """An error is one line even when it quotes user input with line breaks or control characters
+    (a `--set` value, a file name): those are shown escaped, as Python writes them."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 def handle_errors(fn):
     """Turn domain errors into one red line on stderr and the right exit code, without a traceback.
 
@@ -52,7 +60,7 @@ def handle_errors(fn):
                 err.print(escape("".join(traceback.format_exception(exc))), end="")
             # every rank stops on the same signal; rank 0 alone says so (with the resume command)
             if not (isinstance(exc, Interrupted) and os.environ.get("RANK", "0") not in ("", "0")):
-                err.print(f"[bold red]error:[/] {escape(str(exc))}")
+                err.print(f"[bold red]error:[/] {escape(one_line(str(exc)))}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("[bold red]interrupted[/]")
@@ -63,7 +71,7 @@ def handle_errors(fn):
             failure = peer_failure(exc)
             if failure is None:
                 raise
-            err.print(f"[bold red]error:[/] {escape(str(failure))}")
+            err.print(f"[bold red]error:[/] {escape(one_line(str(failure)))}")
             raise typer.Exit(failure.exit_code) from None
 
     return wrapper
@@ -579,7 +587,7 @@ def main() -> None:
         _show_click_error(exc)  # plain `convtrain`: the help, as typer shows it
     except _click_exceptions.ClickException as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) is not None else ""
-        err.print(f"[bold red]error:[/] {escape(exc.format_message().rstrip('.'))}{escape(hint)}")
+        err.print(f"[bold red]error:[/] {escape(one_line(exc.format_message().rstrip('.')))}{escape(hint)}")
         sys.exit(exc.exit_code)
     except typer.Abort:  # Ctrl-C or end of input outside a command's own handler
         err.print("[bold red]interrupted[/]")
@@ -611,9 +619,9 @@ def _backstop(exc: Exception) -> None:
     """One line and exit 1 for an exception that is not a domain error: a bug, or an unforeseen failure."""
     if backstop.debug_enabled():
         traceback.print_exception(exc)
-        err.print(f"[bold red]error:[/] internal error ({escape(backstop.summary(exc))})")
+        err.print(f"[bold red]error:[/] internal error ({escape(one_line(backstop.summary(exc)))})")
     else:
-        err.print(f"[bold red]error:[/] {escape(backstop.crash_message(exc))}")
+        err.print(f"[bold red]error:[/] {escape(one_line(backstop.crash_message(exc)))}")
     sys.exit(1)
 
 

@@ -141,7 +141,8 @@ def test_disk_full_on_a_run_file(data_root, tmp_path, monkeypatch, target):
     real_savefig = matplotlib.figure.Figure.savefig
 
     def savefig(self, fname, *args, **kwargs):
-        if full(fname):
+        # plots render into an open temporary file (renamed into place): its name tells the target
+        if full(getattr(fname, "name", fname)):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_savefig(self, fname, *args, **kwargs)
 
