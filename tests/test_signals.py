@@ -105,7 +105,8 @@ def test_sigterm_twice_during_a_save_finishes_the_save(data_root, tmp_path):
     """Both SIGTERMs land inside epoch 1's checkpoint write: the write completes (never torn, no
     temporary file), then the run stops at once, exit 130; --resume then finishes it."""
     run_dir = tmp_path / "r"
-    r = Run([*SMALL, "--run-dir", str(run_dir)], tmp_path, pause="save:30")
+    # signals inside a save wait for it, so this pause is the test's length: long enough to send both
+    r = Run([*SMALL, "--run-dir", str(run_dir)], tmp_path, pause="save:8")
     r.wait_for("test pause: save")
     r.send(signal.SIGTERM)
     r.wait_for("SIGTERM: stopping after this step")
