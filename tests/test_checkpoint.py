@@ -180,6 +180,7 @@ def test_load_pretrained_reinitialises_head_when_classes_differ():
         checkpoint.load_pretrained(create_model("lenet5", num_classes=10), ckpt, "auto")
 
 
+@pytest.mark.slow
 def test_code_running_checkpoint_through_the_cli(tmp_path):
     import os
 

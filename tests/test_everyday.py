@@ -126,6 +126,7 @@ def test_visualize_kernels_and_feature_maps(trained_run, digits, tmp_path):
     assert default.exit_code == 0 and (tmp_path / "default" / "kernels.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_tensorboard_event_files(data_root, tmp_path):
     pytest.importorskip("tensorboard", reason="TensorBoard logging is optional")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -123,6 +123,7 @@ def noise_png(side: int = 280) -> bytes:
 
 # ---------------------------------------------------------------- predictions equal `convtrain predict --json`
 
+@pytest.mark.slow
 def test_upload_equals_cli_predict_json(client, best, digit_pngs):
     expected = cli_predictions(best, digit_pngs)
     for path, cli in zip(digit_pngs, expected):
@@ -138,6 +139,7 @@ def test_upload_equals_cli_predict_json(client, best, digit_pngs):
     assert right >= 9
 
 
+@pytest.mark.slow
 def test_json_batch_equals_cli_predict_json(client, best, digit_pngs):
     files = digit_pngs[:4]
     expected = cli_predictions(best, files, top_k=5)
@@ -331,6 +333,7 @@ def test_bad_checkpoint_is_one_line_before_binding(tmp_path):
     assert "serving on" not in result.stdout
 
 
+@pytest.mark.slow
 def test_port_in_use_is_one_line(best):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

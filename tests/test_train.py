@@ -172,6 +172,7 @@ def test_interrupted_then_resumed_run_is_bit_identical(data_root, tmp_path):
     assert metrics(straight) == metrics(resumed)
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_config(trained_run):
     result = run_cli("train", "--resume", str(trained_run), "--set", "optim.lr=0.1")
     assert result.returncode == 2
