@@ -263,6 +263,12 @@ def all_gather_objects(obj) -> list:
     return [obj]
 
 
+def barrier() -> None:
+    """Wait until every rank gets here (no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
 def teardown(info: DistInfo) -> None:
     if info.distributed and dist.is_initialized():
         dist.destroy_process_group()

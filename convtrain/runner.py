@@ -148,6 +148,9 @@ def _phases(start: Start, dist: distributed.DistInfo, reporter: Reporter, signal
         prepare_training(r, state, start)
         loop(r, state)
         final_test(r, state)
+        # ranks > 0 would otherwise leave while rank 0 still writes results.json and the plots; a rank
+        # that exits early in a multi-node run sometimes took its node's rendezvous store down with it
+        distributed.barrier()
         return state.result
     except ConvtrainError as exc:
         _record_end(r, state, exc)
