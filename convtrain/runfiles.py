@@ -15,9 +15,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
-from .errors import RunDirError, RunFileError
+from .errors import ConfigError, RunDirError, RunFileError
 from .metrics import MetricsRow
 
 STATUSES = ("finished", "interrupted", "failed")
@@ -209,14 +208,15 @@ def read_run_config(run_dir: str | Path) -> dict:
     text = _read_text(path)
     if text is None:
         raise RunDirError(f"{run_dir} is not a convtrain run directory (no config.yaml)")
+    from .config import parse_yaml
+
     try:
-        cfg = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise RunFileError(f"{path} is not valid YAML{where}: {problem}") from None
-    except (ValueError, TypeError, RecursionError) as exc:  # e.g. a date 2020-02-30, or deep nesting
+        # the config loader's limits (nesting depth, alias expansion, duplicate keys): a damaged or
+        # hostile config.yaml in a runs folder must not hang `convtrain runs`
+        cfg = parse_yaml(text, str(path))
+    except ConfigError as exc:
+        raise RunFileError(str(exc)) from None
+    except (ValueError, TypeError) as exc:  # e.g. a date 2020-02-30
         raise RunFileError(f"{path} is not a run config ({type(exc).__name__}: {str(exc)[:60]})") from None
     if not isinstance(cfg, dict):
         raise RunFileError(f"{path} must hold a mapping (key: value lines), not {_yaml_type(cfg)}")

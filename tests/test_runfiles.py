@@ -104,6 +104,10 @@ CASES = [
     ("config.yaml", "empty file", "", True, 1),
     ("config.yaml", "python tag", "model: !!python/object/apply:os.system ['touch pwned']\n", True, 1),
     ("config.yaml", "bad date", "created: 2020-02-30\n", True, 1),
+    # the config loader's limits apply to a run's config.yaml too
+    ("config.yaml", "alias bomb", "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)), True, 1),
+    ("config.yaml", "duplicate key", CONFIG + "seed: 1\nseed: 2\n", True, 1),
     ("config.yaml", "model a list", CONFIG.replace("model: {name: article_cnn, kwargs: {}, init: default}",
                                                    "model: [article_cnn]"), True, 1),
     ("config.yaml", "model name a number", CONFIG.replace("name: article_cnn", "name: 5"), True, 1),
