@@ -23,7 +23,7 @@ from typing import Literal, Optional
 
 import torch
 
-from . import checkpoint, data
+from . import checkpoint, data, runfiles
 from .errors import ConfigError, ConvtrainError, DataError, did_you_mean
 
 STATIC = Path(__file__).parent / "static"
@@ -105,17 +105,11 @@ def parse_checkpoint_spec(spec: str) -> tuple[str, Path]:
 
 def _results_accuracy(path: Path, epoch: int) -> Optional[float]:
     """Test accuracy from the run's results.json, when the checkpoint sits in a run and is the tested one."""
-    results = path.resolve().parent.parent / "results.json"
-    if path.resolve().parent.name != "checkpoints" or not results.is_file():
+    if path.resolve().parent.name != "checkpoints":
         return None
-    try:
-        r = json.loads(results.read_text())
-        # results.json tests best.pt; another checkpoint of the run (last.pt, a later epoch) was not tested
-        if r.get("best_epoch") == epoch and isinstance(r.get("test_accuracy"), (int, float)):
-            return float(r["test_accuracy"])
-    except (OSError, ValueError, AttributeError):
-        pass
-    return None
+    results = _results(path.resolve().parent.parent)
+    # results.json tests best.pt; another checkpoint of the run (last.pt, a later epoch) was not tested
+    return results.test_accuracy if results is not None and results.best_epoch == epoch else None
 
 
 def load_model(name: str, path: Path) -> ServedModel:
@@ -191,49 +185,33 @@ def predict_images(m: ServedModel, images: list[tuple[str, bytes]], top_k: int, 
 
 # ---------------------------------------------------------------- runs page
 
-def _read_json(path: Path) -> dict:
+def _results(run: Path) -> Optional[runfiles.Results]:
+    """The run's results.json through the one typed reader; a missing or damaged file is None."""
     try:
-        value = json.loads(path.read_text())
-        return value if isinstance(value, dict) else {}
-    except (OSError, ValueError, UnicodeDecodeError):
-        return {}
+        return runfiles.read_results(run)
+    except ConvtrainError:
+        return None
 
 
-def _last_metrics(path: Path) -> dict:
-    """The last metrics.csv row as numbers; a garbage file gives what it can (maybe nothing)."""
-    import csv
-
+def _metrics(run: Path) -> list:
+    """The run's metrics.csv rows through the one typed reader; a damaged file gives none."""
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, csv.Error, UnicodeDecodeError):
-        return {}
-    out: dict = {}
-    for key, value in (rows[-1] if rows else {}).items():
-        try:
-            out[str(key)] = float(value)
-        except (TypeError, ValueError):
-            continue
-    out["epochs"] = len(rows)
-    return out
+        return runfiles.read_metrics(run)
+    except ConvtrainError:
+        return []
 
 
 def run_summary(run: Path) -> dict:
     """What the runs page shows for one run directory; unreadable files become missing fields."""
-    results = _read_json(run / "results.json")
-    last = _last_metrics(run / "metrics.csv") if (run / "metrics.csv").is_file() else {}
-
-    def number(v):
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
+    results, rows = _results(run), _metrics(run)
     return {
         "name": run.name,
-        "status": results.get("status") if isinstance(results.get("status"), str) else "unfinished",
-        "epochs": last.get("epochs"),
-        "best_val_acc": number(results.get("best_val_acc")),
-        "test_accuracy": number(results.get("test_accuracy")),
-        "test_loss": number(results.get("test_loss")),
-        "last_epoch": {k: v for k, v in last.items() if k != "epochs"},
+        "status": results.status if results is not None else "unfinished",
+        "epochs": len(rows) if (run / "metrics.csv").is_file() else None,
+        "best_val_acc": results.best_val_acc if results is not None else None,
+        "test_accuracy": results.test_accuracy if results is not None else None,
+        "test_loss": results.test_loss if results is not None else None,
+        "last_epoch": {k: v for k, v in rows[-1].as_dict().items() if v is not None} if rows else {},
         "images": [f"/runs/{run.name}/{img}" for img in RUN_IMAGES if (run / img).is_file()],
         "modified": (run / "config.yaml").stat().st_mtime if (run / "config.yaml").is_file() else run.stat().st_mtime,
     }
