@@ -579,6 +579,34 @@ def markdown_reference(rows) -> str:
 def main() -> None:
     """The console script. Typer exits 2 for its own usage errors, like our config errors; the
     backstop turns any other exception into one line, exit 1 and a crash file."""
+    try:
+        _main()
+    except SystemExit as exc:
+        if _distributed_worker():
+            _exit_now(exc.code)
+        raise
+
+
+def _distributed_worker() -> bool:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def _exit_now(code) -> None:
+    """End a distributed worker without the interpreter's shutdown: a rank that finished (its files
+    written, its process group destroyed) sometimes aborted in a C++ destructor at exit ("terminate
+    called without an active exception", SIGABRT), which the launcher reports as a failed run."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
+
+
+def _main() -> None:
     sys.stdout = watched = _WatchedStdout(sys.stdout)
     try:
         # standalone_mode=False: click's usage errors come here, to be shown as one line like ours
