@@ -372,7 +372,7 @@ def _validate_input(raw: dict, bad) -> None:
 
 
 # Config keys read outside training (eval, export, visualize): checked here so they never KeyError.
-_CONFIG_KEYS = {("data", "root"): (str,), ("data", "val_size"): (int,), ("data", "download"): (bool,),
+_CONFIG_KEYS = {("data", "root"): (str,), ("data", "val_size"): (int, float, type(None)), ("data", "download"): (bool,),
                 ("seed",): (int,), ("train", "eval_batch_size"): (int,)}
 
 
