@@ -193,6 +193,10 @@ def test_malformed_csv_names_file_and_row(tmp_path, body, message):
 
 def test_cache_hit_on_second_load_and_miss_when_a_file_changes(mnist, tmp_path, monkeypatch, cache_dir):
     paths = write_folder(tmp_path / "d", sample(mnist, 50))
+    # one image as BMP: its size in bytes does not depend on its pixels, so below only the mtime changes
+    changed = paths[0].with_suffix(".bmp")
+    Image.open(paths[0]).save(changed)
+    paths[0].unlink()
     cfg = data_cfg(name="folder", root=str(tmp_path / "d"))
     first = data.build(cfg, seed=0)
     assert any("decoded 50 images" in n for n in first.notes)
@@ -201,10 +205,12 @@ def test_cache_hit_on_second_load_and_miss_when_a_file_changes(mnist, tmp_path, 
     second = data.build(cfg, seed=0)
     assert any("from the cache" in n for n in second.notes) and torch.equal(first.train.images, second.train.images)
     monkeypatch.setattr(imagefolder, "decode_all", real)
-    # same size, new pixels, new mtime: the key changes, the new pixels are decoded
-    old = np.array(Image.open(paths[0]))
-    Image.fromarray(255 - old).save(paths[0])
-    os.utime(paths[0], ns=(10**18, 10**18))
+    # same name, same size, new pixels and mtime: the key changes, the new pixels are decoded
+    old = np.array(Image.open(changed))
+    size = changed.stat().st_size
+    Image.fromarray(255 - old).save(changed)
+    os.utime(changed, ns=(10**18, 10**18))
+    assert changed.stat().st_size == size
     third = data.build(cfg, seed=0)
     assert any("decoded 50 images" in n for n in third.notes)
     everything = torch.cat([third.train.images, third.val.images, third.test.images])
@@ -272,8 +278,14 @@ def test_wheel_contains_the_recipes(tmp_path):
     import subprocess
     import sys
 
+    import shutil
+
+    # from a clean copy: an in-tree build would reuse a stale build/ folder and prove nothing
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "runs", "data", "__pycache__", ".pytest_cache", ".hypothesis"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+                            "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
     (wheel,) = tmp_path.glob("convtrain-*.whl")
     with zipfile.ZipFile(wheel) as z:
