@@ -211,7 +211,7 @@ class FinetuneConfig:
     freeze: list[str] = _opt(None, "parameter-name prefixes to freeze, e.g. [backbone] (all but the head)", factory=list)
     head_lr: Optional[float] = _opt(None, "learning rate of the head; null = optim.lr", check=_positive)
     backbone_lr: Optional[float] = _opt(None, "learning rate of everything else; null = optim.lr", check=_positive)
-    reinit_head: str = _opt("auto", "auto: re-initialise the head when the class count differs",
+    reinit_head: str = _opt("auto", "auto: re-initialise the head when the classes differ (their count or their names)",
                             choices=("auto", "always", "never"))
 
 

@@ -216,7 +216,8 @@ def build_model(cfg: RunConfig, bundle: data.DataBundle, dist: distributed.DistI
         # before freezing: conversion replaces the BatchNorm modules that freeze() keeps in eval mode
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.finetune.checkpoint and start.resume is None:  # a resumed run's weights come from its last.pt
-        _load_pretrained(model, cfg, start.pretrained or checkpoint.load(cfg.finetune.checkpoint), reporter)
+        _load_pretrained(model, cfg, start.pretrained or checkpoint.load(cfg.finetune.checkpoint), reporter,
+                         bundle.classes)
     model.to(dist.device)
     if cfg.speed.channels_last and dist.device.type in ("cpu", "cuda"):
         model.to(memory_format=torch.channels_last)
@@ -492,8 +493,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig, steps_per_
                                                total_steps=total, pct_start=s.pct_start)
 
 
-def _load_pretrained(model: nn.Module, cfg: RunConfig, ckpt: dict, reporter: Reporter) -> None:
-    report = checkpoint.load_pretrained(model, ckpt, cfg.finetune.reinit_head, cfg.finetune.checkpoint)
+def _load_pretrained(model: nn.Module, cfg: RunConfig, ckpt: dict, reporter: Reporter,
+                     classes: list[str] | None = None) -> None:
+    report = checkpoint.load_pretrained(model, ckpt, cfg.finetune.reinit_head, cfg.finetune.checkpoint, classes)
     try:
         frozen = model.freeze(cfg.finetune.freeze)
     except ValueError as exc:

@@ -368,3 +368,19 @@ def test_finetune_the_mnist_checkpoint_on_a_folder_whose_classes_are_not_digits(
     results = json.loads((run / "results.json").read_text())
     assert results["classes"] == sorted(names)
     assert results["test_accuracy"] > 0.6  # 10 steps of 64 from MNIST's features: measured 0.81
+
+
+def test_finetune_auto_reinitialises_a_head_whose_class_names_differ():
+    from convtrain import checkpoint
+    from convtrain.models import create_model
+
+    source = create_model("article_cnn", num_classes=10)
+    ckpt = {"model": {"name": "article_cnn", "state_dict": source.state_dict()}, "num_classes": 10,
+            "classes": [str(i) for i in range(10)]}
+    renamed = checkpoint.load_pretrained(create_model("article_cnn", num_classes=10), ckpt, "auto", classes=NAMES)
+    assert renamed["reinitialized"] == ["head.weight", "head.bias"]
+    same = checkpoint.load_pretrained(create_model("article_cnn", num_classes=10), ckpt, "auto",
+                                      classes=[str(i) for i in range(10)])
+    assert same["reinitialized"] == [] and "head.weight" in same["loaded"]
+    kept = checkpoint.load_pretrained(create_model("article_cnn", num_classes=10), ckpt, "never", classes=NAMES)
+    assert kept["reinitialized"] == []
