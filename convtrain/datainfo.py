@@ -43,6 +43,8 @@ def inspect_data(cfg) -> dict:
 
 
 def render(r: dict, out) -> None:
+    for note in r["notes"]:
+        out.print(f"[dim]{escape(note)}[/]")
     out.print(f"[bold]{escape(r['source'])}[/] {escape(r['root'])}: {len(r['classes'])} classes, decoded as "
               f"{'x'.join(map(str, r['decoded_as']))} (channels x height x width)"
               f"{', streamed from disk' if r['streamed'] else ''}")

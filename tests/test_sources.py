@@ -163,6 +163,18 @@ def test_unreadable_files_are_named_and_counted_or_skipped(mnist, tmp_path):
     assert sorted(Path(p).name for p in b.info["ignored"]) == [".DS_Store", "README.txt"]
 
 
+def test_an_image_over_the_pixel_limit_is_unreadable_not_decoded(mnist, tmp_path):
+    paths = write_folder(tmp_path / "d", sample(mnist, 20))
+    import zlib
+
+    # a 45-byte PNG whose header declares 8000x7000 = 56 Mpx (> preprocess.MAX_PIXELS): refused from the header
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", 8000, 7000, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+    (paths[0].parent / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk + b"\0\0\0\0IEND\xaeB`\x82")
+    with pytest.raises(DataError, match=r"huge\.png is 8000x7000 = 56 Mpx, over the limit of 50 Mpx"):
+        data.build(data_cfg(name="folder", root=str(tmp_path / "d")), seed=0)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda r: r.mkdir(), "has no train/ folder"),
     (lambda r: (r / "train" / "only").mkdir(parents=True), "a classifier needs at least 2"),
