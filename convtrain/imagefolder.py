@@ -43,7 +43,13 @@ class Listing:
 
 def scan(root: str | Path) -> Listing:
     """List ``root``'s splits, classes and image files; a layout mistake is a DataError saying the fix."""
-    root = Path(root)
+    try:
+        return _scan(Path(root))
+    except OSError as exc:  # a folder without read permission, a name too long, a vanished folder...
+        raise DataError(f"cannot list {exc.filename or root}: {exc.strerror or exc}") from None
+
+
+def _scan(root: Path) -> Listing:
     if not root.is_dir():
         raise DataError(f"data folder not found: {root} (expected {root}/train/<class>/<images>)")
     if not (root / "train").is_dir():

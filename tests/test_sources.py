@@ -175,6 +175,20 @@ def test_an_image_over_the_pixel_limit_is_unreadable_not_decoded(mnist, tmp_path
         data.build(data_cfg(name="folder", root=str(tmp_path / "d")), seed=0)
 
 
+def test_a_folder_that_cannot_be_listed_is_one_line(mnist, tmp_path, monkeypatch):
+    paths = write_folder(tmp_path / "d", sample(mnist, 20))
+    locked, iterdir = paths[0].parent, Path.iterdir
+
+    def refuse(self):  # what chmod 000 does for a non-root user (the tests may run as root)
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    with pytest.raises(DataError, match=f"cannot list {locked}: Permission denied"):
+        data.build(data_cfg(name="folder", root=str(tmp_path / "d")), seed=0)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda r: r.mkdir(), "has no train/ folder"),
     (lambda r: (r / "train" / "only").mkdir(parents=True), "a classifier needs at least 2"),
@@ -338,6 +352,11 @@ def test_train_eval_predict_inspect_a_folder_with_no_config(mnist, tmp_path, cac
     ckpt = run / "checkpoints" / "best.pt"
     image = sorted((tmp_path / "letters" / "train" / "cat").iterdir())[0]
     assert predict_images(ckpt, [image], device="cpu")[0]["topk"][0]["name"] in names
+    # dark ink on light paper: MNIST's auto-invert would flip it; a folder's model sees images as they were
+    paper = tmp_path / "paper.png"
+    Image.fromarray(255 - np.array(Image.open(image))).save(paper)
+    auto, no, yes = (predict_images(ckpt, [paper], invert=i, device="cpu")[0]["topk"] for i in ("auto", "no", "yes"))
+    assert auto == no and auto != yes
     ev = evaluate_checkpoint(ckpt, device="cpu")  # the held-out test split again, from the saved config
     assert ev["accuracy"] == pytest.approx(results["test_accuracy"]) and ev["classes"] == names
     # another labelled folder with other classes: refused, naming both class lists
