@@ -276,27 +276,30 @@ def test_mnist_default_still_holds_out_5000(data_root):
 
 
 @pytest.mark.slow
-def test_config_by_recipe_name_from_outside_the_repository(tmp_path):
+def test_config_by_recipe_name_from_outside_the_repository(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    env = {**os.environ, "CONVTRAIN_PROG": "convtrain"}
-    cli = lambda *a: subprocess.run([sys.executable, "-m", "convtrain", *a], capture_output=True,  # noqa: E731
-                                    text=True, cwd=tmp_path, env=env, timeout=120)
-    shown = cli("config", "show", "--config", "mnist")
+    from convtrain import recipes
+
+    shown = subprocess.run([sys.executable, "-m", "convtrain", "config", "show", "--config", "mnist"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert shown.returncode == 0, shown.stderr
-    assert "name: mnist" in shown.stdout and "mean:\n    - 0.5" in shown.stdout.replace("mean: [0.5]", "mean:\n    - 0.5")
-    listed = cli("config", "list", "--json")
-    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    assert shown.stdout.startswith("name: mnist\n") and "val_size: 5000" in shown.stdout
+    monkeypatch.chdir(tmp_path)
+    rows = {r["name"]: r for r in recipes.listing()}
     assert set(rows) == {p.stem for p in (REPO / "configs").glob("*.yaml")}
     assert rows["mnist"]["command"] == "convtrain train --config configs/mnist.yaml"
-    assert cli("config", "copy", "mnist", "mine.yaml").returncode == 0
+    assert rows["smoke"]["description"].startswith("A one-minute sanity run")
+    assert recipes.copy("mnist", "mine.yaml") == Path("mine.yaml")
     assert (tmp_path / "mine.yaml").read_text() == (REPO / "configs" / "mnist.yaml").read_text()
-    again = cli("config", "copy", "fast", "mine.yaml")
-    assert again.returncode == 2 and "exists already" in again.stderr
+    with pytest.raises(ConfigError, match="exists already"):
+        recipes.copy("fast", "mine.yaml")
     assert (tmp_path / "mine.yaml").read_text() == (REPO / "configs" / "mnist.yaml").read_text()
-    typo = cli("config", "show", "--config", "mnsit")
-    assert typo.returncode == 2 and "did you mean 'mnist'?" in typo.stderr and "Traceback" not in typo.stderr
+    with pytest.raises(ConfigError, match="did you mean 'mnist'"):
+        config_mod.load_config("mnsit")
+    (tmp_path / "smoke").write_text("train: {epochs: 7}\n")  # a file of that name wins over the recipe
+    assert config_mod.load_config("smoke").train.epochs == 7
 
 
 @pytest.mark.slow
