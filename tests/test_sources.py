@@ -418,3 +418,12 @@ def test_finetune_auto_reinitialises_a_head_whose_class_names_differ():
     assert same["reinitialized"] == [] and "head.weight" in same["loaded"]
     kept = checkpoint.load_pretrained(create_model("article_cnn", num_classes=10), ckpt, "never", classes=NAMES)
     assert kept["reinitialized"] == []
+
+
+def test_data_root_env_points_at_registered_datasets_not_at_a_folder_from_a_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVTRAIN_DATA_ROOT", "/elsewhere")
+    path = tmp_path / "mine.yaml"
+    path.write_text("data: {name: folder, root: my_digits}\n")
+    assert config_mod.load_config(path).data.root == "my_digits"
+    assert config_mod.load_config(path, ["data.name=mnist"]).data.root == "/elsewhere"
+    assert config_mod.load_config(path, data_root="flag").data.root == "flag"  # an explicit --data-root still wins
