@@ -475,6 +475,7 @@ def config_show(
                                           show_default=False),
     set_: Optional[list[str]] = SetOpt,
     data_root: Optional[str] = DataRootOpt,
+    data: Optional[str] = DataOpt,
 ) -> None:
     """Print the fully resolved config as YAML, without running anything.
 
@@ -482,7 +483,7 @@ def config_show(
     """
     from .config import to_yaml
 
-    print(to_yaml(_load(config, set_, None, None, data_root)), end="")
+    print(to_yaml(_load(config, _with_data(data, set_, config), None, None, data_root)), end="")
 
 
 @config_app.command("keys")

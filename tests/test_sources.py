@@ -427,3 +427,24 @@ def test_data_root_env_points_at_registered_datasets_not_at_a_folder_from_a_conf
     assert config_mod.load_config(path).data.root == "my_digits"
     assert config_mod.load_config(path, ["data.name=mnist"]).data.root == "/elsewhere"
     assert config_mod.load_config(path, data_root="flag").data.root == "flag"  # an explicit --data-root still wins
+
+
+def test_csv_images_of_another_size_are_resized_and_made_rgb(tmp_path):
+    rows = ["label," + ",".join(f"p{i}" for i in range(100))]
+    rows += [f"{'ab'[k % 2]}," + ",".join([str(40 + k)] * 100) for k in range(20)]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    b = data.build(data_cfg(name="csv", root=str(tmp_path / "train.csv"), channels=3, image_size=20,
+                            val_size=4, test_size=4), seed=0)
+    assert b.classes == ["a", "b"] and b.train.image_shape == (3, 20, 20) and len(b.train) == 12
+    assert b.info["image_sizes"] == {"10x10 L": 20}
+    for img in torch.cat([b.train.images, b.val.images, b.test.images]):
+        assert img.unique().numel() == 1  # a flat image stays flat through the resize, on every channel
+
+
+def test_inspect_a_registered_dataset(data_root):
+    from convtrain.datainfo import inspect_data
+
+    info = inspect_data(config_mod.load_config(None, ["data.name=mnist"], data_root=str(data_root)))
+    assert [info["splits"][s]["images"] for s in ("train", "val", "test")] == [55000, 5000, 10000]
+    assert info["splits"]["val"]["held_out"] and not info["splits"]["test"]["held_out"]
+    assert info["mean"][0] == pytest.approx(0.1307, abs=2e-3) and info["unreadable"] == []
