@@ -372,7 +372,7 @@ def _validate_input(raw: dict, bad) -> None:
 
 
 # Config keys read outside training (eval, export, visualize): checked here so they never KeyError.
-_CONFIG_KEYS = {("data", "root"): (str,), ("data", "val_size"): (int,), ("data", "download"): (bool,),
+_CONFIG_KEYS = {("data", "root"): (str,), ("data", "val_size"): (int, float, type(None)), ("data", "download"): (bool,),
                 ("seed",): (int,), ("train", "eval_batch_size"): (int,)}
 
 
@@ -548,12 +548,15 @@ def rebuild_model(ckpt: dict | Loaded, path: str | Path = "checkpoint") -> nn.Mo
     return view.rebuild()
 
 
-def load_pretrained(model: nn.Module, ckpt: dict, reinit_head: str, path: str | Path = "checkpoint") -> dict[str, list[str]]:
+def load_pretrained(model: nn.Module, ckpt: dict, reinit_head: str, path: str | Path = "checkpoint",
+                    classes: list[str] | None = None) -> dict[str, list[str]]:
     """Copy a checkpoint's weights into ``model`` for fine-tuning.
 
     The head is skipped (left freshly initialised) when the class count differs and
-    ``reinit_head == "auto"``, or always with ``"always"``. Every other tensor must fit by name and
-    shape. Returns the names of the tensors ``loaded`` and ``reinitialized``.
+    ``reinit_head == "auto"``, or always with ``"always"``. With ``classes`` (the new data's class
+    names), ``"auto"`` also re-initialises a head of the same size whose class names differ: output 3
+    of an MNIST head means "3", not "dog". Every other tensor must fit by name and shape. Returns the
+    names of the tensors ``loaded`` and ``reinitialized``.
     """
     source: dict[str, Any] = ckpt["model"]["state_dict"]
     target = model.state_dict()
@@ -561,7 +564,8 @@ def load_pretrained(model: nn.Module, ckpt: dict, reinit_head: str, path: str | 
     if differs and reinit_head == "never":
         raise ConfigError(f"{path} has {ckpt['num_classes']} classes and the new data has {model.num_classes}; "
                           "the head must be re-initialised (set finetune.reinit_head to auto or always)")
-    skip_head = reinit_head == "always" or differs
+    renamed = classes is not None and list(classes) != list(ckpt["classes"])
+    skip_head = reinit_head == "always" or differs or (renamed and reinit_head == "auto")
     loaded, reinitialized, problems = [], [], []
     new_state = {}
     for name, tensor in target.items():

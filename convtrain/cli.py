@@ -26,6 +26,8 @@ app = typer.Typer(help="Train, evaluate and fine-tune convolutional networks on 
                   no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False)
 config_app = typer.Typer(help="Inspect configs without running them.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+data_app = typer.Typer(help="Look at a dataset without training on it.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 out = Console(highlight=False, soft_wrap=True)
 if not out.is_terminal:
@@ -95,6 +97,25 @@ RunDirOpt = typer.Option(None, "--run-dir", help="Run directory (default runs/<n
                          show_default=False)
 DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.", show_default=False)
 SeedOpt = typer.Option(None, "--seed", help="Random seed (recorded in config.yaml).", show_default=False)
+DataOpt = typer.Option(None, "--data", show_default=False,
+                       help="Your own labelled images: a folder (DIR/train/<class>/*, optional val/ and test/) "
+                            "or a train.csv file (label,pixel0,...); sets data.name (folder or csv) and data.root.")
+
+
+def _with_data(data: Optional[str], sets: Optional[list[str]], config: Optional[Path]) -> list[str]:
+    """``--data PATH`` as the --set overrides it stands for (before the user's own --set, which win)."""
+    if data is None:
+        return list(sets or [])
+    from .sources import detect
+
+    p = Path(data)
+    name = detect(p)
+    extra = [f"data.name={name}", f"data.root={p}"]
+    if config is None and not any(s.partition("=")[0].strip() == "name" for s in sets or []):
+        # runs/<data folder>-<time>: a train.csv is named after its folder
+        stem = p.resolve().name if name == "folder" else (p.stem if p.stem != "train" else p.resolve().parent.name)
+        extra.append(f"name={stem or 'run'}")
+    return extra + list(sets or [])
 
 
 NprocOpt = typer.Option(None, "--nproc-per-node", min=1, show_default=False,
@@ -140,7 +161,9 @@ def _load(config: Optional[Path], sets, device, seed, data_root):
 @app.command()
 @handle_errors
 def train(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file.", show_default=False),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", show_default=False,
+                                          help="YAML config file, or a packaged recipe's name (convtrain config "
+                                               "list); default: the article's setup (the schema defaults)."),
     set_: Optional[list[str]] = SetOpt,
     run_dir: Optional[Path] = RunDirOpt,
     device: Optional[str] = DeviceOpt,
@@ -149,27 +172,33 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run: its directory or its last.pt.",
                                           show_default=False),
     nproc_per_node: Optional[int] = NprocOpt,
+    data: Optional[str] = DataOpt,
 ) -> None:
-    """Train a model from a YAML config.
+    """Train a model from a YAML config (or the defaults).
 
-    Example: convtrain train --config configs/mnist.yaml --set train.epochs=2
+    Example: convtrain train --config mnist --set train.epochs=2
+    Example: convtrain train --data ./my_digits --set train.epochs=3
     """
     from .errors import ConfigError
     from .signals import StopSignals
 
+    if resume is None:
+        set_ = _with_data(data, set_, config)
+    elif data is not None:
+        raise ConfigError("--resume continues a run on its own data; drop --data")
     if nproc_per_node is not None:
         return _launch(nproc_per_node, config, set_, device, seed, data_root, resume or run_dir)
-    if config is None and resume is None:
-        raise ConfigError("give --config FILE (or --resume RUN_DIR)")
     if resume is not None and run_dir is not None:
         raise ConfigError("--resume continues a run in its own directory; drop --run-dir")
     # installed before torch is even imported: Ctrl-C / SIGTERM anywhere in the run is one line and exit 130
     with StopSignals() as signals:
         from .runner import Start, prepare_resume, run
 
-        cfg = _load(config, set_, device, seed, data_root) if config is not None else None
-        start = (prepare_resume(resume, cfg, _overrides(set_, device, seed), data_root) if resume is not None
-                 else Start(cfg, run_dir))
+        if resume is not None:
+            cfg = _load(config, set_, device, seed, data_root) if config is not None else None
+            start = prepare_resume(resume, cfg, _overrides(set_, device, seed), data_root)
+        else:  # no --config: the schema defaults are the article's setup
+            start = Start(_load(config, set_, device, seed, data_root), run_dir)
         _show_result(run(start, reporter=_reporter(), signals=signals))
 
 
@@ -177,19 +206,24 @@ def train(
 @handle_errors
 def finetune(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Pretrained checkpoint (.pt).", show_default=False),
-    config: Path = ConfigOpt,
+    config: Optional[Path] = typer.Option(None, "--config", "-c", show_default=False,
+                                          help="YAML config file or recipe name; default: the schema defaults."),
     set_: Optional[list[str]] = SetOpt,
     run_dir: Optional[Path] = RunDirOpt,
     device: Optional[str] = DeviceOpt,
     seed: Optional[int] = SeedOpt,
     data_root: Optional[str] = DataRootOpt,
     nproc_per_node: Optional[int] = NprocOpt,
+    data: Optional[str] = DataOpt,
 ) -> None:
     """Start a new run from pretrained weights (head re-initialised when the class count differs).
 
     Example: convtrain finetune --checkpoint runs/mnist/checkpoints/best.pt --config configs/fashion_finetune.yaml
+    Example: convtrain finetune --checkpoint runs/mnist/checkpoints/best.pt --data ./my_letters
     """
     from .signals import StopSignals
+
+    set_ = _with_data(data, set_, config)
 
     if nproc_per_node is not None:
         return _launch(nproc_per_node, config, set_, device, seed, data_root, run_dir)
@@ -236,15 +270,18 @@ def eval_(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Evaluation batch size.",
                                              show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else on stdout."),
+    data: Optional[str] = typer.Option(None, "--data", show_default=False,
+                                       help="Evaluate on another labelled folder or .csv with the same classes."),
 ) -> None:
     """Evaluate a checkpoint: loss, accuracy, per-class accuracy and confusion matrix.
 
     Example: convtrain eval --checkpoint runs/mnist/checkpoints/best.pt --json
+    Example: convtrain eval --checkpoint runs/my_digits-<time>/checkpoints/best.pt --data ./more_digits
     """
     from .evaluate import evaluate_checkpoint
 
     r = evaluate_checkpoint(checkpoint, split=split, data_root=data_root, device=device, batch_size=batch_size,
-                            dataset=dataset)
+                            dataset=dataset, data_path=data)
     if as_json:
         print(json.dumps(r))
         return
@@ -438,6 +475,7 @@ def config_show(
                                           show_default=False),
     set_: Optional[list[str]] = SetOpt,
     data_root: Optional[str] = DataRootOpt,
+    data: Optional[str] = DataOpt,
 ) -> None:
     """Print the fully resolved config as YAML, without running anything.
 
@@ -445,7 +483,7 @@ def config_show(
     """
     from .config import to_yaml
 
-    print(to_yaml(_load(config, set_, None, None, data_root)), end="")
+    print(to_yaml(_load(config, _with_data(data, set_, config), None, None, data_root)), end="")
 
 
 @config_app.command("keys")
@@ -467,6 +505,69 @@ def config_keys(as_markdown: bool = typer.Option(False, "--markdown", help="Prin
     for r in rows:
         table.add_row(*(escape(c) for c in r))
     out.print(table)
+
+
+@config_app.command("list")
+@handle_errors
+def config_list(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the packaged recipes (usable as --config NAME from any folder).
+
+    Example: convtrain config list
+    """
+    from .recipes import listing
+
+    rows = listing()
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title="packaged recipes (--config NAME; convtrain config copy NAME DEST to edit one)")
+    for col in ("name", "description", "command"):
+        table.add_column(col, style="bold" if col == "name" else None)
+    for r in rows:
+        table.add_row(escape(r["name"]), escape(r["description"]), escape(r["command"]))
+    out.print(table)
+
+
+@config_app.command("copy")
+@handle_errors
+def config_copy(
+    name: str = typer.Argument(..., help="Recipe name (convtrain config list).", show_default=False),
+    dest: Path = typer.Argument(..., help="File to write, or a folder to write NAME.yaml in.", show_default=False),
+) -> None:
+    """Write a packaged recipe out to edit it (never overwrites a file).
+
+    Example: convtrain config copy mnist my_mnist.yaml
+    """
+    from .recipes import copy
+
+    out.print(f"wrote {escape(str(copy(name, dest)))}")
+
+
+@data_app.command("inspect")
+@handle_errors
+def data_inspect(
+    data: Optional[str] = typer.Option(None, "--data", show_default=False,
+                                       help="A folder (DIR/train/<class>/*) or a train.csv file."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", show_default=False,
+                                          help="A registered dataset instead (mnist, fashion_mnist)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", show_default=False,
+                                          help="Take the data settings from this config or recipe."),
+    set_: Optional[list[str]] = SetOpt,
+    data_root: Optional[str] = DataRootOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else on stdout."),
+) -> None:
+    """Splits, class counts, image sizes and channels, mean/std, unreadable and ignored files.
+
+    Example: convtrain data inspect --data ./my_digits
+    """
+    from .datainfo import inspect_data, render
+
+    sets = ([f"data.name={dataset}"] if dataset else []) + _with_data(data, set_, config)
+    r = inspect_data(_load(config, sets, None, None, data_root))
+    if as_json:
+        print(json.dumps(r))
+        return
+    render(r, out)
 
 
 @app.command()

@@ -64,6 +64,14 @@ def _between(low: int, high: int) -> Callable[[Any], str | None]:
     return check
 
 
+class CountOrFraction:
+    """Annotation for a size given as a count of images (``5000``) or a fraction of them (``0.1``).
+
+    Counts are whole numbers >= 1, fractions are numbers strictly between 0 and 1; ``1.0`` or ``2.5``
+    are neither and are refused, so a typo cannot hold out 250% of a dataset.
+    """
+
+
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds; each process adds its rank
 MAX_EPOCHS = 1_000_000
 MAX_BATCH = 1_048_576  # 2**20 images in one batch: already far beyond any accelerator's memory
@@ -82,9 +90,9 @@ def _model_names() -> list[str]:
 
 
 def _dataset_names() -> list[str]:
-    from .data import DATASETS
+    from .data import DATASETS, FILE_SOURCES
 
-    return sorted(DATASETS)
+    return sorted(DATASETS) + list(FILE_SOURCES)
 
 
 INIT_SCHEMES = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "normal")
@@ -110,10 +118,25 @@ class AugmentConfig:
 @dataclass
 class DataConfig:
     name: str = _opt("mnist", "dataset name", choices=_dataset_names)
-    root: str = _opt("data", "dataset folder (torchvision layout); --data-root and CONVTRAIN_DATA_ROOT override it")
+    root: str = _opt("data", "dataset folder (torchvision layout; --data-root and CONVTRAIN_DATA_ROOT override it); "
+                     "folder: DIR with train/<class>/ (val/, test/ optional); csv: the train.csv file")
     download: bool = _opt(True, "download the dataset when its files are missing")
-    val_size: int = _opt(5000, "training images held out (seeded) to pick best.pt; must be smaller than the training set",
-                         check=_positive)
+    val_size: Optional[CountOrFraction] = _opt(
+        None, "training images held out (seeded) to pick best.pt when the data has no val split: a count (5000) "
+        "or a fraction (0.1); null = 5000 for mnist/fashion_mnist, 0.1 for folder/csv")
+    test_size: Optional[CountOrFraction] = _opt(
+        None, "folder/csv without a test split: training images held out (seeded, disjoint from val) as the test "
+        "set, a count or a fraction; null = 0.1. Not used when the data has its own test split")
+    channels: int = _opt(1, "folder/csv: images are converted to 1 (grayscale) or 3 (RGB) channels; 1 fits MNIST "
+                         "checkpoints", check=lambda v: None if v in (1, 3) else "must be 1 or 3")
+    image_size: int = _opt(28, "folder/csv: images are padded to a square and resized to image_size x image_size",
+                           check=_between(8, 512))
+    skip_unreadable: bool = _opt(False, "folder/csv: skip unreadable images and malformed CSV rows (counted in the "
+                                 "log and results.json) instead of refusing the run")
+    cache: bool = _opt(True, "folder/csv: keep the decoded images in a cache file (CONVTRAIN_CACHE_DIR, else "
+                       "~/.cache/convtrain) so the next run does not decode again")
+    memory_budget_mb: int = _opt(2048, "folder: decoded images larger than this (MB) are not held in memory; the "
+                                 "DataLoader path decodes them from disk per sample", check=_between(0, 1_000_000))
     train_subset: Optional[int] = _opt(None, "use only the first N shuffled training images", check=_positive)
     test_subset: Optional[int] = _opt(None, "evaluate on only the first N test images (quick checks)", check=_positive)
     mean: Optional[list[float]] = _opt(None, "normalization mean per channel; null = the dataset's own statistics")
@@ -188,7 +211,7 @@ class FinetuneConfig:
     freeze: list[str] = _opt(None, "parameter-name prefixes to freeze, e.g. [backbone] (all but the head)", factory=list)
     head_lr: Optional[float] = _opt(None, "learning rate of the head; null = optim.lr", check=_positive)
     backbone_lr: Optional[float] = _opt(None, "learning rate of everything else; null = optim.lr", check=_positive)
-    reinit_head: str = _opt("auto", "auto: re-initialise the head when the class count differs",
+    reinit_head: str = _opt("auto", "auto: re-initialise the head when the classes differ (their count or their names)",
                             choices=("auto", "always", "never"))
 
 
@@ -229,6 +252,8 @@ def _type_name(tp: Any) -> str:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
     if dataclasses.is_dataclass(tp):
         return "mapping"
+    if tp is CountOrFraction:
+        return "count or fraction"
     return {bool: "boolean", int: "integer", float: "number", str: "string", dict: "mapping"}.get(tp, str(tp))
 
 
@@ -250,6 +275,8 @@ def _coerce(value: Any, tp: Any, path: str, where: str) -> Any:
         if not isinstance(value, dict):
             raise bad()
         return _build(tp, value, path, where)
+    if tp is CountOrFraction:
+        return _count_or_fraction(value, path, where)
     if origin is list:
         if not isinstance(value, list):
             raise bad()
@@ -286,6 +313,22 @@ def _coerce(value: Any, tp: Any, path: str, where: str) -> Any:
             raise bad()
         return dict(value)
     raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in the schema, not user input
+
+
+def _count_or_fraction(value: Any, path: str, where: str) -> int | float:
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value) if any(c in value for c in ".eE") else int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: '{path}' must be a count of images (e.g. 5000) or a fraction (e.g. 0.1), "
+                          f"got {type(value).__name__} {_short(value)}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"{where}: '{path}' must be a count >= 1 or a fraction in (0, 1), got {value}")
+        return value
+    if not (math.isfinite(value) and 0 < value < 1):
+        raise ConfigError(f"{where}: '{path}' is {value!r}: a fraction must be in (0, 1), and a count is a "
+                          "whole number written without a dot (e.g. 5000)")
+    return value
 
 
 _REPR = reprlib.Repr()
@@ -345,14 +388,28 @@ def _check_cross(cfg: RunConfig, where: str) -> None:
     from .data import DATASETS
     from .models import check_model_kwargs
 
-    spec = DATASETS[cfg.data.name]
-    channels = spec.image_shape[0]
+    if cfg.data.name in DATASETS:
+        spec = DATASETS[cfg.data.name]
+        _check_registered_decode(cfg.data, spec, where)
+        name, image_shape, num_classes = spec.name, spec.image_shape, len(spec.classes)
+    else:  # folder/csv: the classes are known only once the files are listed; 2 is the fewest allowed
+        name, num_classes = cfg.data.name, 2
+        image_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    channels = image_shape[0]
     if cfg.data.mean is not None and len(cfg.data.mean) not in (1, channels):
         raise ConfigError(f"{where}: 'data.mean' and 'data.std' have {len(cfg.data.mean)} values but dataset "
-                          f"'{spec.name}' has {channels} channel(s); give 1 or {channels} values")
+                          f"'{name}' has {channels} channel(s); give 1 or {channels} values")
     # model.kwargs: types and ranges, then a dry build on the meta device for this dataset's images
-    check_model_kwargs(cfg.model.name, cfg.model.kwargs, where, num_classes=len(spec.classes),
-                       input_shape=spec.image_shape, init=cfg.model.init)
+    check_model_kwargs(cfg.model.name, cfg.model.kwargs, where, num_classes=num_classes,
+                       input_shape=image_shape, init=cfg.model.init)
+
+
+def _check_registered_decode(d: DataConfig, spec: Any, where: str) -> None:
+    """channels/image_size reshape folder and CSV images; MNIST's own files are never resized."""
+    if (d.channels, d.image_size) != (spec.image_shape[0], spec.image_shape[1]):
+        raise ConfigError(f"{where}: 'data.channels'/'data.image_size' convert folder and csv images; dataset "
+                          f"'{spec.name}' is {spec.image_shape[0]}x{spec.image_shape[1]}x{spec.image_shape[2]}: "
+                          f"leave them at {spec.image_shape[0]} and {spec.image_shape[1]}")
 
 
 def from_dict(raw: dict, where: str = "config") -> RunConfig:
@@ -578,6 +635,8 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = (), *, data_
     When ``name`` is unset it becomes the config file's stem, so run directories are named
     after their recipe.
     """
+    if path is not None:
+        path = resolve_config_path(path)
     raw = read_yaml(path) if path is not None else (base or {})
     where = where or (str(path) if path is not None else "config")
     overrides = list(overrides)
@@ -590,11 +649,33 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = (), *, data_
     if cfg.name is None and path is not None:
         cfg.name = Path(path).stem
     set_root = any(o.partition("=")[0].strip() == "data.root" for o in overrides)
+    from .data import FILE_SOURCES
+
     if data_root:
         cfg.data.root = str(data_root)
+    elif cfg.data.name in FILE_SOURCES:
+        pass  # CONVTRAIN_DATA_ROOT locates the registered datasets; a folder/csv root is the user's own path
     elif not set_root and os.environ.get("CONVTRAIN_DATA_ROOT"):
         cfg.data.root = os.environ["CONVTRAIN_DATA_ROOT"]
     return cfg
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``--config``: a file path, or the name of a packaged recipe (``mnist``, ``fast``...).
+
+    An existing file always wins, so a local ``mnist`` file is never shadowed by the recipe.
+    """
+    p = Path(path)
+    if p.exists() or p.suffix or len(p.parts) != 1:
+        return p
+    from . import recipes
+
+    found = recipes.find(str(p))
+    if found is None:
+        names = recipes.names()
+        raise ConfigError(f"config file not found: {p}, and no packaged recipe of that name"
+                          f"{did_you_mean(str(p), names)}; recipes: {', '.join(names)} (convtrain config list)")
+    return found
 
 
 def schema_rows(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:

@@ -14,7 +14,7 @@ import math
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -53,6 +53,12 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+# Sources read from the user's own files (convtrain/sources.py); the registered ones are in DATASETS.
+FILE_SOURCES = ("folder", "csv")
+DEFAULT_VAL_SIZE = 5000  # data.val_size: null on mnist / fashion_mnist (their 60,000 training images)
+DEFAULT_FILE_HOLDOUT = 0.1  # data.val_size / data.test_size: null on folder / csv (any size of folder)
+
+
 @dataclass
 class Split:
     """Images as uint8 ``[N, C, H, W]`` and labels as int64 ``[N]``."""
@@ -62,6 +68,10 @@ class Split:
 
     def __len__(self) -> int:
         return self.labels.shape[0]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
 
     def take(self, index: Tensor) -> Split:
         return Split(self.images[index], self.labels[index])
@@ -171,18 +181,30 @@ class DataBundle:
     classes: list[str]
     mean: list[float]
     std: list[float]
+    # folder/csv: what the run log says about the data (cache hit, skipped files), and the files skipped
+    notes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    tensor_resident: bool = True  # False: over data.memory_budget_mb, the splits are files decoded per sample
+    info: dict = field(default_factory=dict)  # what `convtrain data inspect` shows beyond the splits
 
     @property
     def in_channels(self) -> int:
-        return self.train.images.shape[1]
+        return self.train.image_shape[0]
 
     @property
     def input_size(self) -> tuple[int, int]:
-        return tuple(self.train.images.shape[2:])
+        return tuple(self.train.image_shape[1:])
 
 
-def split_train_val(full: Split, val_size: int, seed: int, train_subset: int | None) -> tuple[Split, Split]:
+def resolve_size(size: int | float | None, n: int, default: int | float) -> int:
+    """A count-or-fraction setting (data.val_size, data.test_size) as a count of the ``n`` images."""
+    size = default if size is None else size
+    return size if isinstance(size, int) else max(1, round(size * n))
+
+
+def split_train_val(full: Split, val_size: int | float | None, seed: int, train_subset: int | None) -> tuple[Split, Split]:
     """Hold out ``val_size`` images by a seeded shuffle (the files are sorted by label)."""
+    val_size = resolve_size(val_size, len(full), DEFAULT_VAL_SIZE)
     if val_size >= len(full):  # known only once the files are read, but the fix is in the config
         raise ConfigError(f"'data.val_size' is {val_size}, but the training set has only {len(full)} images; "
                           f"set data.val_size below {len(full)}")
@@ -195,6 +217,10 @@ def split_train_val(full: Split, val_size: int, seed: int, train_subset: int | N
 
 def build(data_cfg, seed: int) -> DataBundle:
     """Load train/val/test splits for ``data_cfg`` (a :class:`~convtrain.config.DataConfig`)."""
+    if data_cfg.name in FILE_SOURCES:
+        from . import sources
+
+        return sources.build(data_cfg, seed)
     spec = DATASETS[data_cfg.name]
     train_full = load_split(spec.name, data_cfg.root, train=True, download=data_cfg.download)
     test = load_split(spec.name, data_cfg.root, train=False, download=data_cfg.download)
@@ -210,7 +236,8 @@ def build(data_cfg, seed: int) -> DataBundle:
     return DataBundle(train, val, test, list(spec.classes), mean, std)
 
 
-def load_eval_split(name: str, root: str | Path, split: str, val_size: int, seed: int, download: bool) -> Split:
+def load_eval_split(name: str, root: str | Path, split: str, val_size: int | float | None, seed: int,
+                    download: bool) -> Split:
     """The test split, or the exact validation split a run held out (same seed, same size)."""
     if split == "test":
         return load_split(name, root, train=False, download=download)
@@ -403,6 +430,10 @@ def make_batches(split: Split, bundle: DataBundle, loader: str, batch_size: int,
                  shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1, workers: int = 2,
                  augment: AugmentParams | None = None, channels_last: bool = False):
     """TensorBatches (``loader="tensor"``: ``split`` must already be on ``device``) or LoaderBatches."""
+    if hasattr(split, "dataset"):  # a sources.FileSplit: images decoded from their files per sample
+        return LoaderBatches(split.dataset(bundle.mean, bundle.std), batch_size, device, shuffle=shuffle, seed=seed,
+                             rank=rank, world_size=world_size, workers=workers, augment=augment,
+                             channels_last=channels_last)
     if loader == "tensor":
         return TensorBatches(split, batch_size, Normalizer(bundle.mean, bundle.std, device), shuffle=shuffle,
                              seed=seed, rank=rank, world_size=world_size, augment=augment, channels_last=channels_last)

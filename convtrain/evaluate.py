@@ -11,7 +11,7 @@ from .errors import CheckpointError, ConfigError, did_you_mean
 
 
 def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | None = None, device: str = "auto",
-                        batch_size: int | None = None, dataset: str | None = None) -> dict:
+                        batch_size: int | None = None, dataset: str | None = None, data_path: str | None = None) -> dict:
     """Rebuild the model a checkpoint describes and evaluate it.
 
     The dataset, normalization, classes and (for ``split="val"``) the exact held-out validation
@@ -22,6 +22,10 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
     if split not in ("test", "val"):
         raise ConfigError(f"--split must be 'test' or 'val', got '{split}'")
     ckpt = checkpoint.open_checkpoint(path)
+    if data_path is not None and dataset is not None:
+        raise ConfigError("give --data (your own folder or csv) or --dataset (a registered one), not both")
+    if data_path is not None or (dataset is None and ckpt.dataset in data.FILE_SOURCES):
+        return _evaluate_files(ckpt, path, split, data_path, device, batch_size)
     name = dataset or ckpt.dataset
     if name not in data.DATASETS:
         raise ConfigError(f"unknown dataset '{name}'{did_you_mean(name, data.DATASETS)}")
@@ -45,3 +49,37 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
     result = engine.evaluate(model, batches, ckpt.num_classes, dev, chunk=engine.eval_chunk(dev, None))
     return {"checkpoint": str(path), "model": ckpt.model_name, "dataset": name, "split": split,
             "epoch": ckpt.epoch, "classes": list(ckpt.classes), **result}
+
+
+def _evaluate_files(ckpt: checkpoint.Loaded, path, split: str, root: str | None, device: str,
+                    batch_size: int | None) -> dict:
+    """A folder/csv dataset: the one the checkpoint was trained on (its saved config: same seed, same
+    held-out splits), or ``root`` (``--data``), which must have exactly the checkpoint's classes."""
+    from . import config as config_mod
+    from .sources import detect
+
+    cfg = config_mod.from_dict(ckpt.config_dict(), f"{path} (saved config)")
+    if root is not None:
+        cfg.data.name, cfg.data.root = detect(root), str(root)
+    bundle = data.build(cfg.data, cfg.seed)
+    if list(bundle.classes) != list(ckpt.classes):
+        raise CheckpointError(f"{path} predicts the classes [{', '.join(ckpt.classes)}] but {cfg.data.root} has "
+                              f"[{', '.join(bundle.classes)}]; evaluate on data with the same classes, or "
+                              f"fine-tune the checkpoint on it (convtrain finetune --data {cfg.data.root})")
+    if bundle.train.image_shape != ckpt.image_shape:
+        raise CheckpointError(f"{path} expects images of shape {list(ckpt.image_shape)}; {cfg.data.root} is decoded "
+                              f"as {list(bundle.train.image_shape)} (data.channels / data.image_size)")
+    bundle.mean, bundle.std = list(ckpt.mean), list(ckpt.std)  # the checkpoint's normalization, not the data's
+    model = ckpt.rebuild()
+    dev = distributed.resolve_device(device)
+    channels_last = dev.type in ("cpu", "cuda")
+    model.to(dev, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    split_data = bundle.test if split == "test" else bundle.val
+    loader = "tensor" if bundle.tensor_resident else "dataloader"
+    batches = data.make_batches(split_data.to(dev) if bundle.tensor_resident else split_data, bundle, loader,
+                                batch_size or cfg.train.eval_batch_size, dev, shuffle=False, workers=cfg.data.workers,
+                                channels_last=channels_last)
+    result = engine.evaluate(model, batches, ckpt.num_classes, dev, chunk=engine.eval_chunk(dev, None))
+    return {"checkpoint": str(path), "model": ckpt.model_name, "dataset": f"{cfg.data.name} {cfg.data.root}",
+            "split": split, "epoch": ckpt.epoch, "classes": list(ckpt.classes), "notes": bundle.notes,
+            "skipped": bundle.skipped, **result}

@@ -34,6 +34,8 @@ def predict_images(ckpt_path: str | Path, paths: list[str | Path], top_k: int = 
     """Top-k classes with probabilities for each image; one dict per image, in input order."""
     check_invert(invert)
     ckpt = checkpoint.open_checkpoint(ckpt_path)
+    if invert == "auto" and ckpt.dataset in ("folder", "csv"):
+        invert = "no"  # a model of the user's own images saw them as they are: no MNIST-style inversion
     model = ckpt.rebuild()
     k = max(1, min(top_k, ckpt.num_classes))
     files = expand_paths(paths)

@@ -185,7 +185,10 @@ def setup_data(cfg: RunConfig, dist: distributed.DistInfo) -> Data:
     device = dist.device
     loader = cfg.data.loader
     if loader == "auto":
-        loader = "tensor" if data.DATASETS[cfg.data.name].tensor_resident else "dataloader"
+        loader = "tensor" if bundle.tensor_resident else "dataloader"
+    elif loader == "tensor" and not bundle.tensor_resident:
+        raise ConfigError(f"data.loader is tensor, but the decoded images exceed data.memory_budget_mb="
+                          f"{cfg.data.memory_budget_mb}; raise the budget or set data.loader=auto (streams from disk)")
     splits = (bundle.train, bundle.val, bundle.test)
     if loader == "tensor":
         splits = tuple(s.to(device) for s in splits)
@@ -213,7 +216,8 @@ def build_model(cfg: RunConfig, bundle: data.DataBundle, dist: distributed.DistI
         # before freezing: conversion replaces the BatchNorm modules that freeze() keeps in eval mode
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.finetune.checkpoint and start.resume is None:  # a resumed run's weights come from its last.pt
-        _load_pretrained(model, cfg, start.pretrained or checkpoint.load(cfg.finetune.checkpoint), reporter)
+        _load_pretrained(model, cfg, start.pretrained or checkpoint.load(cfg.finetune.checkpoint), reporter,
+                         bundle.classes)
     model.to(dist.device)
     if cfg.speed.channels_last and dist.device.type in ("cpu", "cuda"):
         model.to(memory_format=torch.channels_last)
@@ -285,7 +289,8 @@ def prepare_training(r: Run, state: RunState, start: Start) -> None:
                                      f"resume with: {_resume_command(r)}")
     r.reporter.attach_log(r.rundir.log)
     r.tb, note = open_logger(r.rundir.tensorboard_folder() if cfg.log.tensorboard else None, cfg.log.tensorboard_every)
-    for line in [*start.notes, *([r.rundir.note] if r.rundir.note else []), *([note] if note else [])]:
+    for line in [*start.notes, *r.data.bundle.notes, *([r.rundir.note] if r.rundir.note else []),
+                 *([note] if note else [])]:
         r.reporter.info(line)
     if dist.distributed:
         r.train_model = nn.parallel.DistributedDataParallel(
@@ -416,7 +421,10 @@ def final_test(r: Run, state: RunState) -> None:
             "test_accuracy": t["accuracy"], "test_loss": t["loss"], "test_num_samples": t["num_samples"],
             "test_per_class_accuracy": t["per_class_accuracy"], "test_confusion_matrix": t["confusion_matrix"],
             "classes": r.data.bundle.classes, "epochs": len(res.epochs), "train_seconds": res.train_seconds,
-            "world_size": r.dist.world_size, "device": str(r.dist.device)})
+            "world_size": r.dist.world_size, "device": str(r.dist.device),
+            # data.skip_unreadable: every file or CSV row left out is named here (nothing is dropped silently)
+            **({"skipped_unreadable": len(r.data.bundle.skipped), "skipped_files": r.data.bundle.skipped}
+               if r.data.bundle.skipped else {})})
         state.status = "finished"
         r.signals.immediate(lambda name: f"interrupted ({name}) after the run finished; results.json is complete; "
                                          f"redo the plots with: convtrain plot {r.rundir.path}")
@@ -485,8 +493,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig, steps_per_
                                                total_steps=total, pct_start=s.pct_start)
 
 
-def _load_pretrained(model: nn.Module, cfg: RunConfig, ckpt: dict, reporter: Reporter) -> None:
-    report = checkpoint.load_pretrained(model, ckpt, cfg.finetune.reinit_head, cfg.finetune.checkpoint)
+def _load_pretrained(model: nn.Module, cfg: RunConfig, ckpt: dict, reporter: Reporter,
+                     classes: list[str] | None = None) -> None:
+    report = checkpoint.load_pretrained(model, ckpt, cfg.finetune.reinit_head, cfg.finetune.checkpoint, classes)
     try:
         frozen = model.freeze(cfg.finetune.freeze)
     except ValueError as exc:
