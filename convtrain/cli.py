@@ -383,6 +383,27 @@ def export(
 
 @app.command()
 @handle_errors
+def average(
+    checkpoints: list[Path] = typer.Argument(..., help="Checkpoints to average (two or more).", show_default=False),
+    _flag: bool = typer.Option(False, "--checkpoints", help="Optional marker before the inputs, as in "
+                               "timm's avg_checkpoints: --checkpoints A B C."),
+    output: Path = typer.Option(..., "--output", help="New checkpoint file (never an input; not overwritten).",
+                                show_default=False),
+) -> None:
+    """Average the weights of compatible checkpoints (same model, classes, input, normalization).
+
+    The result is an ordinary checkpoint: eval, predict, export and serve read it like any other.
+
+    Example: convtrain average --checkpoints RUN/checkpoints/epoch-008.pt RUN/checkpoints/epoch-009.pt --output avg.pt
+    """
+    from .keep import average_checkpoints
+
+    r = average_checkpoints(list(checkpoints), output)
+    out.print(f"wrote {escape(r['output'])}: the mean of {len(r['averaged'])} checkpoints ({r['tensors']} tensors)")
+
+
+@app.command()
+@handle_errors
 def visualize(
     image: Optional[Path] = typer.Argument(None, help="Image file (default: the first test image).",
                                            show_default=False),
