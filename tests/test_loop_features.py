@@ -235,7 +235,8 @@ def test_ema_decay_0_equals_no_ema_and_a_decay_near_1_stays_near_the_initial_wei
     4 steps: best.pt (the EMA) is within 1% of the way from the initial weights to the trained ones
     (expected ~0.25%), and last.pt keeps the trained weights plus the EMA in its training state.
     Breaks tried: best.pt saved from the trained model instead of the EMA; validation on the trained
-    model; decay applied as lerp (ema + (1 - d)(w - ema), not exact at d = 0): each fails."""
+    model; decay and 1 - decay swapped in the update: each fails. (torch.lerp with weight 1 is
+    exact too, so that is no break.)"""
     plain, zero, slow = tmp_path / "plain", tmp_path / "ema0", tmp_path / "ema999"
     train(plain, "train.epochs=1")
     train(zero, "train.epochs=1", "train.ema.decay=0.0")
