@@ -498,9 +498,9 @@ def final_test(r: Run, state: RunState) -> None:
             "stopped_epoch": res.epochs[-1].epoch if state.stop is not None and res.epochs else None,
             **r.stops.results(), "world_size": r.dist.world_size, "device": str(r.dist.device)})
         state.status = "finished"
-        r.mlflow.finish(r.rundir.path)
         r.signals.immediate(lambda name: f"interrupted ({name}) after the run finished; results.json is complete; "
                                          f"redo the plots with: convtrain plot {r.rundir.path}")
+    r.mlflow.finish(r.rundir.path)  # uploads: outside the protected block, so Ctrl-C is not held up
     if r.cfg.log.plots:
         r.rundir.write_plots(r.reporter.info)
 

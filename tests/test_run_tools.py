@@ -19,7 +19,7 @@ from .test_loop_features import TINY, rows
 
 cli = CliRunner()
 SEEDS = ["train", "--config", "configs/smoke.yaml", "--device", "cpu", "--set", "train.epochs=2",
-         *[a for s in TINY for a in ("--set", s)], "--seeds", "0,1,2"]
+         *[a for s in TINY for a in ("--set", s)], "--set", "train.max_steps_per_epoch=2", "--seeds", "0,1,2"]
 
 
 @pytest.fixture(scope="module")
