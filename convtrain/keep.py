@@ -40,7 +40,8 @@ class Kept:
     def after_epoch(self, epoch: int, val_acc: float) -> bool:
         """Update the top-k list with this epoch; True when its file is to be written."""
         if self.top_k:  # a max_time stop's partial epoch, finished after a resume, is entered again
-            self.top = sorted([*[t for t in self.top if t[1] != epoch], (val_acc, epoch)], key=lambda t: (-t[0], t[1]))[: self.top_k]
+            entries = [*[t for t in self.top if t[1] != epoch], (val_acc, epoch)]
+            self.top = sorted(entries, key=lambda t: (-t[0], t[1]))[: self.top_k]
         return self.wanted(epoch)
 
     def wanted(self, epoch: int) -> bool:

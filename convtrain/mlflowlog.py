@@ -75,8 +75,8 @@ class MLflowLogger:
         try:
             fn()
         except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the training must not die of them
-            self.info(f"note: MLflow logging stopped ({what} failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}); "
-                      "the run's own files are complete")
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            self.info(f"note: MLflow logging stopped ({what} failed: {reason}); the run's own files are complete")
             self.client = None
 
     def start(self, run_dir: Path, config: dict, resumed: bool, info: Callable[[str], None]) -> None:
