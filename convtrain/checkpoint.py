@@ -280,8 +280,19 @@ def validate(raw: Any, path: str | Path = "checkpoint") -> dict:
     for key in ("metrics", "versions", "training_state"):
         if key in raw and not isinstance(raw[key], dict):
             raise bad(key, "a mapping", raw[key])
+    if "training_state" in raw:
+        _validate_training_state(raw["training_state"], path, bad)
     _check_model_fits(raw, path)
     return raw
+
+
+def _validate_training_state(ts: dict, path, bad) -> None:
+    """The parts of last.pt's training state added by the loop features (absent in older files: fine)."""
+    from . import ema, keep, stopping
+
+    ema.validate_state(ts.get("ema"), path, bad)
+    stopping.validate_state(ts.get("stops"), path, bad)
+    keep.validate_state(ts.get("kept"), path, bad)
 
 
 def _bad(path, key: str, want: str, got: Any = None, *, show_type: bool = True) -> CheckpointError:

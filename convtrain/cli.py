@@ -173,6 +173,10 @@ def train(
                                           show_default=False),
     nproc_per_node: Optional[int] = NprocOpt,
     data: Optional[str] = DataOpt,
+    seeds: Optional[str] = typer.Option(None, "--seeds", show_default=False,
+                                        help="Run the config once per seed (e.g. 0,1,2) into RUN/seed-N and write "
+                                             "RUN/summary.json (mean, std, min/max); the same command with "
+                                             "--run-dir RUN continues an interrupted one."),
 ) -> None:
     """Train a model from a YAML config (or the defaults).
 
@@ -186,6 +190,8 @@ def train(
         set_ = _with_data(data, set_, config)
     elif data is not None:
         raise ConfigError("--resume continues a run on its own data; drop --data")
+    if seeds is not None:
+        return _train_seeds(seeds, config, set_, run_dir, device, seed, data_root, resume, nproc_per_node)
     if nproc_per_node is not None:
         return _launch(nproc_per_node, config, set_, device, seed, data_root, resume or run_dir)
     if resume is not None and run_dir is not None:
@@ -232,6 +238,61 @@ def finetune(
 
         cfg = _load(config, set_, device, seed, data_root)
         _show_result(run(prepare_finetune(checkpoint, cfg, run_dir), reporter=_reporter(), signals=signals))
+
+
+def _train_seeds(seeds_text, config, sets, run_dir, device, seed, data_root, resume, nproc) -> None:
+    """--seeds: one run per seed under one folder, then the summary table."""
+    from .errors import ConfigError
+    from .seeds import parse_seeds, run_seeds, seed_root
+    from .signals import StopSignals
+
+    if resume is not None:
+        raise ConfigError("--seeds does not take --resume; continue a --seeds run with the same command "
+                          "and --run-dir RUN (its seed runs are resumed)")
+    if seed is not None:
+        raise ConfigError("give either --seed or --seeds, not both")
+    if nproc is not None:
+        raise ConfigError("--seeds runs one process per seed run; --nproc-per-node is not supported with it")
+    chosen = parse_seeds(seeds_text)
+    with StopSignals() as signals:
+        from .runner import run
+
+        root = seed_root(run_dir, _load(config, sets, device, chosen[0], data_root))
+
+        def run_one(start):
+            out.print(f"[bold]seed {start.cfg.seed}[/]: {escape(str(start.run_dir))}")
+            result = run(start, reporter=_reporter(), signals=signals)
+            if result.is_main:
+                out.print(f"seed {start.cfg.seed}: test accuracy {result.test['accuracy']:.4f}, "
+                          f"best epoch {result.best_epoch}, training {result.train_seconds:.1f}s")
+            return result
+
+        summary = run_seeds(lambda s: _load(config, sets, device, s, data_root), chosen, root, run_one)
+    _show_seeds(summary, root)
+
+
+def _show_seeds(summary: dict, root: Path) -> None:
+    seeds = summary["seeds"]
+    table = Table(title=f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): mean, sample std, min, max")
+    for col in ("metric", "mean", "std", "min", "max", *[f"seed {s}" for s in seeds]):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    per_seed = {r["seed"]: r for r in summary["runs"]}
+
+    def row(name, st, values, fmt):
+        std = "-" if st["std"] is None else fmt(st["std"])
+        table.add_row(name, fmt(st["mean"]), std, fmt(st["min"]), fmt(st["max"]),
+                      *["-" if v is None else fmt(v) for v in values])
+
+    pct = lambda v: f"{v:.2%}"  # noqa: E731
+    row("test accuracy", summary["test_accuracy"], [per_seed[s]["test_accuracy"] for s in seeds], pct)
+    for e in summary["val_acc_per_epoch"]:
+        i = e["epoch"] - 1
+        row(f"val acc epoch {e['epoch']}", e,
+            [per_seed[s]["val_acc"][i] if i < len(per_seed[s]["val_acc"]) else None for s in seeds], pct)
+    row("training seconds", summary["train_seconds"], [per_seed[s]["train_seconds"] for s in seeds],
+        lambda v: f"{v:.1f}")
+    out.print(table)
+    out.print(f"summary: {escape(str(root / 'summary.json'))}")
 
 
 def _reporter():
@@ -342,18 +403,36 @@ def predict(
 @app.command()
 @handle_errors
 def runs(
-    folder: Path = typer.Argument(Path("runs"), help="Folder that holds run directories."),
+    args: Optional[list[str]] = typer.Argument(None, help="FOLDER (default runs), or: diff RUN_A RUN_B.",
+                                               show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    plot_to: Optional[Path] = typer.Option(None, "--plot", help="diff: both runs' validation curves in one PNG "
+                                           "(needs matplotlib).", show_default=False),
 ) -> None:
-    """List runs, newest first: model, data, epochs, accuracies, time, status.
+    """List runs, newest first: model, data, epochs, accuracies, time, status; or compare two runs.
 
     Status is finished, interrupted, failed, running (its lock is held) or unreadable (a damaged file;
     --json gives the reason as "error"). Reads only: safe while runs are training.
 
-    Example: convtrain runs runs/
+    `convtrain runs diff RUN_A RUN_B` lists the resolved-config keys that differ, the metrics per epoch
+    (B - A) and each run's final test accuracy (a folder named diff is listed with ./diff).
+
+    Example: convtrain runs runs/ ; convtrain runs diff runs/a runs/b --plot ab.png
     """
+    from .errors import ConfigError
+
+    args = list(args or [])
+    if args[:1] == ["diff"]:
+        if len(args) != 3:
+            raise ConfigError("usage: convtrain runs diff RUN_A RUN_B [--plot OUT.png] [--json]")
+        return _runs_diff(Path(args[1]), Path(args[2]), as_json, plot_to)
+    if len(args) > 1:
+        raise ConfigError(f"runs takes one folder, got {len(args)}; to compare two runs: convtrain runs diff A B")
+    if plot_to is not None:
+        raise ConfigError("--plot goes with convtrain runs diff RUN_A RUN_B")
     from .runs import list_runs
 
+    folder = Path(args[0]) if args else Path("runs")
     found = list_runs(folder)
     if as_json:
         print(json.dumps(found))
@@ -375,6 +454,38 @@ def runs(
     for r in found:
         if r.get("error"):
             out.print(f"[magenta]unreadable:[/] {escape(r['error'])}")
+
+
+def _runs_diff(a: Path, b: Path, as_json: bool, plot_to: Optional[Path]) -> None:
+    from .rundiff import diff_runs, plot_diff
+
+    d = diff_runs(a, b)
+    if plot_to is not None:
+        plot_diff(d, plot_to)
+    if as_json:
+        print(json.dumps(d))
+        return
+    out.print(f"A: {escape(d['a'])} ({d['status']['a'] or 'no results'})")
+    out.print(f"B: {escape(d['b'])} ({d['status']['b'] or 'no results'})")
+    cfg = Table(title="config differences" if d["config"] else "config: no differences")
+    for col in ("key", "A", "B"):
+        cfg.add_column(col)
+    for c in d["config"]:
+        cfg.add_row(escape(c["key"]), escape(repr(c["a"])), escape(repr(c["b"])))
+    out.print(cfg)
+    table = Table(title="per epoch (delta = B - A)")
+    for col in ("epoch", "val acc A", "val acc B", "delta", "val loss A", "val loss B", "delta", "train loss delta"):
+        table.add_column(col, justify="right")
+    f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    for e in d["epochs"]:
+        va, vl, tl = e["val_acc"], e["val_loss"], e["train_loss"]
+        table.add_row(str(e["epoch"]), f(va["a"], ".4f"), f(va["b"], ".4f"), f(va["delta"], "+.4f"),
+                      f(vl["a"], ".4f"), f(vl["b"], ".4f"), f(vl["delta"], "+.4f"), f(tl["delta"], "+.4f"))
+    out.print(table)
+    t = d["test_accuracy"]
+    out.print(f"final test accuracy: A {f(t['a'], '.4f')}, B {f(t['b'], '.4f')} (delta {f(t['delta'], '+.4f')})")
+    if plot_to is not None:
+        out.print(f"wrote {escape(str(plot_to))}")
 
 
 @app.command()
@@ -416,6 +527,27 @@ def export(
     out.print(f"wrote {escape(r['path'])} ({r['format']}); max |difference| vs the checkpoint "
               f"{r['max_abs_diff']:.2e} (tolerance {r['tolerance']:g}) on {escape(r['checked_on'])}, "
               f"same predictions: {r['same_predictions']}")
+
+
+@app.command()
+@handle_errors
+def average(
+    checkpoints: list[Path] = typer.Argument(..., help="Checkpoints to average (two or more).", show_default=False),
+    _flag: bool = typer.Option(False, "--checkpoints", help="Optional marker before the inputs, as in "
+                               "timm's avg_checkpoints: --checkpoints A B C."),
+    output: Path = typer.Option(..., "--output", help="New checkpoint file (never an input; not overwritten).",
+                                show_default=False),
+) -> None:
+    """Average the weights of compatible checkpoints (same model, classes, input, normalization).
+
+    The result is an ordinary checkpoint: eval, predict, export and serve read it like any other.
+
+    Example: convtrain average --checkpoints RUN/checkpoints/epoch-008.pt RUN/checkpoints/epoch-009.pt --output avg.pt
+    """
+    from .keep import average_checkpoints
+
+    r = average_checkpoints(list(checkpoints), output)
+    out.print(f"wrote {escape(r['output'])}: the mean of {len(r['averaged'])} checkpoints ({r['tensors']} tensors)")
 
 
 @app.command()

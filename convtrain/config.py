@@ -150,19 +150,58 @@ class DataConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    metric: str = _opt("val_acc", "early stopping: the validation metric watched (val_acc: higher is better, "
+                       "val_loss: lower is better)", choices=("val_acc", "val_loss"))
+    patience: Optional[int] = _opt(None, "early stopping: stop after this many epochs without improvement; "
+                                   "null = off", check=_between(1, MAX_EPOCHS))
+    min_delta: float = _opt(0.0, "early stopping: an improvement must beat the best by more than this",
+                            check=_non_negative)
+
+
+@dataclass
+class EMAConfig:
+    decay: Optional[float] = _opt(None, "weight EMA: ema = decay x ema + (1 - decay) x weights after every "
+                                  "`every` optimizer steps; validation, best.pt and the final test use it; "
+                                  "null = off", check=_fraction)
+    every: int = _opt(1, "weight EMA: optimizer steps between EMA updates", check=_between(1, MAX_EPOCHS))
+
+
+@dataclass
+class StopAtConfig:
+    val_acc: Optional[float] = _opt(None, "stop after the first epoch whose validation accuracy is >= this; "
+                                    "results.json records time_to_target", check=lambda v: None if 0 < v <= 1
+                                    else "must be in (0, 1]")
+    val_loss: Optional[float] = _opt(None, "stop after the first epoch whose validation loss is <= this",
+                                     check=_positive)
+
+
+@dataclass
 class TrainConfig:
     epochs: int = _opt(10, "number of epochs (at most 1,000,000)", check=_between(1, MAX_EPOCHS))
     batch_size: int = _opt(64, "training batch size per process (at most 2**20); the global batch is batch_size x number "
                            "of processes", check=_between(1, MAX_BATCH))
     eval_batch_size: int = _opt(1000, "batch size for validation and test passes (at most 2**20)",
                                 check=_between(1, MAX_BATCH))
-    max_steps_per_epoch: Optional[int] = _opt(None, "cap on optimizer steps per epoch (quick runs)", check=_positive)
+    max_steps_per_epoch: Optional[int] = _opt(None, "cap on optimizer steps per epoch (quick runs); with "
+                                              "train.accumulate N an epoch is then at most N x this many batches",
+                                              check=_positive)
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing", check=_fraction)
     grad_clip: Optional[float] = _opt(None, "clip the global gradient norm to this value", check=_positive)
     test_every_epoch: bool = _opt(False, "also report test metrics after every epoch (never used to pick best.pt)")
     log_every: int = _opt(100, "steps between progress lines when output is not a terminal", check=_positive)
     sync_batchnorm: bool = _opt(False, "with several processes, BatchNorm statistics over the global batch (SyncBatchNorm)")
     nonfinite: str = _opt("stop", "on a NaN/inf loss: stop the run, or skip the batch", choices=("stop", "skip"))
+    early_stopping: EarlyStoppingConfig = _opt(None, "early stopping", factory=EarlyStoppingConfig)
+    ema: EMAConfig = _opt(None, "exponential moving average of the weights", factory=EMAConfig)
+    accumulate: int = _opt(1, "gradient accumulation: one optimizer step every N batches, each batch's loss "
+                           "divided by N (batch B x N trains like batch N*B)", check=_between(1, MAX_BATCH))
+    max_time: Optional[float] = _opt(None, "stop at the first optimizer step after this many seconds of training "
+                                     "(validation and saves not counted), then validate, save and test; "
+                                     "null = no limit", check=_positive)
+    stop_at: StopAtConfig = _opt(None, "stop when a validation metric reaches a target", factory=StopAtConfig)
+    deterministic: bool = _opt(False, "torch.use_deterministic_algorithms (and the cuBLAS workspace setting on "
+                               "CUDA): same numbers on every rerun, slower on GPUs")
 
 
 @dataclass
@@ -203,6 +242,18 @@ class LogConfig:
     tensorboard: bool = _opt(False, "TensorBoard event files in RUN/tensorboard (needs: pip install 'convtrain[tensorboard]')")
     tensorboard_every: int = _opt(1, "steps between TensorBoard points of the training loss and lr", check=_positive)
     plots: bool = _opt(True, "write curves.png and confusion.png at the end of a run (needs matplotlib)")
+    mlflow: bool = _opt(False, "log params, per-epoch metrics, results.json and best.pt to MLflow (rank 0 only; "
+                        "needs: pip install 'convtrain[mlflow]')")
+    mlflow_uri: Optional[str] = _opt(None, "MLflow tracking URI; null = MLFLOW_TRACKING_URI, else a local mlruns/ "
+                                     "file store")
+
+
+@dataclass
+class CheckpointConfig:
+    keep_top_k: int = _opt(0, "also keep the K best epochs by validation accuracy as checkpoints/epoch-NNN.pt "
+                           "(0 = none)", check=_between(0, MAX_EPOCHS))
+    every_n_epochs: Optional[int] = _opt(None, "also keep every N-th epoch as checkpoints/epoch-NNN.pt; null = none",
+                                         check=_between(1, MAX_EPOCHS))
 
 
 @dataclass
@@ -232,7 +283,8 @@ class RunConfig:
     optim: OptimConfig = _opt(None, "optimizer", factory=OptimConfig)
     sched: SchedConfig = _opt(None, "learning-rate schedule", factory=SchedConfig)
     speed: SpeedConfig = _opt(None, "speed options", factory=SpeedConfig)
-    log: LogConfig = _opt(None, "optional outputs: TensorBoard, plots", factory=LogConfig)
+    log: LogConfig = _opt(None, "optional outputs: TensorBoard, plots, MLflow", factory=LogConfig)
+    checkpoint: CheckpointConfig = _opt(None, "checkpoints kept besides best.pt and last.pt", factory=CheckpointConfig)
     finetune: FinetuneConfig = _opt(None, "fine-tuning (used by `convtrain finetune`)", factory=FinetuneConfig)
 
 

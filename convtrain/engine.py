@@ -61,11 +61,18 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
                     state: EpochState | None = None, label_smoothing: float = 0.0, grad_clip: float | None = None,
                     nonfinite: str = "stop", amp: str = "off", scaler: torch.amp.GradScaler | None = None,
                     on_step: Callable[[int, Tensor], None] | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> EpochResult:
-    """Run ``num_steps`` optimizer steps over ``batches`` (which already starts at ``state.step``).
+                    should_stop: Callable[[], bool] | None = None, accumulate: int = 1,
+                    on_update: Callable[[], None] | None = None) -> EpochResult:
+    """Run ``num_steps`` batches over ``batches`` (which already starts at ``state.step``).
 
     Returns mean loss and accuracy over the samples seen. Raises :class:`NonFiniteLoss` when
     ``nonfinite == "stop"`` and a loss is NaN/inf; with ``"skip"`` that batch is not applied.
+
+    ``accumulate`` N: one optimizer step (and scheduler step, and ``on_update()``) every N batches,
+    each batch's loss divided by the size of its window, so batch B x N trains like batch N*B. The
+    last window of an epoch may be shorter (r < N batches): it is stepped too, its losses divided by
+    r. A skipped (non-finite) batch drops its whole window. ``should_stop`` is asked only between
+    windows, so a stop (and the last.pt it saves) never loses half-accumulated gradients.
     """
     state = state or EpochState()
     model.train()
@@ -73,31 +80,46 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
     correct = torch.zeros((), dtype=torch.int64, device=device)
     start = time.perf_counter()
     stopped = False
+    dropped = False  # a batch of the current accumulation window was skipped: the window is not applied
     for x, y in batches:
         if state.step >= num_steps:
             break
-        if should_stop is not None and broadcast_flag(should_stop(), device):
+        window_start = state.step % accumulate == 0
+        if window_start and should_stop is not None and broadcast_flag(should_stop(), device):
             stopped = True
             break
-        with autocast(device, amp):
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        # One host sync per step: it is what lets a NaN be caught before it reaches the weights.
-        if broadcast_flag(not bool(torch.isfinite(loss)), device):
+        if window_start:
+            optimizer.zero_grad(set_to_none=True)
+            dropped = False
+        window = min(accumulate, num_steps - (state.step - state.step % accumulate))
+        window_end = state.step % accumulate + 1 == window
+        # DDP: gradients are all-reduced on the window's last batch only (the standard use of no_sync)
+        with contextlib.nullcontext() if window_end else _no_sync(model):
+            with autocast(device, amp):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            # One host sync per step: it is what lets a NaN be caught before it reaches the weights.
+            finite = not broadcast_flag(not bool(torch.isfinite(loss)), device)
+            if finite:
+                _backward(loss / window if window > 1 else loss, scaler)
+        if not finite:
             if nonfinite == "stop":
                 raise NonFiniteLoss(epoch, state.step + 1, float(loss.detach()))
             state.skipped += 1
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
+            dropped = True  # every rank agrees (broadcast_flag), so DDP ranks stay in step
+        if window_end and not dropped:
+            _apply_gradients(model, optimizer, scaler, grad_clip)
+            if scheduler is not None:
+                scheduler.step()
+            if on_update is not None:
+                on_update()
+        state.step += 1
+        if not finite:
             continue
-        _optimizer_step(model, loss, optimizer, scaler, grad_clip)
-        if scheduler is not None:
-            scheduler.step()
         n = y.shape[0]
         loss_sum += loss.detach().double() * n
         correct += (logits.detach().argmax(1) == y).sum()
         state.samples += n
-        state.step += 1
         if on_step is not None:
             on_step(state.step, loss.detach())
     state.loss_sum += float(loss_sum)
@@ -107,19 +129,27 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
     return EpochResult(state.loss_sum / seen, state.correct / seen, state, stopped)
 
 
-def _optimizer_step(model: nn.Module, loss: Tensor, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler | None, grad_clip: float | None) -> None:
-    """Backward, optional gradient clipping, optimizer step (through the fp16 loss scaler if any)."""
-    optimizer.zero_grad(set_to_none=True)
+def _no_sync(model: nn.Module):
+    """DDP's no_sync() (skip the gradient all-reduce of a non-final micro-batch); a no-op otherwise."""
+    no_sync = getattr(model, "no_sync", None)
+    return no_sync() if callable(no_sync) else contextlib.nullcontext()
+
+
+def _backward(loss: Tensor, scaler: torch.amp.GradScaler | None) -> None:
+    """Add this batch's gradients (through the fp16 loss scaler if any)."""
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+
+
+def _apply_gradients(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+                     grad_clip: float | None) -> None:
+    """Optional clipping of the accumulated gradients, then the optimizer step (through the scaler if any)."""
     if scaler is not None:
-        scaler.scale(loss).backward()
         if grad_clip is not None:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         scaler.step(optimizer)
         scaler.update()
     else:
-        loss.backward()
         if grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()

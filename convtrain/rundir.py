@@ -6,6 +6,7 @@ Layout::
     RUN/metrics.csv            one row per epoch
     RUN/checkpoints/last.pt    full training state, for --resume
     RUN/checkpoints/best.pt    best validation accuracy so far
+    RUN/checkpoints/epoch-NNN.pt  epochs kept by checkpoint.keep_top_k / every_n_epochs
     RUN/results.json           final test metrics and the run's status
     RUN/train.log              what the run printed
 """
@@ -167,6 +168,20 @@ class RunDir:
         checkpoint.save(ckpt, path)
         return path
 
+    def checkpoint_names(self) -> list[str]:
+        try:
+            return sorted(p.name for p in self.checkpoints.iterdir() if p.is_file())
+        except OSError:
+            return []
+
+    def remove_checkpoints(self, names: list[str]) -> None:
+        """Delete checkpoints no longer kept (checkpoint.keep_top_k); a file already gone is fine."""
+        for name in names:
+            try:
+                (self.checkpoints / name).unlink(missing_ok=True)
+            except OSError as exc:
+                raise _write_error(self.checkpoints / name, exc) from None
+
     def write_results(self, results: dict) -> None:
         atomic_write_text(self.path / "results.json", json.dumps(results, indent=2) + "\n")
 
@@ -226,6 +241,12 @@ class NullRunDir:
         pass
 
     def save_checkpoint(self, name: str, ckpt: dict) -> None:
+        pass
+
+    def checkpoint_names(self) -> list[str]:
+        return []
+
+    def remove_checkpoints(self, names: list[str]) -> None:
         pass
 
     def write_results(self, results: dict) -> None:

@@ -1,0 +1,75 @@
+"""``convtrain runs diff RUN_A RUN_B``: what differs between two runs, from their files only.
+
+The resolved configs (config.yaml) are compared key by key, the metrics (metrics.csv) epoch by
+epoch (B minus A), and the final test accuracies (results.json) side by side. Read-only, through
+runfiles' typed readers: a damaged file is one line naming it, never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import runfiles
+
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "lr", "seconds")
+# keys every run has a different value of, whatever its recipe
+_IGNORED = ("data.root", "out_dir")
+
+
+def flatten(cfg: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (model.kwargs is compared as one value per kwarg too)."""
+    flat = {}
+    for key, value in cfg.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, path))
+        else:
+            flat[path] = value
+    return flat
+
+
+def diff_runs(run_a: str | Path, run_b: str | Path) -> dict:
+    """The differences between two run directories, as plain data (what ``--json`` prints)."""
+    a, b = runfiles.require_run_dir(run_a), runfiles.require_run_dir(run_b)
+    ca, cb = flatten(runfiles.read_run_config(a)), flatten(runfiles.read_run_config(b))
+    missing = object()
+    config = [{"key": k, "a": ca.get(k), "b": cb.get(k)} for k in sorted(set(ca) | set(cb))
+              if k not in _IGNORED and ca.get(k, missing) != cb.get(k, missing)]
+    rows_a = {r.epoch: r for r in runfiles.read_metrics(a)}
+    rows_b = {r.epoch: r for r in runfiles.read_metrics(b)}
+    epochs = []
+    for epoch in sorted(set(rows_a) | set(rows_b)):
+        ra, rb = rows_a.get(epoch), rows_b.get(epoch)
+        entry = {"epoch": epoch}
+        for m in METRICS:
+            va, vb = getattr(ra, m, None), getattr(rb, m, None)
+            entry[m] = {"a": va, "b": vb, "delta": vb - va if va is not None and vb is not None else None}
+        epochs.append(entry)
+    res_a, res_b = runfiles.read_results(a), runfiles.read_results(b)
+    test = {"a": res_a.test_accuracy if res_a else None, "b": res_b.test_accuracy if res_b else None}
+    test["delta"] = test["b"] - test["a"] if None not in (test["a"], test["b"]) else None
+    return {"a": str(a), "b": str(b), "config": config, "epochs": epochs, "test_accuracy": test,
+            "status": {"a": res_a.status if res_a else None, "b": res_b.status if res_b else None}}
+
+
+def plot_diff(diff: dict, output: Path) -> Path:
+    """Both runs' validation accuracy and loss per epoch on one picture (needs matplotlib)."""
+    from .plots import _pyplot, _save_figures
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for side, style in (("a", "-o"), ("b", "-s")):
+        points = [(e["epoch"], e["val_acc"][side], e["val_loss"][side]) for e in diff["epochs"]
+                  if e["val_acc"][side] is not None]
+        label = f"{side.upper()}: {Path(diff[side]).name}"
+        axes[0].plot([p[0] for p in points], [p[1] for p in points], style, label=label)
+        axes[1].plot([p[0] for p in points], [p[2] for p in points], style, label=label)
+    for ax, name in zip(axes, ("validation accuracy", "validation loss")):
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    output = Path(output)
+    # written like curves.png: a temporary file, then a rename (a failure leaves no half picture)
+    return _save_figures(plt, {output.name: fig}, output.parent)[0]
