@@ -87,6 +87,7 @@ def _dataset_names() -> list[str]:
     return sorted(DATASETS)
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile's modes
 INIT_SCHEMES = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "normal")
 
 
@@ -168,7 +169,10 @@ class SchedConfig:
 class SpeedConfig:
     channels_last: bool = _opt(True, "NHWC memory layout for conv models (faster on modern CPUs and GPUs)")
     amp: str = _opt("off", "mixed precision on CUDA; ignored on CPU", choices=("off", "bf16", "fp16"))
-    compile: bool = _opt(False, "wrap the model in torch.compile")
+    compile: Union[bool, str] = _opt(False, "wrap the model in torch.compile: true (= default), false, or a mode: "
+                                     "reduce-overhead (CUDA graphs: the tensor-resident loop on a GPU), max-autotune",
+                                     check=lambda v: None if isinstance(v, bool) or v in COMPILE_MODES else
+                                     f"must be true, false or one of: {', '.join(COMPILE_MODES)}{did_you_mean(v, COMPILE_MODES)}")
     threads: Optional[int] = _opt(None, "CPU threads for torch (at most 4096); null = PyTorch's choice",
                                   check=_between(1, MAX_THREADS))
     eval_chunk: Optional[int] = _opt(None, "evaluate each batch in pieces of at most N images (same numbers, faster "
@@ -224,7 +228,8 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return f"{_type_name(args[0])} or null"
+        names = " or ".join(_type_name(a) for a in args)
+        return f"{names} or null" if type(None) in typing.get_args(tp) else names
     if origin is list:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
     if dataclasses.is_dataclass(tp):
@@ -236,10 +241,15 @@ def _coerce(value: Any, tp: Any, path: str, where: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted (ints to floats...)."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        if value is None:
+        if value is None and type(None) in typing.get_args(tp):
             return None
-        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _coerce(value, inner, path, where)
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) > 1:  # e.g. Union[bool, str]: the first type that takes the value as it is
+            for option in inner:
+                if option is bool and isinstance(value, bool) or option is str and isinstance(value, str):
+                    return _coerce(value, option, path, where)
+            raise ConfigError(f"{where}: '{path}' must be a {_type_name(tp)}, got {type(value).__name__} {_short(value)}")
+        return _coerce(value, inner[0], path, where)
     name = _type_name(tp)
     article = "an" if name[0] in "aeiou" else "a"
 

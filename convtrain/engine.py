@@ -61,29 +61,36 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
                     state: EpochState | None = None, label_smoothing: float = 0.0, grad_clip: float | None = None,
                     nonfinite: str = "stop", amp: str = "off", scaler: torch.amp.GradScaler | None = None,
                     on_step: Callable[[int, Tensor], None] | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> EpochResult:
+                    should_stop: Callable[[], bool] | None = None, check_every: int = 1) -> EpochResult:
     """Run ``num_steps`` optimizer steps over ``batches`` (which already starts at ``state.step``).
 
     Returns mean loss and accuracy over the samples seen. Raises :class:`NonFiniteLoss` when
     ``nonfinite == "stop"`` and a loss is NaN/inf; with ``"skip"`` that batch is not applied.
+
+    ``check_every``: the host reads the non-finite flag and the stop request every this many steps
+    and at the epoch's end (1: every step; see :class:`_DeferredCheck` for what N > 1 guarantees).
     """
     state = state or EpochState()
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    every = check_every if nonfinite == "stop" else 1
+    deferred = _DeferredCheck(device, epoch) if every > 1 else None
     start = time.perf_counter()
     stopped = False
     for x, y in batches:
         if state.step >= num_steps:
             break
-        if should_stop is not None and broadcast_flag(should_stop(), device):
+        if should_stop is not None and state.step % every == 0 and broadcast_flag(should_stop(), device):
             stopped = True
             break
         with autocast(device, amp):
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        # One host sync per step: it is what lets a NaN be caught before it reaches the weights.
-        if broadcast_flag(not bool(torch.isfinite(loss)), device):
+        if deferred is not None:
+            deferred.note(loss, state.step + 1)
+        # one host sync per step: it is what lets a NaN be caught before it reaches the weights
+        elif broadcast_flag(not bool(torch.isfinite(loss)), device):
             if nonfinite == "stop":
                 raise NonFiniteLoss(epoch, state.step + 1, float(loss.detach()))
             state.skipped += 1
@@ -100,11 +107,50 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
         state.step += 1
         if on_step is not None:
             on_step(state.step, loss.detach())
+        if deferred is not None and state.step % every == 0:
+            deferred.raise_if_bad()
+    if deferred is not None:
+        deferred.raise_if_bad()  # before the caller validates or saves these weights
     state.loss_sum += float(loss_sum)
     state.correct += int(correct)
     state.seconds += time.perf_counter() - start
     seen = max(state.samples, 1)
     return EpochResult(state.loss_sum / seen, state.correct / seen, state, stopped)
+
+
+class _DeferredCheck:
+    """The first non-finite loss of an epoch, kept on the device until the host asks (no sync per step).
+
+    Reading ``bool(isfinite(loss))`` every step makes Python wait for a GPU every step. With
+    ``check_every`` N > 1 and ``nonfinite="stop"`` the step and value of the first NaN/inf loss are
+    recorded on the device and raised at the next read (every N steps and at the epoch's end), so
+    up to N-1 more steps run on weights that are then never saved: the error names the first bad
+    step, and no epoch ends (validation, checkpoints) with such weights; the last good checkpoint
+    is kept. ``"skip"`` keeps reading every step: a skipped batch must leave weights, optimizer
+    moments and the schedule untouched, which needs the answer before the step.
+    """
+
+    def __init__(self, device: torch.device, epoch: int) -> None:
+        self.epoch = epoch
+        self.first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 0: none yet, else its step
+        self.value = torch.zeros((), dtype=torch.float32, device=device)
+
+    def note(self, loss: Tensor, step: int) -> None:
+        loss = loss.detach().float()
+        first = (self.first_bad == 0) & ~torch.isfinite(loss)
+        self.first_bad = torch.where(first, step, self.first_bad)
+        self.value = torch.where(first, loss, self.value)
+
+    def raise_if_bad(self) -> None:
+        # the one host read; across processes every rank stops if any rank saw a bad loss
+        if broadcast_flag(bool(self.first_bad), self.first_bad.device):
+            raise NonFiniteLoss(self.epoch, int(self.first_bad), float(self.value))
+
+
+def check_interval(device: torch.device, log_every: int) -> int:
+    """How often train_one_epoch reads its flags: every ``train.log_every`` steps on CUDA (the progress
+    line reads the loss then anyway), every step elsewhere (a CPU has no queue to drain)."""
+    return log_every if device.type == "cuda" else 1
 
 
 def _optimizer_step(model: nn.Module, loss: Tensor, optimizer: torch.optim.Optimizer,

@@ -291,7 +291,8 @@ def prepare_training(r: Run, state: RunState, start: Start) -> None:
         r.train_model = nn.parallel.DistributedDataParallel(
             r.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     if cfg.speed.compile:
-        r.train_model = torch.compile(r.train_model)
+        mode = cfg.speed.compile if isinstance(cfg.speed.compile, str) else "default"
+        r.train_model = torch.compile(r.train_model, mode=mode)
     seed_everything(cfg.seed + dist.rank)  # dropout etc. differ per rank
     if start.resume is not None:
         checkpoint.set_rng_state(start.resume["training_state"]["rng"][dist.rank])
@@ -340,7 +341,8 @@ def train_epoch(r: Run, state: RunState) -> engine.EpochResult:
             r.train_model, r.data.train.iter_from(epoch_state.step), steps, r.optim.optimizer, r.optim.scheduler,
             epoch=state.epoch, device=r.dist.device, state=epoch_state, label_smoothing=cfg.train.label_smoothing,
             grad_clip=cfg.train.grad_clip, nonfinite=cfg.train.nonfinite, amp=cfg.speed.amp, scaler=r.optim.scaler,
-            on_step=on_step, should_stop=r.signals.is_set)
+            on_step=on_step, should_stop=r.signals.is_set,
+            check_every=engine.check_interval(r.dist.device, cfg.train.log_every))
     except engine.NonFiniteLoss as exc:
         raise TrainingError(f"training diverged: {exc}; the last good checkpoint is kept "
                             f"(set train.nonfinite=skip to skip such batches, or lower optim.lr)") from None
