@@ -15,6 +15,7 @@ import math
 import os
 import re
 import reprlib
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -76,12 +77,20 @@ def _devices(v: list[int] | None) -> str | None:
 
 
 def _model_names() -> list[str]:
+    if "convtrain.models" not in sys.modules:  # nothing can have registered a model yet: the built-ins, no torch
+        from .catalog import MODELS
+
+        return [m["name"] for m in MODELS]
     from .models import list_models
 
     return list_models()
 
 
 def _dataset_names() -> list[str]:
+    if "convtrain.data" not in sys.modules:  # the same for datasets
+        from .catalog import DATASETS as BUILTIN
+
+        return sorted(BUILTIN)
     from .data import DATASETS
 
     return sorted(DATASETS)
