@@ -86,6 +86,8 @@ def report(name: str, rows: list[dict]) -> None:
             print(f"    {key:26s} {ph[key]:7.3f} s")
     rest = best["wall_s"] - best["worker_s"]
     print(f"    {'interpreter start + exit':26s} {rest:7.3f} s")
+    named = ph.get("import convtrain + torch", 0.0) + sum(ph.get(p, 0.0) for p in PHASES)
+    print(f"    {'in no phase above':26s} {best['worker_s'] - named:7.3f} s  (load_config, signal set-up, between phases)")
     print(f"  fixed cost beyond training steps and evaluation: {best['wall_s'] - train - evals:.2f} s "
           f"(training {train:.2f} s, validation + test passes {evals:.2f} s)")
 
