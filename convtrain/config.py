@@ -15,6 +15,7 @@ import math
 import os
 import re
 import reprlib
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -84,17 +85,26 @@ def _devices(v: list[int] | None) -> str | None:
 
 
 def _model_names() -> list[str]:
+    if "convtrain.models" not in sys.modules:  # nothing can have registered a model yet: the built-ins, no torch
+        from .catalog import MODELS
+
+        return [m["name"] for m in MODELS]
     from .models import list_models
 
     return list_models()
 
 
 def _dataset_names() -> list[str]:
+    if "convtrain.data" not in sys.modules:  # the same for datasets
+        from .catalog import DATASETS as BUILTIN, FILE_SOURCES
+
+        return sorted(BUILTIN) + list(FILE_SOURCES)
     from .data import DATASETS, FILE_SOURCES
 
     return sorted(DATASETS) + list(FILE_SOURCES)
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile's modes
 INIT_SCHEMES = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "normal")
 
 
@@ -230,7 +240,10 @@ class SchedConfig:
 class SpeedConfig:
     channels_last: bool = _opt(True, "NHWC memory layout for conv models (faster on modern CPUs and GPUs)")
     amp: str = _opt("off", "mixed precision on CUDA; ignored on CPU", choices=("off", "bf16", "fp16"))
-    compile: bool = _opt(False, "wrap the model in torch.compile")
+    compile: Union[bool, str] = _opt(False, "wrap the model in torch.compile: true (= default), false, or a mode: "
+                                     "reduce-overhead (CUDA graphs: the tensor-resident loop on a GPU), max-autotune",
+                                     check=lambda v: None if isinstance(v, bool) or v in COMPILE_MODES else
+                                     f"must be true, false or one of: {', '.join(COMPILE_MODES)}{did_you_mean(v, COMPILE_MODES)}")
     threads: Optional[int] = _opt(None, "CPU threads for torch (at most 4096); null = PyTorch's choice",
                                   check=_between(1, MAX_THREADS))
     eval_chunk: Optional[int] = _opt(None, "evaluate each batch in pieces of at most N images (same numbers, faster "
@@ -299,7 +312,8 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return f"{_type_name(args[0])} or null"
+        names = " or ".join(_type_name(a) for a in args)
+        return f"{names} or null" if type(None) in typing.get_args(tp) else names
     if origin is list:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
     if dataclasses.is_dataclass(tp):
@@ -313,10 +327,15 @@ def _coerce(value: Any, tp: Any, path: str, where: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted (ints to floats...)."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        if value is None:
+        if value is None and type(None) in typing.get_args(tp):
             return None
-        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _coerce(value, inner, path, where)
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) > 1:  # e.g. Union[bool, str]: the first type that takes the value as it is
+            for option in inner:
+                if option is bool and isinstance(value, bool) or option is str and isinstance(value, str):
+                    return _coerce(value, option, path, where)
+            raise ConfigError(f"{where}: '{path}' must be a {_type_name(tp)}, got {type(value).__name__} {_short(value)}")
+        return _coerce(value, inner[0], path, where)
     name = _type_name(tp)
     article = "an" if name[0] in "aeiou" else "a"
 
@@ -701,7 +720,7 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = (), *, data_
     if cfg.name is None and path is not None:
         cfg.name = Path(path).stem
     set_root = any(o.partition("=")[0].strip() == "data.root" for o in overrides)
-    from .data import FILE_SOURCES
+    from .catalog import FILE_SOURCES
 
     if data_root:
         cfg.data.root = str(data_root)

@@ -62,7 +62,7 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
                     nonfinite: str = "stop", amp: str = "off", scaler: torch.amp.GradScaler | None = None,
                     on_step: Callable[[int, Tensor], None] | None = None,
                     should_stop: Callable[[], bool] | None = None, accumulate: int = 1,
-                    on_update: Callable[[], None] | None = None) -> EpochResult:
+                    on_update: Callable[[], None] | None = None, check_every: int = 1) -> EpochResult:
     """Run ``num_steps`` batches over ``batches`` (which already starts at ``state.step``).
 
     Returns mean loss and accuracy over the samples seen. Raises :class:`NonFiniteLoss` when
@@ -73,11 +73,17 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
     last window of an epoch may be shorter (r < N batches): it is stepped too, its losses divided by
     r. A skipped (non-finite) batch drops its whole window. ``should_stop`` is asked only between
     windows, so a stop (and the last.pt it saves) never loses half-accumulated gradients.
+
+    ``check_every``: the host reads the non-finite flag and the stop request every this many steps
+    (the stop request only where that is also a window's start) and at the epoch's end (1: every
+    step; see :class:`_DeferredCheck` for what N > 1 guarantees).
     """
     state = state or EpochState()
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    every = check_every if nonfinite == "stop" else 1
+    deferred = _DeferredCheck(device, epoch) if every > 1 else None
     start = time.perf_counter()
     stopped = False
     dropped = False  # a batch of the current accumulation window was skipped: the window is not applied
@@ -85,7 +91,8 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
         if state.step >= num_steps:
             break
         window_start = state.step % accumulate == 0
-        if window_start and should_stop is not None and broadcast_flag(should_stop(), device):
+        if window_start and should_stop is not None and state.step % every == 0 \
+                and broadcast_flag(should_stop(), device):
             stopped = True
             break
         if window_start:
@@ -98,8 +105,7 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
             with autocast(device, amp):
                 logits = model(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-            # One host sync per step: it is what lets a NaN be caught before it reaches the weights.
-            finite = not broadcast_flag(not bool(torch.isfinite(loss)), device)
+            finite = _finite(loss, deferred, state.step + 1, device)
             if finite:
                 _backward(loss / window if window > 1 else loss, scaler)
         if not finite:
@@ -108,11 +114,7 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
             state.skipped += 1
             dropped = True  # every rank agrees (broadcast_flag), so DDP ranks stay in step
         if window_end and not dropped:
-            _apply_gradients(model, optimizer, scaler, grad_clip)
-            if scheduler is not None:
-                scheduler.step()
-            if on_update is not None:
-                on_update()
+            _apply_gradients(model, optimizer, scaler, grad_clip, scheduler, on_update)
         state.step += 1
         if not finite:
             continue
@@ -122,6 +124,10 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
         state.samples += n
         if on_step is not None:
             on_step(state.step, loss.detach())
+        if deferred is not None and state.step % every == 0:
+            deferred.raise_if_bad()
+    if deferred is not None:
+        deferred.raise_if_bad()  # before the caller validates or saves these weights
     state.loss_sum += float(loss_sum)
     state.correct += int(correct)
     state.seconds += time.perf_counter() - start
@@ -140,9 +146,54 @@ def _backward(loss: Tensor, scaler: torch.amp.GradScaler | None) -> None:
     (scaler.scale(loss) if scaler is not None else loss).backward()
 
 
+class _DeferredCheck:
+    """The first non-finite loss of an epoch, kept on the device until the host asks (no sync per step).
+
+    Reading ``bool(isfinite(loss))`` every step makes Python wait for a GPU every step. With
+    ``check_every`` N > 1 and ``nonfinite="stop"`` the step and value of the first NaN/inf loss are
+    recorded on the device and raised at the next read (every N steps and at the epoch's end), so
+    up to N-1 more steps run on weights that are then never saved: the error names the first bad
+    step, and no epoch ends (validation, checkpoints) with such weights; the last good checkpoint
+    is kept. ``"skip"`` keeps reading every step: a skipped batch must leave weights, optimizer
+    moments and the schedule untouched, which needs the answer before the step.
+    """
+
+    def __init__(self, device: torch.device, epoch: int) -> None:
+        self.epoch = epoch
+        self.first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 0: none yet, else its step
+        self.value = torch.zeros((), dtype=torch.float32, device=device)
+
+    def note(self, loss: Tensor, step: int) -> None:
+        loss = loss.detach().float()
+        first = (self.first_bad == 0) & ~torch.isfinite(loss)
+        self.first_bad = torch.where(first, step, self.first_bad)
+        self.value = torch.where(first, loss, self.value)
+
+    def raise_if_bad(self) -> None:
+        # the one host read; across processes every rank stops if any rank saw a bad loss
+        if broadcast_flag(bool(self.first_bad), self.first_bad.device):
+            raise NonFiniteLoss(self.epoch, int(self.first_bad), float(self.value))
+
+
+def check_interval(device: torch.device, log_every: int) -> int:
+    """How often train_one_epoch reads its flags: every ``train.log_every`` steps on CUDA (the progress
+    line reads the loss then anyway), every step elsewhere (a CPU has no queue to drain)."""
+    return log_every if device.type == "cuda" else 1
+
+
+def _finite(loss: Tensor, deferred: _DeferredCheck | None, step: int, device: torch.device) -> bool:
+    """Whether this batch's loss may be applied. One host sync per step: it is what lets a NaN be
+    caught before it reaches the weights; with a deferred check the flag stays on the device."""
+    if deferred is not None:
+        deferred.note(loss, step)
+        return True
+    return not broadcast_flag(not bool(torch.isfinite(loss)), device)
+
+
 def _apply_gradients(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
-                     grad_clip: float | None) -> None:
-    """Optional clipping of the accumulated gradients, then the optimizer step (through the scaler if any)."""
+                     grad_clip: float | None, scheduler=None, on_update: Callable[[], None] | None = None) -> None:
+    """Optional clipping of the accumulated gradients, the optimizer step (through the scaler if any),
+    then the schedule's step and ``on_update()`` (the EMA): one optimizer step's work."""
     if scaler is not None:
         if grad_clip is not None:
             scaler.unscale_(optimizer)
@@ -153,6 +204,10 @@ def _apply_gradients(model: nn.Module, optimizer: torch.optim.Optimizer, scaler:
         if grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    if on_update is not None:
+        on_update()
 
 
 @torch.inference_mode()

@@ -193,8 +193,16 @@ class RunDir:
         except OSError as exc:
             raise _write_error(path, exc) from None
 
-    def write_plots(self, info: Callable[[str], None]) -> None:
-        """curves.png and confusion.png (needs matplotlib: without it, a note instead)."""
+    def write_plots(self, info: Callable[[str], None], background: bool = False):
+        """curves.png and confusion.png (needs matplotlib: without it, a note instead).
+
+        ``background``: leave them to a separate process (``convtrain plot RUN``) and return its
+        Popen at once: the run's own process then exits without waiting ~1-2 s for matplotlib.
+        results.json is already written and the plot command only renames finished pictures into
+        place, so a Ctrl-C or crash of either process leaves the run's files whole.
+        """
+        if background:
+            return self._plots_in_background(info)
         from .plots import MissingExtra, plot_run
 
         try:
@@ -208,6 +216,22 @@ class RunDir:
                                f"{exc.strerror or exc}; the run finished "
                                f"(results.json); redo them with: convtrain plot {self.path}") from None
         info(f"plots: {', '.join(p.name for p in written)}")
+        return None
+
+    def _plots_in_background(self, info: Callable[[str], None]):
+        import importlib.util
+        import subprocess
+        import sys
+
+        if importlib.util.find_spec("matplotlib") is None:
+            info("note: curves.png and confusion.png need matplotlib (pip install 'convtrain[plot]')")
+            return None
+        # its own session: a Ctrl-C at the terminal after the run ended does not reach it
+        proc = subprocess.Popen([sys.executable, "-m", "convtrain", "plot", str(self.path)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        info(f"plots: curves.png and confusion.png are being written in the background (pid {proc.pid}); "
+             f"if they do not appear: convtrain plot {self.path}")
+        return proc
 
 
 class NullRunDir:
@@ -255,7 +279,7 @@ class NullRunDir:
     def log(self, line: str) -> None:
         pass
 
-    def write_plots(self, info: Callable[[str], None]) -> None:
+    def write_plots(self, info: Callable[[str], None], background: bool = False) -> None:
         pass
 
 

@@ -85,6 +85,8 @@ class RunState:
     best_state: dict | None = None  # CPU copy of the best weights: the final test uses them
     status: str = "running"  # running -> finished / interrupted / failed (once results.json says so)
     stop: str | None = None  # why the loop ended before train.epochs (early_stopping / stop_at / max_time)
+    last_test: dict | None = None  # this epoch's test pass (train.test_every_epoch), else None
+    best_test: dict | None = None  # the test pass of best_state's weights, when one was made (not saved in last.pt)
 
 
 @dataclass
@@ -336,7 +338,8 @@ def prepare_training(r: Run, state: RunState, start: Start) -> None:
         r.train_model = nn.parallel.DistributedDataParallel(
             r.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     if cfg.speed.compile:
-        r.train_model = torch.compile(r.train_model)
+        mode = cfg.speed.compile if isinstance(cfg.speed.compile, str) else "default"
+        r.train_model = torch.compile(r.train_model, mode=mode)
     seed_everything(cfg.seed + dist.rank)  # dropout etc. differ per rank
     if start.resume is not None:
         checkpoint.set_rng_state(start.resume["training_state"]["rng"][dist.rank])
@@ -396,7 +399,8 @@ def train_epoch(r: Run, state: RunState) -> engine.EpochResult:
             r.train_model, r.data.train.iter_from(epoch_state.step), steps, r.optim.optimizer, r.optim.scheduler,
             epoch=state.epoch, device=r.dist.device, state=epoch_state, label_smoothing=cfg.train.label_smoothing,
             grad_clip=cfg.train.grad_clip, nonfinite=cfg.train.nonfinite, amp=cfg.speed.amp, scaler=r.optim.scaler,
-            on_step=on_step, should_stop=should_stop, accumulate=cfg.train.accumulate, on_update=r.ema.update)
+            on_step=on_step, should_stop=should_stop, accumulate=cfg.train.accumulate, on_update=r.ema.update,
+            check_every=engine.check_interval(r.dist.device, cfg.train.log_every))
     except engine.NonFiniteLoss as exc:
         raise TrainingError(f"training diverged: {exc}; the last good checkpoint is kept "
                             f"(set train.nonfinite=skip to skip such batches, or lower optim.lr)") from None
@@ -434,6 +438,7 @@ def validate(r: Run, state: RunState, epoch_state: engine.EpochState) -> Metrics
     """The epoch's metrics row: training sums of every rank, validation (and test when asked)."""
     val = _evaluate(r, r.data.val)  # the EMA weights when train.ema is on
     test = _evaluate(r, r.data.test) if r.cfg.train.test_every_epoch else {}
+    state.last_test = test or None
     train_loss, train_acc = _global_train_metrics(epoch_state, r.dist.device)
     return MetricsRow(epoch=state.epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val["loss"],
                       val_acc=val["accuracy"], lr=r.optim.optimizer.param_groups[0]["lr"], seconds=epoch_state.seconds,
@@ -447,6 +452,7 @@ def record(r: Run, state: RunState, row: MetricsRow) -> bool:
     if improved:
         state.best_val_acc, state.best_epoch = row.val_acc, row.epoch
         state.best_state = {k: v.detach().cpu().clone() for k, v in r.ema.model.state_dict().items()}
+        state.best_test = state.last_test  # the test numbers of exactly these weights, if this epoch made them
     state.result.epochs.append(row)
     r.reporter.epoch_summary(row, r.cfg.train.epochs, improved)
     r.tb.epoch(row)
@@ -489,9 +495,7 @@ def final_test(r: Run, state: RunState) -> None:
     res.best_epoch, res.best_val_acc = state.best_epoch, state.best_val_acc
     res.train_seconds = sum(row.seconds for row in res.epochs)
     res.stopped_by, res.time_to_target = state.stop, r.stops.results()["time_to_target"]
-    if state.best_state is not None:
-        r.ema.model.load_state_dict(state.best_state)
-    res.test = t = _evaluate(r, r.data.test)
+    res.test = t = _reused_test(state) or _evaluate_best(r, state)
     with r.signals.protected():
         r.rundir.write_results({
             "status": "finished", "best_epoch": state.best_epoch, "best_val_acc": state.best_val_acc,
@@ -509,7 +513,9 @@ def final_test(r: Run, state: RunState) -> None:
                                          f"redo the plots with: convtrain plot {r.rundir.path}")
     r.mlflow.finish(r.rundir.path)  # uploads: outside the protected block, so Ctrl-C is not held up
     if r.cfg.log.plots:
-        r.rundir.write_plots(r.reporter.info)
+        # at a terminal someone waits for the prompt: the pictures follow from another process;
+        # a script or a pipe reads them once the command ends, so there they are written first
+        r.rundir.write_plots(r.reporter.info, background=r.reporter.live)
 
 
 # --------------------------------------------------------------------------------------------
@@ -542,6 +548,19 @@ def deterministic(on: bool):
     finally:
         torch.use_deterministic_algorithms(before[0])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[1], before[2]
+
+
+def _reused_test(state: RunState) -> dict | None:
+    """The test pass made in the best epoch (test_every_epoch): the same weights on the same test
+    batches give the same numbers, so the final test would only repeat it (0.6 s per 10k images here).
+    None after a resume (best_test is not in last.pt): then the best weights are tested again."""
+    return state.best_test
+
+
+def _evaluate_best(r: Run, state: RunState) -> dict:
+    if state.best_state is not None:
+        r.ema.model.load_state_dict(state.best_state)
+    return _evaluate(r, r.data.test)
 
 
 def seed_everything(seed: int) -> None:

@@ -124,3 +124,19 @@ def test_config_show_prints_resolved_yaml():
     assert shown["optim"]["lr"] == pytest.approx(0.003)
     assert shown["name"] == "mnist"
     assert shown["model"]["name"] == "article_cnn"
+
+
+@pytest.mark.parametrize("value, expected", [("true", True), ("false", False), ("default", "default"),
+                                             ("reduce-overhead", "reduce-overhead"), ("max-autotune", "max-autotune")])
+def test_speed_compile_takes_a_bool_or_a_mode(value, expected):
+    cfg = load_config(None, [f"speed.compile={value}"])
+    assert cfg.speed.compile == expected and type(cfg.speed.compile) is type(expected)
+    assert from_dict(to_dict(cfg)).speed.compile == expected  # what a checkpoint's saved config restores
+
+
+@pytest.mark.parametrize("value, expected", [("reduce-overhed", "did you mean 'reduce-overhead'"),
+                                             ("3", "must be a boolean or string, got int 3"),
+                                             ("[1]", "must be a boolean or string")])
+def test_speed_compile_refuses_other_values(value, expected):
+    with pytest.raises(ConfigError, match=expected.replace("[", r"\[")):
+        load_config(None, [f"speed.compile={value}"])

@@ -112,3 +112,18 @@ def test_dataloader_path_matches_tensor_path(shuffle, rank, world):
         torch.testing.assert_close(xf, xs)  # normalized alike (per sample vs per batch)
     resumed = [y for _, y in slow.iter_from(1)]
     assert torch.equal(torch.cat(resumed), torch.cat([ys for _, (_, ys) in pairs[1:]]))  # mid-epoch resume
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_idx_files_decode_to_torchvisions_tensors(data_root, name):
+    # start-up reads the IDX files itself instead of importing torchvision; the result must be the same
+    import torchvision.datasets as tvd
+
+    spec = data.DATASETS[name]
+    if not all(f.is_file() for f in spec.expected_files(data_root)):
+        pytest.skip(f"{name} is not under {data_root}")
+    for train in (False, True):
+        ref = getattr(tvd, spec.torchvision_class)(root=str(data_root), train=train, download=False)
+        split = data.load_split(name, data_root, train, download=False)
+        assert torch.equal(split.images, ref.data.unsqueeze(1)) and torch.equal(split.labels, ref.targets)
+        assert split.images.dtype == torch.uint8 and split.labels.dtype == torch.int64

@@ -67,3 +67,69 @@ def test_should_stop_ends_epoch_early_with_resumable_state():
     out = engine.train_one_epoch(model, batches, 6, opt, None, epoch=1, device=torch.device("cpu"),
                                  should_stop=lambda: next(calls))
     assert out.stopped and out.state.step == 2 and out.state.samples == 16
+
+
+def _deferred(model, check_every, n_batches=6, nonfinite="stop", should_stop=None):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    return engine.train_one_epoch(model, _batches(model, n_batches), n_batches, opt, None, epoch=2,
+                                  device=torch.device("cpu"), nonfinite=nonfinite, check_every=check_every,
+                                  should_stop=should_stop)
+
+
+@pytest.mark.parametrize("check_every", [2, 4, 10])
+def test_deferred_check_names_the_first_bad_step(check_every):
+    # the GPU path (flags read every train.log_every steps), exercised on the CPU: NaN first at step 3
+    with pytest.raises(engine.NonFiniteLoss) as info:
+        _deferred(_Poisoned(bad_label=2), check_every)
+    assert (info.value.epoch, info.value.step) == (2, 3)
+    assert info.value.value != info.value.value  # the NaN itself, not a later loss or a placeholder
+
+
+def test_deferred_check_reads_at_the_interval_not_only_at_the_end():
+    steps = []
+    model = _Poisoned(bad_label=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(engine.NonFiniteLoss):
+        engine.train_one_epoch(model, _batches(model, 12), 12, opt, None, epoch=1, device=torch.device("cpu"),
+                               check_every=4, on_step=lambda step, loss: steps.append(step))
+    assert steps == [1, 2, 3, 4]  # NaN at step 3, read after step 4: the run stopped there
+
+
+def test_deferred_check_skip_is_exact():
+    # skip keeps the per-step read: the count is exact and no NaN batch reaches the weights
+    model = _Poisoned(bad_label=2)
+    out = _deferred(model, 10, nonfinite="skip")
+    assert out.state.skipped == 2 and out.state.step == 6 and out.state.samples == 32
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_deferred_check_leaves_a_finite_epoch_unchanged():
+    # same weights and sums with the flags read every step or every 4 steps
+    results = []
+    for every in (1, 4):
+        torch.manual_seed(0)
+        model = _Poisoned(bad_label=99)
+        out = _deferred(model, every)
+        results.append((out.loss, out.acc, [p.detach().clone() for p in model.parameters()]))
+    assert results[0][:2] == results[1][:2]
+    assert all(torch.equal(a, b) for a, b in zip(results[0][2], results[1][2]))
+
+
+def test_deferred_stop_request_is_read_at_the_interval():
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) == 2
+
+    model = nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = ((torch.randn(8, 4), torch.zeros(8, dtype=torch.long)) for _ in range(12))
+    out = engine.train_one_epoch(model, batches, 12, opt, None, epoch=1, device=torch.device("cpu"),
+                                 should_stop=should_stop, check_every=4)
+    assert out.stopped and out.state.step == 4 and out.state.samples == 32  # asked at steps 0 and 4
+
+
+def test_check_interval_is_one_off_cuda():
+    assert engine.check_interval(torch.device("cpu"), 100) == 1
+    assert engine.check_interval(torch.device("cuda"), 100) == 100  # a device object; no GPU is used

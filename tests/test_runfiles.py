@@ -305,3 +305,24 @@ def test_the_error_names_the_file_and_the_key_or_row(tmp_path, name, content, sa
     assert result.exit_code == 1 and says in result.stderr, result.stderr
     listing = json.loads(runner.invoke(app, ["runs", str(tmp_path), "--json"]).stdout)
     assert says in listing[0]["error"]
+
+
+@pytest.mark.slow
+def test_plots_in_the_background_write_both_pictures_and_leave_the_rest_alone(tmp_path):
+    """At a terminal the run leaves its plots to `convtrain plot` in another process and exits at once."""
+    pytest.importorskip("matplotlib", reason="plots need the optional matplotlib")
+    from PIL import Image
+
+    from convtrain.rundir import RunDir
+
+    run = make_run(tmp_path / "run")
+    before = snapshot(tmp_path, skip=("curves.png", "confusion.png", ".lock"))
+    rundir, lines = RunDir.open(run), []
+    try:
+        proc = rundir.write_plots(lines.append, background=True)
+    finally:
+        rundir.close()
+    assert proc is not None and "in the background" in lines[0]
+    assert proc.wait(timeout=120) == 0
+    assert Image.open(run / "curves.png").size == (1200, 450) and Image.open(run / "confusion.png").size == (700, 600)
+    assert snapshot(tmp_path, skip=("curves.png", "confusion.png", ".lock")) == before  # results.json untouched

@@ -160,3 +160,29 @@ def test_disk_full_on_a_run_file(data_root, tmp_path, monkeypatch, target):
         status = json.loads((run_dir / "results.json").read_text())["status"]
         assert status == ("finished" if target == "curves.png" else "failed")
     assert not [p for p in run_dir.rglob(".*tmp-*")]
+
+
+@pytest.mark.slow
+def test_final_test_reuses_the_last_epochs_test_pass_with_identical_results(data_root, tmp_path, monkeypatch):
+    """best.pt is the last epoch and its test pass already ran: results.json is exactly what the extra
+    pass would have written (per-class accuracy and confusion matrix included), with one pass fewer."""
+    from convtrain import engine, runner as runner_mod
+    from convtrain.config import load_config
+
+    cfg_args = ["data.train_subset=640", "data.val_size=200", "data.test_subset=300", "train.epochs=1",
+                "log.plots=false", "train.test_every_epoch=true", "device=cpu"]
+    calls = []
+    evaluate = engine.evaluate
+    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: calls.append(1) or evaluate(*a, **k))
+    results = {}
+    for name in ("reused", "extra pass"):
+        if name == "extra pass":
+            monkeypatch.setattr(runner_mod, "_reused_test", lambda state: None)
+        calls.clear()
+        runner_mod.run(load_config("configs/smoke.yaml", cfg_args), run_dir=tmp_path / name)
+        results[name] = (json.loads((tmp_path / name / "results.json").read_text()), len(calls))
+    (reused, n_reused), (extra, n_extra) = results["reused"], results["extra pass"]
+    assert (n_reused, n_extra) == (2, 3)  # validation + test, then the final test again
+    for r in (reused, extra):
+        r.pop("train_seconds")
+    assert reused == extra and reused["test_num_samples"] == 300 and len(reused["test_confusion_matrix"]) == 10

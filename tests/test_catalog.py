@@ -1,0 +1,56 @@
+"""Commands that do not train stay free of torch, and the static tables they read match the registries."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from convtrain import catalog
+
+from .conftest import REPO
+
+# Runs the commands one after another in one process and says, after each, whether torch (or
+# torchvision) has been imported: a top-level `import torch` added anywhere on their path fails here.
+_PROBE = """
+import contextlib, io, json, sys
+import convtrain.cli
+seen = {"import convtrain.cli": "torch" in sys.modules}
+for args in (["--help"], ["config", "keys"], ["config", "keys", "--markdown"], ["runs", sys.argv[1]],
+             ["models"], ["models", "--json"]):
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            convtrain.cli.app(args, prog_name="convtrain", standalone_mode=False)
+        except SystemExit:
+            pass
+    seen[" ".join(args)] = "torch" in sys.modules or "torchvision" in sys.modules
+print(json.dumps(seen))
+"""
+
+
+def test_commands_that_do_not_train_do_not_import_torch(tmp_path):
+    out = subprocess.run([sys.executable, "-c", _PROBE, str(tmp_path)], capture_output=True, text=True, cwd=REPO,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not any(seen.values()), f"these imported torch: {[k for k, v in seen.items() if v]}"
+
+
+def test_model_catalog_matches_the_registry():
+    from convtrain.models import create_model, get_spec, list_models
+
+    real = [{"name": n, "parameters": sum(p.numel() for p in create_model(n, num_classes=10).parameters()),
+             "description": get_spec(n).description, "kwargs": get_spec(n).kwarg_defaults()} for n in list_models()]
+    assert catalog.MODELS == real  # update convtrain/catalog.py when a built-in model changes
+
+
+def test_dataset_catalog_matches_the_registry():
+    from convtrain.data import DATASETS
+
+    assert sorted(catalog.DATASETS) == sorted(DATASETS)
+
+
+def test_file_sources_are_one_list():
+    from convtrain import data
+
+    assert data.FILE_SOURCES is catalog.FILE_SOURCES and set(catalog.FILE_SOURCES).isdisjoint(catalog.DATASETS)
