@@ -70,23 +70,28 @@ def test_validation_accuracy_equals_single_process_eval(ddp_runs):
 def test_two_by_32_matches_one_by_64(ddp_runs):
     """Same seed: rank r takes every 2nd index of the same permutation, so the two ranks' batches of 32
     together are exactly the single process's batch of 64 and DDP's averaged gradient is the same
-    gradient. Only float summation order differs. Measured (2 epochs, 128 SGD steps): train and val
-    losses equal to the 6 digits metrics.csv keeps (largest relative difference 1.8e-6), val
-    accuracy equal, final weights within 3.9e-6 (relative L2, worst tensor). The bounds below are
-    about 10x that; a doubled gradient (loss x world size) or a rank reading the wrong shard moves
-    epoch 1's train loss by 0.14% (contiguous halves of the permutation instead of every 2nd index:
-    1.78972 vs 1.7872) and by 20% (loss x world size: 1.43768); the old 2% bound missed the first."""
+    gradient. Only float summation order differs, and on some CPUs the kernels chosen for a batch of
+    32 and one of 64 round differently; max-pool near-ties then route gradients differently and the
+    runs drift apart. Measured (2 epochs, 128 SGD steps): on a 2-core AMD EPYC, losses equal to 6
+    digits (relative 1.8e-6) and weights within 3.9e-6; on a 2-core AVX-512 Xeon (2026-12-02, the
+    same on the commit before this round), epoch 1's train loss within 5.6e-6 but epoch 1's val loss
+    1.4e-4, epoch 2's losses up to 3.1e-4, val accuracy 0.002 and weights 4.6e-3 apart. So epoch 1's
+    train loss (the mean over exactly the same 64 first-epoch batches) carries the tight bound: a rank
+    reading the wrong shard moves it by 0.14% (contiguous halves of the permutation instead of every
+    2nd index: 1.78972 vs 1.7872) and a doubled gradient (loss x world size: 1.43768) by 20%; the rest
+    is bounded at about 3x what the Xeon showed, which still catches a doubled gradient."""
     two, one, _ = ddp_runs
     rows_two, rows_one = _rows(two), _rows(one)
     assert len(rows_two) == len(rows_one) == 2
+    assert float(rows_two[0]["train_loss"]) == pytest.approx(float(rows_one[0]["train_loss"]), rel=2e-5, abs=0)
     for a, b in zip(rows_two, rows_one):
-        assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), rel=2e-5, abs=0)
-        assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=2e-5, abs=0)
-        assert abs(float(a["val_acc"]) - float(b["val_acc"])) <= 0.001  # at most one of 1000 images
+        assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), rel=1e-3, abs=0)
+        assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=1e-3, abs=0)
+        assert abs(float(a["val_acc"]) - float(b["val_acc"])) <= 0.005  # at most 5 of 1000 images
     w2 = torch.load(two / "checkpoints" / "last.pt", weights_only=True)["model"]["state_dict"]
     w1 = torch.load(one / "checkpoints" / "last.pt", weights_only=True)["model"]["state_dict"]
     for name in w1:
-        assert float((w2[name] - w1[name]).norm() / w1[name].norm()) < 5e-5, name
+        assert float((w2[name] - w1[name]).norm() / w1[name].norm()) < 1.5e-2, name
 
 
 @pytest.mark.slow

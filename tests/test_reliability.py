@@ -159,14 +159,18 @@ def test_kill_9_during_training_then_resume_is_exact(data_root, tmp_path):
     assert run_cli(*common, "--run-dir", str(straight)).returncode == 0
     reference = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)["model"]["state_dict"]
     resumed_runs = 0
-    for i, delay in enumerate((0.0, 0.4)):
+    for i, after_save in enumerate((False, True)):
         run_dir = tmp_path / f"killed{i}"
         proc = subprocess.Popen([sys.executable, "-m", "convtrain", *common, "--run-dir", str(run_dir)], cwd=REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         for line in proc.stdout:
             if line.startswith("epoch 1/3  train loss"):
                 break
-        time.sleep(delay)
+        # the second kill waits for epoch 1's last.pt (a fixed 0.4 s came too early on a loaded machine,
+        # so neither kill left anything to resume), then lands in epoch 2's training
+        deadline = time.monotonic() + 60
+        while after_save and not (run_dir / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         for name in ("last.pt", "best.pt"):
