@@ -380,7 +380,11 @@ class SplitDataset(torch.utils.data.Dataset):
         return len(self.split)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return (self.split.images[i].float() / 255 - self.mean) / self.std, int(self.split.labels[i])
+        return (self.pixels(i).float() / 255 - self.mean) / self.std, int(self.split.labels[i])
+
+    def pixels(self, i: int) -> Tensor:
+        """Image ``i`` as uint8 ``[C, H, W]`` (a subclass may decode it from a file instead)."""
+        return self.split.images[i]
 
 
 class _EpochSampler(torch.utils.data.Sampler):

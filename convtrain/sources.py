@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from . import csvdata, datacache, imagefolder
-from .data import DEFAULT_FILE_HOLDOUT, DataBundle, Split, check_split, resolve_size
+from .data import DEFAULT_FILE_HOLDOUT, DataBundle, Split, SplitDataset, check_split, resolve_size
 from .errors import ConfigError, DataError
 
 MAX_LISTED = 3  # bad files named in the one-line error; all of them go to results.json / inspect --json
@@ -49,21 +49,12 @@ class FileSplit:
         return FileDataset(self, mean, std)
 
 
-class FileDataset(torch.utils.data.Dataset):
+class FileDataset(SplitDataset):
     """Decode one file per sample (same decoding as the tensor path), then ToTensor + Normalize."""
 
-    def __init__(self, split: FileSplit, mean: list[float], std: list[float]) -> None:
-        self.split = split
-        self.mean = torch.tensor(mean).view(-1, 1, 1)
-        self.std = torch.tensor(std).view(-1, 1, 1)
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+    def pixels(self, i: int) -> Tensor:
         c, size, _ = self.split.shape
-        x, _ = imagefolder.decode(self.split.files[i], c, size)
-        return (x.float() / 255 - self.mean) / self.std, int(self.split.labels[i])
+        return imagefolder.decode(self.split.files[i], c, size)[0]
 
 
 @dataclass
