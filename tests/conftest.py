@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -49,3 +51,19 @@ def trained_run(data_root, tmp_path_factory) -> Path:
     result = run_cli("train", "--config", "configs/mnist.yaml", *SMALL_RUN, "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr + result.stdout
     return run_dir
+
+
+def metrics_rows(run: Path) -> list[dict]:
+    """A run directory's metrics.csv as dicts of strings (as the file holds them)."""
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def results_json(run: Path) -> dict:
+    return json.loads((run / "results.json").read_text())
+
+
+def load_ckpt(run: Path, name: str) -> dict:
+    import torch
+
+    return torch.load(run / "checkpoints" / name, weights_only=True)

@@ -8,7 +8,6 @@ not turn them into CUDA runs).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -23,23 +22,11 @@ from typer.testing import CliRunner
 from convtrain.cli import app
 
 from .conftest import run_cli
+from .conftest import load_ckpt as _ckpt, metrics_rows as _rows, results_json as _results
 
 runner = CliRunner()
 
 TINY = ["--device", "cpu", "--set", "log.plots=false"]
-
-
-def _rows(run: Path) -> list[dict]:
-    with open(run / "metrics.csv") as f:
-        return list(csv.DictReader(f))
-
-
-def _results(run: Path) -> dict:
-    return json.loads((run / "results.json").read_text())
-
-
-def _ckpt(run: Path, name: str) -> dict:
-    return torch.load(run / "checkpoints" / name, weights_only=True)
 
 
 # metrics.csv keeps 6 significant digits

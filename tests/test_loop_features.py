@@ -8,7 +8,6 @@ names the break it was checked against (the code broken on purpose, the test see
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -27,6 +26,7 @@ from convtrain.errors import CheckpointError, ConfigError
 from convtrain.progress import Reporter
 
 from .conftest import REPO, run_cli
+from .conftest import load_ckpt as ckpt, metrics_rows as rows, results_json as results
 
 cli = CliRunner()
 
@@ -45,19 +45,6 @@ def train(run: Path, *sets: str, resume: bool = False, code: int = 0):
     result = cli.invoke(app, args)
     assert result.exit_code == code, result.output
     return result
-
-
-def rows(run: Path) -> list[dict]:
-    with open(run / "metrics.csv") as f:
-        return list(csv.DictReader(f))
-
-
-def results(run: Path) -> dict:
-    return json.loads((run / "results.json").read_text())
-
-
-def ckpt(run: Path, name: str) -> dict:
-    return torch.load(run / "checkpoints" / name, weights_only=True)
 
 
 def weights(run: Path, name: str) -> dict:
