@@ -290,6 +290,30 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
     return flag
 
 
+def earliest_bad_step(step: torch.Tensor, value: torch.Tensor) -> tuple[int, float]:
+    """The first non-finite loss over all ranks: ``(step, value)``, or ``(0, 0.0)`` when no rank saw one.
+
+    ``step`` is this rank's first bad step (0: none), ``value`` its loss. Every rank gets the same
+    answer, so each names the step where training went wrong, not 0 for the ranks whose own losses
+    were finite. One all-reduce when nothing went wrong; two more collectives only when something did.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return int(step), float(value)
+    none = torch.iinfo(torch.int64).max
+    first = torch.where(step > 0, step, torch.full_like(step, none)).reshape(1).to(torch.int64)
+    dist.all_reduce(first, op=dist.ReduceOp.MIN)
+    earliest = int(first.item())
+    if earliest == none:
+        return 0, 0.0
+    # the lowest rank that saw the earliest bad step tells the others its loss
+    world = dist.get_world_size()
+    owner = torch.tensor([dist.get_rank() if int(step) == earliest else world], device=step.device)
+    dist.all_reduce(owner, op=dist.ReduceOp.MIN)
+    v = value.detach().reshape(1).to(torch.float32).clone()
+    dist.broadcast(v, src=int(owner.item()))
+    return earliest, float(v.item())
+
+
 class WorkerFailed(ConvtrainError):
     """A process started by :func:`launch` failed; it printed its own message."""
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .distributed import all_reduce_sum, broadcast_flag
+from .distributed import all_reduce_sum, broadcast_flag, earliest_bad_step
 
 
 class NonFiniteLoss(Exception):
@@ -170,9 +170,11 @@ class _DeferredCheck:
         self.value = torch.where(first, loss, self.value)
 
     def raise_if_bad(self) -> None:
-        # the one host read; across processes every rank stops if any rank saw a bad loss
-        if broadcast_flag(bool(self.first_bad), self.first_bad.device):
-            raise NonFiniteLoss(self.epoch, int(self.first_bad), float(self.value))
+        # the one host read; across processes every rank stops if any rank saw a bad loss, and all
+        # of them name the earliest bad step of any rank
+        step, value = earliest_bad_step(self.first_bad, self.value)
+        if step:
+            raise NonFiniteLoss(self.epoch, step, value)
 
 
 def check_interval(device: torch.device, log_every: int) -> int:

@@ -133,3 +133,38 @@ def test_deferred_stop_request_is_read_at_the_interval():
 def test_check_interval_is_one_off_cuda():
     assert engine.check_interval(torch.device("cpu"), 100) == 1
     assert engine.check_interval(torch.device("cuda"), 100) == 100  # a device object; no GPU is used
+
+
+def _deferred_rank(rank: int, world: int, port: int, out: str) -> None:
+    """One of two gloo processes: only rank 1's loss turns NaN (at its step 3); both read every 4 steps."""
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        model = _Poisoned(bad_label=2 if rank == 1 else 99)
+        try:
+            _deferred(model, check_every=4, n_batches=8)
+            got = None
+        except engine.NonFiniteLoss as exc:
+            got = [exc.epoch, exc.step, str(exc.value)]
+        with open(f"{out}/rank{rank}.json", "w") as f:
+            json.dump(got, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_deferred_check_names_the_bad_step_on_every_rank(tmp_path):
+    # under DDP a rank whose own losses were finite used to stop with "step 0"
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_deferred_rank, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [2, 3, "nan"], rank
