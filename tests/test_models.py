@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -163,3 +165,63 @@ def test_a_feature_map_that_vanishes_is_refused_by_the_dry_build(name):
     with pytest.raises(ConfigError, match=f"model '{name}' cannot be built for 1x3x3 images"):
         check_model_kwargs(name, {}, num_classes=10, input_shape=(1, 3, 3))
     check_model_kwargs(name, {}, num_classes=10)  # without a shape: types and ranges only
+
+
+# --------------------------------------------------------------------------------------------
+# Shapes worked out without running the layers (config checks build on the meta device)
+
+from convtrain import ops  # noqa: E402
+from convtrain.models import shapes  # noqa: E402
+
+LAYER_CASES = [  # (layers, input shape of one sample)
+    (nn.Conv2d(3, 8, 3), (3, 17, 13)),
+    (nn.Conv2d(3, 8, (5, 3), stride=(2, 3), padding=(2, 1), dilation=(1, 2)), (3, 29, 31)),
+    (ops.Conv2d(2, 4, 3, stride=2, padding=1), (2, 9, 10)),
+    (nn.MaxPool2d(2), (4, 7, 9)),
+    (nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), (4, 10, 11)),
+    (nn.MaxPool2d(2, ceil_mode=True), (4, 7, 5)),
+    (nn.MaxPool2d(2, padding=1, ceil_mode=True), (4, 5, 6)),  # the last window would start in the padding
+    (nn.AvgPool2d(3, stride=2, ceil_mode=True), (4, 9, 8)),
+    (nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.BatchNorm2d(6), nn.MaxPool2d(2), nn.ReLU(), nn.Dropout(0.2),
+                   nn.Flatten(), nn.Linear(6 * 14 * 14, 7)), (1, 28, 28)),
+]
+
+
+@pytest.mark.parametrize("layers, shape", LAYER_CASES)
+def test_worked_out_shapes_match_a_real_forward(layers, shape):
+    real = layers.eval()(torch.zeros(2, *shape)).shape[1:]
+    assert shapes.output_shape(layers, shape) == tuple(real)
+
+
+@pytest.mark.parametrize("layers, shape", [(nn.Conv2d(3, 8, 5), (3, 4, 9)), (nn.MaxPool2d(4), (2, 3, 8)),
+                                           (nn.Conv2d(3, 8, 3), (2, 9, 9)), (nn.Linear(10, 2), (11,)),
+                                           (nn.BatchNorm2d(4), (3, 5, 5))])
+def test_worked_out_shapes_refuse_what_a_real_forward_refuses(layers, shape):
+    with pytest.raises(RuntimeError):
+        layers.eval()(torch.zeros(2, *shape))
+    with pytest.raises(ValueError):
+        shapes.output_shape(layers, shape)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("in_channels, size", [(1, (28, 28)), (3, (32, 32)), (1, (13, 21)), (3, (64, 48))])
+def test_meta_builds_agree_with_real_builds(name, in_channels, size):
+    # the meta build (config check) gives every model the same layers as the real one
+    real = create_model(name, num_classes=10, in_channels=in_channels, input_size=size)
+    with torch.device("meta"):
+        meta = get_spec(name).factory(num_classes=10, in_channels=in_channels, input_size=size)
+    assert [(n, p.shape) for n, p in meta.named_parameters()] == [(n, p.shape) for n, p in real.named_parameters()]
+    assert shapes.output_shape(meta.backbone, (in_channels, *size)) == (real.head.in_features,)
+
+
+def test_checking_a_config_runs_no_meta_kernel(tmp_path):
+    # meta ReLU / BatchNorm kernels import torch._dynamo: ~1.5 s on every `convtrain train` before this
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from convtrain.config import load_config\n"
+            "for c in sorted(Path('configs').glob('*.yaml')): load_config(c, [])\n"
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"

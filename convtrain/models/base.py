@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+
 import torch
 from torch import nn
 
 from .. import ops
+from . import shapes
 
 
 class Classifier(nn.Module):
@@ -74,12 +78,18 @@ def conv_class(impl: str) -> type[nn.Module]:
 
 @torch.no_grad()
 def flat_size(features: nn.Module, in_channels: int, input_size: tuple[int, int]) -> int:
-    """Length of ``features``' flattened output, found by one dry run, so no model hard-codes 9216."""
-    was_training = features.training
-    features.eval()  # BatchNorm must not update its running stats on the dummy input
-    out = features(torch.zeros(1, in_channels, *input_size))
-    features.train(was_training)
-    n = out.flatten(1).shape[1]
+    """Length of ``features``' flattened output, so no model hard-codes 9216: one dry run on a real
+    device; on the meta device (config checks) worked out from the layers' settings (shapes.py)."""
+    n = None
+    if any(p.is_meta for p in features.parameters()):
+        with contextlib.suppress(shapes.Unknown):
+            n = math.prod(shapes.output_shape(features, (in_channels, *input_size)))
+    if n is None:
+        was_training = features.training
+        features.eval()  # BatchNorm must not update its running stats on the dummy input
+        out = features(torch.zeros(1, in_channels, *input_size))
+        features.train(was_training)
+        n = out.flatten(1).shape[1]
     if n == 0:
         raise ValueError(f"the feature map shrinks to nothing for {input_size[0]}x{input_size[1]} input")
     return n

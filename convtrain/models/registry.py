@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, did_you_mean
+from . import shapes
 
 # Supplied by the dataset, never by model.kwargs.
 DATA_ARGS = ("num_classes", "in_channels", "input_size")
@@ -167,7 +168,10 @@ def _dry_build(spec: ModelSpec, kwargs: dict, where: str, num_classes: int, inpu
             model = spec.factory(num_classes=num_classes, in_channels=c, input_size=(h, w), **kwargs)
             apply_init(model, init)
             model.eval()  # BatchNorm: one image is fine outside training mode
-            model(torch.zeros(1, c, h, w))
+            try:  # the head contract: backbone features -> head; worked out without running meta kernels
+                shapes.output_shape(model.head, shapes.output_shape(model.backbone, (c, h, w)))
+            except (shapes.Unknown, AttributeError):
+                model(torch.zeros(1, c, h, w))
     except Exception as exc:  # anything the factory raises means: this model cannot exist
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{where}: model '{spec.name}' cannot be built for {c}x{h}x{w} images with {given}: "
