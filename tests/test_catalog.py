@@ -1,4 +1,5 @@
-"""Commands that do not train stay free of torch, and the static tables they read match the registries."""
+"""Commands that do not train stay free of torch, and the static tables they read match the registries;
+commands that did import torch end without the interpreter's slow teardown of it."""
 
 from __future__ import annotations
 
@@ -54,3 +55,36 @@ def test_file_sources_are_one_list():
     from convtrain import data
 
     assert data.FILE_SOURCES is catalog.FILE_SOURCES and set(catalog.FILE_SOURCES).isdisjoint(catalog.DATASETS)
+
+
+# A command run as the console script does: an atexit handler and an object whose __del__ runs only
+# when the interpreter tears its modules down. The teardown after `import torch` took 0.5-1.0 s.
+_EXIT_PROBE = """
+import atexit, sys
+class Teardown:
+    def __del__(self):
+        print("module teardown ran", flush=True)
+keep = Teardown()
+atexit.register(lambda: print("atexit handler ran", flush=True))
+sys.argv = ["convtrain", *sys.argv[1:]]
+from convtrain.cli import main
+main()
+"""
+
+
+def test_a_command_that_imported_torch_skips_the_teardown_but_not_atexit():
+    out = subprocess.run([sys.executable, "-c", _EXIT_PROBE, "config", "show", "--config", "configs/smoke.yaml"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "model:" in out.stdout  # the command's own output, flushed
+    assert "atexit handler ran" in out.stdout and "module teardown ran" not in out.stdout
+    bad = subprocess.run([sys.executable, "-c", _EXIT_PROBE, "config", "show", "--config", "configs/smoke.yaml",
+                          "--set", "train.epochz=1"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert bad.returncode == 2 and "epochz" in bad.stderr  # the exit code and the error line survive
+
+
+def test_a_command_without_torch_exits_normally():
+    out = subprocess.run([sys.executable, "-c", _EXIT_PROBE, "models"], capture_output=True, text=True, cwd=REPO,
+                         timeout=60)
+    assert out.returncode == 0 and "article_cnn" in out.stdout
+    assert "module teardown ran" in out.stdout  # nothing to gain: no torch, the ordinary exit

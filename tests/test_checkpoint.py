@@ -195,3 +195,18 @@ def test_code_running_checkpoint_through_the_cli(tmp_path):
         assert result.stderr == (f"error: refusing to load {path}: it could run code (its pickle calls {os.system.__module__}.system); "
                                  "convtrain only loads checkpoints of plain data (torch.load weights_only=True)\n")
     assert not marker.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["evil.pt"]
+
+
+def test_a_checkpoint_records_torchvision_without_importing_it(tmp_path):
+    # importing torchvision only for its version cost ~0.2 s of every run's first save
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    code = ("import sys; from tests.test_checkpoint import _ckpt; from convtrain import checkpoint\n"
+            f"checkpoint.save(_ckpt(), {str(tmp_path / 'a.pt')!r}); print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"
+    raw = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert raw["versions"]["torchvision"] == importlib.metadata.version("torchvision")
