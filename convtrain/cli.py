@@ -123,9 +123,11 @@ NprocOpt = typer.Option(None, "--nproc-per-node", min=1, show_default=False,
                              "gloo on CPU, nccl on GPUs).")
 
 
-def _launch(nproc: int, config, sets, device, seed, data_root, run_hint: Optional[Path] = None) -> None:
+def _launch(nproc: int, config, sets, device, seed, data_root, run_hint: Optional[Path] = None,
+            resuming: bool = False) -> None:
     """Re-run this very command in ``nproc`` processes, minus --nproc-per-node. ``run_hint`` (the
-    --resume or --run-dir given) goes into the launcher's resume advice after Ctrl-C."""
+    --resume or --run-dir given) goes into the launcher's resume advice after Ctrl-C. The config is
+    checked here first, so a mistake in it is one line, not one per process."""
     import sys
 
     from .distributed import launch
@@ -138,7 +140,8 @@ def _launch(nproc: int, config, sets, device, seed, data_root, run_hint: Optiona
             skip = True
         elif not arg.startswith("--nproc-per-node="):
             argv.append(arg)
-    cfg = _load(config, sets, device, seed, data_root) if config is not None else None
+    # a resumed run without --config takes its config from the run: the workers load that one
+    cfg = _load(config, sets, device, seed, data_root) if config is not None or not resuming else None
     launch(nproc, argv, cfg.device if cfg else (device or "auto"), cfg.devices if cfg else None,
            run_hint=str(run_hint) if run_hint is not None else "RUN_DIR")
 
@@ -193,7 +196,8 @@ def train(
     if seeds is not None:
         return _train_seeds(seeds, config, set_, run_dir, device, seed, data_root, resume, nproc_per_node)
     if nproc_per_node is not None:
-        return _launch(nproc_per_node, config, set_, device, seed, data_root, resume or run_dir)
+        return _launch(nproc_per_node, config, set_, device, seed, data_root, resume or run_dir,
+                       resuming=resume is not None)
     if resume is not None and run_dir is not None:
         raise ConfigError("--resume continues a run in its own directory; drop --run-dir")
     # installed before torch is even imported: Ctrl-C / SIGTERM anywhere in the run is one line and exit 130

@@ -121,6 +121,15 @@ def test_more_gpus_than_exist_is_refused_before_start(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_config_mistake_under_the_launcher_is_one_line_without_a_config_file(tmp_path):
+    # with --set only (no --config) every worker used to load the config and print the same error
+    result = run_cli("train", "--device", "cpu", "--set", "train.epochz=1", "--nproc-per-node", "2",
+                     "--run-dir", str(tmp_path / "r"))
+    assert result.returncode == 2
+    assert result.stderr.count("unknown key 'train.epochz'") == 1, result.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_gpu_count_check_unit(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
