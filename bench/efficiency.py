@@ -12,6 +12,10 @@ For configs/mnist.yaml (article CNN, batch 64, fused Adam, channels_last, as con
   ratio uses the best of these four (the matmul peak this machine showed in this run: the
   strictest denominator; the ratio to the square GEMM alone is printed too).
 
+Then a profiled stretch of steps says where the time goes by operator group (convolutions, linear
+layers, pooling, zero-fills, ReLU, Adam, the rest) and what rate the GEMM-type operators reach on
+their own: the distance to the limit that is in the GEMMs, and the part that is not.
+
 Peaks and steps are measured alternately (peak, steps, peak, ...) and the best of each is kept,
 so a burst of load from elsewhere does not count against one side only.
 
@@ -85,6 +89,42 @@ def time_steps(d, model, optim, steps: int, epoch: int) -> float:
     return out.state.seconds / (steps - 1)
 
 
+# operator groups for the breakdown of a step (self time of each aten operator, as the profiler sees it)
+GROUPS = {
+    "convolutions (GEMM work)": ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution"),
+    "linear layers (GEMM work)": ("aten::mm", "aten::addmm", "aten::bmm"),
+    "max-pool forward + backward": ("aten::max_pool2d_with_indices", "aten::max_pool2d_with_indices_backward"),
+    "zero-fills (pool backward, grads)": ("aten::fill_", "aten::zero_"),
+    "ReLU forward + backward": ("aten::clamp_min", "aten::threshold_backward", "aten::relu"),
+    "Adam (fused)": ("aten::_fused_adam_",),
+}
+
+
+def breakdown(d, model, optim, steps: int, flops_gemm: float) -> None:
+    """Where a step's time goes, by operator group (torch.profiler; its own overhead inflates the
+    small operators a little), and the rate the GEMM-type operators reach on their own."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from convtrain import engine
+
+    d.train.set_epoch(99)
+    batches = d.train.iter_from(0)
+    engine.train_one_epoch(model, batches, 2, optim.optimizer, None, epoch=99, device=torch.device("cpu"))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = engine.train_one_epoch(model, batches, steps + 2, optim.optimizer, None, epoch=99,
+                                     device=torch.device("cpu"), state=engine.EpochState(step=2))
+    wall = out.state.seconds / steps
+    self_s = {e.key: e.self_cpu_time_total / 1e6 / steps for e in prof.key_averages()}
+    grouped = {g: sum(self_s.get(k, 0.0) for k in keys) for g, keys in GROUPS.items()}
+    print(f"where a step goes (profiled, {wall * 1e3:.2f} ms per step under the profiler):")
+    for g, t in grouped.items():
+        print(f"    {g:36s} {t * 1e3:6.2f} ms  {t / wall:5.1%}")
+    rest = wall - sum(grouped.values())
+    print(f"    {'everything else (Python, indexing, ...)':36s} {rest * 1e3:6.2f} ms  {rest / wall:5.1%}")
+    gemm = grouped["convolutions (GEMM work)"] + grouped["linear layers (GEMM work)"]
+    print(f"  the GEMM-type operators alone: {flops_gemm / gemm / 1e9:.1f} GFLOP/s over their own {gemm * 1e3:.2f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/mnist.yaml")
@@ -113,6 +153,7 @@ def main() -> None:
     peak = max(square, *shaped.values())
     print(f"ratio to the matmul peak (the best GEMM rate measured in this run, {peak:.1f} GFLOP/s): "
           f"{achieved / peak:.1%} (goal >= 90%); to the square GEMM alone: {achieved / square:.1%}")
+    breakdown(d, model, optim, args.steps, flops)
     print(f"# load average at the end {os.getloadavg()[0]:.2f}")
 
 
