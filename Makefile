@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 # The test command (README and .ci/run use exactly this). Two pytest-xdist workers, each taking
 # whole test files (module fixtures such as the DDP runs are built once): a third of the suite's
 # time is spent waiting (signal tests' pauses, subprocesses importing torch), which the other
-# worker fills. On the 2-core CI machine: 442 s instead of 520 s one at a time.
+# worker fills. On our 2-core machine: 442 s instead of 520 s one at a time (380 s in CI).
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile
 

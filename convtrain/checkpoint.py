@@ -18,7 +18,6 @@ import os
 import pickle
 import pickletools
 import random
-import sys
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -57,9 +56,8 @@ def library_versions() -> dict:
 
 def _torchvision_version() -> str:
     """From the installed package's metadata: importing torchvision only to read it cost ~0.2 s of
-    the first checkpoint save (training itself no longer imports it)."""
-    if "torchvision" in sys.modules:
-        return str(sys.modules["torchvision"].__version__)
+    the first checkpoint save (training itself no longer imports it). Always the metadata, so the
+    string does not depend on whether something else in the process imported torchvision first."""
     try:
         return importlib.metadata.version("torchvision")
     except importlib.metadata.PackageNotFoundError:

@@ -298,7 +298,8 @@ def earliest_bad_step(step: torch.Tensor, value: torch.Tensor) -> tuple[int, flo
     were finite. One all-reduce when nothing went wrong; two more collectives only when something did.
     """
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return int(step), float(value)
+        first = int(step)  # the one host read when nothing went wrong; the loss is read only when it did
+        return (first, float(value)) if first else (0, 0.0)
     none = torch.iinfo(torch.int64).max
     first = torch.where(step > 0, step, torch.full_like(step, none)).reshape(1).to(torch.int64)
     dist.all_reduce(first, op=dist.ReduceOp.MIN)
