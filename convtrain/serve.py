@@ -521,6 +521,20 @@ def run_server(checkpoints: list[str], host: str = "127.0.0.1", port: int = 8000
         echo(f"model {m.name}: {m.card['model']} on {m.card['dataset']}, {len(m.classes)} classes")
     if not is_loopback(host):
         echo(f"warning: listening on {host}: anyone who can reach this machine can use the API (no authentication)")
-    echo(f"serving on http://{shown}:{bound}/ (API docs at /docs); Ctrl-C stops")
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    _ready_server(config, f"serving on http://{shown}:{bound}/ (API docs at /docs); Ctrl-C stops").run(sockets=[sock])
+
+
+def _ready_server(config, ready_line: str):
+    """A uvicorn server that prints ``ready_line`` once it is serving: its event loop running and its
+    Ctrl-C handling installed. Printed before that, a Ctrl-C right after the line could land before
+    uvicorn had started (a traceback-free exit still, but with asyncio's 'never awaited' warning)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                echo(ready_line)
+
+    return Server(config)
