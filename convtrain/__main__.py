@@ -1,6 +1,6 @@
 """``python -m convtrain`` runs the same command line as the ``convtrain`` script."""
 
-from .cli import main
+from .cli.app import main
 
 if __name__ == "__main__":
     main()

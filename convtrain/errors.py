@@ -50,6 +50,48 @@ class Interrupted(ConvtrainError):
     exit_code = 130
 
 
+# Raised by one room each; here so that every exit code is in one file.
+
+class DistributedError(ConvtrainError):
+    """The processes of a distributed run could not meet, or lost one another."""
+
+
+class WorkerFailed(ConvtrainError):
+    """A process started by :func:`launch` failed; it printed its own message."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class LaunchInterrupted(ConvtrainError):
+    """Ctrl-C or SIGTERM reached the launcher; it passed the signal on to every process."""
+
+    exit_code = 130
+
+
+class OutputError(ConvtrainError):
+    """An output file or folder cannot be written (read-only, disk full)."""
+
+
+class ServeError(ConvtrainError):
+    """The server cannot start (a port in use, a missing extra)."""
+
+
+class RunLocked(ConvtrainError):
+    """Another process writes this run directory (or may: a lock from another host)."""
+
+    exit_code = 2
+
+
+class MissingExtra(ConvtrainError):
+    """An optional package is needed for this command."""
+
+
+class ExportError(ConvtrainError):
+    """The exporter failed, or the exported model does not reproduce the checkpoint's outputs."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""`` when none is close."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)

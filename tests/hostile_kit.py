@@ -28,9 +28,10 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
-from convtrain import checkpoint
-from convtrain.cli import app
-from convtrain.config import load_config, to_dict
+from convtrain.artifacts import checkpoint
+from convtrain.cli.app import app
+from convtrain.config.load import load_config
+from convtrain.config.schema import to_dict
 from convtrain.models import create_model
 
 from .conftest import REPO

@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from convtrain import backstop
-from convtrain.cli import app
+from convtrain.cli.app import app
 
 from .conftest import REPO, run_cli
 from .hostile_kit import QUICK_SETS

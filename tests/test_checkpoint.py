@@ -7,8 +7,8 @@ import zipfile
 import pytest
 import torch
 
-from convtrain import checkpoint
-from convtrain.config import RunConfig, to_dict
+from convtrain.artifacts import checkpoint
+from convtrain.config.schema import RunConfig, to_dict
 from convtrain.errors import CheckpointError
 from convtrain.models import create_model
 
@@ -203,7 +203,7 @@ def test_a_checkpoint_records_torchvision_without_importing_it(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from tests.test_checkpoint import _ckpt; from convtrain import checkpoint\n"
+    code = ("import sys; from tests.test_checkpoint import _ckpt; from convtrain.artifacts import checkpoint\n"
             f"checkpoint.save(_ckpt(), {str(tmp_path / 'a.pt')!r}); print('torchvision' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=__import__("pathlib").Path(__file__).resolve().parents[1])

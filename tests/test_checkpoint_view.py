@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from convtrain import checkpoint
-from convtrain.cli import app
-from convtrain.config import RunConfig, to_dict
+from convtrain.artifacts import checkpoint
+from convtrain.cli.app import app
+from convtrain.config.schema import RunConfig, to_dict
 from convtrain.errors import CheckpointError
 from convtrain.models import create_model
 

@@ -18,8 +18,10 @@ from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
 
-from convtrain import data, engine
-from convtrain.cli import app
+from convtrain.data.mnist import load_split
+from convtrain.data import batches as data
+from convtrain.train import engine
+from convtrain.cli.app import app
 
 runner = CliRunner()
 CPU = torch.device("cpu")
@@ -33,7 +35,7 @@ AUGMENT = data.AugmentParams(degrees=15, translate=0.1, scale_min=0.9, scale_max
 @pytest.fixture(scope="module")
 def mnist_sample(data_root) -> data.Split:
     """64 real MNIST training images (a seeded sample: the files are sorted by label)."""
-    full = data.load_split("mnist", data_root, train=True, download=False)
+    full = load_split("mnist", data_root, train=True, download=False)
     return full.take(torch.randperm(len(full), generator=torch.Generator().manual_seed(3))[:64])
 
 
@@ -142,7 +144,7 @@ def test_confusion_matrix_rows_are_true_classes_in_eval_json(trained_run, tmp_pa
     result = runner.invoke(app, ["eval", "--checkpoint", str(path), "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    counts = torch.bincount(data.load_split("mnist", os.environ["CONVTRAIN_DATA_ROOT"], train=False,
+    counts = torch.bincount(load_split("mnist", os.environ["CONVTRAIN_DATA_ROOT"], train=False,
                                             download=False).labels, minlength=10).tolist()
     assert report["confusion_matrix"] == [[0] * 7 + [n] + [0, 0] for n in counts]
     assert report["per_class_accuracy"] == [0.0] * 7 + [1.0] + [0.0, 0.0]

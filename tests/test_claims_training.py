@@ -19,7 +19,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from convtrain.cli import app
+from convtrain.cli.app import app
 
 from .conftest import run_cli
 from .conftest import load_ckpt as _ckpt, metrics_rows as _rows, results_json as _results

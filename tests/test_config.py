@@ -4,8 +4,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from convtrain.cli import app
-from convtrain.config import RunConfig, from_dict, load_config, schema_rows, to_dict, to_yaml
+from convtrain.cli.app import app
+from convtrain.config.schema import RunConfig, from_dict, to_dict, to_yaml
+from convtrain.config.load import load_config
+from convtrain.config.reference import schema_rows
 from convtrain.errors import ConfigError
 
 from .conftest import CONFIGS

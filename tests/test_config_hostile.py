@@ -209,14 +209,14 @@ def mnist_source(data_root) -> Path:
     import torchvision.datasets  # noqa: F401
 
     import convtrain.cli  # noqa: F401
-    import convtrain.explain  # noqa: F401
-    import convtrain.runner  # noqa: F401
+    import convtrain.ops.explain  # noqa: F401
+    import convtrain.train.runner  # noqa: F401
 
     return data_root / "MNIST" / "raw"
 
 
 def _invoke(args: list[str]) -> tuple[int, str, str, BaseException | None]:
-    from convtrain.cli import app
+    from convtrain.cli.app import app
 
     result = CliRunner().invoke(app, args)
     exc = result.exception if not isinstance(result.exception, SystemExit) else None
@@ -255,13 +255,13 @@ def test_hostile_input_is_one_line_and_the_right_exit_code(case, tmp_path, mnist
 
 def test_eval_split_with_a_bad_label_is_a_data_error(tmp_path, mnist_source):
     """`convtrain eval` reads its split through load_eval_split: a corrupt test file is named."""
-    from convtrain import data
+    from convtrain.data.mnist import load_eval_split
     from convtrain.errors import DataError
 
     root = write_small_mnist(tmp_path / "data", mnist_source, "test-label11")
-    assert len(data.load_eval_split("mnist", root, "val", 100, 0, False)) == 100  # the training files are fine
+    assert len(load_eval_split("mnist", root, "val", 100, 0, False)) == 100  # the training files are fine
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.*label 11 of image 0 is outside 0\.\.9"):
-        data.load_eval_split("mnist", root, "test", 100, 0, False)
+        load_eval_split("mnist", root, "test", 100, 0, False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,8 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from convtrain import data
-from convtrain.config import DataConfig
+from convtrain.data.mnist import DATASETS, load_split, split_train_val
+from convtrain.data.sources import build as build_data
+from convtrain.data import batches as data
+from convtrain.config.schema import DataConfig
 from convtrain.errors import DataError
 
 
@@ -62,17 +64,17 @@ def test_augmentation_keeps_shape_and_changes_pixels():
 
 def test_train_val_split_is_disjoint_and_seeded():
     full = data.Split(torch.zeros(50, 1, 2, 2, dtype=torch.uint8), torch.arange(50))
-    tr, va = data.split_train_val(full, 10, seed=0, train_subset=None)
+    tr, va = split_train_val(full, 10, seed=0, train_subset=None)
     assert len(va) == 10 and len(tr) == 40
     assert not set(tr.labels.tolist()) & set(va.labels.tolist())
-    tr2, va2 = data.split_train_val(full, 10, seed=0, train_subset=5)
+    tr2, va2 = split_train_val(full, 10, seed=0, train_subset=5)
     assert torch.equal(va.labels, va2.labels) and torch.equal(tr2.labels, tr.labels[:5])
 
 
 def test_missing_dataset_names_files_and_fixes(tmp_path):
     cfg = DataConfig(root=str(tmp_path), download=False)
     with pytest.raises(DataError) as info:
-        data.build(cfg, seed=0)
+        build_data(cfg, seed=0)
     msg = str(info.value)
     assert str(tmp_path / "MNIST" / "raw") in msg and "train-images-idx3-ubyte" in msg and "\n" not in msg
     assert "CONVTRAIN_DATA_ROOT" in msg and "--data-root" in msg
@@ -81,18 +83,18 @@ def test_missing_dataset_names_files_and_fixes(tmp_path):
 def test_truncated_dataset_file(tmp_path, data_root):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for f in data.DATASETS["mnist"].expected_files(data_root):
+    for f in DATASETS["mnist"].expected_files(data_root):
         blob = f.read_bytes()
         (raw / f.name).write_bytes(blob[: len(blob) // 3] if "train-images" in f.name else blob)
     with pytest.raises(DataError, match="train-images-idx3-ubyte is truncated"):
-        data.load_split("mnist", tmp_path, train=True, download=False)
+        load_split("mnist", tmp_path, train=True, download=False)
 
 
-@pytest.mark.parametrize("name", sorted(data.DATASETS))
+@pytest.mark.parametrize("name", sorted(DATASETS))
 def test_real_datasets_load(data_root, name):
-    split = data.load_split(name, data_root, train=False, download=False)
+    split = load_split(name, data_root, train=False, download=False)
     assert split.images.shape == (10000, 1, 28, 28) and split.images.dtype == torch.uint8
-    assert split.labels.min() == 0 and split.labels.max() == len(data.DATASETS[name].classes) - 1
+    assert split.labels.min() == 0 and split.labels.max() == len(DATASETS[name].classes) - 1
 
 
 @pytest.mark.parametrize("shuffle, rank, world", [(True, 0, 1), (True, 1, 2), (False, 0, 1), (False, 1, 3)])
@@ -119,11 +121,11 @@ def test_idx_files_decode_to_torchvisions_tensors(data_root, name):
     # start-up reads the IDX files itself instead of importing torchvision; the result must be the same
     import torchvision.datasets as tvd
 
-    spec = data.DATASETS[name]
+    spec = DATASETS[name]
     if not all(f.is_file() for f in spec.expected_files(data_root)):
         pytest.skip(f"{name} is not under {data_root}")
     for train in (False, True):
         ref = getattr(tvd, spec.torchvision_class)(root=str(data_root), train=train, download=False)
-        split = data.load_split(name, data_root, train, download=False)
+        split = load_split(name, data_root, train, download=False)
         assert torch.equal(split.images, ref.data.unsqueeze(1)) and torch.equal(split.labels, ref.targets)
         assert split.images.dtype == torch.uint8 and split.labels.dtype == torch.int64

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from convtrain import distributed
+from convtrain.train import distributed
 from convtrain.errors import ConfigError
 
 from .conftest import REPO, run_cli

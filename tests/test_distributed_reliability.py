@@ -14,8 +14,9 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from convtrain import checkpoint, distributed
-from convtrain.cli import app
+from convtrain.artifacts import checkpoint
+from convtrain.train import distributed
+from convtrain.cli.app import app
 from convtrain.errors import ConfigError
 
 from .conftest import REPO, run_cli

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from convtrain.cli import markdown_reference
-from convtrain.config import schema_rows
+from convtrain.config.reference import markdown_reference
+from convtrain.config.reference import schema_rows
 
 from .conftest import REPO
 

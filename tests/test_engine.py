@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from convtrain import engine
+from convtrain.train import engine
 
 
 class _Poisoned(nn.Module):

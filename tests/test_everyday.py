@@ -12,8 +12,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from convtrain import checkpoint, data
-from convtrain.cli import app
+from convtrain.artifacts import checkpoint
+from convtrain.data.mnist import load_split
+from convtrain.data import batches as data
+from convtrain.cli.app import app
 
 from .conftest import run_cli
 
@@ -24,7 +26,7 @@ runner = CliRunner()
 def digits(data_root, tmp_path_factory):
     """12 MNIST test images as PNG files, plus the images themselves."""
     folder = tmp_path_factory.mktemp("digits")
-    test = data.load_split("mnist", data_root, train=False, download=False)
+    test = load_split("mnist", data_root, train=False, download=False)
     idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(1))[:12]
     images = test.images[idx]
     for i, img in enumerate(images):
@@ -165,7 +167,7 @@ def _png_header(width, height):
 
 
 def test_image_to_input_same_result_from_path_bytes_and_file(digits, tmp_path):
-    from convtrain.preprocess import image_to_input
+    from convtrain.data.images import image_to_input
 
     folder, images = digits
     path = folder / "digit03.png"
@@ -181,7 +183,7 @@ def test_image_to_input_same_result_from_path_bytes_and_file(digits, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """An untrained article_cnn saved as RUN/checkpoints/best.pt next to RUN/config.yaml (no training needed)."""
-    from convtrain.config import RunConfig, to_dict, to_yaml
+    from convtrain.config.schema import RunConfig, to_dict, to_yaml
     from convtrain.models import create_model
 
     run = tmp_path_factory.mktemp("tiny") / "run"
@@ -196,7 +198,7 @@ def tiny_run(tmp_path_factory):
 
 def test_image_limits_are_one_data_error_naming_the_image(tiny_run, tmp_path):
     from convtrain.errors import DataError
-    from convtrain.preprocess import image_to_input
+    from convtrain.data.images import image_to_input
 
     bomb = tmp_path / "bomb.png"
     for (w, h), size in (((8000, 8000), "8000x8000 = 64 Mpx"), ((20000, 20000), "400 Mpx")):
@@ -218,7 +220,7 @@ def test_image_limits_are_one_data_error_naming_the_image(tiny_run, tmp_path):
 
 
 def test_eval_class_count_branch(tmp_path):
-    from convtrain.config import RunConfig, to_dict
+    from convtrain.config.schema import RunConfig, to_dict
     from convtrain.models import create_model
 
     classes = ["a", "b", "c", "d"]

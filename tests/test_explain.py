@@ -5,9 +5,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from convtrain.cli import app
+from convtrain.cli.app import app
 from convtrain.errors import ConfigError
-from convtrain.explain import ARTICLE_INPUT, ARTICLE_KERNEL, explain, parse_matrix, parse_pair
+from convtrain.ops.explain import ARTICLE_INPUT, ARTICLE_KERNEL, explain, parse_matrix, parse_pair
 
 runner = CliRunner()
 X = parse_matrix(ARTICLE_INPUT, "input")

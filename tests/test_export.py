@@ -9,11 +9,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from convtrain import checkpoint, data
-from convtrain.cli import app
-from convtrain.config import RunConfig, to_dict
+from convtrain.artifacts import checkpoint
+from convtrain.data.mnist import load_split
+from convtrain.cli.app import app
+from convtrain.config.schema import RunConfig, to_dict
 from convtrain.errors import ConvtrainError
-from convtrain.export import export_checkpoint
+from convtrain.inference.export import export_checkpoint
 from convtrain.models import create_model
 
 runner = CliRunner()
@@ -21,7 +22,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def test_images(data_root):
-    test = data.load_split("mnist", data_root, train=False, download=False)
+    test = load_split("mnist", data_root, train=False, download=False)
     idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(7))[:37]  # not the export's own batch
     return test.images[idx]
 

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from convtrain import config as config_mod
-from convtrain.metrics import COLUMNS
+from convtrain.artifacts.metrics import COLUMNS
 
 from .conftest import REPO
 from .hostile_kit import digit_png, invoke, stderr_lines, valid_checkpoint

@@ -19,11 +19,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from convtrain import checkpoint, runner as runner_mod
-from convtrain.cli import app
-from convtrain.config import load_config
+from convtrain.artifacts import checkpoint
+from convtrain.train import runner as runner_mod
+from convtrain.cli.app import app
+from convtrain.config.load import load_config
 from convtrain.errors import CheckpointError, ConfigError
-from convtrain.progress import Reporter
+from convtrain.train.progress import Reporter
 
 from .conftest import REPO, run_cli
 from .conftest import load_ckpt as ckpt, metrics_rows as rows, results_json as results
@@ -90,8 +91,8 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement_and_resu
 def test_early_stopping_rule_on_val_loss_with_min_delta():
     """Unit check of the rule itself: lower is better for val_loss, and an improvement must beat
     the best by more than min_delta. Break tried: min_delta ignored: fails."""
-    from convtrain.metrics import MetricsRow
-    from convtrain.stopping import EarlyStopping
+    from convtrain.artifacts.metrics import MetricsRow
+    from convtrain.train.stopping import EarlyStopping
 
     es = EarlyStopping("val_loss", patience=2, min_delta=0.01)
     for epoch, loss in enumerate([1.0, 0.995, 0.98, 0.975, 0.974], start=1):

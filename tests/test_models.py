@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from convtrain.config import INIT_SCHEMES
+from convtrain.config.schema import INIT_SCHEMES
 from convtrain.errors import ConfigError
 from convtrain.models import (Classifier, apply_init, check_model_kwargs, create_model, get_spec, list_models,
                               register_model)

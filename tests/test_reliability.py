@@ -15,8 +15,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from convtrain import checkpoint
-from convtrain.cli import app
+from convtrain.artifacts import checkpoint
+from convtrain.cli.app import app
 
 from .conftest import REPO, run_cli
 
@@ -99,7 +99,7 @@ def test_disk_full_while_saving(data_root, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path, monkeypatch):
-    from convtrain import engine
+    from convtrain.train import engine
 
     real = engine.train_one_epoch
 
@@ -124,7 +124,7 @@ def test_kill_9_never_corrupts_a_checkpoint(tmp_path):
     target = tmp_path / "last.pt"
     script = (
         "import sys, torch\n"
-        "from convtrain import checkpoint\n"
+        "from convtrain.artifacts import checkpoint\n"
         "i = 0\n"
         "while True:\n"
         "    i += 1\n"

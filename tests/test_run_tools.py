@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from convtrain.cli import app
+from convtrain.cli.app import app
 
 from .test_loop_features import TINY, rows
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from convtrain.cli import app
+from convtrain.cli.app import app
 
 runner = CliRunner()
 
@@ -313,7 +313,7 @@ def test_plots_in_the_background_write_both_pictures_and_leave_the_rest_alone(tm
     pytest.importorskip("matplotlib", reason="plots need the optional matplotlib")
     from PIL import Image
 
-    from convtrain.rundir import RunDir
+    from convtrain.artifacts.rundir import RunDir
 
     run = make_run(tmp_path / "run")
     before = snapshot(tmp_path, skip=("curves.png", "confusion.png", ".lock"))

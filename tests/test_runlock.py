@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from convtrain import runlock
-from convtrain.cli import app
-from convtrain.runlock import GARBAGE_GRACE_S, RunLock, RunLocked, clean_stale_temp_files, read_holder
+from convtrain.artifacts import runlock
+from convtrain.cli.app import app
+from convtrain.artifacts.runlock import GARBAGE_GRACE_S, RunLock, clean_stale_temp_files, read_holder
+from convtrain.errors import RunLocked
 
 from .test_runfiles import make_run, snapshot
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from convtrain import checkpoint, rundir as rundir_mod
-from convtrain.cli import app
+from convtrain.artifacts import checkpoint
+from convtrain.artifacts import rundir as rundir_mod
+from convtrain.cli.app import app
 
 from .conftest import REPO, run_cli
 
@@ -166,8 +167,9 @@ def test_disk_full_on_a_run_file(data_root, tmp_path, monkeypatch, target):
 def test_final_test_reuses_the_last_epochs_test_pass_with_identical_results(data_root, tmp_path, monkeypatch):
     """best.pt is the last epoch and its test pass already ran: results.json is exactly what the extra
     pass would have written (per-class accuracy and confusion matrix included), with one pass fewer."""
-    from convtrain import engine, runner as runner_mod
-    from convtrain.config import load_config
+    from convtrain.train import engine
+    from convtrain.train import runner as runner_mod
+    from convtrain.config.load import load_config
 
     cfg_args = ["data.train_subset=640", "data.val_size=200", "data.test_subset=300", "train.epochs=1",
                 "log.plots=false", "train.test_every_epoch=true", "device=cpu"]

@@ -30,7 +30,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient  # noqa: E402
 
-from convtrain.serve import Limits, create_app, load_models, parse_checkpoint_spec  # noqa: E402
+from convtrain.serve.app import Limits, create_app, load_models, parse_checkpoint_spec  # noqa: E402
 
 # MNIST's test files are sorted by label: indices spread over the file give varied digits
 DIGIT_INDICES = [3, 1100, 2100, 3300, 4200, 5100, 6100, 7300, 8200, 9400]
@@ -167,7 +167,7 @@ def test_invert_field_is_applied(client, digit_pngs):
 # ---------------------------------------------------------------- /v1/models, /healthz
 
 def test_models_card(client, best, trained_run):
-    from convtrain import checkpoint
+    from convtrain.artifacts import checkpoint
 
     r = client.get("/v1/models")
     assert r.status_code == 200

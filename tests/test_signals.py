@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from convtrain import checkpoint
+from convtrain.artifacts import checkpoint
 from convtrain.errors import Interrupted
-from convtrain.signals import StopSignals
+from convtrain.train.signals import StopSignals
 
 from .conftest import REPO, run_cli
 

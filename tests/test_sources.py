@@ -14,7 +14,10 @@ import torch
 from PIL import Image
 
 from convtrain import config as config_mod
-from convtrain import data, datacache, imagefolder
+from convtrain.data.sources import build as build_data
+
+from convtrain.data import cache as datacache
+from convtrain.data import imagefolder
 from convtrain.errors import ConfigError, DataError
 
 from .conftest import REPO, run_cli
@@ -66,7 +69,7 @@ def test_folder_round_trip_keeps_pixels_labels_and_class_names(mnist, tmp_path):
     items = {s: sample(mnist, 40, seed) for s, seed in (("train", 0), ("val", 1), ("test", 2))}
     for split, part in items.items():
         write_folder(tmp_path / "d", part, split)
-    b = data.build(data_cfg(name="folder", root=str(tmp_path / "d")), seed=0)
+    b = build_data(data_cfg(name="folder", root=str(tmp_path / "d")), seed=0)
     assert b.classes == sorted(NAMES)
     # the listing is sorted by (class folder, file name): rebuild that order from the source images
     for split in ("val", "test"):
@@ -89,7 +92,7 @@ def test_csv_round_trip_keeps_pixels_labels_and_class_names(mnist, tmp_path):
         f.write("\n")  # a trailing blank line is not a row
     (tmp_path / "val.csv").write_text(path.read_text())
     (tmp_path / "test.csv").write_text(path.read_text())
-    b = data.build(data_cfg(name="csv", root=str(path)), seed=0)
+    b = build_data(data_cfg(name="csv", root=str(path)), seed=0)
     assert b.classes == [str(i) for i in sorted({lab for _, lab in items})]
     assert torch.equal(b.test.images[:, 0], torch.from_numpy(np.stack([img for img, _ in items])))
     assert [b.classes[i] for i in b.test.labels.tolist()] == [str(lab) for _, lab in items]
@@ -100,21 +103,21 @@ def test_held_out_splits_are_seeded_disjoint_and_sized(mnist, tmp_path):
     # memory_budget_mb=0: the splits stay file lists, so they can be compared by name
     cfg = data_cfg(name="folder", root=str(tmp_path / "d"), memory_budget_mb=0, val_size=15)
     names = lambda b: [sorted(map(str, s.files)) for s in (b.train, b.val, b.test)]  # noqa: E731
-    a, again, other = (names(data.build(cfg, seed=s)) for s in (0, 0, 1))
+    a, again, other = (names(build_data(cfg, seed=s)) for s in (0, 0, 1))
     assert a == again and a != other
     assert [len(s) for s in a] == [165, 15, 20]  # test_size default 0.1 of 200, val_size a count
     assert len(set(a[0]) | set(a[1]) | set(a[2])) == 200
     assert not (set(a[0]) & set(a[1])) and not (set(a[0]) & set(a[2])) and not (set(a[1]) & set(a[2]))
     # the held-out test set depends only on the seed and test_size, not on val_size
-    assert names(data.build(data_cfg(name="folder", root=str(tmp_path / "d"), memory_budget_mb=0, val_size=0.3),
+    assert names(build_data(data_cfg(name="folder", root=str(tmp_path / "d"), memory_budget_mb=0, val_size=0.3),
                            seed=0))[2] == a[2]
 
 
 def test_streaming_path_serves_the_same_images_as_the_tensor_path(mnist, tmp_path):
     write_folder(tmp_path / "d", sample(mnist, 60))
     root = str(tmp_path / "d")
-    resident = data.build(data_cfg(name="folder", root=root), seed=0)
-    streamed = data.build(data_cfg(name="folder", root=root, memory_budget_mb=0), seed=0)
+    resident = build_data(data_cfg(name="folder", root=root), seed=0)
+    streamed = build_data(data_cfg(name="folder", root=root, memory_budget_mb=0), seed=0)
     assert resident.tensor_resident and not streamed.tensor_resident
     assert streamed.mean == pytest.approx(resident.mean, abs=0.02)  # whole train folder vs training split
     ds = streamed.test.dataset(resident.mean, resident.std)
@@ -130,12 +133,12 @@ def test_rgb_and_odd_sized_images_are_converted(tmp_path):
         for k in range(12):
             Image.new("RGB", (37, 23), colour).save(d / f"{k}.png")
         Image.new("P", (5, 90), 3).save(d / "palette.gif")
-    rgb = data.build(data_cfg(name="folder", root=str(tmp_path / "d"), channels=3, image_size=16), seed=0)
+    rgb = build_data(data_cfg(name="folder", root=str(tmp_path / "d"), channels=3, image_size=16), seed=0)
     assert rgb.train.image_shape == (3, 16, 16) and rgb.info["image_sizes"]["37x23 RGB"] == 24
     red = rgb.classes.index("red")
     img = rgb.train.images[rgb.train.labels == red][0]
     assert img[:, 8, 8].tolist() == [200, 10, 10]  # solid colour: padding and resizing keep it
-    gray = data.build(data_cfg(name="folder", root=str(tmp_path / "d")), seed=0)
+    gray = build_data(data_cfg(name="folder", root=str(tmp_path / "d")), seed=0)
     assert gray.train.image_shape == (1, 28, 28)
     assert {"5x90 P", "37x23 RGB"} <= set(gray.info["image_sizes"])
 
@@ -154,11 +157,11 @@ def _bad_folder(mnist, tmp_path) -> Path:
 def test_unreadable_files_are_named_and_counted_or_skipped(mnist, tmp_path):
     root = _bad_folder(mnist, tmp_path)
     with pytest.raises(DataError) as exc:
-        data.build(data_cfg(name="folder", root=str(root)), seed=0)
+        build_data(data_cfg(name="folder", root=str(root)), seed=0)
     msg = str(exc.value)
     assert msg.startswith("3 unreadable file(s)") and "loop.png" in msg and "img00000.png" in msg
     assert "data.skip_unreadable=true" in msg and "notes.png" in msg
-    b = data.build(data_cfg(name="folder", root=str(root), skip_unreadable=True), seed=0)
+    b = build_data(data_cfg(name="folder", root=str(root), skip_unreadable=True), seed=0)
     assert len(b.skipped) == 3 and len(b.train) + len(b.val) + len(b.test) == 39
     assert sorted(Path(p).name for p in b.info["ignored"]) == [".DS_Store", "README.txt"]
 
@@ -172,7 +175,7 @@ def test_an_image_over_the_pixel_limit_is_unreadable_not_decoded(mnist, tmp_path
     chunk = struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
     (paths[0].parent / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk + b"\0\0\0\0IEND\xaeB`\x82")
     with pytest.raises(DataError, match=r"huge\.png is 8000x7000 = 56 Mpx, over the limit of 50 Mpx"):
-        data.build(data_cfg(name="folder", root=str(tmp_path / "d")), seed=0)
+        build_data(data_cfg(name="folder", root=str(tmp_path / "d")), seed=0)
 
 
 def test_a_folder_that_cannot_be_listed_is_one_line(mnist, tmp_path, monkeypatch):
@@ -186,7 +189,7 @@ def test_a_folder_that_cannot_be_listed_is_one_line(mnist, tmp_path, monkeypatch
 
     monkeypatch.setattr(Path, "iterdir", refuse)
     with pytest.raises(DataError, match=f"cannot list {locked}: Permission denied"):
-        data.build(data_cfg(name="folder", root=str(tmp_path / "d")), seed=0)
+        build_data(data_cfg(name="folder", root=str(tmp_path / "d")), seed=0)
 
 
 @pytest.mark.parametrize("make, message", [
@@ -198,7 +201,7 @@ def test_a_folder_that_cannot_be_listed_is_one_line(mnist, tmp_path, monkeypatch
 def test_folder_layout_mistakes_say_the_fix(tmp_path, make, message):
     make(tmp_path / "d")
     with pytest.raises(DataError, match=message):
-        data.build(data_cfg(name="folder", root=str(tmp_path / "d")), seed=0)
+        build_data(data_cfg(name="folder", root=str(tmp_path / "d")), seed=0)
 
 
 @pytest.mark.parametrize("body, message", [
@@ -214,7 +217,7 @@ def test_folder_layout_mistakes_say_the_fix(tmp_path, make, message):
 def test_malformed_csv_names_file_and_row(tmp_path, body, message):
     (tmp_path / "train.csv").write_text(body)
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        data.build(data_cfg(name="csv", root=str(tmp_path / "train.csv")), seed=0)
+        build_data(data_cfg(name="csv", root=str(tmp_path / "train.csv")), seed=0)
 
 
 def test_cache_hit_on_second_load_and_miss_when_a_file_changes(mnist, tmp_path, monkeypatch, cache_dir):
@@ -224,11 +227,11 @@ def test_cache_hit_on_second_load_and_miss_when_a_file_changes(mnist, tmp_path, 
     Image.open(paths[0]).save(changed)
     paths[0].unlink()
     cfg = data_cfg(name="folder", root=str(tmp_path / "d"))
-    first = data.build(cfg, seed=0)
+    first = build_data(cfg, seed=0)
     assert any("decoded 50 images" in n for n in first.notes)
     real = imagefolder.decode_all
     monkeypatch.setattr(imagefolder, "decode_all", lambda *a, **k: pytest.fail("decoded again despite the cache"))
-    second = data.build(cfg, seed=0)
+    second = build_data(cfg, seed=0)
     assert any("from the cache" in n for n in second.notes) and torch.equal(first.train.images, second.train.images)
     monkeypatch.setattr(imagefolder, "decode_all", real)
     # same name, same size, new pixels and mtime: the key changes, the new pixels are decoded
@@ -237,16 +240,16 @@ def test_cache_hit_on_second_load_and_miss_when_a_file_changes(mnist, tmp_path, 
     Image.fromarray(255 - old).save(changed)
     os.utime(changed, ns=(10**18, 10**18))
     assert changed.stat().st_size == size
-    third = data.build(cfg, seed=0)
+    third = build_data(cfg, seed=0)
     assert any("decoded 50 images" in n for n in third.notes)
     everything = torch.cat([third.train.images, third.val.images, third.test.images])
     assert (everything[:, 0] == torch.from_numpy(255 - old)).all(dim=(1, 2)).any()
     # a damaged cache file is ignored (with a note) and rebuilt, never a traceback
     for f in (cache_dir / "datasets").glob("*.pt"):
         f.write_bytes(b"garbage")
-    fourth = data.build(cfg, seed=0)
+    fourth = build_data(cfg, seed=0)
     assert any("ignored the unreadable cache file" in n for n in fourth.notes)
-    assert any("from the cache" in n for n in data.build(cfg, seed=0).notes)
+    assert any("from the cache" in n for n in build_data(cfg, seed=0).notes)
 
 
 def test_cache_key_covers_names_sizes_mtimes_and_settings(tmp_path):
@@ -271,7 +274,7 @@ def test_val_size_is_a_count_or_a_fraction(value, ok):
 
 
 def test_mnist_default_still_holds_out_5000(data_root):
-    b = data.build(data_cfg(name="mnist", root=str(data_root)), seed=0)
+    b = build_data(data_cfg(name="mnist", root=str(data_root)), seed=0)
     assert (len(b.train), len(b.val), len(b.test)) == (55000, 5000, 10000)
 
 
@@ -280,7 +283,7 @@ def test_config_by_recipe_name_from_outside_the_repository(tmp_path, monkeypatch
     import subprocess
     import sys
 
-    from convtrain import recipes
+    from convtrain.config import recipes
 
     shown = subprocess.run([sys.executable, "-m", "convtrain", "config", "show", "--config", "mnist"],
                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
@@ -334,9 +337,9 @@ def _env(cache_dir: Path) -> dict:
 
 @pytest.mark.slow
 def test_train_eval_predict_inspect_a_folder_with_no_config(mnist, tmp_path, cache_dir):
-    from convtrain.datainfo import inspect_data
-    from convtrain.evaluate import evaluate_checkpoint
-    from convtrain.predict import predict_images
+    from convtrain.data.inspect import inspect_data
+    from convtrain.inference.evaluate import evaluate_checkpoint
+    from convtrain.inference.predict import predict_images
 
     names = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "ibis", "jay"]
     write_folder(tmp_path / "letters", sample(mnist, 1000), names=names)
@@ -405,7 +408,7 @@ def test_finetune_the_mnist_checkpoint_on_a_folder_whose_classes_are_not_digits(
 
 
 def test_finetune_auto_reinitialises_a_head_whose_class_names_differ():
-    from convtrain import checkpoint
+    from convtrain.artifacts import checkpoint
     from convtrain.models import create_model
 
     source = create_model("article_cnn", num_classes=10)
@@ -433,7 +436,7 @@ def test_csv_images_of_another_size_are_resized_and_made_rgb(tmp_path):
     rows = ["label," + ",".join(f"p{i}" for i in range(100))]
     rows += [f"{'ab'[k % 2]}," + ",".join([str(40 + k)] * 100) for k in range(20)]
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
-    b = data.build(data_cfg(name="csv", root=str(tmp_path / "train.csv"), channels=3, image_size=20,
+    b = build_data(data_cfg(name="csv", root=str(tmp_path / "train.csv"), channels=3, image_size=20,
                             val_size=4, test_size=4), seed=0)
     assert b.classes == ["a", "b"] and b.train.image_shape == (3, 20, 20) and len(b.train) == 12
     assert b.info["image_sizes"] == {"10x10 L": 20}
@@ -442,7 +445,7 @@ def test_csv_images_of_another_size_are_resized_and_made_rgb(tmp_path):
 
 
 def test_inspect_a_registered_dataset(data_root):
-    from convtrain.datainfo import inspect_data
+    from convtrain.data.inspect import inspect_data
 
     info = inspect_data(config_mod.load_config(None, ["data.name=mnist"], data_root=str(data_root)))
     assert [info["splits"][s]["images"] for s in ("train", "val", "test")] == [55000, 5000, 10000]

@@ -1,0 +1,267 @@
+"""Typed, read-only readers for the files of a run directory.
+
+``runs``, ``plot`` and ``--resume`` read what a run wrote (perhaps by an older convtrain, perhaps damaged
+by a full disk or a hand edit). Each reader returns a typed value or raises :class:`RunFileError`
+(exit code 1) with one line that names the file, and the row or key. None of them writes, locks or
+deletes anything, so they are safe on a run that is still training.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, RunDirError, RunFileError
+from .metrics import MetricsRow
+
+STATUSES = ("finished", "interrupted", "failed")
+# MetricsRow fields without a default: a metrics.csv header must name them all
+_REQUIRED_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+
+
+def require_run_dir(run_dir: str | Path) -> Path:
+    """The run directory as a Path; RunDirError (exit 2) when it is missing or not a convtrain run."""
+    run = Path(run_dir)
+    if not run.exists():
+        raise RunDirError(f"run directory {run} does not exist")
+    if not run.is_dir():
+        raise RunDirError(f"{run} is not a directory; pass a run directory (it holds config.yaml)")
+    if not (run / "config.yaml").exists() and not (run / "config.yaml").is_symlink():
+        raise RunDirError(f"{run} is not a convtrain run directory (no config.yaml)")
+    return run
+
+
+def _read_text(path: Path) -> str | None:
+    """The file's text (UTF-8), or None when it does not exist; RunFileError for anything unreadable."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise RunFileError(f"{path} is a directory, not a file; move it away") from None
+    except OSError as exc:
+        raise RunFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunFileError(f"{path} is not UTF-8 text (byte {exc.start}); the file is damaged") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.csv
+
+
+def read_metrics(run_dir: str | Path) -> list[MetricsRow]:
+    """The rows of RUN/metrics.csv, in file order; [] when there is no file (or it is still empty)."""
+    path = Path(run_dir) / "metrics.csv"
+    text = _read_text(path)
+    if not text:
+        return []
+    if "\x00" in text:
+        raise RunFileError(f"{path} holds NUL bytes; the file is damaged")
+    if not text.endswith("\n") and "\n" in text:
+        # a live training appends one whole line at a time: an unfinished last line is being written now
+        text = text[:text.rindex("\n") + 1]
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames or []
+        missing = [c for c in _REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise RunFileError(f"{path}: the header line lacks column '{missing[0]}' "
+                               f"(is this a convtrain metrics.csv?)")
+        rows = []
+        for raw in reader:
+            where = f"{path} row {reader.line_num - 1}"
+            if None in raw:
+                raise RunFileError(f"{where}: more fields than the header has columns")
+            row = MetricsRow.from_csv(raw, where)
+            _check_row(row, where)
+            rows.append(row)
+    except csv.Error as exc:
+        raise RunFileError(f"{path} line {reader.line_num}: {exc}") from None
+    return rows
+
+
+def _check_row(row: MetricsRow, where: str) -> None:
+    for name in ("train_acc", "val_acc", "test_acc"):
+        value = getattr(row, name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise RunFileError(f"{where}: column '{name}' is {value}, not an accuracy between 0 and 1")
+    for name in ("seconds", "val_seconds", "test_seconds"):
+        value = getattr(row, name)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise RunFileError(f"{where}: column '{name}' is {value}, not a number of seconds")
+
+
+# ---------------------------------------------------------------------------------------------
+# results.json
+
+
+@dataclass(frozen=True)
+class Results:
+    """What RUN/results.json says: how the run ended and, when it finished, its test numbers."""
+
+    status: str  # finished / interrupted / failed
+    test_accuracy: float | None = None  # finished runs only
+    test_loss: float | None = None
+    best_epoch: int | None = None
+    best_val_acc: float | None = None
+    train_seconds: float | None = None
+    confusion_matrix: list[list[int]] | None = None  # [true][predicted] counts, square
+    classes: list[str] | None = None
+    epoch: int | None = None  # where an interrupted or failed run stopped
+    reason: str | None = None  # why a failed run failed
+
+
+def read_results(run_dir: str | Path) -> Results | None:
+    """RUN/results.json as :class:`Results`, or None when there is none (killed, or still training)."""
+    path = Path(run_dir) / "results.json"
+    text = _read_text(path)
+    if text is None:
+        return None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunFileError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, or [[[[...]]]] 10^5 deep
+        detail = str(exc).split(";")[0][:80] or type(exc).__name__
+        raise RunFileError(f"{path} is not a results file ({detail})") from None
+    if not isinstance(raw, dict):
+        raise RunFileError(f"{path} must hold a JSON object, not {_json_type(raw)}")
+    get = _Getter(raw, path)
+    status = get("status", str, required=True)
+    if status not in STATUSES:
+        raise RunFileError(f"{path}: key 'status' is {status!r}, not one of {', '.join(STATUSES)}")
+    finished = status == "finished"
+    results = Results(
+        status=status, test_accuracy=get("test_accuracy", float, required=finished, unit=True),
+        test_loss=get("test_loss", float), best_epoch=get("best_epoch", int),
+        best_val_acc=get("best_val_acc", float, unit=True),
+        train_seconds=get("train_seconds", float), confusion_matrix=_matrix(raw.get("test_confusion_matrix"), path),
+        classes=get("classes", list), epoch=get("epoch", int), reason=get("reason", str))
+    if results.classes is not None:
+        if not all(isinstance(c, str) for c in results.classes):
+            raise RunFileError(f"{path}: key 'classes' must be a list of strings")
+        if results.confusion_matrix is not None and len(results.classes) != len(results.confusion_matrix):
+            raise RunFileError(f"{path}: {len(results.classes)} classes but a "
+                               f"{len(results.confusion_matrix)}x{len(results.confusion_matrix)} confusion matrix")
+    return results
+
+
+class _Getter:
+    """``get(key, type)``: the value of one key, checked, or RunFileError naming the file and key."""
+
+    _NAMES = {float: "a number", int: "an integer", str: "a string", list: "a list"}
+
+    def __init__(self, raw: dict, path: Path) -> None:
+        self.raw, self.path = raw, path
+
+    def __call__(self, key: str, kind: type, required: bool = False, unit: bool = False):
+        value = self.raw.get(key)
+        if value is None:
+            if required:
+                raise RunFileError(f"{self.path}: key '{key}' is missing")
+            return None
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if ok and kind is float and (not math.isfinite(value) or (unit and not 0.0 <= value <= 1.0)):
+            ok = False
+        if not ok:
+            want = "a number between 0 and 1" if unit else self._NAMES[kind]
+            raise RunFileError(f"{self.path}: key '{key}' is {_short(value)}, not {want}")
+        return value
+
+
+def _matrix(value, path: Path) -> list[list[int]] | None:
+    if value is None:
+        return None
+    n = len(value) if isinstance(value, list) else 0
+    if not (n and all(isinstance(r, list) and len(r) == n for r in value)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for r in value for v in r)):
+        raise RunFileError(f"{path}: key 'test_confusion_matrix' must be a square matrix of counts "
+                           f"(a list of equally long lists of integers >= 0)")
+    return value
+
+
+def _json_type(value) -> str:
+    return {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# config.yaml
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    """RUN/config.yaml (the resolved config the run saved) as a mapping; RunFileError when it is not one."""
+    path = Path(run_dir) / "config.yaml"
+    text = _read_text(path)
+    if text is None:
+        raise RunDirError(f"{run_dir} is not a convtrain run directory (no config.yaml)")
+    from ..config.yamlsafe import parse_yaml
+
+    try:
+        # the config loader's limits (nesting depth, alias expansion, duplicate keys): a damaged or
+        # hostile config.yaml in a runs folder must not hang `convtrain runs`
+        cfg = parse_yaml(text, str(path))
+    except ConfigError as exc:
+        raise RunFileError(str(exc)) from None
+    except (ValueError, TypeError) as exc:  # e.g. a date 2020-02-30
+        raise RunFileError(f"{path} is not a run config ({type(exc).__name__}: {str(exc)[:60]})") from None
+    if not isinstance(cfg, dict):
+        raise RunFileError(f"{path} must hold a mapping (key: value lines), not {_yaml_type(cfg)}")
+    return cfg
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What ``runs`` and ``plot`` need from RUN/config.yaml (None where the config lacks the key)."""
+
+    model: str | None
+    dataset: str | None
+    epochs: int | None
+    config: dict
+
+
+def read_run_info(run_dir: str | Path) -> RunInfo:
+    """:func:`read_run_config` plus the keys the listing and the plots show, type-checked."""
+    cfg = read_run_config(run_dir)
+    where = Path(run_dir) / "config.yaml"
+    return RunInfo(model=config_value(cfg, "model.name", str, where),
+                   dataset=config_value(cfg, "data.name", str, where),
+                   epochs=config_value(cfg, "train.epochs", int, where), config=cfg)
+
+
+def config_value(cfg: dict, key: str, kind: type, where: Path):
+    """``cfg["a"]["b"]`` for ``key="a.b"``, checked to be ``kind``; None when absent; RunFileError otherwise."""
+    node = cfg
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict):
+            raise RunFileError(f"{where}: '{'.'.join(parts[:i])}' must be a mapping, not {_yaml_type(node)}")
+        node = node.get(part)
+        if node is None:
+            return None
+    if not isinstance(node, kind) or isinstance(node, bool):
+        raise RunFileError(f"{where}: '{key}' is {_short_yaml(node)}, not {_Getter._NAMES.get(kind, kind.__name__)}")
+    return node
+
+
+def _yaml_type(value) -> str:
+    if value is None:
+        return "an empty document"
+    return _json_type(value) if isinstance(value, (list, str, bool, int, float)) else type(value).__name__
+
+
+def _short_yaml(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

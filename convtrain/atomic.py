@@ -1,0 +1,102 @@
+"""The one way convtrain writes a file: a temporary name beside it, write, fsync, rename, fsync the folder.
+
+A crash or ``kill -9`` at any moment leaves either the old file or the new one, never a torn one;
+a failed write (disk full, read-only folder, Ctrl-C during the write) removes the temporary file
+and leaves the old file as it was. Checkpoints, run files, plots, exports, recipes copied out and
+the data cache all go through :func:`replacing` (or :func:`creating`, which never replaces).
+
+The temporary name is ``.NAME.tmp-PID`` in the destination's folder (the same file system, so the
+rename is atomic); :func:`convtrain.artifacts.runlock.clean_stale_temp_files` removes those
+a killed process left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+TEMP_MARK = ".tmp-"
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary file this process writes ``path`` through."""
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+
+
+def temp_owner(path: Path) -> int | None:
+    """The pid in a temporary file's name (``.NAME.tmp-PID``), or None for any other name."""
+    pid = path.name.rpartition(TEMP_MARK)[2]
+    return int(pid) if path.name.startswith(".") and TEMP_MARK in path.name and pid.isdigit() else None
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write; when the block ends without an error, it replaces ``path``.
+
+    The writer may open the temporary path itself (``torch.save``, ``savefig``, an exporter). On
+    any exception, KeyboardInterrupt included, the temporary file (and an exporter's ``.data``
+    sidecar) is removed and the exception goes on; ``path`` is untouched.
+    """
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)  # a no-op after the rename
+    fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def creating(path: str | Path) -> Iterator[Path]:
+    """Like :func:`replacing`, but never replaces: raises FileExistsError if ``path`` exists by then."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.link(tmp, path)  # atomic and exclusive: fails if path appeared meanwhile
+    finally:
+        _remove(tmp)
+    fsync_dir(path.parent)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: some platforms cannot open folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove(tmp: Path) -> None:
+    for leftover in (tmp, tmp.with_name(tmp.name + ".data")):  # torch.onnx may write weights beside the file
+        with contextlib.suppress(OSError):
+            leftover.unlink(missing_ok=True)

@@ -1,0 +1,159 @@
+"""TODO docstring for cli/config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..config.reference import markdown_reference
+from ..data.detect import data_overrides
+from .edge import handle_errors, out
+from .options import DataOpt, DataRootOpt, SetOpt, load_run_config
+
+
+@handle_errors
+def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the registered models.
+
+    Example: convtrain models
+    """
+    from ..catalog import MODELS as rows  # the registry's models as plain data: no torch to import
+
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title="registered models (10 classes, 1x28x28 input)")
+    table.add_column("name", style="bold")
+    table.add_column("parameters", justify="right")
+    table.add_column("kwargs")
+    table.add_column("description")
+    for r in rows:
+        table.add_row(r["name"], f"{r['parameters']:,}", escape(", ".join(f"{k}={v}" for k, v in r["kwargs"].items())),
+                      escape(r["description"]))
+    out.print(table)
+
+
+@handle_errors
+def config_show(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file (default: schema defaults).",
+                                          show_default=False),
+    set_: Optional[list[str]] = SetOpt,
+    data_root: Optional[str] = DataRootOpt,
+    data: Optional[str] = DataOpt,
+) -> None:
+    """Print the fully resolved config as YAML, without running anything.
+
+    Example: convtrain config show --config configs/mnist.yaml --set optim.lr=3e-3
+    """
+    from ..config.schema import to_yaml
+
+    print(to_yaml(load_run_config(config, data_overrides(data, set_, config is not None), None, None, data_root)), end="")
+
+
+@handle_errors
+def config_keys(as_markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (for the README).")) -> None:
+    """List every config key with its type, default and meaning.
+
+    Example: convtrain config keys --markdown
+    """
+    from ..config.reference import schema_rows
+
+    rows = schema_rows()
+    if as_markdown:
+        print(markdown_reference(rows), end="")
+        return
+    table = Table(title="config keys")
+    for col in ("key", "type", "default", "meaning"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(escape(c) for c in r))
+    out.print(table)
+
+
+@handle_errors
+def config_list(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the packaged recipes (usable as --config NAME from any folder).
+
+    Example: convtrain config list
+    """
+    from ..config.recipes import listing
+
+    rows = listing()
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title="packaged recipes (--config NAME; convtrain config copy NAME DEST to edit one)")
+    for col in ("name", "description", "command"):
+        table.add_column(col, style="bold" if col == "name" else None)
+    for r in rows:
+        table.add_row(escape(r["name"]), escape(r["description"]), escape(r["command"]))
+    out.print(table)
+
+
+@handle_errors
+def config_copy(
+    name: str = typer.Argument(..., help="Recipe name (convtrain config list).", show_default=False),
+    dest: Path = typer.Argument(..., help="File to write, or a folder to write NAME.yaml in.", show_default=False),
+) -> None:
+    """Write a packaged recipe out to edit it (never overwrites a file).
+
+    Example: convtrain config copy mnist my_mnist.yaml
+    """
+    from ..config.recipes import copy
+
+    out.print(f"wrote {escape(str(copy(name, dest)))}")
+
+
+@handle_errors
+def data_inspect(
+    data: Optional[str] = typer.Option(None, "--data", show_default=False,
+                                       help="A folder (DIR/train/<class>/*) or a train.csv file."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", show_default=False,
+                                          help="A registered dataset instead (mnist, fashion_mnist)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", show_default=False,
+                                          help="Take the data settings from this config or recipe."),
+    set_: Optional[list[str]] = SetOpt,
+    data_root: Optional[str] = DataRootOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else on stdout."),
+) -> None:
+    """Splits, class counts, image sizes and channels, mean/std, unreadable and ignored files.
+
+    Example: convtrain data inspect --data ./my_digits
+    """
+    from ..data.inspect import inspect_data
+    from .config import render
+
+    sets = ([f"data.name={dataset}"] if dataset else []) + data_overrides(data, set_, config is not None)
+    r = inspect_data(load_run_config(config, sets, None, None, data_root))
+    if as_json:
+        print(json.dumps(r))
+        return
+    render(r, out)
+
+
+def render(r: dict, out) -> None:
+    for note in r["notes"]:
+        out.print(f"[dim]{escape(note)}[/]")
+    out.print(f"[bold]{escape(r['source'])}[/] {escape(r['root'])}: {len(r['classes'])} classes, decoded as "
+              f"{'x'.join(map(str, r['decoded_as']))} (channels x height x width)"
+              f"{', streamed from disk' if r['streamed'] else ''}")
+    table = Table(title="images per class and split (held out: taken from train by a seeded shuffle)")
+    table.add_column("class")
+    for name, s in r["splits"].items():
+        table.add_column(f"{name}{' (held out)' if s['held_out'] else ''}", justify="right")
+    for c in r["classes"]:
+        table.add_row(escape(c), *(str(s["per_class"][c]) for s in r["splits"].values()))
+    table.add_row("[bold]total[/]", *(f"[bold]{s['images']}[/]" for s in r["splits"].values()))
+    out.print(table)
+    sizes = sorted(r["image_sizes_found"].items(), key=lambda kv: -kv[1])
+    out.print("image sizes and modes found: " + escape(", ".join(f"{k} ({v})" for k, v in sizes[:8]))
+              + (f" and {len(sizes) - 8} more" if len(sizes) > 8 else ""))
+    out.print(f"mean {r['mean']}  std {r['std']} (pixel/255, training split)")
+    out.print(f"unreadable: {len(r['unreadable'])}" + "".join(f"\n  {escape(b)}" for b in r["unreadable"][:20]))
+    out.print(f"ignored (not images): {len(r['ignored'])}"
+              + (f" (e.g. {escape(', '.join(r['ignored'][:5]))})" if r["ignored"] else ""))

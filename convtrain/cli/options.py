@@ -1,0 +1,42 @@
+"""The options several commands share, and the one way their flags become config overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+SetOpt = typer.Option(None, "--set", help="Override a config key, e.g. --set optim.lr=3e-3 (repeatable).",
+                      show_default=False)
+DataRootOpt = typer.Option(None, "--data-root", help="Dataset folder (default: CONVTRAIN_DATA_ROOT, then the config).",
+                           show_default=False)
+RunDirOpt = typer.Option(None, "--run-dir", help="Run directory (default runs/<name>-<time>); must be new or empty.",
+                         show_default=False)
+DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.", show_default=False)
+SeedOpt = typer.Option(None, "--seed", help="Random seed (recorded in config.yaml).", show_default=False)
+DataOpt = typer.Option(None, "--data", show_default=False,
+                       help="Your own labelled images: a folder (DIR/train/<class>/*, optional val/ and test/) "
+                            "or a train.csv file (label,pixel0,...); sets data.name (folder or csv) and data.root.")
+
+
+NprocOpt = typer.Option(None, "--nproc-per-node", min=1, show_default=False,
+                        help="Start N processes on this machine (DDP through torch.distributed.run; "
+                             "gloo on CPU, nccl on GPUs).")
+
+
+def overrides(sets: Optional[list[str]], device: Optional[str], seed: Optional[int]) -> list[str]:
+    """``--set`` values, then ``--device`` and ``--seed`` as the overrides they stand for."""
+    extra = list(sets or [])
+    if device is not None:
+        extra.append(f"device={device}")
+    if seed is not None:
+        extra.append(f"seed={seed}")
+    return extra
+
+
+def load_run_config(config: Optional[Path], sets, device, seed, data_root):
+    """The resolved config: schema defaults < the file or recipe < these flags."""
+    from ..config.load import load_config
+
+    return load_config(config, overrides(sets, device, seed), data_root=data_root)

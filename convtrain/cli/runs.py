@@ -1,0 +1,114 @@
+"""TODO docstring for cli/runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .edge import handle_errors, out
+
+
+@handle_errors
+def runs(
+    args: Optional[list[str]] = typer.Argument(None, help="FOLDER (default runs), or: diff RUN_A RUN_B.",
+                                               show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    plot_to: Optional[Path] = typer.Option(None, "--plot", help="diff: both runs' validation curves in one PNG "
+                                           "(needs matplotlib).", show_default=False),
+) -> None:
+    """List runs, newest first: model, data, epochs, accuracies, time, status; or compare two runs.
+
+    Status is finished, interrupted, failed, running (its lock is held) or unreadable (a damaged file;
+    --json gives the reason as "error"). Reads only: safe while runs are training.
+
+    `convtrain runs diff RUN_A RUN_B` lists the resolved-config keys that differ, the metrics per epoch
+    (B - A) and each run's final test accuracy (a folder named diff is listed with ./diff).
+
+    Example: convtrain runs runs/ ; convtrain runs diff runs/a runs/b --plot ab.png
+    """
+    from ..errors import ConfigError
+
+    args = list(args or [])
+    if args[:1] == ["diff"]:
+        if len(args) != 3:
+            raise ConfigError("usage: convtrain runs diff RUN_A RUN_B [--plot OUT.png] [--json]")
+        return _runs_diff(Path(args[1]), Path(args[2]), as_json, plot_to)
+    if len(args) > 1:
+        raise ConfigError(f"runs takes one folder, got {len(args)}; to compare two runs: convtrain runs diff A B")
+    if plot_to is not None:
+        raise ConfigError("--plot goes with convtrain runs diff RUN_A RUN_B")
+    from ..artifacts.listing import list_runs
+
+    folder = Path(args[0]) if args else Path("runs")
+    found = list_runs(folder)
+    if as_json:
+        print(json.dumps(found))
+        return
+    if not found:
+        out.print(f"no runs under {escape(str(folder))}")
+        return
+    table = Table(title=f"runs in {escape(str(folder))}")
+    for col in ("run", "model", "data", "epochs", "best val acc", "test acc", "time", "status"):
+        table.add_column(col, justify="right" if col in ("epochs", "best val acc", "test acc", "time") else "left")
+    colors = {"finished": "green", "interrupted": "yellow", "failed": "red", "running": "cyan", "unreadable": "magenta"}
+    for r in found:
+        pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
+        total = "?" if r["epochs_total"] is None else r["epochs_total"]
+        table.add_row(escape(r["name"]), escape(r["model"] or "?"), escape(r["dataset"] or "?"),
+                      f"{r['epochs']}/{total}", pct(r["best_val_acc"]), pct(r["test_acc"]), f"{r['seconds']:.0f}s",
+                      f"[{colors.get(r['status'], 'white')}]{r['status']}[/]")
+    out.print(table)
+    for r in found:
+        if r.get("error"):
+            out.print(f"[magenta]unreadable:[/] {escape(r['error'])}")
+
+
+def _runs_diff(a: Path, b: Path, as_json: bool, plot_to: Optional[Path]) -> None:
+    from ..artifacts.rundiff import diff_runs, plot_diff
+
+    d = diff_runs(a, b)
+    if plot_to is not None:
+        plot_diff(d, plot_to)
+    if as_json:
+        print(json.dumps(d))
+        return
+    out.print(f"A: {escape(d['a'])} ({d['status']['a'] or 'no results'})")
+    out.print(f"B: {escape(d['b'])} ({d['status']['b'] or 'no results'})")
+    cfg = Table(title="config differences" if d["config"] else "config: no differences")
+    for col in ("key", "A", "B"):
+        cfg.add_column(col)
+    for c in d["config"]:
+        cfg.add_row(escape(c["key"]), escape(repr(c["a"])), escape(repr(c["b"])))
+    out.print(cfg)
+    table = Table(title="per epoch (delta = B - A)")
+    for col in ("epoch", "val acc A", "val acc B", "delta", "val loss A", "val loss B", "delta", "train loss delta"):
+        table.add_column(col, justify="right")
+    f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    for e in d["epochs"]:
+        va, vl, tl = e["val_acc"], e["val_loss"], e["train_loss"]
+        table.add_row(str(e["epoch"]), f(va["a"], ".4f"), f(va["b"], ".4f"), f(va["delta"], "+.4f"),
+                      f(vl["a"], ".4f"), f(vl["b"], ".4f"), f(vl["delta"], "+.4f"), f(tl["delta"], "+.4f"))
+    out.print(table)
+    t = d["test_accuracy"]
+    out.print(f"final test accuracy: A {f(t['a'], '.4f')}, B {f(t['b'], '.4f')} (delta {f(t['delta'], '+.4f')})")
+    if plot_to is not None:
+        out.print(f"wrote {escape(str(plot_to))}")
+
+
+@handle_errors
+def plot(run_dir: Path = typer.Argument(..., help="A run directory.", show_default=False)) -> None:
+    """Write curves.png (loss and accuracy per epoch) and confusion.png (test set) into a run.
+
+    Reads the run's files only (safe while it trains); replaces nothing but those two pictures.
+
+    Example: convtrain plot runs/mnist-20261128-152128
+    """
+    from ..artifacts.plots import plot_run
+
+    for path in plot_run(run_dir):
+        out.print(f"wrote {escape(str(path))}")

@@ -1,0 +1,179 @@
+"""``convtrain train`` and ``convtrain finetune`` (one run, ``--seeds``, or several processes)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..data.detect import data_overrides
+from .edge import handle_errors, out
+from .options import DataOpt, DataRootOpt, DeviceOpt, NprocOpt, RunDirOpt, SeedOpt, SetOpt, load_run_config, overrides
+
+
+def _launch(nproc: int, config, sets, device, seed, data_root, run_hint: Optional[Path] = None,
+            resuming: bool = False) -> None:
+    """Re-run this very command in ``nproc`` processes. The config is checked here first, so a
+    mistake in it is one line, not one per process; a resumed run without --config takes its config
+    from the run, which the workers load."""
+    from ..train.distributed import launch, relaunch_argv
+
+    cfg = load_run_config(config, sets, device, seed, data_root) if config is not None or not resuming else None
+    launch(nproc, relaunch_argv(sys.argv[1:]), cfg.device if cfg else (device or "auto"), cfg.devices if cfg else None,
+           run_hint=str(run_hint) if run_hint is not None else "RUN_DIR")
+
+
+@handle_errors
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", show_default=False,
+                                          help="YAML config file, or a packaged recipe's name (convtrain config "
+                                               "list); default: the article's setup (the schema defaults)."),
+    set_: Optional[list[str]] = SetOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    device: Optional[str] = DeviceOpt,
+    seed: Optional[int] = SeedOpt,
+    data_root: Optional[str] = DataRootOpt,
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run: its directory or its last.pt.",
+                                          show_default=False),
+    nproc_per_node: Optional[int] = NprocOpt,
+    data: Optional[str] = DataOpt,
+    seeds: Optional[str] = typer.Option(None, "--seeds", show_default=False,
+                                        help="Run the config once per seed (e.g. 0,1,2) into RUN/seed-N and write "
+                                             "RUN/summary.json (mean, std, min/max); the same command with "
+                                             "--run-dir RUN continues an interrupted one."),
+) -> None:
+    """Train a model from a YAML config (or the defaults).
+
+    Example: convtrain train --config mnist --set train.epochs=2
+    Example: convtrain train --data ./my_digits --set train.epochs=3
+    """
+    from ..errors import ConfigError
+    from ..train.signals import StopSignals
+
+    if resume is None:
+        set_ = data_overrides(data, set_, config is not None)
+    elif data is not None:
+        raise ConfigError("--resume continues a run on its own data; drop --data")
+    if seeds is not None:
+        return _train_seeds(seeds, config, set_, run_dir, device, seed, data_root, resume, nproc_per_node)
+    if nproc_per_node is not None:
+        return _launch(nproc_per_node, config, set_, device, seed, data_root, resume or run_dir,
+                       resuming=resume is not None)
+    if resume is not None and run_dir is not None:
+        raise ConfigError("--resume continues a run in its own directory; drop --run-dir")
+    # installed before torch is even imported: Ctrl-C / SIGTERM anywhere in the run is one line and exit 130
+    with StopSignals() as signals:
+        from ..train.runner import run
+        from ..train.start import Start, prepare_resume
+
+        if resume is not None:
+            cfg = load_run_config(config, set_, device, seed, data_root) if config is not None else None
+            start = prepare_resume(resume, cfg, overrides(set_, device, seed), data_root)
+        else:  # no --config: the schema defaults are the article's setup
+            start = Start(load_run_config(config, set_, device, seed, data_root), run_dir)
+        _show_result(run(start, reporter=_reporter(), signals=signals))
+
+
+@handle_errors
+def finetune(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Pretrained checkpoint (.pt).", show_default=False),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", show_default=False,
+                                          help="YAML config file or recipe name; default: the schema defaults."),
+    set_: Optional[list[str]] = SetOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    device: Optional[str] = DeviceOpt,
+    seed: Optional[int] = SeedOpt,
+    data_root: Optional[str] = DataRootOpt,
+    nproc_per_node: Optional[int] = NprocOpt,
+    data: Optional[str] = DataOpt,
+) -> None:
+    """Start a new run from pretrained weights (head re-initialised when the class count differs).
+
+    Example: convtrain finetune --checkpoint runs/mnist/checkpoints/best.pt --config configs/fashion_finetune.yaml
+    Example: convtrain finetune --checkpoint runs/mnist/checkpoints/best.pt --data ./my_letters
+    """
+    from ..train.signals import StopSignals
+
+    set_ = data_overrides(data, set_, config is not None)
+
+    if nproc_per_node is not None:
+        return _launch(nproc_per_node, config, set_, device, seed, data_root, run_dir)
+    with StopSignals() as signals:
+        from ..train.runner import run
+        from ..train.start import prepare_finetune
+
+        cfg = load_run_config(config, set_, device, seed, data_root)
+        _show_result(run(prepare_finetune(checkpoint, cfg, run_dir), reporter=_reporter(), signals=signals))
+
+
+def _train_seeds(seeds_text, config, sets, run_dir, device, seed, data_root, resume, nproc) -> None:
+    """--seeds: one run per seed under one folder, then the summary table."""
+    from ..errors import ConfigError
+    from ..train.seeds import parse_seeds, run_seeds, seed_root
+    from ..train.signals import StopSignals
+
+    if resume is not None:
+        raise ConfigError("--seeds does not take --resume; continue a --seeds run with the same command "
+                          "and --run-dir RUN (its seed runs are resumed)")
+    if seed is not None:
+        raise ConfigError("give either --seed or --seeds, not both")
+    if nproc is not None:
+        raise ConfigError("--seeds runs one process per seed run; --nproc-per-node is not supported with it")
+    chosen = parse_seeds(seeds_text)
+    with StopSignals() as signals:
+        base = load_run_config(config, sets, device, chosen[0], data_root)
+        root = seed_root(run_dir, base)
+        summary = run_seeds(base, chosen, root, console=out, signals=signals)
+    _show_seeds(summary, root)
+
+
+def _show_seeds(summary: dict, root: Path) -> None:
+    seeds = summary["seeds"]
+    table = Table(title=f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): mean, sample std, min, max")
+    for col in ("metric", "mean", "std", "min", "max", *[f"seed {s}" for s in seeds]):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    per_seed = {r["seed"]: r for r in summary["runs"]}
+
+    def row(name, st, values, fmt):
+        std = "-" if st["std"] is None else fmt(st["std"])
+        table.add_row(name, fmt(st["mean"]), std, fmt(st["min"]), fmt(st["max"]),
+                      *["-" if v is None else fmt(v) for v in values])
+
+    pct = lambda v: f"{v:.2%}"  # noqa: E731
+    row("test accuracy", summary["test_accuracy"], [per_seed[s]["test_accuracy"] for s in seeds], pct)
+    for e in summary["val_acc_per_epoch"]:
+        i = e["epoch"] - 1
+        row(f"val acc epoch {e['epoch']}", e,
+            [per_seed[s]["val_acc"][i] if i < len(per_seed[s]["val_acc"]) else None for s in seeds], pct)
+    row("training seconds", summary["train_seconds"], [per_seed[s]["train_seconds"] for s in seeds],
+        lambda v: f"{v:.1f}")
+    out.print(table)
+    out.print(f"summary: {escape(str(root / 'summary.json'))}")
+
+
+def _reporter():
+    from ..train.progress import Reporter
+
+    return Reporter(out)
+
+
+def _show_result(result) -> None:
+    if not result.is_main:
+        return
+    table = Table(title="run summary", show_header=True, header_style="bold")
+    for col in ("epoch", "train loss", "train acc", "val loss", "val acc", "test acc", "seconds"):
+        table.add_column(col, justify="right")
+    for r in result.epochs:
+        table.add_row(str(r.epoch), f"{r.train_loss:.4f}", f"{r.train_acc:.4f}", f"{r.val_loss:.4f}",
+                      f"{r.val_acc:.4f}", "-" if r.test_acc is None else f"{r.test_acc:.4f}", f"{r.seconds:.1f}")
+    out.print(table)
+    t = result.test
+    out.print(f"best epoch {result.best_epoch} (val acc {result.best_val_acc:.4f}); "
+              f"test accuracy of best.pt: [bold]{t['accuracy']:.4f}[/] (loss {t['loss']:.4f}, {t['num_samples']} images); "
+              f"training {result.train_seconds:.1f}s")
+    if result.run_dir is not None:
+        out.print(f"run directory: {escape(str(result.run_dir))}")

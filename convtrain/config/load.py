@@ -1,0 +1,128 @@
+"""TODO docstring for config/load."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError, did_you_mean
+from .schema import RunConfig, _field_types, _type_name, from_dict
+from .yamlsafe import YAMLLimitError, _LimitedLoader, read_yaml
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and a YAML-parsed scalar value."""
+    if "=" not in text:
+        raise ConfigError(f"--set '{text}': expected key.path=value")
+    key, _, raw_value = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set '{text}': expected key.path=value")
+    try:
+        value = _parse_set_value(raw_value) if raw_value.strip() else ""
+    except YAMLLimitError as exc:
+        raise ConfigError(f"--set {key}=...: {exc.problem}") from None
+    except yaml.YAMLError:
+        value = raw_value  # not valid YAML: keep it as the string the user typed
+    return key.split("."), value
+
+
+def _parse_set_value(raw: str) -> Any:
+    loader = _LimitedLoader(raw)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
+    """Apply ``--set`` overrides to a raw mapping, checking each key path against the schema."""
+    raw = _deepcopy(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        cls: Any = RunConfig
+        node = raw
+        for i, part in enumerate(parts):
+            path = ".".join(parts[: i + 1])
+            if cls is dict:  # free-form mapping (model.kwargs): anything below is a key
+                if i != len(parts) - 1:
+                    raise ConfigError(f"--set {text}: '{path}' is nested too deep")
+                node[part] = value
+                break
+            known = {f.name: f for f in dataclasses.fields(cls)}
+            if part not in known:
+                raise ConfigError(f"--set {text}: unknown key '{path}'{did_you_mean(part, known)}")
+            tp = _field_types(cls)[part]
+            if i == len(parts) - 1:
+                node[part] = value
+                break
+            if dataclasses.is_dataclass(tp) or tp is dict:
+                child = node.get(part)
+                if not isinstance(child, dict):
+                    child = {}
+                    node[part] = child
+                node, cls = child, tp
+            else:
+                raise ConfigError(f"--set {text}: '{path}' is a {_type_name(tp)}, it has no sub-keys")
+    return raw
+
+
+def _deepcopy(raw: dict) -> dict:
+    return {k: _deepcopy(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v) for k, v in raw.items()}
+
+
+def load_config(path: str | Path | None, overrides: Iterable[str] = (), *, data_root: str | None = None,
+                base: dict | None = None, where: str | None = None) -> RunConfig:
+    """Load a run config: schema defaults < YAML file (or ``base``) < ``--set`` overrides.
+
+    Errors name the file (or ``--set``) and the key path. The data root is ``data_root`` if
+    given, else a ``--set data.root=...``, else ``CONVTRAIN_DATA_ROOT``, else the file's value.
+    When ``name`` is unset it becomes the config file's stem, so run directories are named
+    after their recipe.
+    """
+    if path is not None:
+        path = resolve_config_path(path)
+    raw = read_yaml(path) if path is not None else (base or {})
+    where = where or (str(path) if path is not None else "config")
+    overrides = list(overrides)
+    # Validate the file alone first, so its own mistakes are reported against the file.
+    from_dict(raw, where)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        where = f"{where} + --set"
+    cfg = from_dict(raw, where)
+    if cfg.name is None and path is not None:
+        cfg.name = Path(path).stem
+    set_root = any(o.partition("=")[0].strip() == "data.root" for o in overrides)
+    from ..catalog import FILE_SOURCES
+
+    if data_root:
+        cfg.data.root = str(data_root)
+    elif cfg.data.name in FILE_SOURCES:
+        pass  # CONVTRAIN_DATA_ROOT locates the registered datasets; a folder/csv root is the user's own path
+    elif not set_root and os.environ.get("CONVTRAIN_DATA_ROOT"):
+        cfg.data.root = os.environ["CONVTRAIN_DATA_ROOT"]
+    return cfg
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``--config``: a file path, or the name of a packaged recipe (``mnist``, ``fast``...).
+
+    An existing file always wins, so a local ``mnist`` file is never shadowed by the recipe.
+    """
+    p = Path(path)
+    if p.exists() or p.suffix or len(p.parts) != 1:
+        return p
+    from . import recipes
+
+    found = recipes.find(str(p))
+    if found is None:
+        names = recipes.names()
+        raise ConfigError(f"config file not found: {p}, and no packaged recipe of that name"
+                          f"{did_you_mean(str(p), names)}; recipes: {', '.join(names)} (convtrain config list)")
+    return found

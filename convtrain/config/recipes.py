@@ -1,0 +1,63 @@
+"""The packaged recipes: ``configs/*.yaml``, shipped inside the package as ``convtrain/configs``.
+
+``configs/`` in the repository stays the source of truth; ``convtrain/configs`` is a symlink to it,
+which setuptools follows when it builds the wheel (``package-data``), so a pip user has the same
+files. ``--config mnist`` finds ``mnist.yaml`` here from any working directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .. import atomic
+from ..errors import ConfigError, did_you_mean
+
+FOLDER = Path(__file__).resolve().parent.parent / "configs"  # convtrain/configs
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in FOLDER.glob("*.yaml"))
+
+
+def find(name: str) -> Path | None:
+    path = FOLDER / f"{name}.yaml"
+    return path if name in names() else None
+
+
+def describe(path: Path) -> dict:
+    """The recipe's command (line 1, by convention) and its first line of description."""
+    comments = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        comments.append(line.lstrip("#").strip())
+    command = comments[0] if comments else ""
+    about = next((c for c in comments[1:] if c), "")
+    return {"name": path.stem, "command": command, "description": about, "path": str(path)}
+
+
+def listing() -> list[dict]:
+    return [describe(FOLDER / f"{n}.yaml") for n in names()]
+
+
+def copy(name: str, dest: str | Path) -> Path:
+    """Write recipe ``name`` to ``dest`` (a file, or a folder to put NAME.yaml in); never overwrites."""
+    src = find(name)
+    if src is None:
+        raise ConfigError(f"no recipe '{name}'{did_you_mean(name, names())}; recipes: {', '.join(names())}")
+    dest = Path(dest)
+    if dest.is_dir():
+        dest = dest / src.name
+    if dest.exists() or dest.is_symlink():
+        raise ConfigError(f"{dest} exists already; choose another destination (nothing was written)")
+    if not dest.parent.is_dir():
+        raise ConfigError(f"folder {dest.parent} does not exist; create it first (nothing was written)")
+    try:
+        with atomic.creating(dest) as tmp:  # never replaces a file that appeared meanwhile
+            shutil.copyfile(src, tmp)
+    except FileExistsError:
+        raise ConfigError(f"{dest} exists already; choose another destination (nothing was written)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    return dest

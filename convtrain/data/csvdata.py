@@ -1,0 +1,132 @@
+"""CSV datasets: one row per image, ``label,pixel0,...,pixelN`` with a header row (the layout of
+Kaggle's digit-recognizer ``train.csv``), square grayscale images of 0..255 integer pixels.
+
+``data.root`` is ``train.csv``; ``val.csv`` and ``test.csv`` beside it are optional. Blank lines are
+skipped. A row with the wrong number of columns, an empty label, a pixel that is not an integer or
+is outside 0..255 is *malformed*: an error naming the file and row, or skipped and counted with
+``data.skip_unreadable: true``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import DataError
+
+MAX_SIDE = 1024  # pixels per side: a header declaring more is not an MNIST-style CSV
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class CsvSplit:
+    path: Path
+    images: torch.Tensor  # uint8 [N, 1, side, side] as found
+    labels: list[str]
+    bad: list[str] = field(default_factory=list)  # "file row N: why"
+
+
+def split_files(train_csv: str | Path) -> dict[str, Path]:
+    """``train.csv`` and whichever of ``val.csv`` / ``test.csv`` lie beside it."""
+    train = Path(train_csv)
+    if not train.is_file():
+        raise DataError(f"CSV file not found: {train} (data.root of a csv dataset is its train.csv)")
+    found = {"train": train}
+    for split in SPLITS[1:]:
+        p = train.with_name(f"{split}.csv")
+        if p.is_file() and p.resolve() != train.resolve():
+            found[split] = p
+    return found
+
+
+def read(path: Path) -> CsvSplit:
+    """Parse one CSV file; the header decides the column count and the image side."""
+    try:
+        f = path.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader, None)
+            side = _check_header(path, header)
+            return _rows(path, reader, len(header), side)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{path} is not a readable CSV text file (line {reader.line_num}: {exc})") from None
+
+
+def _check_header(path: Path, header: list[str] | None) -> int:
+    if not header:
+        raise DataError(f"{path} is empty; expected a header row 'label,pixel0,...,pixelN' and one row per image")
+    if header[0].strip().lower() != "label":
+        what = ("its first row is data, not a header" if header[0].strip().isdigit()
+                else f"its first column is '{header[0][:40]}'")
+        unlabelled = " (Kaggle's test.csv has no labels: it cannot be a val or test split)" \
+            if header[0].strip().lower().startswith("pixel") else ""
+        raise DataError(f"{path}: {what}; the header must be 'label,pixel0,...,pixelN'{unlabelled}")
+    pixels = len(header) - 1
+    side = math.isqrt(pixels)
+    if pixels == 0 or side * side != pixels or side > MAX_SIDE:
+        raise DataError(f"{path}: the header has {pixels} pixel columns; a square image of at most "
+                        f"{MAX_SIDE}x{MAX_SIDE} needs a square number of them (784 = 28x28)")
+    return side
+
+
+def _rows(path: Path, reader, columns: int, side: int) -> CsvSplit:
+    rows, labels, bad = [], [], []
+    for row in reader:
+        line = reader.line_num
+        if not row:
+            continue
+        problem = _row_problem(row, columns)
+        if problem is None:
+            try:
+                pixels = np.fromiter(map(int, row[1:]), dtype=np.int64, count=columns - 1)
+            except ValueError:
+                problem = "a pixel is not an integer"
+            else:
+                if pixels.min() < 0 or pixels.max() > 255:
+                    problem = f"pixel values {pixels.min()}..{pixels.max()} are outside 0..255"
+        if problem is not None:
+            bad.append(f"{path} row {line}: {problem}")
+            continue
+        rows.append(pixels.astype(np.uint8))
+        labels.append(row[0].strip())
+    images = torch.from_numpy(np.stack(rows)).view(-1, 1, side, side) if rows else \
+        torch.empty((0, 1, side, side), dtype=torch.uint8)
+    return CsvSplit(path, images, labels, bad)
+
+
+def _row_problem(row: list[str], columns: int) -> str | None:
+    if len(row) != columns:
+        return f"{len(row)} columns, the header has {columns}"
+    if not row[0].strip():
+        return "empty label"
+    return None
+
+
+def class_names(labels: list[str]) -> list[str]:
+    """Sorted label values: numerically when every label is an integer (so 10 comes after 9)."""
+    unique = set(labels)
+    if all(v.lstrip("-").isdigit() for v in unique):
+        return sorted(unique, key=int)
+    return sorted(unique)
+
+
+def convert(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
+    """Resize ``[N, 1, s, s]`` to ``size`` (when it differs) and repeat to ``channels``."""
+    if images.shape[-1] != size and len(images):
+        out = []
+        for chunk in images.split(4096):  # bounded float memory for large files
+            x = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            out.append(x.round().clamp(0, 255).to(torch.uint8))
+        images = torch.cat(out)
+    elif images.shape[-1] != size:
+        images = torch.empty((0, 1, size, size), dtype=torch.uint8)
+    return images.repeat(1, channels, 1, 1) if channels != 1 else images

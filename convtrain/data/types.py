@@ -1,0 +1,85 @@
+"""TODO docstring for data/types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+# FILE_SOURCES: data read from the user's own files (sources.py); one list, which config reads without torch
+from ..errors import DataError
+
+DEFAULT_VAL_SIZE = 5000  # data.val_size: null on mnist / fashion_mnist (their 60,000 training images)
+DEFAULT_FILE_HOLDOUT = 0.1  # data.val_size / data.test_size: null on folder / csv (any size of folder)
+
+
+@dataclass
+class Split:
+    """Images as uint8 ``[N, C, H, W]`` and labels as int64 ``[N]``."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def take(self, index: Tensor) -> Split:
+        return Split(self.images[index], self.labels[index])
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+def check_split(split: Split, num_classes: int, image_shape: tuple[int, int, int], where: str) -> None:
+    """Refuse a split whose tensors a model cannot train or be evaluated on; ``where`` names its files."""
+    images, labels = split.images, split.labels
+    if images.dtype != torch.uint8:
+        raise DataError(f"{where}: images are {images.dtype}, expected uint8 pixels")
+    if images.dim() != 4 or tuple(images.shape[1:]) != tuple(image_shape):
+        raise DataError(f"{where}: images have shape {'x'.join(map(str, images.shape[1:]))}, expected "
+                        f"{'x'.join(map(str, image_shape))} (channels x height x width)")
+    if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
+        raise DataError(f"{where}: {images.shape[0]} images but {labels.shape[0] if labels.dim() else 0} labels")
+    if len(labels) == 0:
+        raise DataError(f"{where}: no images")
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        i = int(bad.nonzero()[0, 0])
+        raise DataError(f"{where}: label {int(labels[i])} of image {i} is outside 0..{num_classes - 1} "
+                        f"({int(bad.sum())} such labels); the file is corrupt or from another dataset")
+
+
+@dataclass
+class DataBundle:
+    """Everything a run needs to know about its data."""
+
+    train: Split
+    val: Split
+    test: Split
+    classes: list[str]
+    mean: list[float]
+    std: list[float]
+    # folder/csv: what the run log says about the data (cache hit, skipped files), and the files skipped
+    notes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    tensor_resident: bool = True  # False: over data.memory_budget_mb, the splits are files decoded per sample
+    info: dict = field(default_factory=dict)  # what `convtrain data inspect` shows beyond the splits
+
+    @property
+    def in_channels(self) -> int:
+        return self.train.image_shape[0]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.train.image_shape[1:])
+
+
+def resolve_size(size: int | float | None, n: int, default: int | float) -> int:
+    """A count-or-fraction setting (data.val_size, data.test_size) as a count of the ``n`` images."""
+    size = default if size is None else size
+    return size if isinstance(size, int) else max(1, round(size * n))

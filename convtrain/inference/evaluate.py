@@ -1,0 +1,90 @@
+"""Evaluate a checkpoint on its dataset's test or validation split, with nothing but the checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..artifacts import checkpoint
+from ..catalog import FILE_SOURCES
+from ..data.batches import TensorBatches, make_batches
+from ..data.mnist import DATASETS, load_eval_split
+from ..data.sources import build as build_data
+from ..errors import CheckpointError, ConfigError, did_you_mean
+from ..train import distributed, engine
+
+
+def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | None = None, device: str = "auto",
+                        batch_size: int | None = None, dataset: str | None = None, data_path: str | None = None) -> dict:
+    """Rebuild the model a checkpoint describes and evaluate it.
+
+    The dataset, normalization, classes and (for ``split="val"``) the exact held-out validation
+    images all come from the checkpoint. The data root is ``data_root``, else
+    ``CONVTRAIN_DATA_ROOT``, else the root saved in the checkpoint's config. Returns
+    :func:`convtrain.engine.evaluate`'s numbers plus what was evaluated.
+    """
+    if split not in ("test", "val"):
+        raise ConfigError(f"--split must be 'test' or 'val', got '{split}'")
+    ckpt = checkpoint.open_checkpoint(path)
+    if data_path is not None and dataset is not None:
+        raise ConfigError("give --data (your own folder or csv) or --dataset (a registered one), not both")
+    if data_path is not None or (dataset is None and ckpt.dataset in FILE_SOURCES):
+        return _evaluate_files(ckpt, path, split, data_path, device, batch_size)
+    name = dataset or ckpt.dataset
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset '{name}'{did_you_mean(name, DATASETS)}")
+    spec = DATASETS[name]
+    if len(spec.classes) != ckpt.num_classes:
+        raise CheckpointError(f"{path} predicts {ckpt.num_classes} classes but dataset '{name}' has "
+                              f"{len(spec.classes)}; fine-tune it first (convtrain finetune)")
+    cfg = ckpt.config
+    split_data = load_eval_split(name, ckpt.data_root(data_root), split, cfg["data"]["val_size"], cfg["seed"],
+                                      cfg["data"]["download"])
+    shape = tuple(split_data.images.shape[1:])
+    if shape != ckpt.image_shape:
+        raise CheckpointError(f"{path} expects images of shape {list(ckpt.image_shape)}, "
+                              f"dataset '{name}' has {list(shape)}")
+    model = ckpt.rebuild()
+    dev = distributed.resolve_device(device)
+    channels_last = dev.type in ("cpu", "cuda")  # faster convolutions; the numbers are the same
+    model.to(dev, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    batches = TensorBatches(split_data.to(dev), batch_size or cfg["train"]["eval_batch_size"],
+                                 ckpt.normalizer(dev), shuffle=False, channels_last=channels_last)
+    result = engine.evaluate(model, batches, ckpt.num_classes, dev, chunk=engine.eval_chunk(dev, None))
+    return {"checkpoint": str(path), "model": ckpt.model_name, "dataset": name, "split": split,
+            "epoch": ckpt.epoch, "classes": list(ckpt.classes), **result}
+
+
+def _evaluate_files(ckpt: checkpoint.Loaded, path, split: str, root: str | None, device: str,
+                    batch_size: int | None) -> dict:
+    """A folder/csv dataset: the one the checkpoint was trained on (its saved config: same seed, same
+    held-out splits), or ``root`` (``--data``), which must have exactly the checkpoint's classes."""
+    from ..config.schema import from_dict
+    from ..data.detect import detect
+
+    cfg = from_dict(ckpt.config_dict(), f"{path} (saved config)")
+    if root is not None:
+        cfg.data.name, cfg.data.root = detect(root), str(root)
+    bundle = build_data(cfg.data, cfg.seed)
+    if list(bundle.classes) != list(ckpt.classes):
+        raise CheckpointError(f"{path} predicts the classes [{', '.join(ckpt.classes)}] but {cfg.data.root} has "
+                              f"[{', '.join(bundle.classes)}]; evaluate on data with the same classes, or "
+                              f"fine-tune the checkpoint on it (convtrain finetune --data {cfg.data.root})")
+    if bundle.train.image_shape != ckpt.image_shape:
+        raise CheckpointError(f"{path} expects images of shape {list(ckpt.image_shape)}; {cfg.data.root} is decoded "
+                              f"as {list(bundle.train.image_shape)} (data.channels / data.image_size)")
+    bundle.mean, bundle.std = list(ckpt.mean), list(ckpt.std)  # the checkpoint's normalization, not the data's
+    model = ckpt.rebuild()
+    dev = distributed.resolve_device(device)
+    channels_last = dev.type in ("cpu", "cuda")
+    model.to(dev, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    split_data = bundle.test if split == "test" else bundle.val
+    loader = "tensor" if bundle.tensor_resident else "dataloader"
+    batches = make_batches(split_data.to(dev) if bundle.tensor_resident else split_data, bundle, loader,
+                                batch_size or cfg.train.eval_batch_size, dev, shuffle=False, workers=cfg.data.workers,
+                                channels_last=channels_last)
+    result = engine.evaluate(model, batches, ckpt.num_classes, dev, chunk=engine.eval_chunk(dev, None))
+    return {"checkpoint": str(path), "model": ckpt.model_name, "dataset": f"{cfg.data.name} {cfg.data.root}",
+            "split": split, "epoch": ckpt.epoch, "classes": list(ckpt.classes), "notes": bundle.notes,
+            "skipped": bundle.skipped, **result}

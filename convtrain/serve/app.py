@@ -1,0 +1,462 @@
+"""``convtrain serve``: a JSON prediction API and a page to draw a digit, over one or more checkpoints.
+
+The app is built by :func:`create_app` (tests build it in-process); :func:`run_server` loads the
+checkpoints, binds the socket itself (so a bad checkpoint or a busy port is one clear line before
+anything listens) and hands both to uvicorn. Predictions use exactly the preprocessing of
+``convtrain predict``, so the API and the CLI agree on every file.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations (``request: Request``)
+# at runtime, and Request is imported lazily inside create_app, out of reach of string annotations.
+
+import base64
+import binascii
+import io
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+
+from ..artifacts import checkpoint, runfiles
+from ..data.batches import Normalizer
+from ..errors import ConfigError, ConvtrainError, DataError, did_you_mean
+
+STATIC = Path(__file__).parent / "static"
+RUN_IMAGES = ("curves.png", "confusion.png")
+INVERT_CHOICES = ("auto", "yes", "no")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,")
+
+
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server; everything beyond is a 4xx answer, never a crash."""
+
+    max_bytes: int = 10 * 1024 * 1024  # a whole request body (one upload, or a JSON batch in base64)
+    max_pixels: int = 4096 * 4096  # one decoded image: checked from the header, before decoding (bombs)
+    max_batch: int = 64  # images in one JSON request
+
+
+@dataclass
+class ServedModel:
+    """One loaded checkpoint, shared read-only by every request thread (eval mode, inference only)."""
+
+    name: str
+    module: torch.nn.Module
+    normalize: Normalizer
+    classes: list[str]
+    channels: int
+    input_size: tuple[int, int]
+    card: dict = field(default_factory=dict)  # what GET /v1/models shows
+
+
+class ApiError(Exception):
+    """A request the server refuses: answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# ---------------------------------------------------------------- the two seams to the rest of convtrain
+
+def _open_model(path: Path) -> tuple[dict, torch.nn.Module]:
+    """Read a checkpoint (validated by checkpoint.Loaded) and rebuild its model.
+
+    Returns what serve needs as plain values (model, classes, channels, input_size, mean, std,
+    dataset, epoch) and the model in eval mode on the CPU.
+    """
+    ckpt = checkpoint.open_checkpoint(path)
+    info = {"model": ckpt.model_name, "classes": list(ckpt.classes), "channels": ckpt.in_channels,
+            "input_size": tuple(ckpt.input_size), "mean": list(ckpt.mean), "std": list(ckpt.std),
+            "dataset": ckpt.dataset, "epoch": ckpt.epoch}
+    return info, ckpt.rebuild()
+
+
+def _to_input(raw: bytes, name: str, channels: int, size: tuple[int, int], invert: str) -> torch.Tensor:
+    """Encoded image bytes -> uint8 ``[C, H, W]``: the very function ``convtrain predict`` uses."""
+    from ..data.images import image_to_input
+
+    return image_to_input(raw, channels, size, invert, name=name)
+
+
+# ---------------------------------------------------------------- loading checkpoints
+
+def parse_checkpoint_spec(spec: str) -> tuple[str, Path]:
+    """``name=path`` or a plain path; a plain path is named after its run directory or its file stem."""
+    name, sep, rest = spec.partition("=")
+    if sep and _NAME.match(name) and not Path(spec).exists():
+        return name, Path(rest)
+    path = Path(spec)
+    if path.parent.name == "checkpoints" and path.parent.parent.name:
+        return path.parent.parent.name, path
+    return path.stem or "model", path
+
+
+def _results_accuracy(path: Path, epoch: int) -> Optional[float]:
+    """Test accuracy from the run's results.json, when the checkpoint sits in a run and is the tested one."""
+    if path.resolve().parent.name != "checkpoints":
+        return None
+    results = _results(path.resolve().parent.parent)
+    # results.json tests best.pt; another checkpoint of the run (last.pt, a later epoch) was not tested
+    return results.test_accuracy if results is not None and results.best_epoch == epoch else None
+
+
+def load_model(name: str, path: Path) -> ServedModel:
+    info, module = _open_model(path)
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    card = {
+        "name": name,
+        "checkpoint": path.name,
+        "model": info["model"],
+        "dataset": info["dataset"],
+        "classes": info["classes"],
+        "input_size": list(info["input_size"]),
+        "channels": info["channels"],
+        "parameters": sum(p.numel() for p in module.parameters()),
+        "epoch": info["epoch"],
+        "test_accuracy": _results_accuracy(path, info["epoch"]),
+    }
+    return ServedModel(name=name, module=module, normalize=Normalizer(info["mean"], info["std"], torch.device("cpu")),
+                       classes=info["classes"], channels=info["channels"], input_size=info["input_size"], card=card)
+
+
+def load_models(specs: list[str]) -> list[ServedModel]:
+    """Every ``--checkpoint`` loaded up front, so a bad one stops the server before it listens."""
+    if not specs:
+        raise ConfigError("give at least one --checkpoint (a .pt file, or NAME=PATH)")
+    named = [parse_checkpoint_spec(s) for s in specs]
+    seen: set[str] = set()
+    for name, _ in named:
+        if name in seen:
+            raise ConfigError(f"two checkpoints are named '{name}'; name them with --checkpoint NAME=PATH")
+        seen.add(name)
+    return [load_model(name, path) for name, path in named]
+
+
+# ---------------------------------------------------------------- predictions
+
+def _check_image(raw: bytes, name: str, limits: Limits) -> None:
+    """Refuse non-images and too many pixels from the header alone, before anything is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not raw:
+        raise ApiError(400, f"{name} is empty (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            w, h = im.size
+    except Image.DecompressionBombError:
+        raise ApiError(413, f"{name} has too many pixels; the limit is {limits.max_pixels} (--max-pixels)") from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise ApiError(400, f"{name} is not an image Pillow can read (send PNG, JPEG, BMP, GIF or WebP)") from None
+    if w * h > limits.max_pixels:
+        raise ApiError(413, f"{name} is {w}x{h} = {w * h} pixels; the limit is {limits.max_pixels} (--max-pixels)")
+
+
+def predict_images(m: ServedModel, images: list[tuple[str, bytes]], top_k: int, invert: str,
+                   limits: Limits) -> list[dict]:
+    """Top-k classes for each (name, encoded bytes) image; the shape of ``convtrain predict --json``."""
+    tensors = []
+    for name, raw in images:
+        _check_image(raw, name, limits)
+        try:
+            tensors.append(_to_input(raw, name, m.channels, m.input_size, invert))
+        except DataError as exc:  # truncated or corrupt pixel data behind a valid header
+            raise ApiError(400, str(exc)) from None
+    with torch.inference_mode():
+        probs = torch.softmax(m.module(m.normalize(torch.stack(tensors))).float(), dim=1)
+    top = probs.topk(top_k, dim=1)
+    return [{"image": name, "label": int(idx[0]), "name": m.classes[int(idx[0])],
+             "topk": [{"index": int(i), "name": m.classes[int(i)], "prob": float(p)} for p, i in zip(pr, idx)]}
+            for (name, _), pr, idx in zip(images, top.values, top.indices)]
+
+
+# ---------------------------------------------------------------- runs page
+
+def _results(run: Path) -> Optional[runfiles.Results]:
+    """The run's results.json through the one typed reader; a missing or damaged file is None."""
+    try:
+        return runfiles.read_results(run)
+    except ConvtrainError:
+        return None
+
+
+def _metrics(run: Path) -> list:
+    """The run's metrics.csv rows through the one typed reader; a damaged file gives none."""
+    try:
+        return runfiles.read_metrics(run)
+    except ConvtrainError:
+        return []
+
+
+def run_summary(run: Path) -> dict:
+    """What the runs page shows for one run directory; unreadable files become missing fields."""
+    results, rows = _results(run), _metrics(run)
+    return {
+        "name": run.name,
+        "status": results.status if results is not None else "unfinished",
+        "epochs": len(rows) if (run / "metrics.csv").is_file() else None,
+        "best_val_acc": results.best_val_acc if results is not None else None,
+        "test_accuracy": results.test_accuracy if results is not None else None,
+        "test_loss": results.test_loss if results is not None else None,
+        "last_epoch": {k: v for k, v in rows[-1].as_dict().items() if v is not None} if rows else {},
+        "images": [f"/runs/{run.name}/{img}" for img in RUN_IMAGES if (run / img).is_file()],
+        "modified": (run / "config.yaml").stat().st_mtime if (run / "config.yaml").is_file() else run.stat().st_mtime,
+    }
+
+
+def list_runs(runs_dir: Path) -> list[dict]:
+    """Run directories (those with a config.yaml, metrics.csv or results.json) under ``runs_dir``, newest first."""
+    if not runs_dir.is_dir():
+        return []
+    found = []
+    root = runs_dir.resolve()
+    for run in runs_dir.iterdir():
+        # a symlink out of the folder is not one of its runs (its pictures would be refused anyway)
+        if run.is_dir() and run.resolve().parent == root and _NAME.match(run.name) and any((run / f).is_file() for f in
+                                                          ("config.yaml", "metrics.csv", "results.json")):
+            try:
+                found.append(run_summary(run))
+            except OSError:
+                continue  # removed while we looked
+    return sorted(found, key=lambda r: r["modified"], reverse=True)
+
+
+def run_image(runs_dir: Path, run: str, name: str) -> Path:
+    """The file behind /runs/RUN/NAME: only curves.png or confusion.png directly inside a run under runs_dir."""
+    root = runs_dir.resolve()
+    missing = ApiError(404, f"no image {run}/{name} under the runs folder")
+    if name not in RUN_IMAGES or not _NAME.match(run):
+        raise missing
+    folder = (root / run).resolve()
+    path = (folder / name).resolve()
+    # resolve() follows symlinks: a link pointing outside the runs folder is refused like '..'
+    if folder.parent != root or path.parent != folder or not path.is_file():
+        raise missing
+    return path
+
+
+# ---------------------------------------------------------------- the app
+
+def _request_models():
+    """The JSON body of POST /v1/predict, as a pydantic model (FastAPI documents it at /docs)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class PredictRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        images: list[str] = Field(..., description="Images as base64 (PNG, JPEG, ...); data: URLs are accepted.")
+        top_k: int = Field(3, description="How many classes to return per image (1 to the number of classes).")
+        model: Optional[str] = Field(None, description="A name from GET /v1/models; default: the first checkpoint.")
+        invert: Literal["auto", "yes", "no"] = Field(
+            "auto", description="auto: an image with a light border (dark ink on paper) is inverted first.")
+
+    return PredictRequest
+
+
+PREDICT_FIELDS = ("images", "top_k", "model", "invert")
+FORM_FIELDS = ("file", "top_k", "model", "invert")
+
+
+def _validation_message(exc) -> str:
+    """A pydantic ValidationError as one sentence naming the field."""
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first.get("loc", ()))
+    return f"{loc or 'body'}: {first.get('msg')}"
+
+
+async def _read_body(request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes (also for chunked uploads)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the request is {int(declared)} bytes; the limit is {limit} (--max-bytes)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the request is over {limit} bytes (--max-bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode_base64(text: str, index: int) -> bytes:
+    try:
+        return base64.b64decode(_DATA_URL.sub("", text.strip(), count=1), validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, f"images[{index}] is not valid base64") from None
+
+
+async def _parse_predict(request, body: bytes, limits: Limits, request_model):
+    """(params, [(name, bytes)]) from a multipart upload (field 'file') or a JSON batch."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not body:
+        raise ApiError(400, "the request body is empty: send an image as multipart field 'file', "
+                            "or JSON {\"images\": [\"<base64>\", ...]}")
+    if ctype == "application/json":
+        return _parse_json(body, limits, request_model)
+    if ctype == "multipart/form-data":
+        request._body = body  # already read (and size-checked); Request.form() parses the cached body
+        return await _parse_form(request, request_model)
+    if ctype == "application/x-www-form-urlencoded":  # an HTML form without enctype: the file was left out
+        raise ApiError(400, "multipart field 'file' is missing: send the image as multipart/form-data field 'file'")
+    raise ApiError(415, f"unsupported content type '{ctype or 'none'}': send multipart/form-data "
+                        "(field 'file') or application/json")
+
+
+def _validated(request_model, fields: dict):
+    from pydantic import ValidationError
+
+    try:
+        return request_model.model_validate(fields)
+    except ValidationError as exc:
+        raise ApiError(422, _validation_message(exc)) from None
+
+
+def _parse_json(body: bytes, limits: Limits, request_model):
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise ApiError(400, "the JSON body must be an object: {\"images\": [\"<base64>\", ...]}")
+    unknown = [k for k in raw if k not in PREDICT_FIELDS]
+    if unknown:  # before pydantic, which would first complain that 'images' is missing
+        raise ApiError(400, f"unknown field '{unknown[0]}'{did_you_mean(unknown[0], PREDICT_FIELDS)}; "
+                            f"the fields are {', '.join(PREDICT_FIELDS)}")
+    params = _validated(request_model, raw)
+    if not params.images:
+        raise ApiError(422, "images is empty: give at least one base64 image")
+    if len(params.images) > limits.max_batch:
+        raise ApiError(422, f"{len(params.images)} images in one request; the limit is {limits.max_batch} (--max-batch)")
+    return params, [(f"images[{i}]", _decode_base64(s, i)) for i, s in enumerate(params.images)]
+
+
+async def _parse_form(request, request_model):
+    from starlette.datastructures import UploadFile
+
+    form = await request.form(max_files=1, max_fields=len(FORM_FIELDS))
+    unknown = [k for k in form.keys() if k not in FORM_FIELDS]
+    if unknown:
+        raise ApiError(400, f"unknown multipart field '{unknown[0]}'{did_you_mean(unknown[0], FORM_FIELDS)}; "
+                            "send the image as field 'file'")
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise ApiError(400, "multipart field 'file' is missing or is not a file; send the image as field 'file'")
+    params = _validated(request_model, {"images": [], **{k: form[k] for k in ("top_k", "model", "invert") if k in form}})
+    return params, [(upload.filename or "file", await upload.read())]
+
+
+def _openapi_body(request_model) -> dict:
+    return {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary", "description": "One image file (PNG, JPEG, ...)."},
+            "top_k": {"type": "integer", "default": 3}, "model": {"type": "string"},
+            "invert": {"type": "string", "enum": list(INVERT_CHOICES), "default": "auto"}}}},
+        "application/json": {"schema": request_model.model_json_schema()},
+    }}}
+
+
+def create_app(models: list[ServedModel], runs_dir: str | Path = "runs", limits: Limits = Limits(),
+               max_concurrent: Optional[int] = None):
+    """The FastAPI app: /v1/predict, /v1/models, /v1/runs, /healthz, the drawing page / and /runs."""
+    from fastapi import FastAPI, Request
+    from starlette.concurrency import run_in_threadpool
+
+    if not models:
+        raise ConfigError("create_app needs at least one model")
+    by_name = {m.name: m for m in models}
+    default = models[0].name
+    runs_dir = Path(runs_dir)
+    request_model = _request_models()
+    # requests beyond this wait in the threadpool instead of fighting over the cores
+    gate = threading.BoundedSemaphore(max_concurrent or max(1, os.cpu_count() or 1))
+
+    app = FastAPI(title="convtrain serve", version="1",
+                  description="Classify images with convtrain checkpoints. Errors are JSON: {\"error\": \"...\"}.")
+    _add_error_handlers(app)
+
+    @app.get("/healthz", summary="Liveness: 200 and the model names while the server answers")
+    def healthz() -> dict:
+        return {"status": "ok", "models": list(by_name)}
+
+    @app.get("/v1/models", summary="The loaded checkpoints: dataset, classes, input, parameters, accuracy")
+    def list_models() -> dict:
+        return {"default": default, "models": [m.card for m in models]}
+
+    def infer(m: ServedModel, images, top_k: int, invert: str) -> list[dict]:
+        with gate:
+            return predict_images(m, images, top_k, invert, limits)
+
+    @app.post("/v1/predict", summary="Top-k classes for one uploaded image or a JSON batch of base64 images",
+              openapi_extra=_openapi_body(request_model))
+    async def predict(request: Request) -> dict:
+        body = await _read_body(request, limits.max_bytes)
+        params, images = await _parse_predict(request, body, limits, request_model)
+        name = params.model or default
+        if name not in by_name:
+            raise ApiError(422, f"unknown model '{name}'{did_you_mean(name, by_name)}; "
+                                f"the models are {', '.join(by_name)} (GET /v1/models)")
+        m = by_name[name]
+        if not 1 <= params.top_k <= len(m.classes):
+            raise ApiError(422, f"top_k must be between 1 and {len(m.classes)} for model '{name}', got {params.top_k}")
+        # decoding and the forward pass run in a worker thread: the event loop keeps answering
+        predictions = await run_in_threadpool(infer, m, images, params.top_k, params.invert)
+        return {"model": name, "predictions": predictions}
+
+    _add_pages(app, runs_dir)
+    return app
+
+
+def _add_error_handlers(app) -> None:
+    """Every refusal, ours or FastAPI's (404, 405, validation), answered as {"error": "..."}."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=422)
+
+
+def _add_pages(app, runs_dir: Path) -> None:
+    """The drawing page, the runs page and what they read: /v1/runs, run pictures, /static."""
+    from fastapi.responses import FileResponse
+    from fastapi.staticfiles import StaticFiles
+
+    @app.get("/v1/runs", summary="The runs under the runs folder with their final numbers and pictures")
+    def runs() -> dict:
+        return {"runs_dir": runs_dir.name, "runs": list_runs(runs_dir)}
+
+    @app.get("/runs/{run}/{name}", include_in_schema=False)
+    def run_picture(run: str, name: str):
+        return FileResponse(run_image(runs_dir, run, name), media_type="image/png")
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/runs", include_in_schema=False)
+    def runs_page():
+        return FileResponse(STATIC / "runs.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")

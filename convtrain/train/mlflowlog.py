@@ -1,0 +1,130 @@
+"""MLflow logging (``log.mlflow: true``): rank 0 only; everyone else holds a do-nothing :class:`NullMLflow`.
+
+One MLflow run per convtrain run, tagged ``convtrain.run_dir`` (a resumed run logs into the MLflow
+run it started, found by that tag): the resolved config as params (flattened, ``train.batch_size``),
+every epoch's metrics (step = epoch), and at the end results.json and checkpoints/best.pt as
+artifacts. The tracking URI is ``log.mlflow_uri``, else ``MLFLOW_TRACKING_URI``, else a local
+``mlruns/`` file store in the working directory.
+
+MLflow 3 refuses file stores unless ``MLFLOW_ALLOW_FILE_STORE=true`` (it prefers a database);
+for a file store URI that variable is set here, since a local folder is what the issue asks for
+and what needs no server. Uses only ``MlflowClient``, so the light ``mlflow-skinny`` package is
+enough (the ``convtrain[mlflow]`` extra).
+
+A logging failure in the middle of a run (a tracking server gone away) is one note, and logging
+stops; the run itself goes on, since its own files are the record.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..artifacts.metrics import MetricsRow
+from ..artifacts.rundiff import flatten
+from ..config.schema import LogConfig
+from ..errors import ConfigError
+
+EXPERIMENT = "convtrain"
+TAG = "convtrain.run_dir"
+
+
+class NullMLflow:
+    """``log.mlflow: false``, or a rank other than 0: logs nothing."""
+
+    def start(self, run_dir: Path | None, config: dict, resumed: bool, info: Callable[[str], None]) -> None:
+        pass
+
+    def epoch(self, row: MetricsRow) -> None:
+        pass
+
+    def finish(self, run_dir: Path | None) -> None:
+        pass
+
+    def end(self, status: str) -> None:
+        pass
+
+
+def tracking_uri(configured: str | None) -> str:
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or Path("mlruns").resolve().as_uri()
+    if uri.startswith("file:") or "://" not in uri:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return uri
+
+
+def open_mlflow(cfg: LogConfig, is_main: bool) -> NullMLflow | MLflowLogger:
+    """The run's MLflow writer; with log.mlflow on and MLflow missing, one line saying how to install it."""
+    if not cfg.mlflow or not is_main:
+        return NullMLflow()
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise ConfigError("log.mlflow needs MLflow: pip install 'convtrain[mlflow]'") from None
+    return MLflowLogger(MlflowClient(tracking_uri=tracking_uri(cfg.mlflow_uri)))
+
+
+class MLflowLogger:
+    def __init__(self, client) -> None:
+        self.client, self.run_id, self.info = client, None, print
+
+    def _call(self, what: str, fn: Callable[[], object]) -> None:
+        if self.client is None:
+            return
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the training must not die of them
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            self.info(f"note: MLflow logging stopped ({what} failed: {reason}); the run's own files are complete")
+            self.client = None
+
+    def start(self, run_dir: Path, config: dict, resumed: bool, info: Callable[[str], None]) -> None:
+        self.info = info
+        self._call("starting the run", lambda: self._start(run_dir, config, resumed))
+        if self.run_id is not None:
+            info(f"mlflow: run {self.run_id} at {self.client.tracking_uri}")
+
+    def _start(self, run_dir: Path, config: dict, resumed: bool) -> None:
+        from mlflow.entities import Param
+
+        c = self.client
+        exp = c.get_experiment_by_name(EXPERIMENT)
+        exp_id = exp.experiment_id if exp is not None else c.create_experiment(EXPERIMENT)
+        where = str(Path(run_dir).resolve())
+        if resumed:
+            found = c.search_runs([exp_id], filter_string=f"tags.`{TAG}` = '{where}'", max_results=1,
+                                  order_by=["attributes.start_time DESC"])
+            if found:
+                self.run_id = found[0].info.run_id
+                c.update_run(self.run_id, status="RUNNING")
+                return  # params are fixed in MLflow; a resumable change (train.epochs) shows in config.yaml
+        self.run_id = c.create_run(exp_id, tags={TAG: where}, run_name=Path(run_dir).name).info.run_id
+        params = [Param(k, str(v)[:6000]) for k, v in flatten(config).items()]
+        for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            c.log_batch(self.run_id, params=params[i:i + 100])
+
+    def epoch(self, row: MetricsRow) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, row.epoch) for k, v in row.as_dict().items()
+                   if k != "epoch" and v is not None]
+        self._call("logging epoch metrics", lambda: self.client.log_batch(self.run_id, metrics=metrics))
+
+    def finish(self, run_dir: Path) -> None:
+        def upload() -> None:
+            self.client.log_artifact(self.run_id, str(Path(run_dir) / "results.json"))
+            best = Path(run_dir) / "checkpoints" / "best.pt"
+            if best.is_file():
+                self.client.log_artifact(self.run_id, str(best), artifact_path="checkpoints")
+            self.client.set_terminated(self.run_id, "FINISHED")
+        self._call("uploading results.json and best.pt", upload)
+        self.client = None  # ended
+
+    def end(self, status: str) -> None:
+        """A run that did not finish: interrupted -> KILLED, failed -> FAILED."""
+        if self.run_id is not None:
+            self._call("ending the run", lambda: self.client.set_terminated(
+                self.run_id, "KILLED" if status == "interrupted" else "FAILED"))
+        self.client = None

@@ -1,0 +1,92 @@
+"""What a run prints: a rich progress bar on a terminal, plain periodic lines otherwise.
+
+Every line that is not part of the live bar is also appended to the run directory's log (lines
+printed before the run directory exists are kept and written when it is attached). Only rank 0
+gets an enabled reporter; ``Reporter(enabled=False)`` does nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..artifacts.metrics import MetricsRow
+
+
+class Reporter:
+    def __init__(self, console: Console | None = None, enabled: bool = True, log_every: int = 100) -> None:
+        self.console = console or Console()
+        self.enabled = enabled
+        self.log_every = log_every
+        self.live = enabled and self.console.is_terminal
+        self._log: Callable[[str], None] | None = None
+        self._early: list[str] = []  # lines printed before attach_log, for the log
+        self._progress: Progress | None = None
+        self._task = None
+
+    def attach_log(self, log: Callable[[str], None]) -> None:
+        """From now on every line also goes to ``log``; the lines printed so far go there first."""
+        self._log = log
+        early, self._early = self._early, []
+        for line in early:
+            log(line)
+
+    def info(self, message: str, style: str | None = None) -> None:
+        """A line for the user and the log (``message`` is plain text, not rich markup)."""
+        if not self.enabled:
+            return
+        self.console.print(escape(message), style=style, highlight=False, soft_wrap=True)
+        if not self.live:
+            self.console.file.flush()  # a log being tailed should see each line as it happens
+        if self._log is not None:
+            self._log(message)
+        else:
+            self._early.append(message)
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int, batch_size: int, start_step: int = 0) -> None:
+        if not self.enabled:
+            return
+        self._epoch, self._epochs, self._steps, self._batch = epoch, epochs, steps, batch_size
+        self._t0, self._start_step = time.perf_counter(), start_step
+        if self.live:
+            self._progress = Progress(
+                TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[ips]} img/s"), TimeRemainingColumn(),
+                console=self.console, transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task("train", total=steps, completed=start_step, loss="-", ips="-")
+
+    def step(self, step: int, loss) -> None:
+        """Called after every optimizer step with the loss tensor; syncs with the device only when it prints."""
+        if not self.enabled:
+            return
+        if self.live:
+            if step % 10 == 0 or step == self._steps:
+                self._progress.update(self._task, completed=step, loss=f"{float(loss):.4f}", ips=f"{self._ips(step):.0f}")
+        elif step % self.log_every == 0:
+            self.info(f"epoch {self._epoch}/{self._epochs} step {step}/{self._steps} loss {float(loss):.4f} "
+                      f"{self._ips(step):.0f} img/s")
+
+    def _ips(self, step: int) -> float:
+        elapsed = max(time.perf_counter() - self._t0, 1e-9)
+        return (step - self._start_step) * self._batch / elapsed
+
+    def epoch_end(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def epoch_summary(self, row: MetricsRow, epochs: int, improved: bool) -> None:
+        """The one line that ends an epoch (``row`` is what metrics.csv gets)."""
+        test = f"  test loss {row.test_loss:.4f} acc {row.test_acc:.4f}" if row.test_acc is not None else ""
+        skipped = f"  skipped {row.skipped}" if row.skipped else ""  # batches with a NaN/inf loss, not applied
+        self.info(f"epoch {row.epoch}/{epochs}  train loss {row.train_loss:.4f} acc {row.train_acc:.4f}  "
+                  f"val loss {row.val_loss:.4f} acc {row.val_acc:.4f}{test}  lr {row.lr:.3g}  "
+                  f"{row.seconds:.1f}s{skipped}{'  *best' if improved else ''}")
+
+    def close(self) -> None:
+        self.epoch_end()

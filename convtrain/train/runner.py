@@ -1,0 +1,612 @@
+"""One training run, read top to bottom: shared by ``train``, ``finetune`` and ``--resume``.
+
+:func:`run` is a short sequence of named phases around one :class:`RunState`::
+
+    setup_process -> setup_data -> build_model -> build_optim -> restore -> open_run_dir
+    -> prepare_training -> loop (per epoch: train_epoch, validate, record, save_checkpoints) -> final_test
+
+Everything that can be checked up front (data, model kwargs, pretrained weights, freeze) is checked
+before the run directory is created, so a refused run leaves nothing behind. Writers that only rank
+0 may use (run directory, TensorBoard, progress) are do-nothing objects on the other ranks. Adding a
+loop feature means adding a field to :class:`RunState` and a small phase, not a branch in ``run``.
+:func:`prepare_resume` and :func:`prepare_finetune` load the checkpoint a run starts from, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import backstop
+from ..artifacts import checkpoint
+from ..artifacts.metrics import MetricsRow
+from ..artifacts.rundir import NullRunDir, RunDir, default_path
+from ..config.schema import RunConfig, to_dict, to_yaml
+from ..data.batches import AugmentParams, make_batches
+from ..data.sources import build as build_data
+from ..data.types import DataBundle
+from ..errors import ConfigError, ConvtrainError, Interrupted, TrainingError
+from ..models import apply_init, create_model
+from . import distributed, engine, keep, mlflowlog, stopping
+from . import ema as ema_mod
+from .optim import build_optimizer, build_scheduler
+from .progress import Reporter
+from .repro import DETERMINISTIC_NOTE, deterministic, seed_everything
+from .signals import StopSignals, pause_for_test
+from .start import Start
+from .tblog import NullLogger, TensorBoardLogger, open_logger
+
+
+@dataclass
+class RunResult:
+    run_dir: Path | None
+    epochs: list[MetricsRow] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_acc: float = 0.0
+    test: dict = field(default_factory=dict)
+    train_seconds: float = 0.0
+    stopped_by: str | None = None  # early_stopping / stop_at / max_time; None: the whole schedule ran
+    time_to_target: float | None = None  # train.stop_at: training seconds until the target was reached
+    is_main: bool = True  # False on ranks > 0: they share rank 0's terminal and render nothing
+
+
+@dataclass
+class RunState:
+    """What changes as the run goes on; what --resume restores lives here."""
+
+    result: RunResult
+    epoch: int = 1  # the epoch being trained (or next to train)
+    epoch_state: engine.EpochState | None = None  # position inside ``epoch`` when resuming mid-epoch
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    best_state: dict | None = None  # CPU copy of the best weights: the final test uses them
+    status: str = "running"  # running -> finished / interrupted / failed (once results.json says so)
+    stop: str | None = None  # why the loop ended before train.epochs (early_stopping / stop_at / max_time)
+    last_test: dict | None = None  # this epoch's test pass (train.test_every_epoch), else None
+    best_test: dict | None = None  # the test pass of best_state's weights, when one was made (not saved in last.pt)
+
+
+@dataclass
+class Data:
+    bundle: DataBundle
+    train: object  # batch iterators (make_batches)
+    val: object
+    test: object
+    steps_per_epoch: int  # batches per epoch
+    chunk: int | None  # evaluation piece size (engine.eval_chunk)
+    channels_last: bool
+    updates_per_epoch: int = 0  # optimizer steps per epoch: batches / train.accumulate, rounded up
+
+
+@dataclass
+class Optim:
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    scaler: torch.amp.GradScaler | None
+
+
+@dataclass
+class Run:
+    """The parts of a run, built once by the set-up phases and read by the loop."""
+
+    cfg: RunConfig
+    dist: distributed.DistInfo
+    reporter: Reporter
+    signals: StopSignals
+    data: Data
+    model: nn.Module  # the plain model (checkpoints, evaluation)
+    train_model: nn.Module  # the same, maybe wrapped in DDP / torch.compile
+    optim: Optim
+    rundir: RunDir | NullRunDir
+    tb: TensorBoardLogger | NullLogger
+    meta: dict  # what every checkpoint records besides weights (checkpoint.build keywords)
+    ema: ema_mod.NoEMA | ema_mod.WeightEMA  # .model is what is evaluated and saved as best.pt
+    stops: stopping.Stops  # early stopping, stop_at, max_time
+    kept: keep.Kept  # checkpoints/epoch-NNN.pt (keep_top_k, every_n_epochs)
+    mlflow: mlflowlog.NullMLflow | mlflowlog.MLflowLogger
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def run(start: Start | RunConfig, *, run_dir: str | Path | None = None, reporter: Reporter | None = None,
+        signals: StopSignals | None = None) -> RunResult:
+    """Train (or fine-tune, or resume) as ``start`` says; return the numbers. Rank 0 writes the run directory.
+
+    ``signals``: an already installed :class:`StopSignals` (the CLI installs it before start-up);
+    without one the run installs its own for its duration.
+    """
+    if not isinstance(start, Start):
+        start = Start(start, Path(run_dir) if run_dir is not None else None)
+    with contextlib.ExitStack() as stack:
+        signals = signals or stack.enter_context(StopSignals())
+        untouched = f"{start.run_dir} is unchanged" if start.reopen else "nothing was written"
+        signals.immediate(lambda name: f"interrupted during start-up ({name}); {untouched}")
+        stack.enter_context(deterministic(start.cfg.train.deterministic))
+        dist, reporter = setup_process(start.cfg, reporter)
+        try:
+            return _phases(start, dist, reporter, signals)
+        finally:
+            reporter.close()
+            distributed.teardown(dist)
+
+
+def _phases(start: Start, dist: distributed.DistInfo, reporter: Reporter, signals: StopSignals) -> RunResult:
+    cfg = start.cfg
+    d = setup_data(cfg, dist)
+    model = build_model(cfg, d.bundle, dist, start, reporter)
+    optim = build_optim(model, cfg, dist.device, d.updates_per_epoch)
+    state = restore(start, model, optim, dist)
+    ema, stops, kept = build_loop_parts(cfg, model, start)
+    mlflow = mlflowlog.open_mlflow(cfg.log, dist.is_main)  # MLflow missing: refused before anything is written
+    rundir = open_run_dir(start, state, dist)  # from here on the run has files: record how it ends
+    r = Run(cfg=cfg, dist=dist, reporter=reporter, signals=signals, data=d, model=model, train_model=model,
+            optim=optim, rundir=rundir, tb=NullLogger(), meta=_checkpoint_meta(cfg, d.bundle), ema=ema, stops=stops,
+            kept=kept, mlflow=mlflow)
+    try:
+        prepare_training(r, state, start)
+        loop(r, state)
+        final_test(r, state)
+        # ranks > 0 would otherwise leave while rank 0 still writes results.json and the plots; a rank
+        # that exits early in a multi-node run sometimes took its node's rendezvous store down with it
+        distributed.barrier()
+        return state.result
+    except ConvtrainError as exc:
+        _record_end(r, state, exc)
+        raise
+    finally:
+        r.tb.close()
+        rundir.close()  # lets go of RUN/.lock
+
+
+# --------------------------------------------------------------------------------------------
+# Phases
+
+
+def setup_process(cfg: RunConfig, reporter: Reporter | None) -> tuple[distributed.DistInfo, Reporter]:
+    """Processes and devices, threads, seeds (model init uses the same seed on every rank)."""
+    dist = distributed.setup(cfg.device, cfg.devices, cfg.dist_timeout)
+    reporter = reporter if (reporter is not None and dist.is_main) else Reporter(enabled=False)
+    reporter.log_every = cfg.train.log_every
+    if dist.distributed and cfg.train.sync_batchnorm and dist.device.type != "cuda":
+        distributed.teardown(dist)
+        raise ConfigError("train.sync_batchnorm needs GPUs: PyTorch's SyncBatchNorm does not run on the CPU")
+    if cfg.speed.threads:
+        torch.set_num_threads(cfg.speed.threads)
+    seed_everything(cfg.seed)
+    return dist, reporter
+
+
+def setup_data(cfg: RunConfig, dist: distributed.DistInfo) -> Data:
+    """Decode the data once, resident on the training device (or served by a DataLoader)."""
+    pause_for_test("start-up")
+    bundle = build_data(cfg.data, cfg.seed)
+    device = dist.device
+    loader = cfg.data.loader
+    if loader == "auto":
+        loader = "tensor" if bundle.tensor_resident else "dataloader"
+    elif loader == "tensor" and not bundle.tensor_resident:
+        raise ConfigError(f"data.loader is tensor, but the decoded images exceed data.memory_budget_mb="
+                          f"{cfg.data.memory_budget_mb}; raise the budget or set data.loader=auto (streams from disk)")
+    splits = (bundle.train, bundle.val, bundle.test)
+    if loader == "tensor":
+        splits = tuple(s.to(device) for s in splits)
+    channels_last = cfg.speed.channels_last and device.type in ("cpu", "cuda")
+    augment = AugmentParams(**{k: v for k, v in dataclasses.asdict(cfg.data.augment).items() if k != "enabled"}) \
+        if cfg.data.augment.enabled else None
+    shared = dict(rank=dist.rank, world_size=dist.world_size, workers=cfg.data.workers, channels_last=channels_last)
+    train = make_batches(splits[0], bundle, loader, cfg.train.batch_size, device, shuffle=True, seed=cfg.seed,
+                              augment=augment, **shared)
+    val, test = (make_batches(split, bundle, loader, cfg.train.eval_batch_size, device, shuffle=False, **shared)
+                 for split in splits[1:])
+    accumulate = cfg.train.accumulate
+    steps = min(len(train), cfg.train.max_steps_per_epoch * accumulate if cfg.train.max_steps_per_epoch else math.inf)
+    if steps < 1:
+        raise ConfigError(f"the training set ({len(splits[0])} images) is smaller than one batch per process")
+    return Data(bundle, train, val, test, int(steps), engine.eval_chunk(device, cfg.speed.eval_chunk), channels_last,
+                updates_per_epoch=math.ceil(steps / accumulate))
+
+
+def build_model(cfg: RunConfig, bundle: DataBundle, dist: distributed.DistInfo, start: Start,
+                reporter: Reporter) -> nn.Module:
+    """The registry's model, initialised; with pretrained weights (and frozen parts) when fine-tuning."""
+    model = create_model(cfg.model.name, num_classes=len(bundle.classes), in_channels=bundle.in_channels,
+                         input_size=bundle.input_size, **cfg.model.kwargs)
+    apply_init(model, cfg.model.init)
+    if dist.distributed and cfg.train.sync_batchnorm:
+        # before freezing: conversion replaces the BatchNorm modules that freeze() keeps in eval mode
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if cfg.finetune.checkpoint and start.resume is None:  # a resumed run's weights come from its last.pt
+        _load_pretrained(model, cfg, start.pretrained or checkpoint.load(cfg.finetune.checkpoint), reporter,
+                         bundle.classes)
+    model.to(dist.device)
+    if cfg.speed.channels_last and dist.device.type in ("cpu", "cuda"):
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_optim(model: nn.Module, cfg: RunConfig, device: torch.device, steps_per_epoch: int) -> Optim:
+    """Optimizer (refuses a model with nothing to train), per-step schedule, fp16 loss scaler.
+
+    ``steps_per_epoch`` counts optimizer steps (with train.accumulate, fewer than batches)."""
+    optimizer = build_optimizer(model, cfg, device)
+    scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and cfg.speed.amp == "fp16") else None
+    return Optim(optimizer, build_scheduler(optimizer, cfg, steps_per_epoch), scaler)
+
+
+def restore(start: Start, model: nn.Module, optim: Optim, dist: distributed.DistInfo) -> RunState:
+    """A fresh state at epoch 1, or the resumed run's: weights, optimizer, schedule, best so far, position."""
+    state = RunState(RunResult(None, is_main=dist.is_main))
+    if start.resume is None:
+        return state
+    ts = start.resume["training_state"]
+    if ts["world_size"] != dist.world_size:
+        raise ConfigError(f"this run was saved with {ts['world_size']} process(es); resume it with the same number "
+                          f"(now {dist.world_size}) so that the data order and RNG states carry over")
+    model.load_state_dict(start.resume["model"]["state_dict"])
+    optim.optimizer.load_state_dict(ts["optimizer"])
+    if optim.scheduler is not None and ts["scheduler"] is not None:
+        optim.scheduler.load_state_dict(ts["scheduler"])
+    if optim.scaler is not None and ts["scaler"] is not None:
+        optim.scaler.load_state_dict(ts["scaler"])
+    if ts["epoch_complete"]:
+        state.epoch = ts["epoch"] + 1
+    else:
+        state.epoch, state.epoch_state = ts["epoch"], engine.EpochState(**ts["epoch_state"][dist.rank])
+    state.best_val_acc, state.best_epoch, state.best_state = ts["best_val_acc"], ts["best_epoch"], ts["best_state"]
+    return state
+
+
+def build_loop_parts(cfg: RunConfig, model: nn.Module, start: Start) -> tuple:
+    """The weight EMA, the stopping rules and the kept checkpoints, restored from last.pt when resuming
+    (a last.pt written before these features has none of them: they start afresh)."""
+    ts = start.resume["training_state"] if start.resume is not None else {}
+    ema = ema_mod.create(cfg.train.ema, model)
+    ema.load_state_dict(ts.get("ema"))
+    stops = stopping.Stops(cfg.train)
+    stops.load_state_dict(ts.get("stops"))
+    kept = keep.Kept(cfg.checkpoint)
+    kept.load_state_dict(ts.get("kept"))
+    return ema, stops, kept
+
+
+def open_run_dir(start: Start, state: RunState, dist: distributed.DistInfo) -> RunDir | NullRunDir:
+    """Create the run directory (refusing to overwrite) and save the resolved config, or reopen it.
+
+    The only phase that creates files, and the last set-up check: everything before it may refuse
+    the run and leave nothing behind. Other ranks get a run directory that writes nothing.
+    """
+    if not dist.is_main:
+        return RunDir.disabled()
+    cfg = start.cfg
+    rundir = RunDir.open(start.run_dir) if start.reopen else \
+        RunDir.create(start.run_dir or default_path(cfg.out_dir, cfg.name or "run"))
+    backstop.set_run_dir(rundir.path)  # an unforeseen crash from here on leaves its traceback in the run
+    try:
+        text = (f"# resolved config; {dist.world_size} process(es) x train.batch_size {cfg.train.batch_size} "
+                f"= global batch {dist.world_size * cfg.train.batch_size}\n" + to_yaml(cfg))
+        if start.reopen:
+            rundir.truncate_metrics(state.epoch - 1)  # rows written after the checkpoint we restart from
+            rundir.update_config(text)  # e.g. --set train.epochs=20: config.yaml says what the run now does
+        else:
+            rundir.write_config(text)
+        state.result.run_dir = rundir.path
+        state.result.epochs = rundir.read_metrics()
+    except BaseException:
+        rundir.close()  # the lock must not outlive a run that could not start
+        raise
+    return rundir
+
+
+def prepare_training(r: Run, state: RunState, start: Start) -> None:
+    """Attach the log and TensorBoard, wrap the model for DDP / compile, set the RNGs, say what runs."""
+    cfg, dist = r.cfg, r.dist
+    r.signals.immediate(lambda name: f"interrupted before training started ({name}); "
+                                     f"resume with: {_resume_command(r)}")
+    r.reporter.attach_log(r.rundir.log)
+    r.tb, note = open_logger(r.rundir.tensorboard_folder() if cfg.log.tensorboard else None, cfg.log.tensorboard_every)
+    notes = [*start.notes, *r.data.bundle.notes, *([r.rundir.note] if r.rundir.note else []),
+             *([note] if note else []), *([DETERMINISTIC_NOTE] if cfg.train.deterministic else [])]
+    for line in notes:
+        r.reporter.info(line)
+    r.mlflow.start(r.rundir.path, to_dict(cfg), start.reopen, r.reporter.info)
+    if dist.distributed:
+        r.train_model = nn.parallel.DistributedDataParallel(
+            r.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    if cfg.speed.compile:
+        mode = cfg.speed.compile if isinstance(cfg.speed.compile, str) else "default"
+        r.train_model = torch.compile(r.train_model, mode=mode)
+    seed_everything(cfg.seed + dist.rank)  # dropout etc. differ per rank
+    if start.resume is not None:
+        checkpoint.set_rng_state(start.resume["training_state"]["rng"][dist.rank])
+    n_params = sum(p.numel() for p in r.model.parameters())
+    n_train = sum(p.numel() for p in r.model.parameters() if p.requires_grad)
+    b = r.data.bundle
+    r.reporter.info(f"{'resuming' if start.resume else 'run'}: {r.rundir.path}  model {cfg.model.name} "
+                    f"({n_params:,} parameters, {n_train:,} trainable)  data {cfg.data.name}: "
+                    f"{len(b.train)} train / {len(b.val)} val / {len(b.test)} test  device {dist.device}"
+                    f"{f' x {dist.world_size} processes' if dist.distributed else ''}")
+
+
+def loop(r: Run, state: RunState) -> None:
+    """The epochs: train, validate, record, checkpoint, until train.epochs or a stopping rule (early
+    stopping, stop_at, max_time: ``state.stop``). A first Ctrl-C/SIGTERM stops after the current step."""
+    r.signals.graceful(lambda name: _stopped_at_once(r, name))
+    # a resumed run whose rule had already fired only runs the final test
+    state.stop = _stop_reason(r) if state.epoch <= r.cfg.train.epochs else None
+    while state.epoch <= r.cfg.train.epochs and state.stop is None:
+        out = train_epoch(r, state)
+        partial = stop_mid_epoch(r, state, out.state) if out.stopped else None
+        row = validate(r, state, out.state)
+        improved = record(r, state, row)
+        r.stops.after_epoch(row)
+        save_checkpoints(r, state, out.state, row, improved, partial)
+        state.epoch, state.epoch_state = state.epoch + 1, None
+        # a rule that fires after the schedule's last full epoch stopped nothing early
+        state.stop = _stop_reason(r) if state.epoch <= r.cfg.train.epochs or partial else None
+    if state.stop is not None:
+        r.reporter.info(_stop_note(r, state))
+    if r.signals.is_set():  # the first signal came after the last step (validation, saves): honour it here
+        with r.signals.protected():
+            r.rundir.write_results({"status": "interrupted", "epoch": state.epoch - 1, "step": None})
+            state.status = "interrupted"
+        raise Interrupted(f"interrupted after the last epoch; last.pt saved. Resume with: {_resume_command(r)} "
+                          "(it only runs the final test)")
+
+
+def train_epoch(r: Run, state: RunState) -> engine.EpochResult:
+    """One epoch of optimizer steps (from the saved position when resuming mid-epoch)."""
+    cfg, steps = r.cfg, r.data.steps_per_epoch
+    epoch_state = state.epoch_state or engine.EpochState()
+    r.data.train.set_epoch(state.epoch)
+    r.reporter.epoch_start(state.epoch, cfg.train.epochs, steps, cfg.train.batch_size, epoch_state.step)
+    offset = (state.epoch - 1) * steps
+    before, started = epoch_state.seconds, time.perf_counter()
+
+    def on_step(step: int, loss) -> None:
+        r.reporter.step(step, loss)
+        r.tb.step(offset + step, loss, r.optim.optimizer.param_groups[0]["lr"])
+
+    def should_stop() -> bool:  # asked between optimizer steps
+        return r.signals.is_set() or r.stops.time_up(before + time.perf_counter() - started)
+
+    try:
+        return engine.train_one_epoch(
+            r.train_model, r.data.train.iter_from(epoch_state.step), steps, r.optim.optimizer, r.optim.scheduler,
+            epoch=state.epoch, device=r.dist.device, state=epoch_state, label_smoothing=cfg.train.label_smoothing,
+            grad_clip=cfg.train.grad_clip, nonfinite=cfg.train.nonfinite, amp=cfg.speed.amp, scaler=r.optim.scaler,
+            on_step=on_step, should_stop=should_stop, accumulate=cfg.train.accumulate, on_update=r.ema.update,
+            check_every=engine.check_interval(r.dist.device, cfg.train.log_every))
+    except engine.NonFiniteLoss as exc:
+        raise TrainingError(f"training diverged: {exc}; the last good checkpoint is kept "
+                            f"(set train.nonfinite=skip to skip such batches, or lower optim.lr)") from None
+    finally:
+        r.reporter.epoch_end()
+
+
+def stop_mid_epoch(r: Run, state: RunState, epoch_state: engine.EpochState) -> dict:
+    """The engine stopped before the epoch's end. On a signal: save last.pt at this step and exit 130.
+    On train.max_time: return last.pt's training state at this step; the loop then validates, saves
+    and tests as after any epoch (resumed with a larger max_time, the run continues from this step)."""
+    if distributed.broadcast_flag(r.signals.is_set(), r.dist.device):
+        save_interrupted(r, state, epoch_state)
+    # the engine's own clock started a moment after the one that fired: count what fired, so the
+    # loop (and a resume with the same max_time) see the budget as spent
+    epoch_state.seconds = max(epoch_state.seconds, r.stops.fired_at)
+    return _training_state(r, state, epoch_state, complete=False)  # a collective: every rank calls it
+
+
+def save_interrupted(r: Run, state: RunState, epoch_state: engine.EpochState) -> None:
+    """After a first signal: save last.pt at this very step, record it, stop with exit 130."""
+    pause_for_test("stop")
+    training_state = _training_state(r, state, epoch_state, complete=False)  # a collective: every rank calls it
+    with r.signals.protected():
+        pause_for_test("save")
+        r.rundir.save_checkpoint("last.pt", checkpoint.build(
+            r.model, epoch=state.epoch - 1, metrics={}, training_state=training_state, **r.meta))
+        r.rundir.write_results({"status": "interrupted", "epoch": state.epoch, "step": epoch_state.step})
+        state.status = "interrupted"
+    raise Interrupted(f"interrupted at epoch {state.epoch}, step {epoch_state.step}; last.pt saved. "
+                      f"Resume with: {_resume_command(r)}")
+
+
+def validate(r: Run, state: RunState, epoch_state: engine.EpochState) -> MetricsRow:
+    """The epoch's metrics row: training sums of every rank, validation (and test when asked)."""
+    val = _evaluate(r, r.data.val)  # the EMA weights when train.ema is on
+    test = _evaluate(r, r.data.test) if r.cfg.train.test_every_epoch else {}
+    state.last_test = test or None
+    train_loss, train_acc = _global_train_metrics(epoch_state, r.dist.device)
+    return MetricsRow(epoch=state.epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val["loss"],
+                      val_acc=val["accuracy"], lr=r.optim.optimizer.param_groups[0]["lr"], seconds=epoch_state.seconds,
+                      test_loss=test.get("loss"), test_acc=test.get("accuracy"), val_seconds=val["seconds"],
+                      test_seconds=test.get("seconds"), skipped=epoch_state.skipped)
+
+
+def record(r: Run, state: RunState, row: MetricsRow) -> bool:
+    """Keep the best weights (chosen on validation), print the epoch line, log the row. True if improved."""
+    improved = row.val_acc > state.best_val_acc
+    if improved:
+        state.best_val_acc, state.best_epoch = row.val_acc, row.epoch
+        state.best_state = {k: v.detach().cpu().clone() for k, v in r.ema.model.state_dict().items()}
+        state.best_test = state.last_test  # the test numbers of exactly these weights, if this epoch made them
+    state.result.epochs.append(row)
+    r.reporter.epoch_summary(row, r.cfg.train.epochs, improved)
+    r.tb.epoch(row)
+    r.rundir.append_metrics(row)
+    r.mlflow.epoch(row)
+    return improved
+
+
+def save_checkpoints(r: Run, state: RunState, epoch_state: engine.EpochState, row: MetricsRow, improved: bool,
+                     partial: dict | None = None) -> None:
+    """best.pt when validation improved, epoch-NNN.pt when kept, last.pt always; a signal waits until
+    all are written. best.pt and epoch-NNN.pt hold the evaluated (EMA) weights, last.pt the trained
+    ones (and the EMA in its training state). ``partial``: the training state of a max_time stop."""
+    complete = partial is None
+    training_state = partial or _training_state(r, state, epoch_state, complete=True)  # a collective
+    metrics = {k: v for k, v in row.as_dict().items() if v is not None}
+    keep_this = r.kept.after_epoch(state.epoch, row.val_acc)
+    with r.signals.protected():
+        if improved:
+            r.rundir.save_checkpoint("best.pt", checkpoint.build(r.ema.model, epoch=state.epoch, metrics=metrics,
+                                                                 **r.meta))
+        if keep_this:
+            r.rundir.save_checkpoint(keep.epoch_file(state.epoch), checkpoint.build(
+                r.ema.model, epoch=state.epoch, metrics=metrics, **r.meta))
+        training_state["kept"] = r.kept.state_dict()
+        pause_for_test("save")
+        r.rundir.save_checkpoint("last.pt", checkpoint.build(
+            r.model, epoch=state.epoch if complete else state.epoch - 1, metrics=metrics if complete else {},
+            training_state=training_state, **r.meta))
+        r.rundir.remove_checkpoints(r.kept.stale(r.rundir.checkpoint_names()))  # after last.pt no longer lists them
+
+
+def final_test(r: Run, state: RunState) -> None:
+    """Test the best weights (chosen on validation, never on test), write results.json, then the plots."""
+    r.signals.immediate(lambda name: f"interrupted during the final test ({name}); training is complete and "
+                                     f"last.pt is intact; resume with: {_resume_command(r)} "
+                                     f"(it only runs the final test)")
+    pause_for_test("final-test")
+    res = state.result
+    res.best_epoch, res.best_val_acc = state.best_epoch, state.best_val_acc
+    res.train_seconds = sum(row.seconds for row in res.epochs)
+    res.stopped_by, res.time_to_target = state.stop, r.stops.results()["time_to_target"]
+    res.test = t = _reused_test(state) or _evaluate_best(r, state)
+    with r.signals.protected():
+        r.rundir.write_results({
+            "status": "finished", "best_epoch": state.best_epoch, "best_val_acc": state.best_val_acc,
+            "test_accuracy": t["accuracy"], "test_loss": t["loss"], "test_num_samples": t["num_samples"],
+            "test_per_class_accuracy": t["per_class_accuracy"], "test_confusion_matrix": t["confusion_matrix"],
+            "classes": r.data.bundle.classes, "epochs": len(res.epochs), "train_seconds": res.train_seconds,
+            "stopped_early": state.stop is not None, "stopped_by": state.stop,
+            "stopped_epoch": res.epochs[-1].epoch if state.stop is not None and res.epochs else None,
+            **r.stops.results(), "world_size": r.dist.world_size, "device": str(r.dist.device),
+            # data.skip_unreadable: every file or CSV row left out is named here (nothing is dropped silently)
+            **({"skipped_unreadable": len(r.data.bundle.skipped), "skipped_files": r.data.bundle.skipped}
+               if r.data.bundle.skipped else {})})
+        state.status = "finished"
+        r.signals.immediate(lambda name: f"interrupted ({name}) after the run finished; results.json is complete; "
+                                         f"redo the plots with: convtrain plot {r.rundir.path}")
+    r.mlflow.finish(r.rundir.path)  # uploads: outside the protected block, so Ctrl-C is not held up
+    if r.cfg.log.plots:
+        # at a terminal someone waits for the prompt: the pictures follow from another process;
+        # a script or a pipe reads them once the command ends, so there they are written first
+        r.rundir.write_plots(r.reporter.info, background=r.reporter.live)
+
+
+def _reused_test(state: RunState) -> dict | None:
+    """The test pass made in the best epoch (test_every_epoch): the same weights on the same test
+    batches give the same numbers, so the final test would only repeat it (0.6 s per 10k images here).
+    None after a resume (best_test is not in last.pt): then the best weights are tested again."""
+    return state.best_test
+
+
+def _evaluate_best(r: Run, state: RunState) -> dict:
+    if state.best_state is not None:
+        r.ema.model.load_state_dict(state.best_state)
+    return _evaluate(r, r.data.test)
+
+
+def _load_pretrained(model: nn.Module, cfg: RunConfig, ckpt: dict, reporter: Reporter,
+                     classes: list[str] | None = None) -> None:
+    report = checkpoint.load_pretrained(model, ckpt, cfg.finetune.reinit_head, cfg.finetune.checkpoint, classes)
+    try:
+        frozen = model.freeze(cfg.finetune.freeze)
+    except ValueError as exc:
+        raise ConfigError(f"finetune.freeze: {exc}") from None
+    reporter.info(f"pretrained: {cfg.finetune.checkpoint} (model {ckpt['model']['name']}, dataset {ckpt['dataset']}, "
+                  f"{ckpt['num_classes']} classes, epoch {ckpt['epoch']})")
+    reporter.info(f"  loaded ({len(report['loaded'])}): {', '.join(report['loaded'])}")
+    reporter.info(f"  re-initialised ({len(report['reinitialized'])}): {', '.join(report['reinitialized']) or 'none'}")
+    reporter.info(f"  frozen ({len(frozen)}): {', '.join(frozen) or 'none'}")
+
+
+def _resume_command(r: Run) -> str:
+    """What to type to continue this run (a distributed run resumes with as many processes)."""
+    procs = f" --nproc-per-node {r.dist.world_size}" if r.dist.distributed else ""
+    return f"convtrain train --resume {r.rundir.path}{procs}"
+
+
+def _checkpoint_meta(cfg: RunConfig, bundle: DataBundle) -> dict:
+    return dict(model_name=cfg.model.name, model_kwargs=cfg.model.kwargs, classes=bundle.classes,
+                in_channels=bundle.in_channels, input_size=bundle.input_size, mean=bundle.mean, std=bundle.std,
+                dataset=cfg.data.name, config=to_dict(cfg))
+
+
+def _evaluate(r: Run, batches) -> dict:
+    """Evaluate the weights the run keeps: the EMA copy when train.ema is on, else the trained model."""
+    return engine.evaluate(r.ema.model, batches, len(r.data.bundle.classes), r.dist.device, r.cfg.speed.amp,
+                           r.data.chunk)
+
+
+def _stop_note(r: Run, state: RunState) -> str:
+    t, last = r.cfg.train, (state.result.epochs[-1].epoch if state.result.epochs else 0)
+    if state.stop == "early_stopping":
+        es = t.early_stopping
+        return (f"early stopping: {es.metric} did not improve (by more than {es.min_delta:g}) for {es.patience} "
+                f"epoch(s); stopped after epoch {last} of {t.epochs}")
+    if state.stop == "stop_at":
+        return (f"stop_at: target reached at epoch {r.stops.target.epoch} after {r.stops.target.seconds:.1f}s "
+                f"of training; stopped after epoch {last} of {t.epochs}")
+    return f"max_time: {t.max_time:g}s of training spent; stopped in epoch {last} of {t.epochs}"
+
+
+def _stop_reason(r: Run) -> str | None:
+    """Why the loop stops now, or None; max_time is decided on every process together (each times its own)."""
+    return r.stops.reason(distributed.broadcast_flag(r.stops.time_up(), r.dist.device))
+
+
+def _training_state(r: Run, state: RunState, epoch_state: engine.EpochState, complete: bool) -> dict:
+    """Everything --resume needs. Per-rank parts (position in the epoch, RNG) are gathered from every rank."""
+    per_rank = distributed.all_gather_objects({"epoch_state": epoch_state.as_dict(), "rng": checkpoint.rng_state()})
+    o = r.optim
+    return {
+        "epoch": state.epoch,
+        "epoch_complete": complete,
+        "epoch_state": [p["epoch_state"] for p in per_rank],
+        "rng": [p["rng"] for p in per_rank],
+        "optimizer": o.optimizer.state_dict(),
+        "scheduler": o.scheduler.state_dict() if o.scheduler is not None else None,
+        "scaler": o.scaler.state_dict() if o.scaler is not None else None,
+        "best_val_acc": state.best_val_acc,
+        "best_epoch": state.best_epoch,
+        "best_state": state.best_state,
+        "world_size": r.dist.world_size,
+        "ema": r.ema.state_dict(),  # None without train.ema
+        "stops": r.stops.state_dict(),
+        "kept": r.kept.state_dict(),
+    }
+
+
+def _stopped_at_once(r: Run, name: str) -> str:
+    """The message of a second signal in the loop (the first one asked for a clean stop)."""
+    saved = ("checkpoints/last.pt is the last completed save" if r.rundir.has_checkpoint("last.pt")
+             else "no checkpoint yet, so --resume starts the run again from epoch 1")
+    return f"interrupted twice ({name}): stopped at once; {saved}; resume with: {_resume_command(r)}"
+
+
+def _record_end(r: Run, state: RunState, exc: ConvtrainError) -> None:
+    """After the run directory exists, results.json (and MLflow) say how a run that did not finish ended."""
+    r.mlflow.end("interrupted" if isinstance(exc, Interrupted) else "failed")  # a no-op once finished
+    if state.status != "running":  # already recorded (clean interrupt, or finished before the plots)
+        return
+    state.status = "interrupted" if isinstance(exc, Interrupted) else "failed"
+    with contextlib.suppress(ConvtrainError), r.signals.protected():
+        # best effort: on a full disk this write fails too, and the previous results.json stays whole
+        r.rundir.write_results({"status": state.status, "reason": str(exc), "epoch": state.epoch})
+
+
+def _global_train_metrics(state: engine.EpochState, device: torch.device) -> tuple[float, float]:
+    """Mean training loss and accuracy over the samples of every rank."""
+    totals = torch.tensor([state.loss_sum, state.correct, state.samples], dtype=torch.float64, device=device)
+    distributed.all_reduce_sum(totals)
+    seen = max(float(totals[2]), 1.0)
+    return float(totals[0]) / seen, float(totals[1]) / seen

@@ -1,0 +1,108 @@
+"""Ctrl-C and SIGTERM for a whole run, from start-up to the last plot: always exit 130, never a torn file.
+
+:class:`StopSignals` is installed before any start-up work and stays until the command returns.
+What a signal does depends on where the run is:
+
+* start-up, final test, plots (``immediate``): stop at once with one line (``Interrupted``);
+* the training loop (``graceful``): the first signal asks the loop to stop after the current step
+  (acknowledged on stderr); the loop saves ``last.pt`` and exits 130. A second signal stops at once,
+  with its own message.
+
+Inside :meth:`StopSignals.protected` (a checkpoint or results write) a signal waits until the write
+is done, so a file is always the old one or the complete new one and no temporary file is left.
+Deliberately torch-free: the CLI installs it before importing torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from ..errors import Interrupted
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopSignals:
+    def __init__(self, ack: Callable[[str], None] | None = None) -> None:
+        self.requested = False  # the loop was asked to stop after the current step
+        # os.write, not print: a handler that prints can hit "reentrant call" if the main thread was printing
+        self._ack = ack or (lambda line: os.write(2, (line + "\n").encode()))
+        self._graceful = False
+        self._message: Callable[[str], str] = lambda name: f"interrupted ({name})"
+        self._depth = 0  # >0 while inside protected()
+        self._pending: int | None = None
+        self._saved: dict = {}
+
+    # ---- installation -------------------------------------------------------------------------
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # Python only allows it there
+            for sig in _SIGNALS:
+                self._saved[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        for sig, old in self._saved.items():
+            signal.signal(sig, old)
+        self._saved = {}
+        return False
+
+    # ---- what a signal means now --------------------------------------------------------------
+    def immediate(self, message: Callable[[str], str]) -> None:
+        """From now on a signal stops at once with ``message(signal_name)``."""
+        self._graceful, self._message = False, message
+
+    def graceful(self, twice: Callable[[str], str]) -> None:
+        """From now on the first signal sets :meth:`is_set`; a second one stops with ``twice(name)``."""
+        self._graceful, self._message = True, twice
+
+    def is_set(self) -> bool:
+        return self.requested
+
+    @contextlib.contextmanager
+    def protected(self):
+        """A write that must not be cut in half: a signal arriving inside waits for its end."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if self._depth == 0 and self._pending is not None:
+            signum, self._pending = self._pending, None
+            self._act(signum)
+
+    # ---- the handler --------------------------------------------------------------------------
+    def _handler(self, signum, frame) -> None:
+        first_in_loop = self._graceful and not self.requested  # only sets a flag: harmless inside a write
+        if self._depth and not first_in_loop:
+            self._pending = signum
+            return
+        self._act(signum)
+
+    def _act(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._graceful and not self.requested:
+            self.requested = True
+            self._ack(f"{name}: stopping after this step and saving last.pt (Ctrl-C again to stop at once)")
+            return
+        raise Interrupted(self._message(name))
+
+
+def pause_for_test(point: str) -> None:
+    """Test hook: with ``CONVTRAIN_TEST_PAUSE=<point>:<seconds>`` sleep that long at ``point``.
+
+    A signal test cannot otherwise prove *where* a signal landed (a step takes milliseconds); the
+    pause prints ``test pause: <point>`` on stderr first, so the test sends its signal while the run
+    is provably there. Points: ``start-up``, ``stop`` (a first signal was seen, before last.pt is
+    written), ``save`` (inside the protected last.pt write), ``final-test``. Unset: does nothing.
+    """
+    spec = os.environ.get("CONVTRAIN_TEST_PAUSE", "")
+    where, _, seconds = spec.partition(":")
+    if where == point:
+        print(f"test pause: {point}", file=sys.stderr, flush=True)
+        time.sleep(float(seconds or 5))

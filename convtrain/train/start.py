@@ -1,0 +1,117 @@
+"""TODO docstring for train/start."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..artifacts import checkpoint
+from ..config.load import load_config
+from ..config.schema import RunConfig, from_dict, to_dict
+from ..config.yamlsafe import read_yaml
+from ..errors import CheckpointError, ConfigError
+
+# Settings that may change when a run is resumed: they do not alter what the finished run means.
+# How long to train (epochs, max_time, stop_at) may change like train.epochs always could; which
+# extra checkpoints are kept and where results are logged change no weights; deterministic picks
+# algorithms, not the recipe. Not resumable: train.ema and train.early_stopping (their saved state
+# was computed under the old settings) and train.accumulate (it changes the schedule's length).
+RESUMABLE_CHANGES = ("train.epochs", "device", "train.log_every", "speed.threads", "speed.compile", "out_dir",
+                     "train.max_time", "train.stop_at.val_acc", "train.stop_at.val_loss", "train.deterministic",
+                     "checkpoint.keep_top_k", "checkpoint.every_n_epochs", "log.mlflow", "log.mlflow_uri")
+
+
+@dataclass
+class Start:
+    """Where a run begins: a config, plus what :func:`prepare_resume` / :func:`prepare_finetune` loaded."""
+
+    cfg: RunConfig
+    run_dir: Path | None = None  # None: <out_dir>/<name>-<time>
+    resume: dict | None = None  # the resumed run's last.pt
+    reopen: bool = False  # the run directory exists already (resume, or restart of a run without last.pt)
+    pretrained: dict | None = None  # fine-tuning: the checkpoint the weights come from
+    notes: list[str] = field(default_factory=list)  # lines to print when the run starts
+
+
+
+
+# --------------------------------------------------------------------------------------------
+# Where a run starts from: each checkpoint is loaded here, once
+
+
+def prepare_resume(path: str | Path, cfg: RunConfig | None = None, overrides: list[str] | tuple = (),
+                   data_root: str | None = None) -> Start:
+    """What ``--resume PATH`` continues: a run directory or its ``checkpoints/last.pt``.
+
+    ``cfg`` (from ``--config``) or ``overrides`` (``--set``, on the run's saved config) may only
+    change :data:`RESUMABLE_CHANGES`. A run directory that has its config.yaml but no last.pt (it
+    died before its first save) starts again from epoch 1 with its saved config. Nothing is written.
+    """
+    path = Path(path)
+    if path.is_dir() and (path / "config.yaml").is_file() and not (path / "checkpoints" / "last.pt").exists():
+        where = f"{path / 'config.yaml'}"
+        saved = _resumed_config(read_yaml(path / "config.yaml"), where, cfg, overrides, data_root, path)
+        note = (f"note: {path} has no checkpoint yet (it stopped before its first save); "
+                f"starting it again from epoch 1 with its saved config")
+        return Start(saved, path, reopen=True, notes=[note])
+    last = path / "checkpoints" / "last.pt" if path.is_dir() else path
+    run_dir = last.parent.parent
+    ckpt = checkpoint.load(last)
+    if "training_state" not in ckpt:
+        raise CheckpointError(f"{last} has no training state (is it a best.pt?); resume needs a run's last.pt")
+    if not (run_dir / "config.yaml").is_file():
+        # resuming writes into RUN (metrics, results, checkpoints): never into whatever folder holds a stray file
+        raise ConfigError(f"{last} is not inside a run directory (no {run_dir / 'config.yaml'}); "
+                          f"--resume takes RUN_DIR or RUN_DIR/checkpoints/last.pt")
+    saved = _resumed_config(ckpt["config"], f"{last} (saved config)", cfg, overrides, data_root, run_dir)
+    return Start(saved, run_dir, resume=ckpt, reopen=True)
+
+
+def prepare_finetune(pretrained: str | Path, cfg: RunConfig, run_dir: str | Path | None = None) -> Start:
+    """A new run from ``pretrained``'s weights: the architecture comes from the checkpoint."""
+    ckpt = checkpoint.load(pretrained)
+    cfg.finetune.checkpoint = str(pretrained)
+    cfg.model.name, cfg.model.kwargs = ckpt["model"]["name"], dict(ckpt["model"]["kwargs"])
+    return Start(cfg, Path(run_dir) if run_dir is not None else None, pretrained=ckpt)
+
+
+def _resumed_config(raw: dict, where: str, cfg: RunConfig | None, overrides, data_root, run_dir: Path) -> RunConfig:
+    """The run's saved config, with the resumable changes of ``cfg`` (or of ``overrides``) applied."""
+    saved = from_dict(raw, where)
+    if cfg is None and (overrides or data_root):
+        cfg = load_config(None, list(overrides), data_root=data_root, base=raw, where=where)
+    if cfg is None:
+        return saved
+    diffs = _config_diff(to_dict(saved), to_dict(cfg))
+    refused = [d for d in diffs if d[0] not in RESUMABLE_CHANGES and d[0] != "name"]
+    if saved.sched.name in ("cosine", "onecycle"):
+        # these schedules are laid out over the total step count: more epochs would change them
+        refused += [d for d in diffs if d[0] == "train.epochs"]
+    if refused:
+        listing = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in refused)
+        raise ConfigError(f"cannot resume {run_dir} with a different config ({listing}); "
+                          f"only these may change: {', '.join(RESUMABLE_CHANGES)}")
+    for key, _, new in diffs:
+        if key in RESUMABLE_CHANGES:
+            _set_path(saved, key, new)
+    return saved
+
+
+def _config_diff(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    out = []
+    for key in a:
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(a[key], dict) and isinstance(b.get(key), dict) and key != "kwargs":
+            out.extend(_config_diff(a[key], b[key], path))
+        elif a[key] != b.get(key):
+            out.append((path, a[key], b.get(key)))
+    return out
+
+
+def _set_path(cfg: RunConfig, path: str, value) -> None:
+    *parents, leaf = path.split(".")
+    node = cfg
+    for p in parents:
+        node = getattr(node, p)
+    setattr(node, leaf, copy.deepcopy(value))

@@ -1,0 +1,62 @@
+"""TensorBoard event files for a run (optional: needs the ``tensorboard`` package).
+
+:func:`open_logger` always returns an object with the same methods: the real logger, or a
+:class:`NullLogger` when logging is off, the package is missing, or this rank does not write.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..artifacts.metrics import MetricsRow
+
+MISSING = ("note: log.tensorboard is on but the tensorboard package is missing "
+           "(pip install 'convtrain[tensorboard]'); no event files are written")
+
+
+class TensorBoardLogger:
+    """Per-step training loss and learning rate, and every per-epoch metric, under RUN/tensorboard."""
+
+    def __init__(self, folder: Path, every: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(folder))
+        self.every = every
+
+    def step(self, global_step: int, loss, lr: float) -> None:
+        if global_step % self.every == 0:
+            self.writer.add_scalar("train/loss_step", float(loss), global_step)
+            self.writer.add_scalar("train/lr", lr, global_step)
+
+    def epoch(self, row: MetricsRow) -> None:
+        for key, value in row.as_dict().items():
+            if key != "epoch" and value is not None:
+                split, _, metric = key.partition("_")
+                self.writer.add_scalar(f"{split}/{metric}" if metric else key, value, row.epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class NullLogger:
+    """TensorBoard off: every call does nothing."""
+
+    def step(self, global_step: int, loss, lr: float) -> None:
+        pass
+
+    def epoch(self, row: MetricsRow) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def open_logger(folder: Path | None, every: int) -> tuple[TensorBoardLogger | NullLogger, str | None]:
+    """The logger for ``folder`` (None: off), and a note for the user when the package is missing."""
+    if folder is None:
+        return NullLogger(), None
+    try:
+        return TensorBoardLogger(folder, every), None
+    except ImportError:
+        return NullLogger(), MISSING
