@@ -66,8 +66,8 @@ def count_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tup
 
 def build(config: str):
     """The run's own data, model and optimizer, built by the runner's phases."""
-    from convtrain.train import runner
     from convtrain.config.load import load_config
+    from convtrain.train import runner
 
     cfg = load_config(config, ["device=cpu"])
     dist, _ = runner.setup_process(cfg, None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401  (in __all__)
 
 # Public names, resolved on first use (PEP 562): `convtrain --help` and `python -m convtrain`
 # import this package first, and importing the model registry eagerly would import torch

@@ -24,5 +24,6 @@ MODELS = [
 ]
 
 DATASETS = ("fashion_mnist", "mnist")
-# the user's own files (convtrain/sources.py): data.name folder / csv, rooted at data.root
+# the user's own files (convtrain/data/files.py): data.name folder / csv, rooted at data.root;
+# convtrain/data/sources.py's dispatch table has one entry per name here and in DATASETS
 FILE_SOURCES = ("folder", "csv")

@@ -51,10 +51,11 @@ def test_dataset_catalog_matches_the_registry():
     assert sorted(catalog.DATASETS) == sorted(DATASETS)
 
 
-def test_file_sources_are_one_list():
-    from convtrain.catalog import FILE_SOURCES
+def test_every_dataset_name_has_one_loader_in_the_dispatch_table():
+    from convtrain.data.sources import SOURCES
 
-    assert FILE_SOURCES is catalog.FILE_SOURCES and set(catalog.FILE_SOURCES).isdisjoint(catalog.DATASETS)
+    assert set(catalog.FILE_SOURCES).isdisjoint(catalog.DATASETS)
+    assert sorted(SOURCES) == sorted([*catalog.DATASETS, *catalog.FILE_SOURCES])
 
 
 # A command run as the console script does: an atexit handler and an object whose __del__ runs only

@@ -18,10 +18,10 @@ from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
 
-from convtrain.data.mnist import load_split
-from convtrain.data import batches as data
-from convtrain.train import engine
 from convtrain.cli.app import app
+from convtrain.data import batches as data
+from convtrain.data.mnist import load_split
+from convtrain.train import engine
 
 runner = CliRunner()
 CPU = torch.device("cpu")

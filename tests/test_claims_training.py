@@ -21,8 +21,10 @@ from typer.testing import CliRunner
 
 from convtrain.cli.app import app
 
+from .conftest import load_ckpt as _ckpt
+from .conftest import metrics_rows as _rows
+from .conftest import results_json as _results
 from .conftest import run_cli
-from .conftest import load_ckpt as _ckpt, metrics_rows as _rows, results_json as _results
 
 runner = CliRunner()
 

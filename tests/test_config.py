@@ -5,9 +5,9 @@ import yaml
 from typer.testing import CliRunner
 
 from convtrain.cli.app import app
-from convtrain.config.schema import RunConfig, from_dict, to_dict, to_yaml
 from convtrain.config.load import load_config
 from convtrain.config.reference import schema_rows
+from convtrain.config.schema import RunConfig, from_dict, to_dict, to_yaml
 from convtrain.errors import ConfigError
 
 from .conftest import CONFIGS

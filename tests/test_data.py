@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from convtrain.config.schema import DataConfig
+from convtrain.data import batches as data
 from convtrain.data.mnist import DATASETS, load_split, split_train_val
 from convtrain.data.sources import build as build_data
-from convtrain.data import batches as data
-from convtrain.config.schema import DataConfig
 from convtrain.errors import DataError
 
 

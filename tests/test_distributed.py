@@ -12,8 +12,8 @@ import sys
 import pytest
 import torch
 
-from convtrain.train import distributed
 from convtrain.errors import ConfigError
+from convtrain.train import distributed
 
 from .conftest import REPO, run_cli
 

@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from convtrain.artifacts import checkpoint
-from convtrain.train import distributed
 from convtrain.cli.app import app
 from convtrain.errors import ConfigError
+from convtrain.train import distributed
 
 from .conftest import REPO, run_cli
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 
-from convtrain.config.reference import markdown_reference
-from convtrain.config.reference import schema_rows
+from convtrain.config.reference import markdown_reference, schema_rows
 
 from .conftest import REPO
 

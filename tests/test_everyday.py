@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +14,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from convtrain.artifacts import checkpoint
-from convtrain.data.mnist import load_split
-from convtrain.data import batches as data
 from convtrain.cli.app import app
+from convtrain.data import batches as data
+from convtrain.data.mnist import load_split
 
 from .conftest import run_cli
 
@@ -54,6 +55,20 @@ def test_predict_pngs_match_the_checkpoints_own_prediction(trained_run, digits):
         assert len(p["topk"]) == 3 and p["topk"][0]["index"] == p["label"]
         assert p["topk"][0]["name"] == str(p["label"])
         assert 0 <= p["topk"][1]["prob"] <= p["topk"][0]["prob"] <= 1
+
+
+def test_predict_reads_a_folder_with_the_suffixes_training_reads(trained_run, digits, tmp_path):
+    """One suffix list: a .tif and an upper-case .TIFF in a folder are predicted, as folder training reads them."""
+    folder, images = digits
+    for i, suffix in enumerate((".tif", ".TIFF", ".png")):
+        Image.fromarray(images[i, 0].numpy()).save(tmp_path / f"d{i}{suffix}", format="TIFF" if i < 2 else "PNG")
+    (tmp_path / "notes.txt").write_text("not an image")
+    best = trained_run / "checkpoints" / "best.pt"
+    result = runner.invoke(app, ["predict", "--checkpoint", str(best), str(tmp_path), "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    preds = json.loads(result.stdout)
+    assert [Path(p["path"]).name for p in preds] == ["d0.tif", "d1.TIFF", "d2.png"]
+    assert [p["label"] for p in preds] == _model_predictions(best, images[:3])
 
 
 def test_predict_large_dark_on_light_image_is_inverted_and_resized(trained_run, digits, tmp_path):
@@ -197,8 +212,8 @@ def tiny_run(tmp_path_factory):
 
 
 def test_image_limits_are_one_data_error_naming_the_image(tiny_run, tmp_path):
-    from convtrain.errors import DataError
     from convtrain.data.images import image_to_input
+    from convtrain.errors import DataError
 
     bomb = tmp_path / "bomb.png"
     for (w, h), size in (((8000, 8000), "8000x8000 = 64 Mpx"), ((20000, 20000), "400 Mpx")):

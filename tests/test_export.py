@@ -10,9 +10,9 @@ import torch
 from typer.testing import CliRunner
 
 from convtrain.artifacts import checkpoint
-from convtrain.data.mnist import load_split
 from convtrain.cli.app import app
 from convtrain.config.schema import RunConfig, to_dict
+from convtrain.data.mnist import load_split
 from convtrain.errors import ConvtrainError
 from convtrain.inference.export import export_checkpoint
 from convtrain.models import create_model

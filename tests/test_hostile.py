@@ -11,7 +11,6 @@ against another checkout (every case as a subprocess) to measure it.
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,18 @@ import pytest
 import torch
 
 from .conftest import REPO, run_cli
-from .hostile_kit import (QUICK_SETS, changed_files, contract_problems, digit_png, invoke, mutated, noise_png, png,
-                          snapshot, valid_checkpoint)
+from .hostile_kit import (
+    QUICK_SETS,
+    changed_files,
+    contract_problems,
+    digit_png,
+    invoke,
+    mutated,
+    noise_png,
+    png,
+    snapshot,
+    valid_checkpoint,
+)
 
 
 @dataclass

@@ -20,14 +20,16 @@ import torch
 from typer.testing import CliRunner
 
 from convtrain.artifacts import checkpoint
-from convtrain.train import runner as runner_mod
 from convtrain.cli.app import app
 from convtrain.config.load import load_config
 from convtrain.errors import CheckpointError, ConfigError
+from convtrain.train import runner as runner_mod
 from convtrain.train.progress import Reporter
 
 from .conftest import REPO, run_cli
-from .conftest import load_ckpt as ckpt, metrics_rows as rows, results_json as results
+from .conftest import load_ckpt as ckpt
+from .conftest import metrics_rows as rows
+from .conftest import results_json as results
 
 cli = CliRunner()
 
@@ -395,3 +397,22 @@ def test_new_keys_are_checked_with_clear_errors():
     for override, text in bad.items():
         with pytest.raises(ConfigError, match=text.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
             load_config(None, [override])
+
+
+def test_every_saved_loop_feature_has_a_registered_check_and_round_trips():
+    """build_loop_parts' keys are the training-state keys artifacts/training_state.py checks, and each
+    part's state_dict passes that check (a feature saved without a validator would load unchecked)."""
+    from convtrain.artifacts.training_state import VALIDATORS
+    from convtrain.train.start import Start
+
+    cfg = load_config(None, ["train.ema.decay=0.9", "train.early_stopping.patience=2", "checkpoint.keep_top_k=2"])
+    parts = runner_mod.build_loop_parts(cfg, torch.nn.Linear(2, 2), Start(cfg, None))
+    assert set(parts) == set(VALIDATORS)
+
+    def bad(key, want, got=None, **_):
+        return CheckpointError(f"{key} must be {want}")
+
+    for key, part in parts.items():
+        VALIDATORS[key](part.state_dict(), "last.pt", bad)
+    with pytest.raises(CheckpointError, match="training_state.kept"):
+        VALIDATORS["kept"]([[0.5, 0]], "last.pt", bad)  # epoch numbers start at 1

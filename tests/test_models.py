@@ -8,8 +8,15 @@ from torch import nn
 
 from convtrain.config.schema import INIT_SCHEMES
 from convtrain.errors import ConfigError
-from convtrain.models import (Classifier, apply_init, check_model_kwargs, create_model, get_spec, list_models,
-                              register_model)
+from convtrain.models import (
+    Classifier,
+    apply_init,
+    check_model_kwargs,
+    create_model,
+    get_spec,
+    list_models,
+    register_model,
+)
 
 MODELS = list_models()
 

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from convtrain.artifacts import runlock
-from convtrain.cli.app import app
 from convtrain.artifacts.runlock import GARBAGE_GRACE_S, RunLock, clean_stale_temp_files, read_holder
+from convtrain.cli.app import app
 from convtrain.errors import RunLocked
 
 from .test_runfiles import make_run, snapshot

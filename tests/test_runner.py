@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from convtrain import atomic
 from convtrain.artifacts import checkpoint
 from convtrain.artifacts import rundir as rundir_mod
 from convtrain.cli.app import app
@@ -136,7 +137,10 @@ def test_disk_full_on_a_run_file(data_root, tmp_path, monkeypatch, target):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(rundir_mod, "open", open_, raising=False)  # only convtrain.rundir's own open()
+    # the one atomic writer (results.json, config.yaml, a rewritten metrics.csv) and the run
+    # directory's appends (train.log, metrics.csv rows): no other open() in the process is touched
+    monkeypatch.setattr(atomic, "open", open_, raising=False)
+    monkeypatch.setattr(rundir_mod, "open", open_, raising=False)
     import matplotlib.figure
 
     real_savefig = matplotlib.figure.Figure.savefig
@@ -167,9 +171,9 @@ def test_disk_full_on_a_run_file(data_root, tmp_path, monkeypatch, target):
 def test_final_test_reuses_the_last_epochs_test_pass_with_identical_results(data_root, tmp_path, monkeypatch):
     """best.pt is the last epoch and its test pass already ran: results.json is exactly what the extra
     pass would have written (per-class accuracy and confusion matrix included), with one pass fewer."""
+    from convtrain.config.load import load_config
     from convtrain.train import engine
     from convtrain.train import runner as runner_mod
-    from convtrain.config.load import load_config
 
     cfg_args = ["data.train_subset=640", "data.val_size=200", "data.test_subset=300", "train.epochs=1",
                 "log.plots=false", "train.test_every_epoch=true", "device=cpu"]

@@ -298,10 +298,28 @@ def test_runs_lists_runs_and_survives_garbage_files(client, trained_run):
     assert good["epochs"] == 1 and good["last_epoch"]["val_acc"] == pytest.approx(results["best_val_acc"], abs=1e-6)
     assert good["images"] == ["/runs/good/curves.png", "/runs/good/confusion.png"]
     garbage = runs["garbage"]
-    assert garbage["status"] == "unfinished" and garbage["test_accuracy"] is None and garbage["images"] == []
+    # the status rule of `convtrain runs`: damaged files are "unreadable" (the page said "unfinished")
+    assert garbage["status"] == "unreadable" and garbage["test_accuracy"] is None and garbage["images"] == []
     picture = client.get("/runs/good/curves.png")
     assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
     assert picture.content == (trained_run / "curves.png").read_bytes()
+
+
+def test_runs_page_and_runs_command_share_one_status_rule(best, trained_run, tmp_path):
+    """finished, interrupted (killed: no results.json, no lock holder) and unreadable, as `convtrain runs` says."""
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run, runs / "finished", ignore=shutil.ignore_patterns("*.pt"))
+    shutil.copytree(trained_run, runs / "killed", ignore=shutil.ignore_patterns("*.pt"))
+    (runs / "killed" / "results.json").unlink()
+    (runs / "broken").mkdir()
+    (runs / "broken" / "config.yaml").write_text("- not: [a mapping\n")
+    listed = json.loads(run_cli("runs", str(runs), "--json").stdout)
+    command = {r["name"]: r["status"] for r in listed}
+    assert command == {"finished": "finished", "killed": "interrupted", "broken": "unreadable"}
+    with TestClient(create_app(load_models([str(best)]), runs, LIMITS)) as c:
+        page = c.get("/v1/runs").json()["runs"]
+    assert {r["name"]: r["status"] for r in page} == command
+    assert [r["name"] for r in page] == [r["name"] for r in listed]  # the same order too
 
 
 @pytest.mark.parametrize("url", [

@@ -3,7 +3,7 @@ and the files left behind are whole and resumable.
 
 A step takes milliseconds, so "the signal landed while X was running" is made provable with the
 runner's test hook: CONVTRAIN_TEST_PAUSE=<point>:<seconds> prints "test pause: <point>" on stderr
-and sleeps there (convtrain.signals.pause_for_test); the test sends its signal after reading it.
+and sleeps there (convtrain.train.signals.pause_for_test); the test sends its signal after reading it.
 """
 
 from __future__ import annotations

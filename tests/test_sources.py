@@ -14,10 +14,9 @@ import torch
 from PIL import Image
 
 from convtrain import config as config_mod
-from convtrain.data.sources import build as build_data
-
 from convtrain.data import cache as datacache
 from convtrain.data import imagefolder
+from convtrain.data.sources import build as build_data
 from convtrain.errors import ConfigError, DataError
 
 from .conftest import REPO, run_cli
@@ -307,10 +306,9 @@ def test_config_by_recipe_name_from_outside_the_repository(tmp_path, monkeypatch
 
 @pytest.mark.slow
 def test_wheel_contains_the_recipes(tmp_path):
+    import shutil
     import subprocess
     import sys
-
-    import shutil
 
     # from a clean copy: an in-tree build would reuse a stale build/ folder and prove nothing
     src = tmp_path / "src"

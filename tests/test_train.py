@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import yaml
 
-from .conftest import REPO, SMALL_RUN, run_cli
+from .conftest import REPO, run_cli
 
 
 def test_run_directory_contents(trained_run):

@@ -8,8 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from convtrain.config.reference import markdown_reference
-from convtrain.config.reference import schema_rows
+from convtrain.config.reference import markdown_reference, schema_rows
 
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 README = Path(__file__).resolve().parents[1] / "README.md"

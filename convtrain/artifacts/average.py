@@ -1,4 +1,6 @@
-"""TODO docstring for artifacts/average."""
+"""``convtrain average``: the element-wise mean of the weights of compatible checkpoints (timm's
+``avg_checkpoints.py``), saved as an ordinary checkpoint that eval, predict, export and serve read.
+"""
 
 from __future__ import annotations
 

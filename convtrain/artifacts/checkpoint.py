@@ -26,6 +26,7 @@ from torch import nn
 
 from .. import atomic
 from ..errors import CheckpointError, ConfigError, ConvtrainError
+from ..version import __version__
 from . import training_state as state_keys
 from .pickle_scan import _refuse_code, code_running_globals
 
@@ -46,8 +47,6 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 @functools.cache
 def library_versions() -> dict:
-    from .. import __version__
-
     # str(): torch.__version__ is a TorchVersion object, which weights_only loading rejects
     return {"convtrain": __version__, "torch": str(torch.__version__), "torchvision": _torchvision_version()}
 

@@ -1,4 +1,6 @@
-"""TODO docstring for artifacts/pickle_scan."""
+"""What a checkpoint's pickle would run, found before ``torch.load`` opens it: any global outside a
+short list of plain types means the file is not plain data, and it is refused by name.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Pictures of a run: learning curves and confusion matrix (matplotlib, optional), and the conv
-layers' kernels and feature maps (plain PIL through torchvision, always available)."""
+layers' kernels and feature maps (plain PIL through torchvision, always available).
+"""
 
 from __future__ import annotations
 

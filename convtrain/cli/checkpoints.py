@@ -1,4 +1,4 @@
-"""TODO docstring for cli/checkpoints."""
+"""The commands that take a checkpoint: ``eval``, ``predict``, ``export``, ``average``, ``visualize``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring for cli/config."""
+"""``convtrain models``, ``config show|keys|list|copy`` and ``data inspect``: look before running."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring for cli/conv."""
+"""``convtrain conv``: one convolution explained step by step, checked against PyTorch."""
 
 from __future__ import annotations
 
@@ -31,15 +31,7 @@ def conv(
     """
     import dataclasses
 
-    from ..ops.explain import (
-        ARTICLE_BIAS,
-        ARTICLE_ERRATA,
-        ARTICLE_INPUT,
-        ARTICLE_KERNEL,
-        explain,
-        parse_matrix,
-        parse_pair,
-    )
+    from ..ops.explain import ARTICLE_BIAS, ARTICLE_INPUT, ARTICLE_KERNEL, explain, parse_matrix, parse_pair
 
     article = input is None and kernel is None and bias is None and (stride, padding, dilation) == ("1", "0", "1")
     ex = explain(parse_matrix(ARTICLE_INPUT if input is None else input, "input"),
@@ -49,6 +41,15 @@ def conv(
     if as_json:
         print(json.dumps({**dataclasses.asdict(ex), "agrees": ex.agrees}))
         return
+    _render(ex, article)
+    if not ex.agrees:
+        raise typer.Exit(1)
+
+
+def _render(ex, article: bool) -> None:
+    """The computation as a person reads it: formula, matrices, each window's products and sum."""
+    from ..ops.explain import ARTICLE_ERRATA
+
     num = _num
     out.print("[bold]2-D convolution, step by step[/]")
     out.print("PyTorch's convolution is a cross-correlation: the kernel is laid on each window as it is, "
@@ -73,8 +74,6 @@ def conv(
     out.print(f"step-by-step, F.conv2d and convtrain.ops.conv2d {check} (max |difference| {ex.max_abs_diff:.3g})")
     if article:
         out.print(f"[dim]{escape(ARTICLE_ERRATA)}[/]")
-    if not ex.agrees:
-        raise typer.Exit(1)
 
 
 def _num(v: float) -> str:

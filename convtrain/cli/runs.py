@@ -1,4 +1,4 @@
-"""TODO docstring for cli/runs."""
+"""``convtrain runs`` (list runs, ``runs diff``) and ``convtrain plot``: read run directories."""
 
 from __future__ import annotations
 

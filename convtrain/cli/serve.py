@@ -1,4 +1,4 @@
-"""TODO docstring for cli/serve."""
+"""``convtrain serve``: parse the options and hand them to :func:`convtrain.serve.server.run_server`."""
 
 from __future__ import annotations
 

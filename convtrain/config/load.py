@@ -1,4 +1,9 @@
-"""TODO docstring for config/load."""
+"""From files and flags to one typed :class:`~convtrain.config.schema.RunConfig`.
+
+Precedence: schema defaults < the YAML file or packaged recipe < ``--set key.path=value``
+overrides (< ``--data-root`` / ``CONVTRAIN_DATA_ROOT`` for the data root). Every key is checked
+against the schema on the way in.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring for config/reference."""
+"""The config reference generated from the schema: ``convtrain config keys`` and the README's table."""
 
 from __future__ import annotations
 

@@ -327,15 +327,7 @@ def _coerce(value: Any, tp: Any, path: str, where: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted (ints to floats...)."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        if value is None and type(None) in typing.get_args(tp):
-            return None
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(inner) > 1:  # e.g. Union[bool, str]: the first type that takes the value as it is
-            for option in inner:
-                if option is bool and isinstance(value, bool) or option is str and isinstance(value, str):
-                    return _coerce(value, option, path, where)
-            raise ConfigError(f"{where}: '{path}' must be a {_type_name(tp)}, got {type(value).__name__} {_short(value)}")
-        return _coerce(value, inner[0], path, where)
+        return _coerce_union(value, tp, path, where)
     name = _type_name(tp)
     article = "an" if name[0] in "aeiou" else "a"
 
@@ -353,37 +345,63 @@ def _coerce(value: Any, tp: Any, path: str, where: str) -> Any:
             raise bad()
         (inner,) = typing.get_args(tp)
         return [_coerce(v, inner, f"{path}[{i}]", where) for i, v in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad()
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad()
-        if not -2**63 <= value < 2**63:
-            raise ConfigError(f"{where}: '{path}' is {_short(value)}, outside the 64-bit integer range")
-        return value
-    if tp is float:
-        # PyYAML reads `1e-3` (no dot) as a string; accept plain numerals written that way.
-        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-            value = float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad()
-        value = float(value)
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: '{path}' must be a finite number, got {value}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad()
-        if "\0" in value:  # file names and device strings cannot hold one; the OS would raise later
-            raise ConfigError(f"{where}: '{path}' contains a NUL character (\\0): {_short(value)}")
-        return value
     if tp is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise bad()
         return dict(value)
+    if tp in _SCALARS:
+        return _SCALARS[tp](value, path, where, bad)
     raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in the schema, not user input
+
+
+def _coerce_union(value: Any, tp: Any, path: str, where: str) -> Any:
+    """``Optional[X]`` takes None or an X; ``Union[bool, str]`` the first type that takes the value as it is."""
+    if value is None and type(None) in typing.get_args(tp):
+        return None
+    inner = [a for a in typing.get_args(tp) if a is not type(None)]
+    if len(inner) > 1:
+        for option in inner:
+            if option is bool and isinstance(value, bool) or option is str and isinstance(value, str):
+                return _coerce(value, option, path, where)
+        raise ConfigError(f"{where}: '{path}' must be a {_type_name(tp)}, got {type(value).__name__} {_short(value)}")
+    return _coerce(value, inner[0], path, where)
+
+
+def _coerce_bool(value: Any, path: str, where: str, bad: Callable[[], ConfigError]) -> bool:
+    if not isinstance(value, bool):
+        raise bad()
+    return value
+
+
+def _coerce_int(value: Any, path: str, where: str, bad: Callable[[], ConfigError]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad()
+    if not -2**63 <= value < 2**63:
+        raise ConfigError(f"{where}: '{path}' is {_short(value)}, outside the 64-bit integer range")
+    return value
+
+
+def _coerce_float(value: Any, path: str, where: str, bad: Callable[[], ConfigError]) -> float:
+    # PyYAML reads `1e-3` (no dot) as a string; accept plain numerals written that way.
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad()
+    value = float(value)
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: '{path}' must be a finite number, got {value}")
+    return value
+
+
+def _coerce_str(value: Any, path: str, where: str, bad: Callable[[], ConfigError]) -> str:
+    if not isinstance(value, str):
+        raise bad()
+    if "\0" in value:  # file names and device strings cannot hold one; the OS would raise later
+        raise ConfigError(f"{where}: '{path}' contains a NUL character (\\0): {_short(value)}")
+    return value
+
+
+_SCALARS = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
 
 
 def _count_or_fraction(value: Any, path: str, where: str) -> int | float:

@@ -1,4 +1,8 @@
-"""TODO docstring for config/yamlsafe."""
+"""YAML read within limits: a config file is untrusted input.
+
+Safe loading only (no Python objects), and bounds on size, nesting depth, aliases and nodes, so a
+"billion laughs" file or a 100 MB file is one error line instead of a frozen machine.
+"""
 
 from __future__ import annotations
 

@@ -17,9 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .types import DataBundle, Split
-
-# FILE_SOURCES: data read from the user's own files (sources.py); one list, which config reads without torch
+from .types import DataBundle, Split, StreamedSplit
 
 
 class Normalizer:
@@ -211,7 +209,7 @@ def make_batches(split: Split, bundle: DataBundle, loader: str, batch_size: int,
                  shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1, workers: int = 2,
                  augment: AugmentParams | None = None, channels_last: bool = False):
     """TensorBatches (``loader="tensor"``: ``split`` must already be on ``device``) or LoaderBatches."""
-    if hasattr(split, "dataset"):  # a sources.FileSplit: images decoded from their files per sample
+    if isinstance(split, StreamedSplit):  # images decoded from their files per sample
         return LoaderBatches(split.dataset(bundle.mean, bundle.std), batch_size, device, shuffle=shuffle, seed=seed,
                              rank=rank, world_size=world_size, workers=workers, augment=augment,
                              channels_last=channels_last)

@@ -1,5 +1,6 @@
 """What ``--data PATH`` names, without importing torch: the source (folder or csv), the overrides
-it stands for, and the run's default name; and the data root from ``CONVTRAIN_DATA_ROOT``."""
+it stands for, and the run's default name; and the data root from ``CONVTRAIN_DATA_ROOT``.
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Data sources read from the user's own files: ``folder`` (image folders) and ``csv``, built into
-the same :class:`~convtrain.data.DataBundle` of uint8 :class:`~convtrain.data.Split` tensors as MNIST.
+the same :class:`~convtrain.data.types.DataBundle` of uint8 :class:`~convtrain.data.types.Split` tensors as MNIST.
 
-One load: list the files (:mod:`convtrain.imagefolder` / :mod:`convtrain.csvdata`), decode them
-once or take them from the cache (:mod:`convtrain.datacache`), refuse (or, with
+One load: list the files (:mod:`convtrain.data.imagefolder` / :mod:`convtrain.data.csvdata`), decode them
+once or take them from the cache (:mod:`convtrain.data.cache`), refuse (or, with
 ``data.skip_unreadable``, skip and count) bad files, hold out the missing val/test splits by a
 seeded shuffle, and compute mean/std from the training split. A folder whose decoded images would
 exceed ``data.memory_budget_mb`` stays on disk: its splits are :class:`FileSplit` lists of files,

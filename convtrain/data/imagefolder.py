@@ -7,7 +7,7 @@ Listing follows fixed rules, so nothing is dropped silently:
   (``README.txt``, ``.DS_Store``, hidden files) and any deeper sub-folder is *ignored* and counted,
   never read (so symlink loops below a class folder are never followed);
 - an image file that cannot be decoded (truncated, not an image, over the size limits of
-  :mod:`convtrain.preprocess`, a broken or looping symlink) is *unreadable*: an error naming the
+  :mod:`convtrain.data.images`, a broken or looping symlink) is *unreadable*: an error naming the
   files, or skipped and counted with ``data.skip_unreadable: true``.
 """
 
@@ -20,9 +20,8 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
-from .images import MAX_BYTES, _read_bytes, image_to_input
+from .images import IMAGE_SUFFIXES, MAX_BYTES, _read_bytes, image_to_input
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")
 
 

@@ -21,6 +21,8 @@ from ..errors import ConfigError, DataError
 MAX_BYTES = 20 * 1024 * 1024  # 20 MB: far above any photo of a digit, far below a memory problem
 MAX_PIXELS = 50_000_000  # 50 Mpx (about 7000 x 7000): decoded as RGB floats that is 600 MB already
 INVERT_CHOICES = ("auto", "yes", "no")
+# The one list of image file suffixes (any case): what folder training reads and what predict takes from a folder.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 Source = Union[str, Path, bytes, bytearray, memoryview, BinaryIO]
 

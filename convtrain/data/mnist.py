@@ -1,4 +1,6 @@
-"""TODO docstring for data/mnist."""
+"""The registered MNIST-style datasets (mnist, fashion_mnist): their IDX files read directly
+(torchvision only to download), the validation split held out by a seeded shuffle.
+"""
 
 from __future__ import annotations
 

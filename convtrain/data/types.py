@@ -1,13 +1,18 @@
-"""TODO docstring for data/types."""
+"""The shapes every data source returns: :class:`Split` (uint8 images in memory), the
+:class:`StreamedSplit` protocol (images left on disk, decoded per sample) and :class:`DataBundle`.
+
+Everything after :mod:`convtrain.data.sources` (batching, the training loop, eval, inspect) reads
+these types only, so a new source needs no change beyond its loader.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-# FILE_SOURCES: data read from the user's own files (sources.py); one list, which config reads without torch
 from ..errors import DataError
 
 DEFAULT_VAL_SIZE = 5000  # data.val_size: null on mnist / fashion_mnist (their 60,000 training images)
@@ -35,6 +40,24 @@ class Split:
         return Split(self.images.to(device), self.labels.to(device))
 
 
+@runtime_checkable
+class StreamedSplit(Protocol):
+    """A split too large to hold decoded: its images stay files and the DataLoader path decodes
+    them per sample (:class:`convtrain.data.files.FileSplit` is the one implementation)."""
+
+    labels: Tensor
+
+    def __len__(self) -> int: ...
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]: ...
+
+    def take(self, index: Tensor) -> StreamedSplit: ...
+
+    def dataset(self, mean: list[float], std: list[float]) -> torch.utils.data.Dataset:
+        """The per-sample dataset: decode, then normalize with ``mean``/``std``."""
+
+
 def check_split(split: Split, num_classes: int, image_shape: tuple[int, int, int], where: str) -> None:
     """Refuse a split whose tensors a model cannot train or be evaluated on; ``where`` names its files."""
     images, labels = split.images, split.labels
@@ -58,9 +81,9 @@ def check_split(split: Split, num_classes: int, image_shape: tuple[int, int, int
 class DataBundle:
     """Everything a run needs to know about its data."""
 
-    train: Split
-    val: Split
-    test: Split
+    train: Split | StreamedSplit
+    val: Split | StreamedSplit
+    test: Split | StreamedSplit
     classes: list[str]
     mean: list[float]
     std: list[float]

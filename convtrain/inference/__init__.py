@@ -1,1 +1,3 @@
-"""TODO inference."""
+"""Using a trained checkpoint: evaluate it, classify images, export the model, draw what its
+convolutions see. Each reads a checkpoint through :func:`convtrain.artifacts.checkpoint.open_checkpoint`.
+"""

@@ -22,7 +22,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
     The dataset, normalization, classes and (for ``split="val"``) the exact held-out validation
     images all come from the checkpoint. The data root is ``data_root``, else
     ``CONVTRAIN_DATA_ROOT``, else the root saved in the checkpoint's config. Returns
-    :func:`convtrain.engine.evaluate`'s numbers plus what was evaluated.
+    :func:`convtrain.train.engine.evaluate`'s numbers plus what was evaluated.
     """
     if split not in ("test", "val"):
         raise ConfigError(f"--split must be 'test' or 'val', got '{split}'")

@@ -1,17 +1,21 @@
-"""Classify image files with a checkpoint: PNG/JPEG of any size, made to look like the training data."""
+"""Classify images with a checkpoint: one :func:`classify` for ``convtrain predict`` and the web service.
+
+An image of any size is made to look like the training data (:func:`convtrain.data.images.image_to_input`),
+normalized with the checkpoint's mean/std, and the model's top-k classes come back with their
+probabilities, in input order.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from ..artifacts import checkpoint
-from ..data.images import check_invert, image_to_input
+from ..data.images import IMAGE_SUFFIXES, check_invert, image_to_input
 from ..errors import DataError
 from ..train import distributed
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
 def expand_paths(paths: list[str | Path]) -> list[Path]:
@@ -30,22 +34,32 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
     return out
 
 
+def classify(model: torch.nn.Module, normalize: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+             classes: list[str] | tuple[str, ...], top_k: int) -> list[dict]:
+    """Top-k of uint8 ``images [N, C, H, W]``: ``{"label", "name", "topk": [{"index", "name", "prob"}]}`` each.
+
+    ``images`` must be on the model's device; ``top_k`` is capped at the number of classes.
+    """
+    k = max(1, min(top_k, len(classes)))
+    with torch.inference_mode():
+        probs = torch.softmax(model(normalize(images)).float(), dim=1).cpu()
+    top = probs.topk(k, dim=1)
+    return [{"label": int(idx[0]), "name": classes[int(idx[0])],
+             "topk": [{"index": int(i), "name": classes[int(i)], "prob": float(p)} for p, i in zip(pr, idx)]}
+            for pr, idx in zip(top.values, top.indices)]
+
+
 def predict_images(ckpt_path: str | Path, paths: list[str | Path], top_k: int = 3, invert: str = "auto",
                    device: str = "auto") -> list[dict]:
-    """Top-k classes with probabilities for each image; one dict per image, in input order."""
+    """Top-k classes with probabilities for each image file (folders expanded); one dict per image."""
     check_invert(invert)
     ckpt = checkpoint.open_checkpoint(ckpt_path)
     if invert == "auto" and ckpt.dataset in ("folder", "csv"):
         invert = "no"  # a model of the user's own images saw them as they are: no MNIST-style inversion
     model = ckpt.rebuild()
-    k = max(1, min(top_k, ckpt.num_classes))
     files = expand_paths(paths)
     images = torch.stack([image_to_input(f, ckpt.in_channels, ckpt.input_size, invert) for f in files])
     dev = distributed.resolve_device(device)
     model.to(dev)
-    with torch.inference_mode():
-        probs = torch.softmax(model(ckpt.normalizer(dev)(images.to(dev))).float(), dim=1).cpu()
-    top = probs.topk(k, dim=1)
-    return [{"path": str(f), "label": int(idx[0]),
-             "topk": [{"index": int(i), "name": ckpt.classes[int(i)], "prob": float(p)} for p, i in zip(pr, idx)]}
-            for f, pr, idx in zip(files, top.values, top.indices)]
+    found = classify(model, ckpt.normalizer(dev), images.to(dev), ckpt.classes, top_k)
+    return [{"path": str(f), "label": r["label"], "topk": r["topk"]} for f, r in zip(files, found)]

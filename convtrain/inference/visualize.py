@@ -1,4 +1,6 @@
-"""TODO docstring for inference/visualize."""
+"""``convtrain visualize``: PNG grids of the first conv layer's kernels and of every conv layer's
+feature maps for one image (a test image of the checkpoint's dataset by default).
+"""
 
 from __future__ import annotations
 

@@ -22,9 +22,10 @@ from typing import Literal, Optional
 
 import torch
 
-from ..artifacts import checkpoint, runfiles
+from ..artifacts import checkpoint, listing, runfiles
 from ..data.batches import Normalizer
 from ..errors import ConfigError, ConvtrainError, DataError, did_you_mean
+from ..inference.predict import classify
 
 STATIC = Path(__file__).parent / "static"
 RUN_IMAGES = ("curves.png", "confusion.png")
@@ -163,9 +164,10 @@ def _check_image(raw: bytes, name: str, limits: Limits) -> None:
         raise ApiError(413, f"{name} is {w}x{h} = {w * h} pixels; the limit is {limits.max_pixels} (--max-pixels)")
 
 
-def predict_images(m: ServedModel, images: list[tuple[str, bytes]], top_k: int, invert: str,
-                   limits: Limits) -> list[dict]:
-    """Top-k classes for each (name, encoded bytes) image; the shape of ``convtrain predict --json``."""
+def predict_uploads(m: ServedModel, images: list[tuple[str, bytes]], top_k: int, invert: str,
+                    limits: Limits) -> list[dict]:
+    """Top-k classes for each (name, encoded bytes) image, through the same :func:`classify` as
+    ``convtrain predict``; each result names its image."""
     tensors = []
     for name, raw in images:
         _check_image(raw, name, limits)
@@ -173,12 +175,8 @@ def predict_images(m: ServedModel, images: list[tuple[str, bytes]], top_k: int, 
             tensors.append(_to_input(raw, name, m.channels, m.input_size, invert))
         except DataError as exc:  # truncated or corrupt pixel data behind a valid header
             raise ApiError(400, str(exc)) from None
-    with torch.inference_mode():
-        probs = torch.softmax(m.module(m.normalize(torch.stack(tensors))).float(), dim=1)
-    top = probs.topk(top_k, dim=1)
-    return [{"image": name, "label": int(idx[0]), "name": m.classes[int(idx[0])],
-             "topk": [{"index": int(i), "name": m.classes[int(i)], "prob": float(p)} for p, i in zip(pr, idx)]}
-            for (name, _), pr, idx in zip(images, top.values, top.indices)]
+    found = classify(m.module, m.normalize, torch.stack(tensors), m.classes, top_k)
+    return [{"image": name, **r} for (name, _), r in zip(images, found)]
 
 
 # ---------------------------------------------------------------- runs page
@@ -199,37 +197,39 @@ def _metrics(run: Path) -> list:
         return []
 
 
-def run_summary(run: Path) -> dict:
-    """What the runs page shows for one run directory; unreadable files become missing fields."""
+def run_summary(run: Path, listed: dict) -> dict:
+    """What the runs page shows for one run directory: ``listed`` is its row of
+    :func:`convtrain.artifacts.listing.list_runs` (the one status rule), plus the page's own fields."""
     results, rows = _results(run), _metrics(run)
     return {
         "name": run.name,
-        "status": results.status if results is not None else "unfinished",
+        "status": listed["status"],
         "epochs": len(rows) if (run / "metrics.csv").is_file() else None,
         "best_val_acc": results.best_val_acc if results is not None else None,
         "test_accuracy": results.test_accuracy if results is not None else None,
         "test_loss": results.test_loss if results is not None else None,
         "last_epoch": {k: v for k, v in rows[-1].as_dict().items() if v is not None} if rows else {},
         "images": [f"/runs/{run.name}/{img}" for img in RUN_IMAGES if (run / img).is_file()],
-        "modified": (run / "config.yaml").stat().st_mtime if (run / "config.yaml").is_file() else run.stat().st_mtime,
+        "modified": listed["created"],
     }
 
 
 def list_runs(runs_dir: Path) -> list[dict]:
-    """Run directories (those with a config.yaml, metrics.csv or results.json) under ``runs_dir``, newest first."""
+    """The runs ``convtrain runs`` lists under ``runs_dir``, newest first, that the page can link to."""
     if not runs_dir.is_dir():
         return []
     found = []
     root = runs_dir.resolve()
-    for run in runs_dir.iterdir():
+    for listed in listing.list_runs(runs_dir):
+        run = Path(listed["path"])
         # a symlink out of the folder is not one of its runs (its pictures would be refused anyway)
-        if run.is_dir() and run.resolve().parent == root and _NAME.match(run.name) and any((run / f).is_file() for f in
-                                                          ("config.yaml", "metrics.csv", "results.json")):
-            try:
-                found.append(run_summary(run))
-            except OSError:
-                continue  # removed while we looked
-    return sorted(found, key=lambda r: r["modified"], reverse=True)
+        if run.resolve().parent != root or not _NAME.match(run.name):
+            continue
+        try:
+            found.append(run_summary(run, listed))
+        except OSError:
+            continue  # removed while we looked
+    return found
 
 
 def run_image(runs_dir: Path, run: str, name: str) -> Path:
@@ -394,7 +394,7 @@ def create_app(models: list[ServedModel], runs_dir: str | Path = "runs", limits:
 
     def infer(m: ServedModel, images, top_k: int, invert: str) -> list[dict]:
         with gate:
-            return predict_images(m, images, top_k, invert, limits)
+            return predict_uploads(m, images, top_k, invert, limits)
 
     @app.post("/v1/predict", summary="Top-k classes for one uploaded image or a JSON batch of base64 images",
               openapi_extra=_openapi_body(request_model))

@@ -1,4 +1,6 @@
-"""TODO docstring for serve/server."""
+"""The server process: bind the port (refusing a taken one in one line), print "serving on" once
+uvicorn listens, and stop on Ctrl-C / SIGTERM.
+"""
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations (``request: Request``)
 # at runtime, and Request is imported lazily inside create_app, out of reach of string annotations.

@@ -80,19 +80,16 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
     """
     state = state or EpochState()
     model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+    sums = _Sums(device, state)
     every = check_every if nonfinite == "stop" else 1
     deferred = _DeferredCheck(device, epoch) if every > 1 else None
-    start = time.perf_counter()
     stopped = False
     dropped = False  # a batch of the current accumulation window was skipped: the window is not applied
     for x, y in batches:
         if state.step >= num_steps:
             break
         window_start = state.step % accumulate == 0
-        if window_start and should_stop is not None and state.step % every == 0 \
-                and broadcast_flag(should_stop(), device):
+        if window_start and state.step % every == 0 and _asked_to_stop(should_stop, device):
             stopped = True
             break
         if window_start:
@@ -100,14 +97,8 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
             dropped = False
         window = min(accumulate, num_steps - (state.step - state.step % accumulate))
         window_end = state.step % accumulate + 1 == window
-        # DDP: gradients are all-reduced on the window's last batch only (the standard use of no_sync)
-        with contextlib.nullcontext() if window_end else _no_sync(model):
-            with autocast(device, amp):
-                logits = model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-            finite = _finite(loss, deferred, state.step + 1, device)
-            if finite:
-                _backward(loss / window if window > 1 else loss, scaler)
+        logits, loss, finite = _forward_backward(model, x, y, window, window_end, label_smoothing, amp, scaler,
+                                                 deferred, state.step + 1, device)
         if not finite:
             if nonfinite == "stop":
                 raise NonFiniteLoss(epoch, state.step + 1, float(loss.detach()))
@@ -116,23 +107,58 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
         if window_end and not dropped:
             _apply_gradients(model, optimizer, scaler, grad_clip, scheduler, on_update)
         state.step += 1
-        if not finite:
-            continue
-        n = y.shape[0]
-        loss_sum += loss.detach().double() * n
-        correct += (logits.detach().argmax(1) == y).sum()
-        state.samples += n
-        if on_step is not None:
-            on_step(state.step, loss.detach())
+        if finite:
+            sums.add(loss, logits, y)
+            if on_step is not None:
+                on_step(state.step, loss.detach())
         if deferred is not None and state.step % every == 0:
             deferred.raise_if_bad()
     if deferred is not None:
         deferred.raise_if_bad()  # before the caller validates or saves these weights
-    state.loss_sum += float(loss_sum)
-    state.correct += int(correct)
-    state.seconds += time.perf_counter() - start
-    seen = max(state.samples, 1)
-    return EpochResult(state.loss_sum / seen, state.correct / seen, state, stopped)
+    return sums.result(stopped)
+
+
+def _asked_to_stop(should_stop: Callable[[], bool] | None, device: torch.device) -> bool:
+    """Every rank gets rank 0's answer, so all of them stop at the same step."""
+    return should_stop is not None and broadcast_flag(should_stop(), device)
+
+
+class _Sums:
+    """An epoch's loss and correct counts, summed on the device (no host read per step)."""
+
+    def __init__(self, device: torch.device, state: EpochState) -> None:
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.state, self.start = state, time.perf_counter()
+
+    def add(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
+        n = y.shape[0]
+        self.loss += loss.detach().double() * n
+        self.correct += (logits.detach().argmax(1) == y).sum()
+        self.state.samples += n
+
+    def result(self, stopped: bool) -> EpochResult:
+        """Fold the sums into the epoch state (which may hold earlier steps of a resumed epoch)."""
+        state = self.state
+        state.loss_sum += float(self.loss)
+        state.correct += int(self.correct)
+        state.seconds += time.perf_counter() - self.start
+        seen = max(state.samples, 1)
+        return EpochResult(state.loss_sum / seen, state.correct / seen, state, stopped)
+
+
+def _forward_backward(model: nn.Module, x: Tensor, y: Tensor, window: int, window_end: bool, label_smoothing: float,
+                      amp: str, scaler, deferred, step: int, device: torch.device) -> tuple[Tensor, Tensor, bool]:
+    """One batch's forward and, when its loss is finite, backward (the loss divided by its window)."""
+    # DDP: gradients are all-reduced on the window's last batch only (the standard use of no_sync)
+    with contextlib.nullcontext() if window_end else _no_sync(model):
+        with autocast(device, amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        finite = _finite(loss, deferred, step, device)
+        if finite:
+            _backward(loss / window if window > 1 else loss, scaler)
+    return logits, loss, finite
 
 
 def _no_sync(model: nn.Module):

@@ -1,4 +1,4 @@
-"""TODO docstring for train/optim."""
+"""The optimizer and learning-rate schedule a run config asks for (``optim.*``, ``sched.*``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring for train/repro."""
+"""Reproducibility: seeding every RNG a run touches, and ``train.deterministic``."""
 
 from __future__ import annotations
 

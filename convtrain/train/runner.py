@@ -2,14 +2,19 @@
 
 :func:`run` is a short sequence of named phases around one :class:`RunState`::
 
-    setup_process -> setup_data -> build_model -> build_optim -> restore -> open_run_dir
+    setup_process -> setup_data -> build_model -> build_optim -> restore -> build_loop_parts -> open_run_dir
     -> prepare_training -> loop (per epoch: train_epoch, validate, record, save_checkpoints) -> final_test
 
 Everything that can be checked up front (data, model kwargs, pretrained weights, freeze) is checked
 before the run directory is created, so a refused run leaves nothing behind. Writers that only rank
-0 may use (run directory, TensorBoard, progress) are do-nothing objects on the other ranks. Adding a
-loop feature means adding a field to :class:`RunState` and a small phase, not a branch in ``run``.
-:func:`prepare_resume` and :func:`prepare_finetune` load the checkpoint a run starts from, once.
+0 may use (run directory, TensorBoard, progress) are do-nothing objects on the other ranks.
+
+A loop feature that keeps state across ``--resume`` is an object with ``state_dict`` /
+``load_state_dict``, built in :func:`build_loop_parts` under its key of last.pt's training state
+(whose check is registered in :mod:`convtrain.artifacts.training_state`), plus the phase step
+where it acts; saving and restoring it need no further line here.
+Where a run starts from (fresh, ``--resume``, ``finetune``) is :mod:`convtrain.train.start`'s
+:class:`~convtrain.train.start.Start`, which loads that checkpoint once.
 """
 
 from __future__ import annotations
@@ -107,10 +112,20 @@ class Run:
     rundir: RunDir | NullRunDir
     tb: TensorBoardLogger | NullLogger
     meta: dict  # what every checkpoint records besides weights (checkpoint.build keywords)
-    ema: ema_mod.NoEMA | ema_mod.WeightEMA  # .model is what is evaluated and saved as best.pt
-    stops: stopping.Stops  # early stopping, stop_at, max_time
-    kept: keep.Kept  # checkpoints/epoch-NNN.pt (keep_top_k, every_n_epochs)
     mlflow: mlflowlog.NullMLflow | mlflowlog.MLflowLogger
+    parts: dict  # the loop features saved in last.pt, by training-state key (build_loop_parts)
+
+    @property
+    def ema(self) -> ema_mod.NoEMA | ema_mod.WeightEMA:  # .model is what is evaluated and saved as best.pt
+        return self.parts["ema"]
+
+    @property
+    def stops(self) -> stopping.Stops:  # early stopping, stop_at, max_time
+        return self.parts["stops"]
+
+    @property
+    def kept(self) -> keep.Kept:  # checkpoints/epoch-NNN.pt (keep_top_k, every_n_epochs)
+        return self.parts["kept"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,12 +160,11 @@ def _phases(start: Start, dist: distributed.DistInfo, reporter: Reporter, signal
     model = build_model(cfg, d.bundle, dist, start, reporter)
     optim = build_optim(model, cfg, dist.device, d.updates_per_epoch)
     state = restore(start, model, optim, dist)
-    ema, stops, kept = build_loop_parts(cfg, model, start)
+    parts = build_loop_parts(cfg, model, start)
     mlflow = mlflowlog.open_mlflow(cfg.log, dist.is_main)  # MLflow missing: refused before anything is written
     rundir = open_run_dir(start, state, dist)  # from here on the run has files: record how it ends
     r = Run(cfg=cfg, dist=dist, reporter=reporter, signals=signals, data=d, model=model, train_model=model,
-            optim=optim, rundir=rundir, tb=NullLogger(), meta=_checkpoint_meta(cfg, d.bundle), ema=ema, stops=stops,
-            kept=kept, mlflow=mlflow)
+            optim=optim, rundir=rundir, tb=NullLogger(), meta=_checkpoint_meta(cfg, d.bundle), mlflow=mlflow, parts=parts)
     try:
         prepare_training(r, state, start)
         loop(r, state)
@@ -265,17 +279,17 @@ def restore(start: Start, model: nn.Module, optim: Optim, dist: distributed.Dist
     return state
 
 
-def build_loop_parts(cfg: RunConfig, model: nn.Module, start: Start) -> tuple:
-    """The weight EMA, the stopping rules and the kept checkpoints, restored from last.pt when resuming
-    (a last.pt written before these features has none of them: they start afresh)."""
+def build_loop_parts(cfg: RunConfig, model: nn.Module, start: Start) -> dict:
+    """The loop features that keep state across --resume, by their key in last.pt's training state
+    (each key's check is registered in :data:`convtrain.artifacts.training_state.VALIDATORS`):
+    the weight EMA, the stopping rules and the kept checkpoints, restored when resuming (a last.pt
+    written before a feature existed lacks its key: that feature starts afresh)."""
     ts = start.resume["training_state"] if start.resume is not None else {}
-    ema = ema_mod.create(cfg.train.ema, model)
-    ema.load_state_dict(ts.get("ema"))
-    stops = stopping.Stops(cfg.train)
-    stops.load_state_dict(ts.get("stops"))
-    kept = keep.Kept(cfg.checkpoint)
-    kept.load_state_dict(ts.get("kept"))
-    return ema, stops, kept
+    parts = {"ema": ema_mod.create(cfg.train.ema, model), "stops": stopping.Stops(cfg.train),
+             "kept": keep.Kept(cfg.checkpoint)}
+    for key, part in parts.items():
+        part.load_state_dict(ts.get(key))
+    return parts
 
 
 def open_run_dir(start: Start, state: RunState, dist: distributed.DistInfo) -> RunDir | NullRunDir:
@@ -580,9 +594,7 @@ def _training_state(r: Run, state: RunState, epoch_state: engine.EpochState, com
         "best_epoch": state.best_epoch,
         "best_state": state.best_state,
         "world_size": r.dist.world_size,
-        "ema": r.ema.state_dict(),  # None without train.ema
-        "stops": r.stops.state_dict(),
-        "kept": r.kept.state_dict(),
+        **{key: part.state_dict() for key, part in r.parts.items()},  # ema: None without train.ema
     }
 
 

@@ -1,4 +1,6 @@
-"""TODO docstring for train/start."""
+"""Where a run starts from: fresh, ``--resume`` (the same run, its full state) or ``finetune``
+(a new run from pretrained weights). Each checkpoint is loaded here, once, and nothing is written.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,54 @@
+"""convtrain.atomic, the one writer: a file is replaced whole or not at all, and no temporary file stays."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from convtrain import atomic
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if atomic.TEMP_MARK in p.name)
+
+
+def test_replacing_publishes_the_new_content_and_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text("old")
+    with atomic.replacing(path) as tmp:
+        assert tmp.parent == tmp_path and tmp.name == f".results.json{atomic.TEMP_MARK}{os.getpid()}"
+        tmp.write_text("new")
+        assert path.read_text() == "old"  # nothing is visible before the block ends
+    assert path.read_text() == "new" and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary_one(tmp_path, error):
+    path = tmp_path / "best.pt"
+    path.write_bytes(b"old")
+    with pytest.raises(type(error)):
+        with atomic.replacing(path) as tmp:
+            tmp.write_bytes(b"half")
+            tmp.with_name(tmp.name + ".data").write_bytes(b"sidecar")  # what an exporter may leave
+            raise error
+    assert path.read_bytes() == b"old" and _leftovers(tmp_path) == []
+
+
+def test_creating_never_replaces_a_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    with atomic.creating(path) as tmp:
+        tmp.write_text("a")
+    assert path.read_text() == "a"
+    with pytest.raises(FileExistsError):
+        with atomic.creating(path) as tmp:
+            tmp.write_text("b")
+    assert path.read_text() == "a" and _leftovers(tmp_path) == []
+
+
+def test_write_text_and_the_owner_of_a_temporary_name(tmp_path):
+    atomic.write_text(tmp_path / "a.txt", "x\n")
+    assert (tmp_path / "a.txt").read_text() == "x\n"
+    assert atomic.temp_owner(atomic.temp_path(tmp_path / "a.txt")) == os.getpid()
+    assert atomic.temp_owner(tmp_path / "a.txt") is None
+    assert atomic.temp_owner(tmp_path / ".a.txt.tmp-abc") is None
