@@ -44,8 +44,13 @@ def test_an_old_best_pt_evaluates_to_the_same_numbers(old_run):
 
 
 @pytest.mark.slow
-def test_an_old_last_pt_resumes_where_it_stopped(old_run):
-    r = run_cli("train", "--resume", str(old_run / "checkpoints" / "last.pt"), "--set", "train.epochs=2")
+def test_an_old_last_pt_resumes_where_it_stopped(old_run, data_root, tmp_path):
+    # the data root is not the one saved in last.pt (/work/shared/data): a run copied to another machine
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (moved / "MNIST").symlink_to(data_root / "MNIST", target_is_directory=True)
+    r = run_cli("train", "--resume", str(old_run / "checkpoints" / "last.pt"), "--set", "train.epochs=2",
+                env={"CONVTRAIN_DATA_ROOT": str(moved)})
     assert r.returncode == 0, r.stderr + r.stdout
     rows = metrics_rows(old_run)
     assert [row["epoch"] for row in rows] == ["1", "2"]
@@ -55,3 +60,12 @@ def test_an_old_last_pt_resumes_where_it_stopped(old_run):
     assert sorted(p.name for p in (old_run / "checkpoints").iterdir()) == ["best.pt", "epoch-002.pt", "last.pt"]
     listed = json.loads(run_cli("runs", str(old_run.parent), "--json").stdout)
     assert [(x["name"], x["status"], x["epochs"]) for x in listed] == [("old-run", "finished", 2)]
+
+
+def test_the_data_root_may_move_on_resume_only_for_a_registered_dataset():
+    """For mnist the root says where the same files are; for a folder or CSV the root is the data."""
+    from convtrain.config.load import load_config
+    from convtrain.train.start import _resumable
+
+    assert "data.root" in _resumable(load_config(None, ["data.name=mnist"]))
+    assert "data.root" not in _resumable(load_config(None, ["data.name=folder", "data.root=x"]))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..artifacts import checkpoint
+from ..catalog import DATASETS
 from ..config.load import load_config
 from ..config.schema import RunConfig, from_dict, to_dict
 from ..config.yamlsafe import read_yaml
@@ -86,7 +87,8 @@ def _resumed_config(raw: dict, where: str, cfg: RunConfig | None, overrides, dat
     if cfg is None:
         return saved
     diffs = _config_diff(to_dict(saved), to_dict(cfg))
-    refused = [d for d in diffs if d[0] not in RESUMABLE_CHANGES and d[0] != "name"]
+    resumable = _resumable(saved)
+    refused = [d for d in diffs if d[0] not in resumable and d[0] != "name"]
     if saved.sched.name in ("cosine", "onecycle"):
         # these schedules are laid out over the total step count: more epochs would change them
         refused += [d for d in diffs if d[0] == "train.epochs"]
@@ -95,9 +97,16 @@ def _resumed_config(raw: dict, where: str, cfg: RunConfig | None, overrides, dat
         raise ConfigError(f"cannot resume {run_dir} with a different config ({listing}); "
                           f"only these may change: {', '.join(RESUMABLE_CHANGES)}")
     for key, _, new in diffs:
-        if key in RESUMABLE_CHANGES:
+        if key in resumable:
             _set_path(saved, key, new)
     return saved
+
+
+def _resumable(saved: RunConfig) -> tuple[str, ...]:
+    """RESUMABLE_CHANGES, plus data.root for a registered dataset: there the root only says where the
+    same IDX files are (the run copied to another machine, CONVTRAIN_DATA_ROOT elsewhere); for a folder
+    or CSV the root is the data itself, so it stays fixed."""
+    return RESUMABLE_CHANGES + (("data.root",) if saved.data.name in DATASETS else ())
 
 
 def _config_diff(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
