@@ -164,8 +164,9 @@ def _run(start, progress: bool) -> TrainResult:
     result = run(start, reporter=reporter)
     test = result.test
     if progress:  # the command's closing line (not part of train.log, as with the command)
-        reporter.console.print(f"best epoch {result.best_epoch} (val acc {result.best_val_acc:.4f}); test accuracy of "
-                               f"best.pt: {test['accuracy']:.4f}; run directory: {result.run_dir}", highlight=False)
+        reporter.console.print(f"best epoch {result.best_epoch} (val acc {result.best_val_acc:.4f}); "
+                               f"test accuracy of best.pt: {test['accuracy']:.4f}", highlight=False, markup=False)
+        reporter.console.print(f"run directory: {result.run_dir}", highlight=False, markup=False, soft_wrap=True)
     return TrainResult(run_dir=Path(result.run_dir), test_accuracy=float(test["accuracy"]), test_loss=float(test["loss"]),
                        best_epoch=result.best_epoch, best_val_acc=float(result.best_val_acc), epochs=list(result.epochs),
                        train_seconds=float(result.train_seconds), stopped_by=result.stopped_by)
