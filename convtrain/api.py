@@ -34,7 +34,7 @@ Overrides = Union[Mapping[str, Any], Iterable[str]]
 class TrainResult:
     """What a training run returns: where it wrote, and its numbers (all accuracies are fractions)."""
 
-    run_dir: Path
+    run_dir: Path | None  # None only on the processes other than rank 0 of a multi-process run (they write nothing)
     test_accuracy: float  # of best.pt, on the test split
     test_loss: float
     best_epoch: int  # chosen on the validation split, never on the test split
@@ -46,6 +46,10 @@ class TrainResult:
     @property
     def checkpoint(self) -> Path:
         """The run's ``checkpoints/best.pt``."""
+        if self.run_dir is None:
+            from .errors import ConfigError
+
+            raise ConfigError("this process wrote no run directory (only rank 0 of a multi-process run does)")
         return self.run_dir / "checkpoints" / "best.pt"
 
     def rows(self) -> list[dict]:
@@ -163,13 +167,15 @@ def _run(start, progress: bool) -> TrainResult:
     reporter = _reporter(progress)
     result = run(start, reporter=reporter)
     test = result.test
-    if progress:  # the command's closing line (not part of train.log, as with the command)
+    if progress and result.is_main:  # the command's closing lines (not in train.log, as with the command)
         reporter.console.print(f"best epoch {result.best_epoch} (val acc {result.best_val_acc:.4f}); "
                                f"test accuracy of best.pt: {test['accuracy']:.4f}", highlight=False, markup=False)
         reporter.console.print(f"run directory: {result.run_dir}", highlight=False, markup=False, soft_wrap=True)
-    return TrainResult(run_dir=Path(result.run_dir), test_accuracy=float(test["accuracy"]), test_loss=float(test["loss"]),
-                       best_epoch=result.best_epoch, best_val_acc=float(result.best_val_acc), epochs=list(result.epochs),
-                       train_seconds=float(result.train_seconds), stopped_by=result.stopped_by)
+    run_dir = Path(result.run_dir) if result.run_dir is not None else None
+    return TrainResult(run_dir=run_dir, test_accuracy=float(test["accuracy"]), test_loss=float(test["loss"]),
+                       best_epoch=result.best_epoch, best_val_acc=float(result.best_val_acc),
+                       epochs=list(result.epochs), train_seconds=float(result.train_seconds),
+                       stopped_by=result.stopped_by)
 
 
 def _reporter(progress: bool) -> Reporter:

@@ -28,6 +28,7 @@ runner = CliRunner()
 # lenet5 on 3,000 MNIST images for one epoch: about 3 s of training on 2 cores
 TINY = {"model.name": "lenet5", "data.train_subset": 3000, "data.val_size": 500, "data.test_subset": 1000,
         "train.epochs": 1, "device": "cpu", "log.plots": False, "seed": 3}
+SMALL = {**TINY, "data.train_subset": 600, "data.val_size": 200, "data.test_subset": 200}  # about 1 s of training
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def digits(data_root, tmp_path_factory) -> list:
 @pytest.mark.slow
 def test_import_is_torch_free_and_train_is_callable_before_and_after_its_package_is_imported(data_root, tmp_path):
     """``convtrain.train`` is both the sub-package and the function; calling works whichever was touched first."""
-    overrides = {**TINY, "data.train_subset": 600, "data.val_size": 200, "data.test_subset": 200}
+    overrides = SMALL
     code = f"""
 import inspect, sys
 import convtrain
@@ -85,11 +86,11 @@ def _masked_log(text: str) -> list[str]:
 @pytest.mark.slow
 def test_train_writes_what_the_command_writes_and_returns_its_numbers(data_root, tmp_path, capsys):
     """Same run directory files, config.yaml, metrics and train.log as ``convtrain train``; progress on stdout."""
-    sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    sets = [a for k, v in SMALL.items() for a in ("--set", f"{k}={json.dumps(v)}")]
     cli = runner.invoke(app, ["train", *sets, "--run-dir", str(tmp_path / "cli")])
     assert cli.exit_code == 0, cli.output
     capsys.readouterr()
-    result = convtrain.train(overrides=TINY, run_dir=tmp_path / "api")
+    result = convtrain.train(overrides=SMALL, run_dir=tmp_path / "api")
     printed = capsys.readouterr().out
     api, cmd = tmp_path / "api", tmp_path / "cli"
     assert sorted(p.relative_to(api).as_posix() for p in api.rglob("*")) == \
@@ -105,8 +106,7 @@ def test_train_writes_what_the_command_writes_and_returns_its_numbers(data_root,
 
 
 def test_progress_false_prints_nothing_but_still_logs(data_root, tmp_path, capsys):
-    small = {**TINY, "data.train_subset": 600, "data.val_size": 200, "data.test_subset": 200}
-    convtrain.train(overrides=small, run_dir=tmp_path / "quiet", progress=False)
+    convtrain.train(overrides=SMALL, run_dir=tmp_path / "quiet", progress=False)
     assert capsys.readouterr().out == ""
     log = (tmp_path / "quiet" / "train.log").read_text()
     assert log.startswith("run: ") and "epoch 1/1  train loss" in log
@@ -162,7 +162,7 @@ def test_load_gives_the_model_and_its_metadata(api_run, digits):
 
 @pytest.mark.slow
 def test_finetune_from_a_result_starts_a_new_run_from_its_weights(api_run, tmp_path):
-    tuned = convtrain.finetune(api_run, overrides={**TINY, "finetune.freeze": ["backbone"]}, run_dir=tmp_path / "ft",
+    tuned = convtrain.finetune(api_run, overrides={**SMALL, "finetune.freeze": ["backbone"]}, run_dir=tmp_path / "ft",
                                progress=False)
     saved = convtrain.load(tuned)
     assert saved.config["finetune"]["checkpoint"] == str(api_run.checkpoint)

@@ -11,12 +11,11 @@ import json
 import os
 import sys
 
+import nbclient  # the test extra installs nbclient, nbformat and ipykernel: this test never skips
+import nbformat
 import pytest
 
 from .conftest import REPO
-
-nbformat = pytest.importorskip("nbformat", reason="the test extra installs nbformat, nbclient and ipykernel")
-nbclient = pytest.importorskip("nbclient")
 
 
 def _text(output) -> str:
@@ -41,7 +40,8 @@ def test_notebook_runs_in_a_jupyter_kernel(data_root, tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     work = tmp_path / "work"
     work.mkdir()
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(work)}})
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(work)}})
     client.execute()  # raises CellExecutionError, with the cell and its traceback, when a cell fails
     code = [c for c in nb.cells if c.cell_type == "code"]
     outputs = ["".join(_text(o) for o in c.outputs) for c in code]
