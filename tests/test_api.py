@@ -173,6 +173,27 @@ def test_finetune_from_a_result_starts_a_new_run_from_its_weights(api_run, tmp_p
     assert "frozen (" in (tmp_path / "ft" / "train.log").read_text()
 
 
+def test_the_api_is_typed():
+    """Every public function says what it takes and returns (the wheel ships py.typed for type checkers)."""
+    import inspect
+    import typing
+
+    from torch import nn
+
+    from convtrain import api
+    from convtrain.artifacts.metrics import MetricsRow
+    from convtrain.config.schema import RunConfig
+
+    names = {"nn": nn, "MetricsRow": MetricsRow, "RunConfig": RunConfig}  # imported for type checkers only
+    for name in ("train", "finetune", "evaluate", "predict", "load"):
+        fn = getattr(api, name)
+        hints = typing.get_type_hints(fn, localns=names)
+        assert set(inspect.signature(fn).parameters) | {"return"} == set(hints), name
+    assert typing.get_type_hints(api.train, localns=names)["return"] is api.TrainResult
+    assert typing.get_type_hints(api.TrainResult, localns=names)["epochs"] == list[MetricsRow]
+    assert (REPO / "convtrain" / "py.typed").is_file()
+
+
 def test_errors_are_the_commands_errors(tmp_path):
     with pytest.raises(convtrain.ConfigError, match="unknown key 'train.lr'"):
         convtrain.train(overrides=["train.lr=0.1"], run_dir=tmp_path / "x", progress=False)
