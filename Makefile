@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The test command (README and .ci/run use exactly this). Two pytest-xdist workers, each taking
+# The test command (README, docs/getting-started.md and .ci/run use exactly this). Two pytest-xdist workers, each taking
 # whole test files (module fixtures such as the DDP runs are built once): a third of the suite's
 # time is spent waiting (signal tests' pauses, subprocesses importing torch), which the other
 # worker fills. On our 2-core machine: 442 s instead of 520 s one at a time (380 s in CI).
@@ -30,7 +30,7 @@ test-fast: install
 train: install
 	$(PY) -m convtrain train --config configs/mnist.yaml
 
-# Benchmarks (not tests): results go in the README. `make bench` takes ~15 minutes on 2 CPU cores.
+# Benchmarks (not tests): results go in docs/results.md. `make bench` takes ~15 minutes on 2 CPU cores.
 bench: bench-conv bench-speed
 
 bench-conv: install
@@ -39,9 +39,12 @@ bench-conv: install
 bench-speed: install
 	$(PY) bench/speed.py
 
-# Regenerate the README's config reference from the schema (a test checks they agree).
+# The documentation site: regenerate its two generated pages (the config reference from the schema, the
+# command-line reference from the app; a test checks both), then build docs/ into site/ (MkDocs, Material;
+# offline). `$(VENV)/bin/mkdocs serve` shows it while you edit.
 docs: install
-	$(PY) tools/update_readme.py
+	$(PY) tools/update_docs.py
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis build site *.egg-info

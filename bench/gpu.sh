@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU benchmark, for a CUDA machine (prepared on a CPU-only machine; see README, "Speed").
+# GPU benchmark, for a CUDA machine (prepared on a CPU-only machine; see docs/results.md, "Speed").
 #   bash bench/gpu.sh [DATA_DIR]
 # DATA_DIR holds torchvision's MNIST layout, or gzipped files under DATA_DIR/gz/MNIST/*.gz (as a copy
 # of ../shared/data/gz), which are unpacked into .gpu-data/. Installs nothing: it needs the torch,

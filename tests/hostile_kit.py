@@ -1,7 +1,7 @@
 """Shared by the hostile table and the fuzz tests: a tiny valid checkpoint, one real small run,
 and one way to run a command and judge it against the error contract.
 
-The contract (README, "Exit codes" and "Safety"): a failing command prints exactly ONE line on
+The contract (docs/safety.md, "Exit codes" and "Safety"): a failing command prints exactly ONE line on
 stderr, starting with ``error: ``, exits 2 (usage/config) or 1 (runtime), shows no traceback, does
 not end in the backstop's "internal error" line, finishes in bounded time, and leaves every file
 that existed before byte-for-byte unchanged.

@@ -152,7 +152,7 @@ def test_sync_batchnorm_on_cpu_is_refused_before_start(data_root, tmp_path):
 
 @pytest.mark.slow
 def test_two_nodes_on_one_machine_write_one_run(data_root, tmp_path):
-    """The README's multi-node command, for real: two torchrun launchers (one process each) meet at
+    """The multi-node command of docs/distributed.md, for real: two torchrun launchers (one process each) meet at
     a c10d rendezvous on 127.0.0.1 and train one run directory. c10d hands out ranks in arrival
     order (it ignores --node-rank), so either launcher may hold rank 0."""
     with socket.socket() as s:

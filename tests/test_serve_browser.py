@@ -75,7 +75,7 @@ def test_draw_a_one_and_a_zero(trained_run, data_root, tmp_path):
             page.screenshot(path=str(tmp_path / "zero.png"))
             assert top == "0", bars
             assert bars[0][0] == "0" and bars[0][1] > 0.5, bars
-            if os.environ.get("CONVTRAIN_UPDATE_SCREENSHOT"):  # refresh the README's picture on request only
+            if os.environ.get("CONVTRAIN_UPDATE_SCREENSHOT"):  # refresh docs/img/serve.png (README, docs/serving.md) on request only
                 shutil.copy(tmp_path / "zero.png", SCREENSHOT)
 
             # an uploaded file is sent as it is: a real MNIST test "4", predicted as by `convtrain predict`

@@ -1,4 +1,4 @@
-"""Write real MNIST / Fashion-MNIST images as PNG files into class folders (the README's "your own data" run).
+"""Write real MNIST / Fashion-MNIST images as PNG files into class folders (the "real run" of docs/data.md).
 
     python tools/make_image_folder.py OUT --dataset fashion_mnist --train 2000 --test 2000
 

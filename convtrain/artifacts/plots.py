@@ -22,15 +22,28 @@ MAX_COUNTS_SHOWN = 30  # classes up to which the confusion matrix prints its cou
 
 
 
-def _pyplot():
-    try:
-        import matplotlib
+class _Figures:
+    """pyplot's ``subplots`` and ``close`` without pyplot: figures that belong to no backend and are
+    saved to files only. pyplot (or ``matplotlib.use("Agg")``) would change the process's backend,
+    and a notebook that trained through the Python API would then show none of its own figures."""
 
-        matplotlib.use("Agg")  # files only, no display
-        import matplotlib.pyplot as plt
+    def __init__(self, figure_class) -> None:
+        self._figure = figure_class
+
+    def subplots(self, *args, figsize=None, dpi=None, **kwargs):
+        fig = self._figure(figsize=figsize, dpi=dpi)
+        return fig, fig.subplots(*args, **kwargs)
+
+    def close(self, fig) -> None:
+        pass  # nothing registered it: it is freed with its last reference
+
+
+def _pyplot() -> _Figures:
+    try:
+        from matplotlib.figure import Figure
     except ImportError:
         raise MissingExtra("plots need matplotlib: pip install 'convtrain[plot]'") from None
-    return plt
+    return _Figures(Figure)
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:

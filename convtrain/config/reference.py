@@ -1,4 +1,4 @@
-"""The config reference generated from the schema: ``convtrain config keys`` and the README's table."""
+"""The config reference generated from the schema: ``convtrain config keys`` and the table of docs/configuration.md."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .schema import RunConfig, _field_types, _type_name
 
 
 def markdown_reference(rows) -> str:
-    """The config reference table that README.md embeds (a test keeps them in sync)."""
+    """The config reference table that docs/configuration.md embeds (tests/test_docs.py keeps them in sync)."""
     lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
     lines += [f"| `{k}` | {t} | `{d}` | {h.replace('|', '/')} |" for k, t, d, h in rows]
     return "\n".join(lines) + "\n"

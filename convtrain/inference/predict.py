@@ -49,13 +49,18 @@ def classify(model: torch.nn.Module, normalize: Callable[[torch.Tensor], torch.T
             for pr, idx in zip(top.values, top.indices)]
 
 
+def effective_invert(dataset: str, invert: str) -> str:
+    """``--invert auto`` means ``no`` for a model of the user's own images (folder/csv): it saw them as
+    they are, with no MNIST-style inversion."""
+    return "no" if invert == "auto" and dataset in ("folder", "csv") else invert
+
+
 def predict_images(ckpt_path: str | Path, paths: list[str | Path], top_k: int = 3, invert: str = "auto",
                    device: str = "auto") -> list[dict]:
     """Top-k classes with probabilities for each image file (folders expanded); one dict per image."""
     check_invert(invert)
     ckpt = checkpoint.open_checkpoint(ckpt_path)
-    if invert == "auto" and ckpt.dataset in ("folder", "csv"):
-        invert = "no"  # a model of the user's own images saw them as they are: no MNIST-style inversion
+    invert = effective_invert(ckpt.dataset, invert)
     model = ckpt.rebuild()
     files = expand_paths(paths)
     images = torch.stack([image_to_input(f, ckpt.in_channels, ckpt.input_size, invert) for f in files])
