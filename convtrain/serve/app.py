@@ -222,6 +222,8 @@ def list_runs(runs_dir: Path) -> list[dict]:
     root = runs_dir.resolve()
     for listed in listing.list_runs(runs_dir):
         run = Path(listed["path"])
+        if listed["kind"] != "run":
+            continue  # a --seeds folder: its seed runs are not at the top of the folder
         # a symlink out of the folder is not one of its runs (its pictures would be refused anyway)
         if run.resolve().parent != root or not _NAME.match(run.name):
             continue

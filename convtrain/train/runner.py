@@ -33,7 +33,7 @@ from .. import backstop
 from ..artifacts import checkpoint
 from ..artifacts.metrics import MetricsRow
 from ..artifacts.rundir import NullRunDir, RunDir, default_path
-from ..config.schema import RunConfig, to_dict, to_yaml
+from ..config.schema import RunConfig, held_out_seed, to_dict, to_yaml
 from ..data.batches import AugmentParams, make_batches
 from ..data.sources import build as build_data
 from ..data.types import DataBundle
@@ -202,7 +202,7 @@ def setup_process(cfg: RunConfig, reporter: Reporter | None) -> tuple[distribute
 def setup_data(cfg: RunConfig, dist: distributed.DistInfo) -> Data:
     """Decode the data once, resident on the training device (or served by a DataLoader)."""
     pause_for_test("start-up")
-    bundle = build_data(cfg.data, cfg.seed)
+    bundle = build_data(cfg.data, held_out_seed(cfg))
     device = dist.device
     loader = cfg.data.loader
     if loader == "auto":
@@ -500,6 +500,8 @@ def final_test(r: Run, state: RunState) -> None:
             "test_accuracy": t["accuracy"], "test_loss": t["loss"], "test_num_samples": t["num_samples"],
             "test_per_class_accuracy": t["per_class_accuracy"], "test_confusion_matrix": t["confusion_matrix"],
             "classes": r.data.bundle.classes, "epochs": len(res.epochs), "train_seconds": res.train_seconds,
+            # which images were tested: the same split_seed and data give the same fingerprint (--seeds compares them)
+            "split_seed": held_out_seed(r.cfg), "test_fingerprint": r.data.bundle.test.fingerprint(),
             "stopped_early": state.stop is not None, "stopped_by": state.stop,
             "stopped_epoch": res.epochs[-1].epoch if state.stop is not None and res.epochs else None,
             **r.stops.results(), "world_size": r.dist.world_size, "device": str(r.dist.device),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..artifacts import checkpoint
 from ..config.load import load_config
-from ..config.schema import RunConfig, from_dict, to_dict
+from ..config.schema import RunConfig, from_dict, saved_raw, to_dict
 from ..config.yamlsafe import read_yaml
 from ..errors import CheckpointError, ConfigError
 
@@ -80,6 +80,7 @@ def prepare_finetune(pretrained: str | Path, cfg: RunConfig, run_dir: str | Path
 
 def _resumed_config(raw: dict, where: str, cfg: RunConfig | None, overrides, data_root, run_dir: Path) -> RunConfig:
     """The run's saved config, with the resumable changes of ``cfg`` (or of ``overrides``) applied."""
+    raw = saved_raw(raw)
     saved = from_dict(raw, where)
     if cfg is None and (overrides or data_root):
         cfg = load_config(None, list(overrides), data_root=data_root, base=raw, where=where)
