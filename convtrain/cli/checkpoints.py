@@ -129,16 +129,20 @@ def export(
                                           help="Output file (default: next to the checkpoint, with the format's "
                                                "suffix). Never the checkpoint itself or another checkpoint."),
     data_root: Optional[str] = DataRootOpt,
+    include_preprocessing: bool = typer.Option(False, "--include-preprocessing",
+                                               help="Fold the normalization into the graph: the file takes "
+                                                    "pixels / 255 (0..1) instead of normalized input."),
 ) -> None:
     """Export a checkpoint's model; kept only if its outputs match the checkpoint's on a test batch.
 
-    Load the result with torch.export.load(PATH).module(), torch.jit.load(PATH) or onnxruntime.
+    Load the result with torch.export.load(PATH).module(), torch.jit.load(PATH) or onnxruntime. The
+    file carries class names, mean/std, input size, channels and layout as metadata (docs/deploy.md).
 
     Example: convtrain export --checkpoint runs/mnist/checkpoints/best.pt --format torch-export
     """
     from ..inference.export import export_checkpoint
 
-    r = export_checkpoint(checkpoint, fmt, output, data_root)
+    r = export_checkpoint(checkpoint, fmt, output, data_root, include_preprocessing=include_preprocessing)
     out.print(f"wrote {escape(r['path'])} ({r['format']}); max |difference| vs the checkpoint "
               f"{r['max_abs_diff']:.2e} (tolerance {r['tolerance']:g}) on {escape(r['checked_on'])}, "
               f"same predictions: {r['same_predictions']}")
