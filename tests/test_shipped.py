@@ -106,6 +106,14 @@ def test_predict_writes_one_csv_row_per_image_of_a_nested_folder(mnist, tmp_path
     names = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
     assert all(r["class"] in names and 0 < float(r["prob"]) <= 1 for r in rows)
     assert all(len(r["topk"].split(";")) == 3 for r in rows)
+    # visualize without an IMAGE takes the first test image of the folder it was trained on ...
+    r = invoke("visualize", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--output-dir", str(tmp_path / "v"))
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "v" / "kernels.png").is_file()
+    # ... or says what it needs when that folder is gone
+    data.rename(tmp_path / "gone")
+    r = invoke("visualize", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--output-dir", str(tmp_path / "w"))
+    assert r.exit_code == 1 and "first test image of the training data" in r.output and "pass an IMAGE file" in r.output
     # a bad input leaves no file behind, and an earlier file untouched
     before = preds.read_text()
     r = invoke("predict", "--checkpoint", str(run / "checkpoints" / "best.pt"), str(tmp_path / "missing.png"),

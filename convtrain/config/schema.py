@@ -264,6 +264,14 @@ class LogConfig:
                         "needs: pip install 'convtrain[mlflow]')")
     mlflow_uri: Optional[str] = _opt(None, "MLflow tracking URI; null = MLFLOW_TRACKING_URI, else a local mlruns/ "
                                      "file store")
+    wandb: bool = _opt(False, "log the config, per-epoch metrics and the final test numbers to Weights & Biases, "
+                       "files in RUN/wandb (rank 0 only; needs: pip install 'convtrain[wandb]')")
+    wandb_project: str = _opt("convtrain", "W&B project name")
+    wandb_mode: Optional[str] = _opt(None, "W&B mode: online, offline (nothing leaves the machine; `wandb sync` "
+                                     "later) or disabled; null = WANDB_MODE, else W&B's default",
+                                     check=lambda v: None if v in (None, "online", "offline", "disabled")
+                                     else "must be online, offline, disabled or null")
+    wandb_log_model: bool = _opt(False, "also upload checkpoints/best.pt to W&B as a model artifact at the end")
 
 
 @dataclass
