@@ -180,7 +180,8 @@ def test_models_card(client, best, trained_run):
     results = json.loads((trained_run / "results.json").read_text())
     assert first == {"name": "mnist-small", "checkpoint": "best.pt", "model": "article_cnn", "dataset": "mnist",
                      "classes": [str(i) for i in range(10)], "input_size": [28, 28], "channels": 1,
-                     "parameters": params, "epoch": ckpt["epoch"], "test_accuracy": results["test_accuracy"]}
+                     "parameters": params, "epoch": ckpt["epoch"], "test_accuracy": results["test_accuracy"],
+                     "mnist_style": True}
     assert 0.9 < first["test_accuracy"] <= 1.0
 
 

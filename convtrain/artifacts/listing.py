@@ -1,12 +1,18 @@
 """List the runs under a folder, newest first, from the files each run directory holds.
 
+A ``--seeds`` folder (no config.yaml of its own, ``seed-<N>/`` run directories inside) is one
+entry of kind ``sweep``: the mean (and std) over its seeds, its summary.json when written, and
+its seed runs under ``runs``.
+
 Read-only: it takes no lock and changes nothing, so it is safe while runs are training. A run whose
 files are damaged is listed as "unreadable" (with the reason) instead of breaking the listing.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import statistics
 from pathlib import Path
 
 from ..errors import ConvtrainError, RunDirError, RunFileError
@@ -30,19 +36,67 @@ def list_runs(folder: str | Path = "runs") -> list[dict]:
         raise RunFileError(f"cannot list {root}: {exc.strerror or exc}") from None
     found = []
     for run in children:
-        cfg_path = run / "config.yaml"
-        try:
-            if not run.is_dir() or not os.path.lexists(cfg_path):
-                continue
-            created = (cfg_path if cfg_path.exists() else run).stat().st_mtime
-        except OSError:
-            continue  # vanished while we looked, or a folder we may not enter
-        try:
-            found.append({**summarize(run), "created": created})
-        except ConvtrainError as exc:
-            found.append({**_EMPTY, "name": run.name, "path": str(run), "status": "unreadable",
-                          "error": str(exc), "created": created})
+        entry = _entry(run)
+        if entry is None:
+            entry = _sweep(run)
+        if entry is not None:
+            found.append(entry)
     return sorted(found, key=lambda r: (r["created"], r["name"]), reverse=True)
+
+
+def _entry(run: Path) -> dict | None:
+    """One run directory's listing entry, or None when ``run`` is no run directory."""
+    cfg_path = run / "config.yaml"
+    try:
+        if not run.is_dir() or not os.path.lexists(cfg_path):
+            return None
+        created = (cfg_path if cfg_path.exists() else run).stat().st_mtime
+    except OSError:
+        return None  # vanished while we looked, or a folder we may not enter
+    try:
+        return {**summarize(run), "kind": "run", "created": created}
+    except ConvtrainError as exc:
+        return {**_EMPTY, "name": run.name, "path": str(run), "status": "unreadable", "kind": "run",
+                "error": str(exc), "created": created}
+
+
+def _seed_of(path: Path) -> int | None:
+    tail = path.name.removeprefix("seed-")
+    return int(tail) if path.name.startswith("seed-") and tail.isdigit() else None
+
+
+def _sweep(folder: Path) -> dict | None:
+    """A ``--seeds`` folder as one entry (None when ``folder`` holds no seed runs)."""
+    try:
+        if not folder.is_dir():
+            return None
+        seeds = sorted((r for r in folder.iterdir() if _seed_of(r) is not None), key=_seed_of)
+    except OSError:
+        return None
+    runs = [e for e in map(_entry, seeds) if e is not None]
+    if not runs:
+        return None
+    tests = [r["test_acc"] for r in runs if r["test_acc"] is not None]
+    vals = [r["best_val_acc"] for r in runs if r["best_val_acc"] is not None]
+    statuses = {r["status"] for r in runs}
+    status = next((s for s in ("unreadable", "failed", "running", "interrupted") if s in statuses), "finished")
+    return {"name": folder.name, "path": str(folder), "kind": "sweep", "seeds": [_seed_of(Path(r["path"])) for r in runs],
+            "model": runs[0]["model"], "dataset": runs[0]["dataset"],
+            "epochs": max(r["epochs"] for r in runs), "epochs_total": runs[0]["epochs_total"],
+            "best_val_acc": statistics.fmean(vals) if vals else None,
+            "test_acc": statistics.fmean(tests) if tests else None,
+            "test_acc_std": statistics.stdev(tests) if len(tests) > 1 else None,
+            "seconds": sum(r["seconds"] for r in runs), "status": status,
+            "summary": _read_summary(folder / "summary.json"), "runs": runs,
+            "created": min(r["created"] for r in runs)}
+
+
+def _read_summary(path: Path) -> dict | None:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None  # not written yet (the sweep runs), or damaged: the seed runs still list
+    return raw if isinstance(raw, dict) else None
 
 
 _EMPTY = {"model": None, "dataset": None, "epochs": 0, "epochs_total": None, "best_val_acc": None, "test_acc": None,

@@ -115,6 +115,8 @@ class Results:
     classes: list[str] | None = None
     epoch: int | None = None  # where an interrupted or failed run stopped
     reason: str | None = None  # why a failed run failed
+    split_seed: int | None = None  # the seed that held out val/test (runs before data.split_seed: absent)
+    test_fingerprint: str | None = None  # names the test images (same fingerprint: same test set)
 
 
 def read_results(run_dir: str | Path) -> Results | None:
@@ -142,7 +144,8 @@ def read_results(run_dir: str | Path) -> Results | None:
         test_loss=get("test_loss", float), best_epoch=get("best_epoch", int),
         best_val_acc=get("best_val_acc", float, unit=True),
         train_seconds=get("train_seconds", float), confusion_matrix=_matrix(raw.get("test_confusion_matrix"), path),
-        classes=get("classes", list), epoch=get("epoch", int), reason=get("reason", str))
+        classes=get("classes", list), epoch=get("epoch", int), reason=get("reason", str),
+        split_seed=get("split_seed", int), test_fingerprint=get("test_fingerprint", str))
     if results.classes is not None:
         if not all(isinstance(c, str) for c in results.classes):
             raise RunFileError(f"{path}: key 'classes' must be a list of strings")

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .edge import handle_errors, out
+from .edge import err, handle_errors, out
 from .options import DataRootOpt
 
 
@@ -64,18 +64,29 @@ def eval_(
 
 @handle_errors
 def predict(
-    images: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...) or directories of them.",
+    images: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...), folders of them (searched "
+                                        "recursively) or unlabelled CSV files (pixel0,..., one image per row).",
                                         show_default=False),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt).", show_default=False),
     top_k: int = typer.Option(3, "--top-k", min=1, help="How many classes to show per image."),
     invert: str = typer.Option("auto", "--invert", help="auto (dark ink on light paper is inverted), yes or no."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per image."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", show_default=False,
+                                          help="Write one row per image to this .csv or .json file (streamed in "
+                                               "batches, any number of images) instead of printing them."),
+    fmt: str = typer.Option("auto", "--format", help="With --output: auto (from the suffix), csv, json, or kaggle "
+                            "(ImageId,Label for Kaggle's test.csv, ids from 1)."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images classified at a time."),
 ) -> None:
-    """Classify image files of any size with a checkpoint.
+    """Classify image files of any size, or the rows of an unlabelled CSV, with a checkpoint.
 
     Example: convtrain predict --checkpoint runs/mnist/checkpoints/best.pt digit.png photos/
+    Example: convtrain predict --checkpoint runs/kaggle-<time>/checkpoints/best.pt kaggle/test.csv --output submission.csv --format kaggle
     """
+    if output is not None:
+        _predict_to_file(list(images), checkpoint, output, fmt, top_k, invert, device, batch_size)
+        return
     from ..inference.predict import predict_images
 
     results = predict_images(checkpoint, list(images), top_k=top_k, invert=invert, device=device)
@@ -88,9 +99,24 @@ def predict(
     table.add_column(f"top {top_k}")
     for r in results:
         best = r["topk"][0]
-        table.add_row(escape(r["path"]), f"{escape(best['name'])} ({best['prob']:.1%})",
+        where = r["path"] + (f" row {r['row']}" if "row" in r else "")
+        table.add_row(escape(where), f"{escape(best['name'])} ({best['prob']:.1%})",
                       escape(", ".join(f"{t['name']} {t['prob']:.1%}" for t in r["topk"])))
     out.print(table)
+
+
+def _predict_to_file(images, checkpoint, output, fmt, top_k, invert, device, batch_size) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from ..inference.predict import predict_to_file
+
+    with Progress("predict", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+                  transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("predict", total=None)
+        r = predict_to_file(checkpoint, images, output, fmt, top_k=top_k, invert=invert, device=device,
+                            batch_size=batch_size, on_batch=lambda done, total: bar.update(task, completed=done,
+                                                                                         total=total))
+    out.print(f"wrote {escape(r['output'])} ({r['format']}): {r['images']} images")
 
 
 @handle_errors
@@ -103,16 +129,20 @@ def export(
                                           help="Output file (default: next to the checkpoint, with the format's "
                                                "suffix). Never the checkpoint itself or another checkpoint."),
     data_root: Optional[str] = DataRootOpt,
+    include_preprocessing: bool = typer.Option(False, "--include-preprocessing",
+                                               help="Fold the normalization into the graph: the file takes "
+                                                    "pixels / 255 (0..1) instead of normalized input."),
 ) -> None:
     """Export a checkpoint's model; kept only if its outputs match the checkpoint's on a test batch.
 
-    Load the result with torch.export.load(PATH).module(), torch.jit.load(PATH) or onnxruntime.
+    Load the result with torch.export.load(PATH).module(), torch.jit.load(PATH) or onnxruntime. The
+    file carries class names, mean/std, input size, channels and layout as metadata (docs/deploy.md).
 
     Example: convtrain export --checkpoint runs/mnist/checkpoints/best.pt --format torch-export
     """
     from ..inference.export import export_checkpoint
 
-    r = export_checkpoint(checkpoint, fmt, output, data_root)
+    r = export_checkpoint(checkpoint, fmt, output, data_root, include_preprocessing=include_preprocessing)
     out.print(f"wrote {escape(r['path'])} ({r['format']}); max |difference| vs the checkpoint "
               f"{r['max_abs_diff']:.2e} (tolerance {r['tolerance']:g}) on {escape(r['checked_on'])}, "
               f"same predictions: {r['same_predictions']}")

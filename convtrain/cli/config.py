@@ -155,5 +155,10 @@ def render(r: dict, out) -> None:
               + (f" and {len(sizes) - 8} more" if len(sizes) > 8 else ""))
     out.print(f"mean {r['mean']}  std {r['std']} (pixel/255, training split)")
     out.print(f"unreadable: {len(r['unreadable'])}" + "".join(f"\n  {escape(b)}" for b in r["unreadable"][:20]))
+    if r["folders"]:
+        out.print("split folders: " + ", ".join(f"{k} {escape(v)}/" for k, v in r["folders"].items()))
+    if r["unknown_folders"]:
+        out.print("[yellow]not used[/] (folders that are no split): "
+                  + escape(", ".join(f"{u}/" for u in r["unknown_folders"])))
     out.print(f"ignored (not images): {len(r['ignored'])}"
               + (f" (e.g. {escape(', '.join(r['ignored'][:5]))})" if r["ignored"] else ""))

@@ -56,14 +56,19 @@ def runs(
     for col in ("run", "model", "data", "epochs", "best val acc", "test acc", "time", "status"):
         table.add_column(col, justify="right" if col in ("epochs", "best val acc", "test acc", "time") else "left")
     colors = {"finished": "green", "interrupted": "yellow", "failed": "red", "running": "cyan", "unreadable": "magenta"}
-    for r in found:
+    rows = [(r, r["name"]) for r in found]
+    if any(r["kind"] == "sweep" for r in found):  # a sweep's row, then its seed runs under it
+        rows = [x for r in found for x in [(r, f"{r['name']} ({len(r['seeds'])} seeds)" if r["kind"] == "sweep"
+                                             else r["name"])] + [(s, f"  {s['name']}") for s in r.get("runs", [])]]
+    for r, name in rows:
         pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
         total = "?" if r["epochs_total"] is None else r["epochs_total"]
-        table.add_row(escape(r["name"]), escape(r["model"] or "?"), escape(r["dataset"] or "?"),
-                      f"{r['epochs']}/{total}", pct(r["best_val_acc"]), pct(r["test_acc"]), f"{r['seconds']:.0f}s",
+        test = pct(r["test_acc"]) + (f" ± {r['test_acc_std']:.2%}" if r.get("test_acc_std") is not None else "")
+        table.add_row(escape(name), escape(r["model"] or "?"), escape(r["dataset"] or "?"),
+                      f"{r['epochs']}/{total}", pct(r["best_val_acc"]), test, f"{r['seconds']:.0f}s",
                       f"[{colors.get(r['status'], 'white')}]{r['status']}[/]")
     out.print(table)
-    for r in found:
+    for r, _ in rows:
         if r.get("error"):
             out.print(f"[magenta]unreadable:[/] {escape(r['error'])}")
 

@@ -152,6 +152,11 @@ def _show_seeds(summary: dict, root: Path) -> None:
     row("training seconds", summary["train_seconds"], [per_seed[s]["train_seconds"] for s in seeds],
         lambda v: f"{v:.1f}")
     out.print(table)
+    t = summary["test_set"]
+    out.print(f"test set: the same images for every seed (data.split_seed {t['split_seeds'][0]}, fingerprint "
+              f"{t['fingerprint']})" if t["same_for_all_seeds"] else
+              "[yellow]test set: differs between seeds[/] (data.split_seed null follows each seed): the spread mixes "
+              "model and split noise")
     out.print(f"summary: {escape(str(root / 'summary.json'))}")
 
 

@@ -72,6 +72,7 @@ class CountOrFraction:
 
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds; each process adds its rank
+SPLIT_SEED = 0  # data.split_seed's default: 0, so a default run (seed 0) holds out what it always did
 MAX_EPOCHS = 1_000_000
 MAX_BATCH = 1_048_576  # 2**20 images in one batch: already far beyond any accelerator's memory
 MAX_WORKERS = 256  # DataLoader processes
@@ -137,6 +138,10 @@ class DataConfig:
     test_size: Optional[CountOrFraction] = _opt(
         None, "folder/csv without a test split: training images held out (seeded, disjoint from val) as the test "
         "set, a count or a fraction; null = 0.1. Not used when the data has its own test split")
+    split_seed: Optional[int] = _opt(
+        SPLIT_SEED, "seed of the held-out val/test images (and of data.test_subset's sample), separate from `seed`: "
+        "runs with different seeds (--seeds) are compared on the same test images; null = `seed` (what runs saved "
+        "before this key did)", check=lambda v: None if v is None or 0 <= v <= MAX_SEED else "must be 0 to 2**63-1")
     channels: int = _opt(1, "folder/csv: images are converted to 1 (grayscale) or 3 (RGB) channels; 1 fits MNIST "
                          "checkpoints", check=lambda v: None if v in (1, 3) else "must be 1 or 3")
     image_size: int = _opt(28, "folder/csv: images are padded to a square and resized to image_size x image_size",
@@ -259,6 +264,14 @@ class LogConfig:
                         "needs: pip install 'convtrain[mlflow]')")
     mlflow_uri: Optional[str] = _opt(None, "MLflow tracking URI; null = MLFLOW_TRACKING_URI, else a local mlruns/ "
                                      "file store")
+    wandb: bool = _opt(False, "log the config, per-epoch metrics and the final test numbers to Weights & Biases, "
+                       "files in RUN/wandb (rank 0 only; needs: pip install 'convtrain[wandb]')")
+    wandb_project: str = _opt("convtrain", "W&B project name")
+    wandb_mode: Optional[str] = _opt(None, "W&B mode: online, offline (nothing leaves the machine; `wandb sync` "
+                                     "later) or disabled; null = WANDB_MODE, else W&B's default",
+                                     check=lambda v: None if v in (None, "online", "offline", "disabled")
+                                     else "must be online, offline, disabled or null")
+    wandb_log_model: bool = _opt(False, "also upload checkpoints/best.pt to W&B as a model artifact at the end")
 
 
 @dataclass
@@ -511,6 +524,19 @@ def from_dict(raw: dict, where: str = "config") -> RunConfig:
     _check_values(cfg, "", where)
     _check_cross(cfg, where)
     return cfg
+
+
+def held_out_seed(cfg: RunConfig) -> int:
+    """The seed that picks the held-out val/test images: ``data.split_seed``, else (null) ``seed``."""
+    return cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
+
+
+def saved_raw(raw: dict) -> dict:
+    """A config saved by a run (config.yaml, a checkpoint) as it meant it: one saved before
+    ``data.split_seed`` existed held out its images with ``seed``, so its split_seed is null."""
+    if isinstance(raw, dict) and isinstance(raw.get("data"), dict) and "split_seed" not in raw["data"]:
+        return {**raw, "data": {**raw["data"], "split_seed": None}}
+    return raw
 
 
 def to_dict(cfg: RunConfig) -> dict:

@@ -1,7 +1,10 @@
 """CSV datasets: one row per image, ``label,pixel0,...,pixelN`` with a header row (the layout of
 Kaggle's digit-recognizer ``train.csv``), square grayscale images of 0..255 integer pixels.
 
-``data.root`` is ``train.csv``; ``val.csv`` and ``test.csv`` beside it are optional. Blank lines are
+``data.root`` is ``train.csv`` (``--data DIR`` finds ``DIR/train.csv``); ``val.csv`` and ``test.csv``
+beside it are optional splits when they have labels. An unlabelled one (Kaggle's ``test.csv``:
+``pixel0,...``, the images a submission is made for) is left out with a note: it is what
+``convtrain predict`` is for (:func:`read_unlabelled`). Blank lines are
 skipped. A row with the wrong number of columns, an empty label, a pixel that is not an integer or
 is outside 0..255 is *malformed*: an error naming the file and row, or skipped and counted with
 ``data.skip_unreadable: true``.
@@ -32,17 +35,75 @@ class CsvSplit:
     bad: list[str] = field(default_factory=list)  # "file row N: why"
 
 
-def split_files(train_csv: str | Path) -> dict[str, Path]:
-    """``train.csv`` and whichever of ``val.csv`` / ``test.csv`` lie beside it."""
+def split_files(train_csv: str | Path) -> tuple[dict[str, Path], list[str]]:
+    """``train.csv`` and whichever of ``val.csv`` / ``test.csv`` lie beside it with labels, and a note
+    for each one without labels (left out)."""
     train = Path(train_csv)
     if not train.is_file():
         raise DataError(f"CSV file not found: {train} (data.root of a csv dataset is its train.csv)")
-    found = {"train": train}
+    found, notes = {"train": train}, []
     for split in SPLITS[1:]:
         p = train.with_name(f"{split}.csv")
         if p.is_file() and p.resolve() != train.resolve():
-            found[split] = p
-    return found
+            if is_unlabelled(p):
+                notes.append(f"data: {p} has no label column: not used as the {split} split (it is what "
+                             f"`convtrain predict --checkpoint RUN {p} --output preds.csv` is for)")
+            else:
+                found[split] = p
+    return found, notes
+
+
+def _header(path: Path) -> list[str]:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return next(csv.reader(f), None) or []
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []  # read() says what is wrong with it
+
+
+def is_unlabelled(path: Path) -> bool:
+    """True for a CSV whose header starts with ``pixel0`` (no label column, as Kaggle's test.csv)."""
+    header = _header(path)
+    return bool(header) and header[0].strip().lower().startswith("pixel")
+
+
+def unlabelled_side(path: Path) -> int:
+    """The image side of an unlabelled CSV (``pixel0,...,pixelN``), or a DataError saying what it is not."""
+    header = _header(path)
+    if not header or not header[0].strip().lower().startswith("pixel"):
+        raise DataError(f"{path}: expected an unlabelled CSV with the header 'pixel0,...,pixelN' "
+                        f"(a labelled one starts with 'label': evaluate it with convtrain eval --data {path})")
+    side = math.isqrt(len(header))
+    if side * side != len(header) or side > MAX_SIDE:
+        raise DataError(f"{path}: the header has {len(header)} pixel columns; a square image needs a square number")
+    return side
+
+
+def read_unlabelled(path: Path, batch: int):
+    """Yield ``(row ids, uint8 [n, 1, side, side])`` batches of an unlabelled CSV, ``batch`` rows at a
+    time (bounded memory); row ids count data rows from 1 (Kaggle's ImageId). A malformed row is a DataError."""
+    side = unlabelled_side(path)
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        next(reader)
+        ids, rows, n = [], [], 0
+        for row in reader:
+            if not row:
+                continue
+            n += 1
+            try:
+                pixels = np.array(row, dtype=np.int64)
+            except ValueError:
+                raise DataError(f"{path} row {reader.line_num}: a pixel is not an integer") from None
+            if len(row) != side * side or pixels.min() < 0 or pixels.max() > 255:
+                raise DataError(f"{path} row {reader.line_num}: expected {side * side} pixels in 0..255")
+            ids.append(n)
+            rows.append(pixels.astype(np.uint8))
+            if len(rows) == batch:
+                yield ids, torch.from_numpy(np.stack(rows)).view(-1, 1, side, side)
+                ids, rows = [], []
+        if rows:
+            yield ids, torch.from_numpy(np.stack(rows)).view(-1, 1, side, side)
 
 
 def read(path: Path) -> CsvSplit:

@@ -15,15 +15,24 @@ def data_root_from_env(default: str) -> str:
     return os.environ.get("CONVTRAIN_DATA_ROOT") or default
 
 
-def detect(path: str | Path) -> str:
-    """``--data PATH``: ``folder`` for a directory, ``csv`` for a .csv file."""
+def resolve(path: str | Path) -> tuple[str, Path]:
+    """``--data PATH``: the source and its root. A folder with ``train/`` is a ``folder`` dataset; a
+    folder with ``train.csv`` and no ``train/`` (Kaggle's download) is the ``csv`` dataset of that
+    file; a .csv file is a ``csv`` dataset."""
     p = Path(path)
     if p.is_dir():
-        return "folder"
+        if not (p / "train").is_dir() and (p / "train.csv").is_file():
+            return "csv", p / "train.csv"
+        return "folder", p
     if p.suffix.lower() == ".csv" and p.is_file():
-        return "csv"
+        return "csv", p
     raise ConfigError(f"--data {path}: " + ("not found" if not p.exists() else "not a folder or a .csv file")
-                      + "; give a folder with train/<class>/ images, or a train.csv file")
+                      + "; give a folder with train/<class>/ images or a train.csv, or a train.csv file")
+
+
+def detect(path: str | Path) -> str:
+    """``--data PATH``: ``folder`` or ``csv`` (see :func:`resolve`)."""
+    return resolve(path)[0]
 
 
 def data_overrides(data: str | None, sets: list[str] | None, named_by_config: bool) -> list[str]:
@@ -34,8 +43,7 @@ def data_overrides(data: str | None, sets: list[str] | None, named_by_config: bo
     """
     if data is None:
         return list(sets or [])
-    p = Path(data)
-    name = detect(p)
+    name, p = resolve(data)
     extra = [f"data.name={name}", f"data.root={p}"]
     if not named_by_config and not any(s.partition("=")[0].strip() == "name" for s in sets or []):
         stem = p.resolve().name if name == "folder" else (p.stem if p.stem != "train" else p.resolve().parent.name)

@@ -12,6 +12,7 @@ files before training; the cache then remembers which files were bad, and the pi
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,13 @@ class FileSplit:
 
     def take(self, index: Tensor) -> FileSplit:
         return FileSplit([self.files[i] for i in index.tolist()], self.labels[index], self.shape)
+
+    def fingerprint(self) -> str:
+        """16 hex digits of sha256 over the files' split/class/name and the labels (the files are not read)."""
+        h = hashlib.sha256()
+        for f, label in zip(self.files, self.labels.tolist()):
+            h.update(f"{'/'.join(f.parts[-3:])}\t{label}\n".encode())
+        return h.hexdigest()[:16]
 
     def dataset(self, mean: list[float], std: list[float]) -> FileDataset:
         return FileDataset(self, mean, std)
@@ -188,10 +196,22 @@ def load_folder(data_cfg) -> FileData:
     if streamed:
         notes.append(f"data: {len(files)} images x {c}x{size}x{size} bytes exceed data.memory_budget_mb="
                      f"{data_cfg.memory_budget_mb}: streaming them from disk (DataLoader path)")
+    notes += folder_notes(listing)
     if listing.ignored:
         notes.append(f"data: ignored {len(listing.ignored)} non-image file(s) or folder(s) (e.g. {listing.ignored[0]}); "
                      f"images are {', '.join(imagefolder.IMAGE_SUFFIXES)}")
     return _folder_loaded(listing, payload, (c, size, size), streamed, notes)
+
+
+def folder_notes(listing: imagefolder.Listing) -> list[str]:
+    """Which folder the val split came from (when not val/), and the folders beside train/ not used."""
+    notes = []
+    if listing.folders.get("val", "val") != "val":
+        notes.append(f"data: the val split is {listing.root / listing.folders['val']}/ (picks best.pt)")
+    if listing.unknown:
+        notes.append(f"data: not used: folder(s) {', '.join(f'{u}/' for u in listing.unknown)} beside train/ in "
+                     f"{listing.root} (the splits are train/, val/ (or valid/, validation/) and test/)")
+    return notes
 
 
 def _cached(data_cfg, cache_key: str) -> tuple[dict | None, list[str]]:
@@ -226,7 +246,8 @@ def _folder_loaded(listing: imagefolder.Listing, payload: dict, shape: tuple, st
             splits[split] = Split(payload["splits"][split]["images"], labels)
     stats = _mean_std(*payload["stats"]) if streamed else None
     info = {"source": "folder", "root": str(listing.root), "image_sizes": payload["sizes"],
-            "ignored": listing.ignored, "decode_seconds": payload["seconds"]}
+            "ignored": listing.ignored, "decode_seconds": payload["seconds"],
+            "folders": dict(listing.folders), "unknown_folders": list(listing.unknown)}
     return FileData(listing.root, listing.classes, splits, listing.broken + payload["errors"], stats, info, notes)
 
 
@@ -235,12 +256,13 @@ def _folder_loaded(listing: imagefolder.Listing, payload: dict, shape: tuple, st
 
 
 def load_csv(data_cfg) -> FileData:
-    files = csvdata.split_files(data_cfg.root)
+    files, unlabelled = csvdata.split_files(data_cfg.root)
     root = files["train"]
     c, size = data_cfg.channels, data_cfg.image_size
     fingerprint = imagefolder.fingerprint(list(files.values()), root.parent)
     cache_key = datacache.key("csv", root.parent, fingerprint, {"channels": c, "image_size": size})
     payload, notes = _cached(data_cfg, cache_key)
+    notes = unlabelled + notes
     if payload is None:
         start = time.perf_counter()
         payload = _parse_csv(files, c, size)

@@ -1,5 +1,9 @@
 """An image-folder dataset on disk: ``DIR/train/<class>/*`` (and optional ``val/``, ``test/``).
 
+The val split may also be called ``valid/`` (Roboflow's exports) or ``validation/``; the log says
+which folder it came from. Any other folder beside ``train/`` is named (in the log and ``data
+inspect``) as not used, never dropped silently.
+
 Listing follows fixed rules, so nothing is dropped silently:
 
 - a class is a sub-folder of ``DIR/train``; class names are the sorted folder names;
@@ -23,6 +27,7 @@ from ..errors import DataError
 from .images import IMAGE_SUFFIXES, MAX_BYTES, _read_bytes, image_to_input
 
 SPLITS = ("train", "val", "test")
+VAL_FOLDERS = ("val", "valid", "validation")  # the names the val split goes by (Roboflow exports say valid/)
 
 
 @dataclass
@@ -35,6 +40,8 @@ class Listing:
     labels: dict[str, list[int]]
     ignored: list[str] = field(default_factory=list)  # non-image files and sub-folders, relative to root
     broken: list[str] = field(default_factory=list)  # "path: reason" for links that lead nowhere
+    folders: dict[str, str] = field(default_factory=dict)  # split -> the folder it was read from ("valid")
+    unknown: list[str] = field(default_factory=list)  # folders beside train/ that are no split: not used
 
     def all_files(self) -> list[Path]:
         return [f for s in self.files.values() for f in s]
@@ -62,14 +69,23 @@ def _scan(root: Path) -> Listing:
         raise DataError(f"{root}/train has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); "
                         "a classifier needs at least 2: one sub-folder of images per class")
     listing = Listing(root, classes, {}, {})
+    vals = [v for v in VAL_FOLDERS if (root / v).is_dir()]
+    if len(vals) > 1:
+        raise DataError(f"{root} has {len(vals)} validation folders ({', '.join(f'{v}/' for v in vals)}); keep one "
+                        "(merge or rename the others) so it is clear which images pick best.pt")
+    listing.folders = {"train": "train", **({"val": vals[0]} if vals else {}),
+                       **({"test": "test"} if (root / "test").is_dir() else {})}
+    known = set(listing.folders.values())
+    listing.unknown = sorted(p.name for p in root.iterdir()
+                             if p.is_dir() and p.name not in known and not p.name.startswith("."))
     for split in SPLITS:
-        if (root / split).is_dir():
+        if split in listing.folders:
             _scan_split(listing, split)
     return listing
 
 
 def _scan_split(listing: Listing, split: str) -> None:
-    folder = listing.root / split
+    folder = listing.root / listing.folders[split]
     index = {c: i for i, c in enumerate(listing.classes)}
     files, labels = [], []
     for entry in sorted(folder.iterdir()):

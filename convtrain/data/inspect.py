@@ -16,7 +16,7 @@ def inspect_data(cfg) -> dict:
     """
     d = copy.deepcopy(cfg.data)
     d.skip_unreadable = True
-    bundle = build_data(d, cfg.seed)
+    bundle = build_data(d, cfg.seed if d.split_seed is None else d.split_seed)
     info = dict(bundle.info)
     if not info:  # a registered dataset: its files are IDX arrays of one size
         from .files import pixel_stats
@@ -37,4 +37,5 @@ def inspect_data(cfg) -> dict:
             "image_sizes_found": info["image_sizes"], "decoded_as": [c, h, w],
             "mean": info["computed_mean"], "std": info["computed_std"],
             "unreadable": bundle.skipped, "ignored": info["ignored"],
+            "folders": info.get("folders", {}), "unknown_folders": info.get("unknown_folders", []),
             "streamed": not bundle.tensor_resident, "notes": bundle.notes}

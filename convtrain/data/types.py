@@ -7,6 +7,7 @@ these types only, so a new source needs no change beyond its loader.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -39,6 +40,13 @@ class Split:
     def to(self, device: torch.device) -> Split:
         return Split(self.images.to(device), self.labels.to(device))
 
+    def fingerprint(self) -> str:
+        """16 hex digits of sha256 over the pixels and labels: equal for the same images in the same order."""
+        h = hashlib.sha256()
+        h.update(self.labels.cpu().numpy().astype("<i8").tobytes())
+        h.update(self.images.cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
 
 @runtime_checkable
 class StreamedSplit(Protocol):
@@ -53,6 +61,9 @@ class StreamedSplit(Protocol):
     def image_shape(self) -> tuple[int, int, int]: ...
 
     def take(self, index: Tensor) -> StreamedSplit: ...
+
+    def fingerprint(self) -> str:
+        """16 hex digits naming the images and labels (equal for the same set in the same order)."""
 
     def dataset(self, mean: list[float], std: list[float]) -> torch.utils.data.Dataset:
         """The per-sample dataset: decode, then normalize with ``mean``/``std``."""

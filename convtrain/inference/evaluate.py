@@ -39,7 +39,8 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
         raise CheckpointError(f"{path} predicts {ckpt.num_classes} classes but dataset '{name}' has "
                               f"{len(spec.classes)}; fine-tune it first (convtrain finetune)")
     cfg = ckpt.config
-    split_data = load_eval_split(name, ckpt.data_root(data_root), split, cfg["data"]["val_size"], cfg["seed"],
+    split_seed = cfg["seed"] if cfg["data"].get("split_seed") is None else cfg["data"]["split_seed"]
+    split_data = load_eval_split(name, ckpt.data_root(data_root), split, cfg["data"]["val_size"], split_seed,
                                       cfg["data"]["download"])
     shape = tuple(split_data.images.shape[1:])
     if shape != ckpt.image_shape:
@@ -60,13 +61,14 @@ def _evaluate_files(ckpt: checkpoint.Loaded, path, split: str, root: str | None,
                     batch_size: int | None) -> dict:
     """A folder/csv dataset: the one the checkpoint was trained on (its saved config: same seed, same
     held-out splits), or ``root`` (``--data``), which must have exactly the checkpoint's classes."""
-    from ..config.schema import from_dict
-    from ..data.detect import detect
+    from ..config.schema import from_dict, held_out_seed, saved_raw
+    from ..data.detect import resolve
 
-    cfg = from_dict(ckpt.config_dict(), f"{path} (saved config)")
+    cfg = from_dict(saved_raw(ckpt.config_dict()), f"{path} (saved config)")
     if root is not None:
-        cfg.data.name, cfg.data.root = detect(root), str(root)
-    bundle = build_data(cfg.data, cfg.seed)
+        name, found = resolve(root)
+        cfg.data.name, cfg.data.root = name, str(found)
+    bundle = build_data(cfg.data, held_out_seed(cfg))
     if list(bundle.classes) != list(ckpt.classes):
         raise CheckpointError(f"{path} predicts the classes [{', '.join(ckpt.classes)}] but {cfg.data.root} has "
                               f"[{', '.join(bundle.classes)}]; evaluate on data with the same classes, or "

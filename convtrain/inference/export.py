@@ -4,11 +4,19 @@ The file is written under a temporary name next to the output, loaded back with 
 will serve it, and compared with the checkpoint's own model on a batch of test images; only a file
 that reproduces the outputs is renamed into place. A failure leaves whatever was at the output path
 untouched.
+
+Every file carries what a user needs to feed it (:func:`metadata`): class names, mean/std, input
+size, channels, layout and value range, the model and the convtrain version. ONNX keeps them as
+the model's ``metadata_props`` (onnxruntime: ``session.get_modelmeta().custom_metadata_map``);
+torch.export and TorchScript as an extra file ``convtrain.json`` in the archive
+(``torch.export.load(path, extra_files={"convtrain.json": ""})``). With ``preprocessing=True`` the
+normalization is part of the exported graph: it takes pixels scaled to 0..1.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -19,31 +27,55 @@ from .. import atomic
 from ..artifacts import checkpoint
 from ..data.mnist import DATASETS, load_split
 from ..errors import CheckpointError, ConfigError, ConvtrainError, DataError, ExportError
+from ..version import __version__
 
 # torch-export first: TorchScript is deprecated upstream (kept for libtorch/C++ users).
 FORMATS = {"torch-export": ".pt2", "torchscript": ".ts", "onnx": ".onnx"}
 TOLERANCE = 1e-4  # float32 on the CPU: measured differences are 0 (torchscript, torch-export) to ~1e-6 (onnx)
+EXTRA_FILE = "convtrain.json"  # torch-export / torchscript: the metadata inside the archive
 
 
+def metadata(ckpt: checkpoint.Loaded, preprocessing: bool) -> dict[str, str]:
+    """What the exported file says about itself: string keys and values (ONNX's metadata_props); lists
+    are JSON. ``input`` says what to feed: normalized pixels, or (``preprocessing``) pixels/255."""
+    mean, std = [round(v, 6) for v in ckpt.mean], [round(v, 6) for v in ckpt.std]
+    how = ("float32 pixels / 255 (0..1); the graph normalizes them with mean/std" if preprocessing else
+           "float32 (pixels / 255 - mean) / std per channel")
+    return {"classes": json.dumps(list(ckpt.classes)), "mean": json.dumps(mean), "std": json.dumps(std),
+            "input_size": json.dumps(list(ckpt.input_size)), "channels": str(ckpt.in_channels),
+            "layout": "NCHW", "color": "grayscale" if ckpt.in_channels == 1 else "RGB",
+            "includes_preprocessing": json.dumps(preprocessing), "input": how,
+            "ink": "light on dark (MNIST-style)" if ckpt.dataset in DATASETS else "as in the training images",
+            "model": ckpt.model_name, "dataset": ckpt.dataset, "convtrain_version": __version__}
 
 
+class WithPreprocessing(torch.nn.Module):
+    """``model`` behind its normalization: takes pixels / 255 (0..1), as image libraries give them."""
+
+    def __init__(self, model: torch.nn.Module, mean, std) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
 
 
 def _test_batch(ckpt: checkpoint.Loaded, data_root: str | None, n: int = 16) -> tuple[torch.Tensor, str]:
-    """A normalized batch of the checkpoint's test images, or a seeded random one when the data is absent."""
-    norm = ckpt.normalizer("cpu")
+    """A uint8 batch of the checkpoint's test images, or a seeded random one when the data is absent."""
     root = ckpt.data_root(data_root)
     try:
         if ckpt.dataset in DATASETS:
             test = load_split(ckpt.dataset, root, train=False, download=False)
             if tuple(test.images.shape[1:]) == ckpt.image_shape:
                 idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:n]
-                return norm(test.images[idx]), f"{n} {ckpt.dataset} test images"
+                return test.images[idx], f"{n} {ckpt.dataset} test images"
     except DataError:
         pass
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, *ckpt.image_shape), generator=gen, dtype=torch.uint8)
-    return norm(images), f"{n} random images ({ckpt.dataset} test set not found under {root})"
+    return images, f"{n} random images ({ckpt.dataset} test set not found under {root})"
 
 
 def _is_checkpoint(path: Path) -> bool:
@@ -70,16 +102,20 @@ def output_path(ckpt_path: Path, fmt: str, output: str | Path | None) -> Path:
     return path
 
 
-def _write_and_run(fmt: str, model: torch.nn.Module, batch: torch.Tensor, tmp: Path) -> torch.Tensor:
-    """Write ``model`` as ``fmt`` to ``tmp``, load it back with its own runtime, return its outputs on ``batch``."""
+def _write_and_run(fmt: str, model: torch.nn.Module, batch: torch.Tensor, tmp: Path, meta: dict) -> torch.Tensor:
+    """Write ``model`` as ``fmt`` to ``tmp`` with ``meta``, load it back with its own runtime (the metadata
+    included), return its outputs on ``batch``."""
     # a batch of 2, not 1, as the example: exporters would specialise a size-1 batch dimension
     dynamic = ({0: torch.export.Dim("batch")},)
+    extra = {EXTRA_FILE: json.dumps(meta)}
     if fmt == "torch-export":
         program = torch.export.export(model, (batch[:2],), dynamic_shapes=dynamic)
         with open(tmp, "wb") as f:  # a file object: torch.export.save warns about names not ending in .pt2
-            torch.export.save(program, f)
+            torch.export.save(program, f, extra_files=extra)
+        found = {EXTRA_FILE: ""}
         with open(tmp, "rb") as f:
-            loaded = torch.export.load(f).module()
+            loaded = torch.export.load(f, extra_files=found).module()
+        _check_meta(json.loads(found[EXTRA_FILE] or "{}"), meta)
         with torch.no_grad():
             return loaded(batch)
     if fmt == "torchscript":
@@ -88,10 +124,13 @@ def _write_and_run(fmt: str, model: torch.nn.Module, batch: torch.Tensor, tmp: P
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.jit.trace(model, batch[:1]).save(str(tmp))
-            return torch.jit.load(str(tmp))(batch)
+            torch.jit.trace(model, batch[:1]).save(str(tmp), _extra_files=extra)
+            found = {EXTRA_FILE: ""}
+            loaded = torch.jit.load(str(tmp), _extra_files=found)
+            _check_meta(json.loads(found[EXTRA_FILE] or "{}"), meta)
+            return loaded(batch)
     try:
-        import onnx  # noqa: F401
+        import onnx
         import onnxruntime
         import onnxscript  # noqa: F401
     except ImportError:
@@ -101,40 +140,58 @@ def _write_and_run(fmt: str, model: torch.nn.Module, batch: torch.Tensor, tmp: P
         torch.onnx.export(model, (batch[:2],), str(tmp), input_names=["images"], output_names=["logits"],
                           dynamic_shapes=dynamic, verbose=False,
                           external_data=False)  # one self-contained file: a side .data file would name the temp file
+    proto = onnx.load(str(tmp))
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(tmp))
     session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    _check_meta(dict(session.get_modelmeta().custom_metadata_map), meta)
     return torch.from_numpy(session.run(None, {"images": batch.numpy()})[0])
 
 
+def _check_meta(found: dict, meta: dict) -> None:
+    if found != meta:
+        raise ExportError(f"the exported file's metadata did not read back ({len(found)} of {len(meta)} keys)")
+
+
 def export_checkpoint(ckpt_path: str | Path, fmt: str = "torch-export", output: str | Path | None = None,
-                      data_root: str | None = None, tolerance: float = TOLERANCE) -> dict:
-    """Write the model as ``fmt`` and verify it: max |exported - checkpoint| on a test batch <= tolerance
-    and the same predicted class for every image. Returns what was written and measured."""
+                      data_root: str | None = None, tolerance: float = TOLERANCE,
+                      include_preprocessing: bool = False) -> dict:
+    """Write the model as ``fmt`` with its :func:`metadata` and verify it: max |exported - checkpoint| on a
+    test batch <= tolerance and the same predicted class for every image. Returns what was written and
+    measured. ``include_preprocessing``: the exported graph normalizes (it takes pixels / 255)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
     ckpt = checkpoint.open_checkpoint(ckpt_path)
     path = output_path(Path(ckpt_path), fmt, output)
     model = ckpt.rebuild()
-    batch, what = _test_batch(ckpt, data_root)
+    images, what = _test_batch(ckpt, data_root)
     with torch.inference_mode():
-        expected = model(batch)
+        expected = model(ckpt.normalizer("cpu")(images))
+    if include_preprocessing:
+        model, batch = WithPreprocessing(model, ckpt.mean, ckpt.std).eval(), images.float() / 255
+    else:
+        batch = ckpt.normalizer("cpu")(images)
+    meta = metadata(ckpt, include_preprocessing)
     try:
         with atomic.replacing(path) as tmp:
-            diff, same = _export_to(tmp, fmt, model, batch, expected, what, ckpt.model_name, path, tolerance)
+            diff, same = _export_to(tmp, fmt, model, batch, expected, what, ckpt.model_name, path, tolerance, meta)
     except OSError as exc:  # the rename (or the fsync) of a verified export
         raise ExportError(f"could not write {path}: {exc.strerror or exc}") from None
     return {"path": str(path), "format": fmt, "max_abs_diff": diff, "checked_on": what, "same_predictions": same,
-            "tolerance": tolerance}
+            "tolerance": tolerance, "metadata": meta}
 
 
 def _export_to(tmp: Path, fmt: str, model, batch, expected, what: str, model_name: str, path: Path,
-               tolerance: float) -> tuple[float, bool]:
+               tolerance: float, meta: dict) -> tuple[float, bool]:
     """Export into ``tmp`` and compare with ``expected``; any failure is an ExportError (tmp is then removed)."""
     try:  # find out now, in plain words, rather than deep inside an exporter
         tmp.open("wb").close()
     except OSError as exc:
         raise ExportError(f"could not write {path}: {exc.strerror or exc}") from None
     try:
-        got = _write_and_run(fmt, model, batch, tmp)
+        got = _write_and_run(fmt, model, batch, tmp, meta)
     except ConvtrainError:
         raise
     except OSError as exc:

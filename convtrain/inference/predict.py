@@ -3,29 +3,49 @@
 An image of any size is made to look like the training data (:func:`convtrain.data.images.image_to_input`),
 normalized with the checkpoint's mean/std, and the model's top-k classes come back with their
 probabilities, in input order.
+
+Inputs are image files, folders (searched recursively for the suffixes training reads,
+:data:`~convtrain.data.images.IMAGE_SUFFIXES`) and unlabelled CSV files (``pixel0,...``, one image
+per row, as Kaggle's ``test.csv``). They are read and classified ``batch_size`` at a time
+(:func:`iter_predictions`), so :func:`predict_to_file` writes a CSV, a JSON list or a Kaggle
+``ImageId,Label`` submission of any size in bounded memory, through :mod:`convtrain.atomic`
+(a file that is cut short never replaces an earlier one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import csv
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .. import atomic
 from ..artifacts import checkpoint
+from ..data import csvdata
 from ..data.images import IMAGE_SUFFIXES, check_invert, image_to_input
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..train import distributed
+
+FORMATS = ("auto", "csv", "json", "kaggle")
+
+
+def _is_csv(p: Path) -> bool:
+    return p.suffix.lower() == ".csv" and p.is_file()
 
 
 def expand_paths(paths: list[str | Path]) -> list[Path]:
-    """Files as given; a directory contributes its image files, sorted by name."""
+    """Files as given; a directory contributes its image files, recursively, sorted by path (hidden
+    files and folders skipped)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
             if not found:
-                raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in directory {p}")
+                raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in directory {p} or its sub-folders")
             out.extend(found)
         elif p.is_file():
             out.append(p)
@@ -55,16 +75,160 @@ def effective_invert(dataset: str, invert: str) -> str:
     return "no" if invert == "auto" and dataset in ("folder", "csv") else invert
 
 
-def predict_images(ckpt_path: str | Path, paths: list[str | Path], top_k: int = 3, invert: str = "auto",
-                   device: str = "auto") -> list[dict]:
-    """Top-k classes with probabilities for each image file (folders expanded); one dict per image."""
+@dataclass
+class Inputs:
+    """What predict reads: image files (folders expanded) and unlabelled CSV files, in the order given."""
+
+    items: list[tuple[str, Path]]  # ("image", path) or ("csv", path)
+    total: int  # images in all (CSV data rows counted without holding them)
+
+
+def gather(paths: list[str | Path]) -> Inputs:
+    items: list[tuple[str, Path]] = []
+    total = 0
+    for p in map(Path, paths):
+        if _is_csv(p):
+            csvdata.unlabelled_side(p)  # refuses a labelled or malformed header before anything runs
+            items.append(("csv", p))
+            total += _data_rows(p)
+        else:
+            found = expand_paths([p])
+            items += [("image", f) for f in found]
+            total += len(found)
+    return Inputs(items, total)
+
+
+def _data_rows(path: Path) -> int:
+    with path.open("rb") as f:
+        lines = sum(1 for line in f if line.strip())
+    return max(0, lines - 1)
+
+
+def _batches(inputs: Inputs, ckpt: checkpoint.Loaded, invert: str, batch_size: int) -> Iterator[tuple[list, torch.Tensor]]:
+    """``(keys, uint8 images)`` batches; a key is ``{"path"}`` for a file, ``{"path", "row"}`` for a CSV row."""
+    c, (h, w) = ckpt.in_channels, ckpt.input_size
+    keys, images = [], []
+    for kind, path in inputs.items:
+        if kind == "csv":
+            if images:  # keep the input order: flush the files before the CSV's rows
+                yield keys, torch.stack(images)
+                keys, images = [], []
+            for ids, x in csvdata.read_unlabelled(path, batch_size):
+                yield [{"path": str(path), "row": i} for i in ids], _fit(x, c, h, w)
+            continue
+        keys.append({"path": str(path)})
+        images.append(image_to_input(path, c, (h, w), invert))
+        if len(images) == batch_size:
+            yield keys, torch.stack(images)
+            keys, images = [], []
+    if images:
+        yield keys, torch.stack(images)
+
+
+def _fit(x: torch.Tensor, c: int, h: int, w: int) -> torch.Tensor:
+    if h != w:
+        raise DataError(f"CSV rows are square images; this checkpoint takes {h}x{w} inputs")
+    return csvdata.convert(x, c, h)
+
+
+def iter_predictions(ckpt_path: str | Path, paths: list[str | Path], top_k: int = 3, invert: str = "auto",
+                     device: str = "auto", batch_size: int = 256,
+                     on_batch: Callable[[int, int], None] | None = None) -> Iterator[dict]:
+    """One dict per image, in input order, classified ``batch_size`` at a time; ``on_batch(done, total)``
+    after each batch (a progress bar)."""
     check_invert(invert)
     ckpt = checkpoint.open_checkpoint(ckpt_path)
     invert = effective_invert(ckpt.dataset, invert)
+    inputs = gather(paths)
     model = ckpt.rebuild()
-    files = expand_paths(paths)
-    images = torch.stack([image_to_input(f, ckpt.in_channels, ckpt.input_size, invert) for f in files])
     dev = distributed.resolve_device(device)
     model.to(dev)
-    found = classify(model, ckpt.normalizer(dev), images.to(dev), ckpt.classes, top_k)
-    return [{"path": str(f), "label": r["label"], "topk": r["topk"]} for f, r in zip(files, found)]
+    normalize, done = ckpt.normalizer(dev), 0
+    for keys, images in _batches(inputs, ckpt, invert, batch_size):
+        for key, r in zip(keys, classify(model, normalize, images.to(dev), ckpt.classes, top_k)):
+            yield {**key, "label": r["label"], "name": r["name"], "prob": r["topk"][0]["prob"], "topk": r["topk"]}
+        done += len(keys)
+        if on_batch is not None:
+            on_batch(done, inputs.total)
+
+
+def predict_images(ckpt_path: str | Path, paths: list[str | Path], top_k: int = 3, invert: str = "auto",
+                   device: str = "auto") -> list[dict]:
+    """Top-k classes with probabilities for each image (folders expanded, CSV rows); one dict per image."""
+    return list(iter_predictions(ckpt_path, paths, top_k, invert, device))
+
+
+def output_format(output: Path, fmt: str) -> str:
+    """``--format``: auto picks csv or json from the output's suffix."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
+    if fmt != "auto":
+        return fmt
+    suffix = output.suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise ConfigError(f"--output {output}: name a .csv or .json file, or give --format csv|json|kaggle")
+    return suffix[1:]
+
+
+def predict_to_file(ckpt_path: str | Path, paths: list[str | Path], output: str | Path, fmt: str = "auto",
+                    top_k: int = 3, invert: str = "auto", device: str = "auto", batch_size: int = 256,
+                    on_batch: Callable[[int, int], None] | None = None) -> dict:
+    """Write one row per image to ``output``: csv (path, row, label, class, prob, top-k), json (a list of
+    objects) or kaggle (``ImageId,Label`` for one unlabelled CSV, ids from 1). Returns what was written."""
+    output = Path(output)
+    fmt = output_format(output, fmt)
+    if fmt == "kaggle" and not (len(paths) == 1 and _is_csv(Path(paths[0]))):
+        raise ConfigError("--format kaggle writes ImageId,Label for one unlabelled CSV (Kaggle's test.csv); "
+                          "give exactly one .csv input")
+    if not output.parent.is_dir():
+        raise ConfigError(f"--output {output}: the folder {output.parent} does not exist")
+    rows = iter_predictions(ckpt_path, paths, top_k, invert, device, batch_size, on_batch)
+    first = next(rows, None)  # errors in the inputs or the checkpoint surface before a file is opened
+    n = 0
+    with atomic.replacing(output) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        write = _WRITERS[fmt](f)
+        for r in ([first] if first is not None else []):
+            write(r)
+            n += 1
+        for r in rows:
+            write(r)
+            n += 1
+        write(None)
+    return {"output": str(output), "format": fmt, "images": n}
+
+
+def _csv_writer(f):
+    w = csv.writer(f)
+    w.writerow(["path", "row", "label", "class", "prob", "topk"])
+
+    def write(r):
+        if r is not None:
+            w.writerow([r["path"], r.get("row", ""), r["label"], r["name"], f"{r['prob']:.6f}",
+                        ";".join(f"{t['name']}:{t['prob']:.6f}" for t in r["topk"])])
+    return write
+
+
+def _json_writer(f):
+    f.write("[")
+    state = {"first": True}
+
+    def write(r):
+        if r is None:
+            f.write("\n]\n")
+            return
+        f.write(("\n" if state["first"] else ",\n") + json.dumps(r))
+        state["first"] = False
+    return write
+
+
+def _kaggle_writer(f):
+    w = csv.writer(f)
+    w.writerow(["ImageId", "Label"])
+
+    def write(r):
+        if r is not None:
+            w.writerow([r["row"], r["name"]])
+    return write
+
+
+_WRITERS = {"csv": _csv_writer, "json": _json_writer, "kaggle": _kaggle_writer}

@@ -13,6 +13,7 @@ from torch import nn
 from .. import ops
 from ..artifacts import checkpoint
 from ..artifacts.plots import _grid
+from ..catalog import FILE_SOURCES
 from ..data.mnist import DATASETS, load_split
 from ..errors import CheckpointError, ConfigError, ConvtrainError, DataError, OutputError
 
@@ -60,6 +61,28 @@ def _feature_maps(model: nn.Module, convs: list[tuple[str, nn.Module]], x: torch
     return captured
 
 
+def _first_own_test_image(ckpt: checkpoint.Loaded, ckpt_path) -> torch.Tensor:
+    """The first test image of the folder/csv a checkpoint was trained on (its saved config: the same
+    held-out split), or a DataError saying what is needed."""
+    from ..config.schema import from_dict, held_out_seed, saved_raw
+    from ..data.batches import SplitDataset
+    from ..data.sources import build as build_data
+    from ..data.types import StreamedSplit
+
+    cfg = from_dict(saved_raw(ckpt.config_dict()), f"{ckpt_path} (saved config)")
+    try:
+        bundle = build_data(cfg.data, held_out_seed(cfg))
+    except ConvtrainError as exc:
+        raise DataError(f"visualize takes the first test image of the training data {cfg.data.root}, which "
+                        f"cannot be read here ({exc}); pass an IMAGE file") from None
+    test, mean, std = bundle.test, list(ckpt.mean), list(ckpt.std)
+    x = (test.dataset(mean, std) if isinstance(test, StreamedSplit) else SplitDataset(test, mean, std)).pixels(0)
+    if tuple(x.shape) != ckpt.image_shape:
+        raise CheckpointError(f"{ckpt_path} expects images of shape {list(ckpt.image_shape)}, {cfg.data.root} is "
+                              f"decoded as {list(x.shape)}; pass an IMAGE file")
+    return x
+
+
 def visualize(ckpt_path: str | Path, image: str | Path | None = None, output_dir: str | Path | None = None,
               data_root: str | None = None, invert: str = "auto") -> list[Path]:
     """PNG grids of the first conv layer's kernels and of every conv layer's feature maps for one image.
@@ -78,6 +101,8 @@ def visualize(ckpt_path: str | Path, image: str | Path | None = None, output_dir
         raise ConvtrainError(f"model '{ckpt.model_name}' has no conv layers to visualize")
     if image is not None:
         x = image_to_input(Path(image), ckpt.in_channels, ckpt.input_size, invert)
+    elif ckpt.dataset in FILE_SOURCES:
+        x = _first_own_test_image(ckpt, ckpt_path)
     else:
         if ckpt.dataset not in DATASETS:
             raise DataError(f"dataset '{ckpt.dataset}' of {ckpt_path} is not registered here; pass an IMAGE file")

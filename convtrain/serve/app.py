@@ -23,6 +23,7 @@ from typing import Literal, Optional
 import torch
 
 from ..artifacts import checkpoint, listing, runfiles
+from ..catalog import DATASETS
 from ..data.batches import Normalizer
 from ..errors import ConfigError, ConvtrainError, DataError, did_you_mean
 from ..inference.predict import classify
@@ -127,6 +128,8 @@ def load_model(name: str, path: Path) -> ServedModel:
         "parameters": sum(p.numel() for p in module.parameters()),
         "epoch": info["epoch"],
         "test_accuracy": _results_accuracy(path, info["epoch"]),
+        # light ink on dark, like MNIST: only then does invert=auto turn dark-on-light pictures around
+        "mnist_style": info["dataset"] in DATASETS,
     }
     return ServedModel(name=name, module=module, normalize=Normalizer(info["mean"], info["std"], torch.device("cpu")),
                        classes=info["classes"], channels=info["channels"], input_size=info["input_size"], card=card)
@@ -168,6 +171,8 @@ def predict_uploads(m: ServedModel, images: list[tuple[str, bytes]], top_k: int,
                     limits: Limits) -> list[dict]:
     """Top-k classes for each (name, encoded bytes) image, through the same :func:`classify` as
     ``convtrain predict``; each result names its image."""
+    if invert == "auto" and not m.card.get("mnist_style", True):
+        invert = "no"  # a model of the user's own pictures saw them as they are (as convtrain predict)
     tensors = []
     for name, raw in images:
         _check_image(raw, name, limits)
@@ -197,13 +202,30 @@ def _metrics(run: Path) -> list:
         return []
 
 
+def sweep_summary(listed: dict) -> dict:
+    """A ``--seeds`` folder as one card: the mean over its seeds and each seed's numbers."""
+    return {"name": listed["name"], "kind": "sweep", "status": listed["status"], "seeds": listed["seeds"],
+            "epochs": listed["epochs"], "epochs_total": listed["epochs_total"], "best_val_acc": listed["best_val_acc"],
+            "test_accuracy": listed["test_acc"], "test_accuracy_std": listed["test_acc_std"],
+            "train_seconds": listed["seconds"], "model": listed["model"], "dataset": listed["dataset"],
+            "same_test_set": ((listed.get("summary") or {}).get("test_set") or {}).get("same_for_all_seeds"),
+            "runs": [{"name": r["name"], "status": r["status"], "test_accuracy": r["test_acc"],
+                      "best_val_acc": r["best_val_acc"]} for r in listed["runs"]],
+            "images": [], "modified": listed["created"]}
+
+
 def run_summary(run: Path, listed: dict) -> dict:
     """What the runs page shows for one run directory: ``listed`` is its row of
     :func:`convtrain.artifacts.listing.list_runs` (the one status rule), plus the page's own fields."""
     results, rows = _results(run), _metrics(run)
     return {
         "name": run.name,
+        "kind": "run",
         "status": listed["status"],
+        "model": listed["model"],
+        "dataset": listed["dataset"],
+        "epochs_total": listed["epochs_total"],
+        "train_seconds": listed["seconds"],
         "epochs": len(rows) if (run / "metrics.csv").is_file() else None,
         "best_val_acc": results.best_val_acc if results is not None else None,
         "test_accuracy": results.test_accuracy if results is not None else None,
@@ -226,7 +248,7 @@ def list_runs(runs_dir: Path) -> list[dict]:
         if run.resolve().parent != root or not _NAME.match(run.name):
             continue
         try:
-            found.append(run_summary(run, listed))
+            found.append(run_summary(run, listed) if listed["kind"] == "run" else sweep_summary(listed))
         except OSError:
             continue  # removed while we looked
     return found
@@ -258,7 +280,9 @@ def _request_models():
         top_k: int = Field(3, description="How many classes to return per image (1 to the number of classes).")
         model: Optional[str] = Field(None, description="A name from GET /v1/models; default: the first checkpoint.")
         invert: Literal["auto", "yes", "no"] = Field(
-            "auto", description="auto: an image with a light border (dark ink on paper) is inverted first.")
+            "auto", description="auto: for a model of MNIST-style data (light ink on dark), an image with a light "
+            "border (dark ink on paper) is inverted first; a model of your own pictures takes them as they are. "
+            "yes / no: always / never invert.")
 
     return PredictRequest
 
@@ -380,7 +404,7 @@ def create_app(models: list[ServedModel], runs_dir: str | Path = "runs", limits:
     # requests beyond this wait in the threadpool instead of fighting over the cores
     gate = threading.BoundedSemaphore(max_concurrent or max(1, os.cpu_count() or 1))
 
-    app = FastAPI(title="convtrain serve", version="1",
+    app = FastAPI(title="convtrain serve", version="1", docs_url=None, redoc_url=None,  # /docs: _add_docs, offline
                   description="Classify images with convtrain checkpoints. Errors are JSON: {\"error\": \"...\"}.")
     _add_error_handlers(app)
 
@@ -413,7 +437,39 @@ def create_app(models: list[ServedModel], runs_dir: str | Path = "runs", limits:
         return {"model": name, "predictions": predictions}
 
     _add_pages(app, runs_dir)
+    _add_docs(app)
     return app
+
+
+def _add_docs(app) -> None:
+    """/docs: Swagger UI 5 (it reads FastAPI's OpenAPI 3.1) from the swagger-ui-py package's own files,
+    served here (no CDN: it works offline and behind firewalls); without that package, a page that says
+    how to get it."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    try:
+        import swagger_ui
+
+        swagger_ui_path = Path(swagger_ui.__file__).parent / "static"
+    except ImportError:
+        swagger_ui_path = None
+    if swagger_ui_path is None:
+        @app.get("/docs", include_in_schema=False)
+        def docs_missing():
+            return HTMLResponse("<!doctype html><title>convtrain serve: API</title><p>The interactive API page needs "
+                                "the swagger-ui-py package: <code>pip install 'convtrain[serve]'</code>. The API "
+                                "description is at <a href='/openapi.json'>/openapi.json</a>.</p>")
+        return
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="convtrain serve: API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
 
 def _add_error_handlers(app) -> None:

@@ -33,13 +33,13 @@ from .. import backstop
 from ..artifacts import checkpoint
 from ..artifacts.metrics import MetricsRow
 from ..artifacts.rundir import NullRunDir, RunDir, default_path
-from ..config.schema import RunConfig, to_dict, to_yaml
+from ..config.schema import RunConfig, held_out_seed, to_dict, to_yaml
 from ..data.batches import AugmentParams, make_batches
 from ..data.sources import build as build_data
 from ..data.types import DataBundle
 from ..errors import ConfigError, ConvtrainError, Interrupted, TrainingError
 from ..models import apply_init, create_model
-from . import distributed, engine, keep, mlflowlog, stopping
+from . import distributed, engine, keep, mlflowlog, stopping, wandblog
 from . import ema as ema_mod
 from .optim import build_optimizer, build_scheduler
 from .progress import Reporter
@@ -113,6 +113,7 @@ class Run:
     tb: TensorBoardLogger | NullLogger
     meta: dict  # what every checkpoint records besides weights (checkpoint.build keywords)
     mlflow: mlflowlog.NullMLflow | mlflowlog.MLflowLogger
+    wandb: wandblog.NullWandb | wandblog.WandbLogger
     parts: dict  # the loop features saved in last.pt, by training-state key (build_loop_parts)
 
     @property
@@ -162,9 +163,11 @@ def _phases(start: Start, dist: distributed.DistInfo, reporter: Reporter, signal
     state = restore(start, model, optim, dist)
     parts = build_loop_parts(cfg, model, start)
     mlflow = mlflowlog.open_mlflow(cfg.log, dist.is_main)  # MLflow missing: refused before anything is written
+    wandb = wandblog.open_wandb(cfg.log, dist.is_main)  # as MLflow
     rundir = open_run_dir(start, state, dist)  # from here on the run has files: record how it ends
     r = Run(cfg=cfg, dist=dist, reporter=reporter, signals=signals, data=d, model=model, train_model=model,
-            optim=optim, rundir=rundir, tb=NullLogger(), meta=_checkpoint_meta(cfg, d.bundle), mlflow=mlflow, parts=parts)
+            optim=optim, rundir=rundir, tb=NullLogger(), meta=_checkpoint_meta(cfg, d.bundle), mlflow=mlflow, wandb=wandb,
+            parts=parts)
     try:
         prepare_training(r, state, start)
         loop(r, state)
@@ -202,7 +205,7 @@ def setup_process(cfg: RunConfig, reporter: Reporter | None) -> tuple[distribute
 def setup_data(cfg: RunConfig, dist: distributed.DistInfo) -> Data:
     """Decode the data once, resident on the training device (or served by a DataLoader)."""
     pause_for_test("start-up")
-    bundle = build_data(cfg.data, cfg.seed)
+    bundle = build_data(cfg.data, held_out_seed(cfg))
     device = dist.device
     loader = cfg.data.loader
     if loader == "auto":
@@ -332,6 +335,7 @@ def prepare_training(r: Run, state: RunState, start: Start) -> None:
     for line in notes:
         r.reporter.info(line)
     r.mlflow.start(r.rundir.path, to_dict(cfg), start.reopen, r.reporter.info)
+    r.wandb.start(r.rundir.path, to_dict(cfg), start.reopen, r.reporter.info)
     if dist.distributed:
         r.train_model = nn.parallel.DistributedDataParallel(
             r.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
@@ -456,6 +460,7 @@ def record(r: Run, state: RunState, row: MetricsRow) -> bool:
     r.tb.epoch(row)
     r.rundir.append_metrics(row)
     r.mlflow.epoch(row)
+    r.wandb.epoch(row)
     return improved
 
 
@@ -500,6 +505,8 @@ def final_test(r: Run, state: RunState) -> None:
             "test_accuracy": t["accuracy"], "test_loss": t["loss"], "test_num_samples": t["num_samples"],
             "test_per_class_accuracy": t["per_class_accuracy"], "test_confusion_matrix": t["confusion_matrix"],
             "classes": r.data.bundle.classes, "epochs": len(res.epochs), "train_seconds": res.train_seconds,
+            # which images were tested: the same split_seed and data give the same fingerprint (--seeds compares them)
+            "split_seed": held_out_seed(r.cfg), "test_fingerprint": r.data.bundle.test.fingerprint(),
             "stopped_early": state.stop is not None, "stopped_by": state.stop,
             "stopped_epoch": res.epochs[-1].epoch if state.stop is not None and res.epochs else None,
             **r.stops.results(), "world_size": r.dist.world_size, "device": str(r.dist.device),
@@ -510,6 +517,7 @@ def final_test(r: Run, state: RunState) -> None:
         r.signals.immediate(lambda name: f"interrupted ({name}) after the run finished; results.json is complete; "
                                          f"redo the plots with: convtrain plot {r.rundir.path}")
     r.mlflow.finish(r.rundir.path)  # uploads: outside the protected block, so Ctrl-C is not held up
+    r.wandb.finish(r.rundir.path)
     if r.cfg.log.plots:
         # at a terminal someone waits for the prompt: the pictures follow from another process;
         # a script or a pipe reads them once the command ends, so there they are written first
@@ -608,6 +616,7 @@ def _stopped_at_once(r: Run, name: str) -> str:
 def _record_end(r: Run, state: RunState, exc: ConvtrainError) -> None:
     """After the run directory exists, results.json (and MLflow) say how a run that did not finish ended."""
     r.mlflow.end("interrupted" if isinstance(exc, Interrupted) else "failed")  # a no-op once finished
+    r.wandb.end("interrupted" if isinstance(exc, Interrupted) else "failed")
     if state.status != "running":  # already recorded (clean interrupt, or finished before the plots)
         return
     state.status = "interrupted" if isinstance(exc, Interrupted) else "failed"

@@ -10,6 +10,10 @@ The standard deviation is the sample one (``statistics.stdev``, ddof = 1): the s
 sample of the run-to-run spread, and the population formula would understate it (by a factor
 sqrt(2/3) with 3 seeds). With a single seed it is null.
 
+The held-out val/test images are picked by ``data.split_seed`` (default fixed, not the run's
+``seed``), so every seed is tested on the same images; ``summary.json``'s ``test_set`` records the
+split seed and the test set's fingerprint, and says whether all seeds had the same test set.
+
 Running the same command again with ``--run-dir RUN`` continues it: seed runs that exist are
 resumed (a finished one only repeats its final test; a different config is refused as by
 ``--resume``), missing ones are started.
@@ -103,13 +107,19 @@ def summarize(root: Path, seeds: list[int]) -> dict:
             raise RunDirError(f"{path} has not finished; continue it with the same command and --run-dir {root}")
         rows = runfiles.read_metrics(path)
         runs.append({"seed": seed, "run_dir": str(path), "test_accuracy": results.test_accuracy,
+                     "split_seed": results.split_seed, "test_fingerprint": results.test_fingerprint,
                      "best_epoch": results.best_epoch, "train_seconds": results.train_seconds,
                      "epochs": len(rows), "val_acc": [r.val_acc for r in rows]})
         for r in rows:
             per_epoch.setdefault(r.epoch, []).append(r.val_acc)
+    fingerprints = {r["test_fingerprint"] for r in runs}
     return {
         "seeds": seeds,
         "std": "sample standard deviation (ddof=1)",
+        # one test set for all seeds (data.split_seed): the spread is the models', not the split's
+        "test_set": {"split_seeds": sorted({r["split_seed"] for r in runs if r["split_seed"] is not None}),
+                     "fingerprint": next(iter(fingerprints)) if len(fingerprints) == 1 else None,
+                     "same_for_all_seeds": len(fingerprints) == 1 and None not in fingerprints},
         "test_accuracy": stats([r["test_accuracy"] for r in runs]),
         "train_seconds": stats([r["train_seconds"] or 0.0 for r in runs]),
         "val_acc_per_epoch": [{"epoch": e, **stats(v)} for e, v in sorted(per_epoch.items())],

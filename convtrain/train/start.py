@@ -11,7 +11,7 @@ from pathlib import Path
 from ..artifacts import checkpoint
 from ..catalog import DATASETS
 from ..config.load import load_config
-from ..config.schema import RunConfig, from_dict, to_dict
+from ..config.schema import RunConfig, from_dict, saved_raw, to_dict
 from ..config.yamlsafe import read_yaml
 from ..errors import CheckpointError, ConfigError
 
@@ -22,7 +22,8 @@ from ..errors import CheckpointError, ConfigError
 # was computed under the old settings) and train.accumulate (it changes the schedule's length).
 RESUMABLE_CHANGES = ("train.epochs", "device", "train.log_every", "speed.threads", "speed.compile", "out_dir",
                      "train.max_time", "train.stop_at.val_acc", "train.stop_at.val_loss", "train.deterministic",
-                     "checkpoint.keep_top_k", "checkpoint.every_n_epochs", "log.mlflow", "log.mlflow_uri")
+                     "checkpoint.keep_top_k", "checkpoint.every_n_epochs", "log.mlflow", "log.mlflow_uri",
+                     "log.wandb", "log.wandb_project", "log.wandb_mode", "log.wandb_log_model")
 
 
 @dataclass
@@ -81,6 +82,7 @@ def prepare_finetune(pretrained: str | Path, cfg: RunConfig, run_dir: str | Path
 
 def _resumed_config(raw: dict, where: str, cfg: RunConfig | None, overrides, data_root, run_dir: Path) -> RunConfig:
     """The run's saved config, with the resumable changes of ``cfg`` (or of ``overrides``) applied."""
+    raw = saved_raw(raw)
     saved = from_dict(raw, where)
     if cfg is None and (overrides or data_root):
         cfg = load_config(None, list(overrides), data_root=data_root, base=raw, where=where)

@@ -176,9 +176,24 @@ document.getElementById("upload").addEventListener("change", (e) => {
 
 function currentModel() { return models.find((m) => m.name === picker.value); }
 
+// The page speaks of what the model knows: digits for a digit model, its class names otherwise.
+function showWording(m) {
+  const digits = m.classes.length === 10 && m.classes.every((c, i) => c === String(i));
+  const what = digits ? "a digit" : (m.classes.length <= 6 ? `one of: ${m.classes.join(", ")}`
+                                                          : `one of its ${m.classes.length} classes`);
+  document.getElementById("draw-title").textContent = `Draw ${what}`;
+  document.title = `convtrain: draw ${digits ? "a digit" : "for " + m.name}`;
+  pad.setAttribute("aria-label", `Drawing area: draw ${what} with the mouse or a finger`);
+  document.getElementById("hint").textContent = m.mnist_style
+    ? "White ink on black, like MNIST. The drawing is centred and scaled like an MNIST digit before it is sent."
+    : `This model learned from ${m.dataset} pictures (${m.classes.join(", ")}); a drawing is sent as white ink on ` +
+      "black and taken as it is. Uploading a picture like its training images gives a fairer answer.";
+}
+
 function showCard() {
   const m = currentModel();
   if (!m) return;
+  showWording(m);
   const acc = m.test_accuracy == null ? "not recorded" : (100 * m.test_accuracy).toFixed(2) + "%";
   const rows = [["model", m.model], ["dataset", m.dataset ?? "?"], ["test accuracy", acc],
                 ["classes", m.classes.join(", ")], ["input", `${m.channels}×${m.input_size.join("×")}`],

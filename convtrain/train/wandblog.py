@@ -1,0 +1,107 @@
+"""Weights & Biases logging (``log.wandb: true``): rank 0 only; everyone else holds a do-nothing :class:`NullWandb`.
+
+One W&B run per convtrain run, its files under ``RUN/wandb/``: the resolved config, every epoch's
+metrics (``step`` = epoch), and at the end the final test numbers in the run summary and, with
+``log.wandb_log_model: true``, ``checkpoints/best.pt`` as a model artifact. The run id is derived
+from the run directory, so ``--resume`` continues the same W&B run. ``log.wandb_mode`` (else
+``WANDB_MODE``, else W&B's default) picks online, offline (nothing leaves the machine; upload later
+with ``wandb sync RUN/wandb/offline-run-*``) or disabled. Needs the ``convtrain[wandb]`` extra.
+
+A logging failure in the middle of a run is one note, and logging stops; the run goes on, since its
+own files are the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from ..artifacts.metrics import MetricsRow
+from ..config.schema import LogConfig
+from ..errors import ConfigError
+
+RESULT_KEYS = ("test_accuracy", "test_loss", "test_num_samples", "best_epoch", "best_val_acc", "train_seconds")
+
+
+class NullWandb:
+    """``log.wandb: false``, or a rank other than 0: logs nothing."""
+
+    def start(self, run_dir: Path | None, config: dict, resumed: bool, info: Callable[[str], None]) -> None:
+        pass
+
+    def epoch(self, row: MetricsRow) -> None:
+        pass
+
+    def finish(self, run_dir: Path | None) -> None:
+        pass
+
+    def end(self, status: str) -> None:
+        pass
+
+
+def open_wandb(cfg: LogConfig, is_main: bool) -> NullWandb | WandbLogger:
+    """The run's W&B writer; with log.wandb on and wandb missing, one line saying how to install it."""
+    if not cfg.wandb or not is_main:
+        return NullWandb()
+    try:
+        import wandb
+    except ImportError:
+        raise ConfigError("log.wandb needs Weights & Biases: pip install 'convtrain[wandb]'") from None
+    return WandbLogger(wandb, cfg)
+
+
+def run_id(run_dir: Path) -> str:
+    """A W&B run id that names the run directory: the same folder (a resumed run) gives the same id."""
+    return hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+
+
+class WandbLogger:
+    def __init__(self, wandb, cfg: LogConfig) -> None:
+        self.wandb, self.cfg, self.run, self.info = wandb, cfg, None, print
+
+    def _call(self, what: str, fn: Callable[[], object]) -> None:
+        if self.wandb is None:
+            return
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - wandb raises many kinds; the training must not die of them
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            self.info(f"note: W&B logging stopped ({what} failed: {reason}); the run's own files are complete")
+            self.wandb = None
+
+    def start(self, run_dir: Path, config: dict, resumed: bool, info: Callable[[str], None]) -> None:
+        self.info = info
+        self._call("starting the run", lambda: self._start(Path(run_dir), config))
+        if self.run is not None:
+            info(f"wandb: run {self.run.id} ({self.run.settings.mode}) in {Path(run_dir) / 'wandb'}")
+
+    def _start(self, run_dir: Path, config: dict) -> None:
+        self.run = self.wandb.init(project=self.cfg.wandb_project, name=run_dir.name, id=run_id(run_dir),
+                                   resume="allow", dir=str(run_dir), config=config, mode=self.cfg.wandb_mode,
+                                   settings=self.wandb.Settings(console="off", silent=True))
+
+    def epoch(self, row: MetricsRow) -> None:
+        values = {k: float(v) for k, v in row.as_dict().items() if k != "epoch" and v is not None}
+        self._call("logging epoch metrics", lambda: self.run.log({**values, "epoch": row.epoch}, step=row.epoch))
+
+    def finish(self, run_dir: Path) -> None:
+        def upload() -> None:
+            results = json.loads((Path(run_dir) / "results.json").read_text())
+            self.run.summary.update({k: results[k] for k in RESULT_KEYS if results.get(k) is not None})
+            best = Path(run_dir) / "checkpoints" / "best.pt"
+            if self.cfg.wandb_log_model and best.is_file():
+                artifact = self.wandb.Artifact(f"model-{self.run.id}", type="model",
+                                               metadata={k: results.get(k) for k in RESULT_KEYS})
+                artifact.add_file(str(best), name="best.pt")
+                self.run.log_artifact(artifact, aliases=["best"])
+            self.run.finish(exit_code=0)
+        self._call("logging the final test numbers and best.pt", upload)
+        self.wandb = None  # ended
+
+    def end(self, status: str) -> None:
+        """A run that did not finish ends with a non-zero exit code (W&B marks it failed or crashed)."""
+        if self.run is not None:
+            self._call("ending the run", lambda: self.run.finish(exit_code=130 if status == "interrupted" else 1))
+        self.wandb = None
