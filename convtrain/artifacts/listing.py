@@ -32,6 +32,9 @@ def list_runs(folder: str | Path = "runs") -> list[dict]:
     for run in children:
         cfg_path = run / "config.yaml"
         try:
+            if run.is_dir() and not os.path.lexists(cfg_path) and (run / "study.json").is_file():
+                found.append(summarize_study(run))  # a `convtrain tune` folder: one row, its trials inside
+                continue
             if not run.is_dir() or not os.path.lexists(cfg_path):
                 continue
             created = (cfg_path if cfg_path.exists() else run).stat().st_mtime
@@ -69,7 +72,34 @@ def summarize(run: Path) -> dict:
         "epochs": len(rows),
         "epochs_total": info.epochs,
         "best_val_acc": max(val) if val else None,
+        "best_val_loss": min((r.val_loss for r in rows), default=None),
         "test_acc": results.test_accuracy if results else None,
         "seconds": sum(r.seconds for r in rows),
         "status": status,
     }
+
+
+def summarize_study(folder: Path) -> dict:
+    """A `convtrain tune` study folder as one row: best value and trials done/pruned/failed, read from
+    its trial run directories (no database, no Optuna), with those runs' rows under ``trials``."""
+    import json
+
+    try:
+        marker = json.loads((folder / "study.json").read_text(encoding="utf-8"))
+        metric = marker.get("metric", "val_acc") if isinstance(marker, dict) else "val_acc"
+    except (OSError, ValueError):
+        metric = "val_acc"
+    trials = [r for r in list_runs(folder) if r.get("kind") != "study"]
+    trials.sort(key=lambda r: r["name"])
+    count = {"done": 0, "pruned": 0, "failed": 0, "running": 0}
+    for r in trials:
+        key = {"finished": "done", "pruned": "pruned", "running": "running"}.get(r["status"], "failed")
+        count[key] += 1
+    values = [r[f"best_{metric}"] for r in trials if r.get(f"best_{metric}") is not None]
+    best = (max(values) if metric == "val_acc" else min(values)) if values else None
+    newest = max((r["created"] for r in trials), default=(folder / "study.json").stat().st_mtime)
+    return {**_EMPTY, "name": folder.name, "path": str(folder), "kind": "study", "status": "study",
+            "metric": metric, "best_value": best, "best_val_acc": best if metric == "val_acc" else None,
+            "epochs": sum(r["epochs"] for r in trials), "seconds": sum(r["seconds"] for r in trials),
+            "model": trials[0]["model"] if trials else None, "dataset": trials[0]["dataset"] if trials else None,
+            "trials_count": count, "trials": trials, "created": newest}

@@ -55,17 +55,33 @@ def runs(
     table = Table(title=f"runs in {escape(str(folder))}")
     for col in ("run", "model", "data", "epochs", "best val acc", "test acc", "time", "status"):
         table.add_column(col, justify="right" if col in ("epochs", "best val acc", "test acc", "time") else "left")
-    colors = {"finished": "green", "interrupted": "yellow", "failed": "red", "running": "cyan", "unreadable": "magenta"}
+    colors = {"finished": "green", "interrupted": "yellow", "failed": "red", "running": "cyan", "unreadable": "magenta",
+              "pruned": "yellow"}
+    pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
     for r in found:
-        pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
-        total = "?" if r["epochs_total"] is None else r["epochs_total"]
-        table.add_row(escape(r["name"]), escape(r["model"] or "?"), escape(r["dataset"] or "?"),
-                      f"{r['epochs']}/{total}", pct(r["best_val_acc"]), pct(r["test_acc"]), f"{r['seconds']:.0f}s",
-                      f"[{colors.get(r['status'], 'white')}]{r['status']}[/]")
+        if r.get("kind") == "study":  # a `convtrain tune` folder: one row, then its trials
+            c = r["trials_count"]
+            best = pct(r["best_val_acc"]) if r["metric"] == "val_acc" else \
+                ("-" if r["best_value"] is None else f"{r['metric']} {r['best_value']:.4f}")
+            table.add_row(f"[bold]{escape(r['name'])}[/] (study)", escape(r["model"] or "?"),
+                          escape(r["dataset"] or "?"), str(r["epochs"]), best, "-", f"{r['seconds']:.0f}s",
+                          f"{c['done']} done, {c['pruned']} pruned, {c['failed']} failed"
+                          + (f", {c['running']} running" if c["running"] else ""))
+            for t in r["trials"]:
+                _add_run_row(table, t, colors, pct, indent="  ")
+            continue
+        _add_run_row(table, r, colors, pct)
     out.print(table)
-    for r in found:
+    for r in [*found, *[t for r in found for t in r.get("trials", [])]]:
         if r.get("error"):
             out.print(f"[magenta]unreadable:[/] {escape(r['error'])}")
+
+
+def _add_run_row(table: Table, r: dict, colors: dict, pct, indent: str = "") -> None:
+    total = "?" if r["epochs_total"] is None else r["epochs_total"]
+    table.add_row(indent + escape(r["name"]), escape(r["model"] or "?"), escape(r["dataset"] or "?"),
+                  f"{r['epochs']}/{total}", pct(r["best_val_acc"]), pct(r["test_acc"]), f"{r['seconds']:.0f}s",
+                  f"[{colors.get(r['status'], 'white')}]{r['status']}[/]")
 
 
 def _runs_diff(a: Path, b: Path, as_json: bool, plot_to: Optional[Path]) -> None:

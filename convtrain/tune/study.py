@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,16 +86,24 @@ def open_storage(url: str, on_stale=None):
         engine_kwargs = {"connect_args": {"timeout": 60}}  # workers of one machine take turns writing
     elif url.startswith("postgresql"):
         engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                                          grace_period=GRACE_S, heartbeat_stale_trial_callback=on_stale)
-    except ImportError as exc:
-        raise ConfigError(f"--storage {redact(url)}: its database driver is missing ({exc.name or exc}); "
-                          f"for PostgreSQL: pip install 'convtrain[tune-postgres]'") from None
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        raise ConfigError(f"--storage {redact(url)}: cannot open the study database: "
-                          f"{first[0] if first else type(exc).__name__}") from None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                                              grace_period=GRACE_S, heartbeat_stale_trial_callback=on_stale)
+        except ImportError as exc:
+            raise ConfigError(f"--storage {redact(url)}: its database driver is missing ({exc.name or exc}); "
+                              f"for PostgreSQL: pip install 'convtrain[tune-postgres]'") from None
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
+            # two workers creating the tables of a new database at once: one of them loses ("relation
+            # already exists", a duplicate key); a moment later the tables are there. Unreachable: no retry
+            if attempt < 4 and isinstance(exc, sqlalchemy.exc.SQLAlchemyError) \
+                    and not isinstance(exc, sqlalchemy.exc.OperationalError):
+                time.sleep(0.5 + attempt)
+                continue
+            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            raise ConfigError(f"--storage {redact(url)}: cannot open the study database: "
+                              f"{first[0] if first else type(exc).__name__}") from None
+    raise AssertionError("unreachable")
 
 
 def check_existing(plan: StudyPlan) -> None:

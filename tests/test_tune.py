@@ -1,0 +1,254 @@
+"""`convtrain tune`: the space checked against the schema, trials as run directories, pruning,
+kill -9 and rerun, bad storages, the report and best.yaml, `runs` listing a study.
+
+Real trainings on tiny MNIST subsets (lenet5, a few hundred images); the space checks run in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from convtrain.cli.app import app
+
+from .conftest import REPO, results_json, run_cli
+
+optuna = pytest.importorskip("optuna")
+
+TINY = ["--config", "smoke", "--device", "cpu", "--set", "model.name=lenet5", "--set", "data.train_subset=600",
+        "--set", "data.val_size=200", "--set", "data.test_subset=200", "--set", "train.epochs=2",
+        "--set", "log.plots=false", "--set", "train.batch_size=64"]
+runner = CliRunner()
+
+
+def _space(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+def _study(folder: Path, name: str | None = None):
+    storage = f"sqlite:///{folder / 'study.db'}"
+    return optuna.load_study(study_name=name or folder.name, storage=storage)
+
+
+# ------------------------------------------------------------------------------------------------
+# The space and the storage are checked before anything runs: one line, exit 2, nothing written
+
+
+@pytest.mark.parametrize("space, message", [
+    ("optim.lrr: {float: [1.0e-4, 1.0e-2]}", "unknown key 'optim.lrr' (did you mean 'lr'?)"),
+    ("optm.lr: {float: [1.0e-4, 1.0e-2]}", "unknown key 'optm' (did you mean 'optim'?)"),
+    ("train.batch_size: {float: [16, 64]}", "'train.batch_size' must be an integer"),
+    ("train.batch_size: {int: [0, 64]}", "'train.batch_size' must be > 0, got 0"),
+    ("optim.momentum: {float: [0.5, 1.5]}", "'optim.momentum' must be in [0, 1)"),
+    ("optim.lr: {float: [0, 1.0e-2], log: true}", "a log range must stay above 0"),
+    ("train.batch_size: {choice: []}", "choice needs a non-empty list"),
+    ("optim.lr: {flaot: [1.0e-4, 1.0e-2]}", "(did you mean 'float'?)"),
+    ("optim.lr: {float: [1.0e-2, 1.0e-4]}", "low must be below high"),
+    ("model.kwargs.width1: {int: [8, 32]}", "width1"),  # lenet5 has no width1: the model refuses it
+    ("optim: {float: [1, 2]}", "'optim' is a section"),
+], ids=["unknown-key", "unknown-section", "wrong-type", "bound-refused", "bound-above", "log-zero",
+        "empty-choice", "unknown-kind", "low-above-high", "model-kwarg", "section"])
+def test_a_bad_space_is_one_line_exit_2_and_nothing_written(tmp_path, data_root, space, message):
+    folder = tmp_path / "study"
+    r = runner.invoke(app, ["tune", *TINY, "--space", str(_space(tmp_path, space)), "--trials", "2",
+                            "--study-dir", str(folder)])
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert not folder.exists()
+
+
+def test_bad_storages_and_a_study_of_another_direction_are_refused_before_anything_is_written(tmp_path, data_root):
+    space = _space(tmp_path, "optim.lr: {float: [1.0e-3, 1.0e-2], log: true}")
+    folder = tmp_path / "study"
+    common = ["tune", *TINY, "--space", str(space), "--trials", "2", "--study-dir", str(folder)]
+    for storage, message in (("postgresql://nobody@127.0.0.1:1/none", "cannot open the study database"),
+                             (f"sqlite:///{tmp_path}/no/such/dir/x.db", "cannot open the study database"),
+                             ("nosuchdb://x", "cannot open the study database")):
+        r = runner.invoke(app, [*common, "--storage", storage])
+        assert r.exit_code == 2, r.output
+        assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+        assert not folder.exists()
+    # a study of that name exists and minimizes: --metric val_acc (maximize) is refused
+    db = f"sqlite:///{tmp_path / 'other.db'}"
+    optuna.create_study(storage=db, study_name="shared", direction="minimize")
+    r = runner.invoke(app, [*common, "--storage", db, "--study", "shared"])
+    assert r.exit_code == 2 and "exists and minimizes its objective" in r.stderr, r.output
+    assert len(r.stderr.strip().splitlines()) == 1 and not folder.exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Real studies
+
+
+@pytest.mark.slow
+def test_a_study_completes_with_run_directories_a_report_and_a_best_yaml_that_trains(tmp_path, data_root):
+    space = _space(tmp_path, "optim.lr: {float: [1.0e-3, 1.0e-2], log: true}\n"
+                             "train.batch_size: {choice: [32, 64]}\n")
+    folder = tmp_path / "studies" / "lenet"
+    r = run_cli("tune", *TINY, "--set", "train.epochs=1", "--space", str(space), "--trials", "4",
+                "--study-dir", str(folder), "--jobs", "2")
+    assert r.returncode == 0, r.stderr + r.stdout
+    study = _study(folder)
+    trials = study.get_trials()
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    for t in trials:  # every trial is an ordinary run directory
+        run = Path(t.user_attrs["run_dir"])
+        assert run == folder / f"trial-{t.number:03d}"
+        assert {"config.yaml", "metrics.csv", "results.json"} <= {p.name for p in run.iterdir()}
+        assert (run / "checkpoints" / "last.pt").is_file()
+        assert results_json(run)["status"] == ("finished" if t.state.name == "COMPLETE" else "pruned")
+    summary = json.loads((folder / "tune.json").read_text())
+    assert summary["finished"] == 4 and summary["best"]["number"] == study.best_trial.number
+    assert (folder / "history.png").is_file()
+    assert "best val_acc" in r.stdout and f"best: trial {study.best_trial.number}" in r.stdout
+    # best.yaml: the best trial's full config, runnable as it is
+    run = tmp_path / "from-best"
+    t = run_cli("train", "--config", str(folder / "best.yaml"), "--set", "train.epochs=1", "--run-dir", str(run))
+    assert t.returncode == 0, t.stderr
+    best = study.best_trial
+    saved = json.loads(json.dumps(best.user_attrs["config"]))
+    assert saved["optim"]["lr"] == best.params["optim.lr"]
+    assert results_json(run)["status"] == "finished"
+    # --report DIR redraws the table; `convtrain runs` shows the study as one row with its trials under it
+    rep = run_cli("tune", "--report", str(folder))
+    assert rep.returncode == 0 and "4 of 4 trials finished" in rep.stdout, rep.stderr
+    listing = run_cli("runs", str(folder.parent), "--json")
+    rows = json.loads(listing.stdout)
+    assert [r["kind"] for r in rows] == ["study"]
+    done = sum(1 for t in trials if t.state.name == "COMPLETE")
+    assert rows[0]["trials_count"] == {"done": done, "pruned": 4 - done, "failed": 0, "running": 0}
+    assert [t["name"] for t in rows[0]["trials"]] == [f"trial-{i:03d}" for i in range(4)]
+
+
+@pytest.mark.slow
+def test_a_hopeless_learning_rate_is_pruned_and_the_run_directory_says_so(tmp_path, data_root):
+    # lr 2e-3 learns; lr 30 (Adam) stays at chance: the median pruner (from the 3rd trial on) stops those
+    # after epoch 1 of 2. Random sampler seed 6 draws 0.002, 0.002, 30, 0.002, 30 (Optuna's RandomSampler)
+    space = _space(tmp_path, "optim.lr: {choice: [0.002, 30.0]}")
+    folder = tmp_path / "study"
+    r = run_cli("tune", *TINY, "--space", str(space), "--trials", "5", "--study-dir", str(folder),
+                "--sampler", "random", "--seed", "6")
+    assert r.returncode == 0, r.stderr + r.stdout
+    trials = _study(folder).get_trials()
+    assert [t.params["optim.lr"] for t in trials] == [0.002, 0.002, 30.0, 0.002, 30.0]
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE", "PRUNED"]
+    for t in trials[2::2]:
+        run = Path(t.user_attrs["run_dir"])
+        assert results_json(run)["status"] == "pruned"
+        assert len(list(open(run / "metrics.csv"))) - 1 == 1  # stopped after epoch 1 of 2
+    assert "trial 2 pruned" in r.stdout and "2 trial(s) pruned, 2 of 10 epochs not trained" in r.stdout
+
+
+@pytest.mark.slow
+def test_kill_9_in_trial_2_then_rerun_finishes_exactly_n_trials_and_the_killed_one_failed(tmp_path, data_root):
+    space = _space(tmp_path, "optim.lr: {float: [1.0e-3, 1.0e-2], log: true}")
+    folder = tmp_path / "study"
+    argv = [sys.executable, "-m", "convtrain", "tune", *TINY, "--set", "train.epochs=1", "--space", str(space),
+            "--trials", "3", "--study-dir", str(folder), "--pruner", "none"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "CONVTRAIN_TEST_PAUSE": ""})
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("run: ") and "trial-002" in line:  # trial 2 is training
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    assert _study(folder).get_trials()[2].state.name == "RUNNING"  # what the kill left behind
+    r = run_cli("tune", *TINY, "--set", "train.epochs=1", "--space", str(space), "--trials", "3",
+                "--study-dir", str(folder), "--pruner", "none")
+    assert r.returncode == 0, r.stderr + r.stdout
+    states = {t.number: t.state.name for t in _study(folder).get_trials()}
+    assert states == {0: "COMPLETE", 1: "COMPLETE", 2: "FAIL", 3: "COMPLETE"}
+    assert results_json(folder / "trial-002")["status"] == "failed"
+    assert "3 of 3 trials finished" in r.stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# Many machines: two workers share one study through a real PostgreSQL server
+
+
+def _postgres_bindir() -> Path | None:
+    import glob
+    import shutil
+
+    for found in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if (Path(found) / "initdb").is_file() and (Path(found) / "pg_ctl").is_file():
+            return Path(found)
+    initdb = shutil.which("initdb")
+    return Path(initdb).resolve().parent if initdb else None
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 (a free port), its data in a temporary folder; stopped after."""
+    import pwd
+    import shutil
+    import socket
+    import tempfile
+
+    bindir = _postgres_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL's server binaries are absent (apt-get install postgresql; .ci/run installs it)")
+    pytest.importorskip("psycopg")
+    base = Path(tempfile.mkdtemp(prefix="convtrain-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root: run it as the package's postgres user
+        user = pwd.getpwnam("postgres")
+        os.chown(base, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = base / "data"
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-N"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-o",
+                    f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_on_a_real_postgresql_server(tmp_path, data_root, postgres):
+    space = _space(tmp_path, "optim.lr: {float: [1.0e-3, 1.0e-2], log: true}")
+    workers = []
+    for name in ("a", "b"):  # each worker writes its trials' run directories under its own folder
+        argv = [sys.executable, "-m", "convtrain", "tune", *TINY, "--set", "train.epochs=1", "--space", str(space),
+                "--trials", "4", "--study-dir", str(tmp_path / name), "--storage", postgres, "--study", "shared",
+                "--pruner", "none", "--set", "speed.threads=1"]
+        workers.append(subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    assert all("trial " in o for o in outputs), outputs  # both took trials
+    study = optuna.load_study(study_name="shared", storage=postgres)
+    trials = study.get_trials()
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 4 and not [t for t in trials if t.state.name == "RUNNING"]
+    # no trial lost: every trial that trained has its run directory in one of the two folders
+    dirs = {p.name: p for name in ("a", "b") for p in (tmp_path / name).glob("trial-*")}
+    assert sorted(dirs) == sorted(f"trial-{t.number:03d}" for t in trials if "run_dir" in t.user_attrs)
+    for t in complete:
+        assert results_json(dirs[f"trial-{t.number:03d}"])["status"] == "finished"
+    hosts = {Path(t.user_attrs["run_dir"]).parent.name for t in complete}
+    assert hosts == {"a", "b"}, "both workers should have finished trials"
