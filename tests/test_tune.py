@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -130,6 +129,18 @@ def test_a_study_completes_with_run_directories_a_report_and_a_best_yaml_that_tr
     done = sum(1 for t in trials if t.state.name == "COMPLETE")
     assert rows[0]["trials_count"] == {"done": done, "pruned": 4 - done, "failed": 0, "running": 0}
     assert [t["name"] for t in rows[0]["trials"]] == [f"trial-{i:03d}" for i in range(4)]
+    # --confirm: the base config and the winner, each with two seeds; the verdict compares their spreads
+    c = run_cli("tune", "--report", str(folder), "--confirm", "1", "--seeds", "0,1")
+    assert c.returncode == 0, c.stderr + c.stdout
+    confirm = json.loads((folder / "confirm.json").read_text())
+    names = [e["name"] for e in confirm["entries"]]
+    assert names == ["base", f"trial-{best.number:03d}"]
+    for e in confirm["entries"]:
+        accs = [results_json(Path(p))["test_accuracy"] for p in e["runs"]]
+        assert len(accs) == 2 and e["mean"] == pytest.approx(sum(accs) / 2)
+    base, won = confirm["entries"]
+    assert confirm["beats_base"] == (won["mean"] - base["mean"] > max(base["std"], won["std"]))
+    assert confirm["verdict"] in c.stdout
 
 
 @pytest.mark.slow

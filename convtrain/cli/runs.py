@@ -52,6 +52,10 @@ def runs(
     if not found:
         out.print(f"no runs under {escape(str(folder))}")
         return
+    _show_runs(found, folder)
+
+
+def _show_runs(found: list[dict], folder: Path) -> None:
     table = Table(title=f"runs in {escape(str(folder))}")
     for col in ("run", "model", "data", "epochs", "best val acc", "test acc", "time", "status"):
         table.add_column(col, justify="right" if col in ("epochs", "best val acc", "test acc", "time") else "left")

@@ -60,14 +60,23 @@ def tune(
     Example: convtrain tune --report runs/tune-speedrun
     """
     from ..errors import ConfigError
-    from ..train.signals import StopSignals
 
     if report is not None:
         return _report(report, storage, confirm, seeds, set_, device, data_root)
     if space is None or trials is None:
         raise ConfigError("convtrain tune needs --space SPACE.yaml and --trials N (or --report DIR)")
-    worker = os.environ.get("CONVTRAIN_TUNE_WORKER")
-    sets = data_overrides(data, set_, config is not None)
+    return _search(config, space, trials, study_dir, storage, study, jobs, timeout, sampler, pruner, metric, seed,
+                   data_overrides(data, set_, config is not None), data_root, device, confirm, seeds)
+
+
+def _search(config, space, trials, study_dir, storage, study, jobs, timeout, sampler, pruner, metric, seed, sets,
+            data_root, device, confirm, seeds) -> None:
+    from ..train.seeds import parse_seeds
+    from ..train.signals import StopSignals
+
+    if confirm:
+        parse_seeds(seeds)  # a bad --seeds is refused before any trial runs
+    worker = os.environ.get("CONVTRAIN_TUNE_WORKER")  # set by --jobs for its worker processes
     with StopSignals() as signals:
         from ..tune.search import plan_study
         from ..tune.search import tune as run_tune
@@ -77,11 +86,11 @@ def tune(
         plan = plan_study(base, space, trials, study_dir, storage, study, sampler, pruner, metric, seed,
                           note=out.print)
         resume = "convtrain " + shlex.join(sys.argv[1:]) if worker is None else ""
-        extra = [] if base.speed.threads else ["--set", f"speed.threads={threads_per_job(jobs)}"]
+        threads = [] if base.speed.threads else [f"speed.threads={threads_per_job(jobs)}"]
 
         def worker_argv(i: int) -> list[str]:
             args = ["--config", str(config)] if config is not None else []
-            for s in [*sets, *extra[1:]]:
+            for s in [*sets, *threads]:
                 args += ["--set", s]
             for flag, value in (("--storage", storage), ("--study", plan.name), ("--timeout", timeout),
                                 ("--data-root", data_root), ("--device", device)):
