@@ -110,7 +110,10 @@ class _Objective:
             _mark_run(path, "pruned", f"diverged: {exc}")
             self.line = f"trial {n} pruned: training diverged"
             raise optuna.TrialPruned(f"diverged: {exc}") from None
-        value = hook.best if hook.best is not None else float("nan")
+        values = [getattr(row, self.plan.metric) for row in result.epochs]
+        if not values:  # cannot happen for a fresh run; a NaN value would fail the trial and loop forever
+            raise ConvtrainError(f"trial {n} ({path}) ended without a validation epoch")
+        value = max(values) if self.plan.metric == "val_acc" else min(values)
         self.line = (f"trial {n} finished: best {self.plan.metric} {value:.4f} in {len(result.epochs)} epoch(s), "
                      f"{result.train_seconds:.1f}s")
         return value
@@ -120,12 +123,10 @@ class _EpochReport:
     """The runner's per-epoch hook: report the validation metric; prune (not after the last epoch)."""
 
     def __init__(self, trial, metric: str, epochs: int) -> None:
-        self.trial, self.metric, self.epochs, self.best = trial, metric, epochs, None
+        self.trial, self.metric, self.epochs = trial, metric, epochs
 
     def __call__(self, row) -> None:
         value = getattr(row, self.metric)
-        if self.best is None or (value > self.best if self.metric == "val_acc" else value < self.best):
-            self.best = value
         self.trial.report(value, row.epoch)
         if row.epoch < self.epochs and self.trial.should_prune():
             raise RunStopped(f"pruned after epoch {row.epoch}: {self.metric} {value:.4f} is behind the study's "
