@@ -86,6 +86,19 @@ def test_bad_storages_and_a_study_of_another_direction_are_refused_before_anythi
     assert len(r.stderr.strip().splitlines()) == 1 and not folder.exists()
 
 
+def test_timeout_starts_no_new_trial_and_says_how_to_continue(tmp_path, data_root):
+    space = _space(tmp_path, "optim.lr: {float: [1.0e-3, 1.0e-2], log: true}")
+    folder = tmp_path / "study"
+    r = runner.invoke(app, ["tune", *TINY, "--space", str(space), "--trials", "3", "--study-dir", str(folder),
+                            "--timeout", "0"])
+    assert r.exit_code == 0, r.output
+    assert "--timeout 0s reached: no new trial started; 0 of 3 trials finished; continue with: convtrain tune" \
+        in r.stdout
+    assert f"--trials 3 --study-dir {folder}" in r.stdout and "--timeout 0" in r.stdout
+    assert _study(folder).get_trials() == [] and not list(folder.glob("trial-*"))
+    assert json.loads((folder / "study.json").read_text())["trials"] == 3
+
+
 # ------------------------------------------------------------------------------------------------
 # Real studies
 

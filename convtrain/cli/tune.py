@@ -85,21 +85,25 @@ def _search(config, space, trials, study_dir, storage, study, jobs, timeout, sam
         base = load_run_config(config, sets, device, None, data_root)
         plan = plan_study(base, space, trials, study_dir, storage, study, sampler, pruner, metric, seed,
                           note=out.print)
-        resume = "convtrain " + shlex.join(sys.argv[1:]) if worker is None else ""
         threads = [] if base.speed.threads else [f"speed.threads={threads_per_job(jobs)}"]
 
-        def worker_argv(i: int) -> list[str]:
-            args = ["--config", str(config)] if config is not None else []
-            for s in [*sets, *threads]:
+        def command(i: int | None, extra_sets: list[str]) -> list[str]:
+            """This search's arguments: the worker i of --jobs (i is not None), or the whole command."""
+            args = ["--space", str(space), "--trials", str(trials if i is None else plan.trials), "--study-dir",
+                    str(plan.folder), "--sampler", sampler, "--pruner", pruner, "--metric", metric,
+                    "--seed", str(seed + (i or 0))]
+            args += ["--config", str(config)] if config is not None else []
+            for s in [*sets, *extra_sets]:
                 args += ["--set", s]
-            for flag, value in (("--storage", storage), ("--study", plan.name), ("--timeout", timeout),
-                                ("--data-root", data_root), ("--device", device)):
-                if value is not None:
-                    args += [flag, str(value)]
-            return [sys.executable, "-m", "convtrain", "tune", "--space", str(space), "--trials", str(plan.trials),
-                    "--study-dir", str(plan.folder), "--sampler", sampler, "--pruner", pruner, "--metric", metric,
-                    "--seed", str(seed + i), *args]
+            options = (("--storage", storage), ("--study", study if i is None else plan.name), ("--timeout", timeout),
+                       ("--data-root", data_root), ("--device", device))
+            if i is None:
+                options += (("--jobs", jobs if jobs > 1 else None), ("--confirm", confirm or None),
+                            ("--seeds", seeds if confirm else None))
+            return args + [str(a) for flag, value in options if value is not None for a in (flag, value)]
 
+        resume = "convtrain tune " + shlex.join(command(None, []))
+        worker_argv = lambda i: [sys.executable, "-m", "convtrain", "tune", *command(i, threads)]  # noqa: E731
         summary = run_tune(plan, base, console=out, signals=signals, resume_command=resume, jobs=jobs,
                            timeout=timeout, worker_argv=worker_argv, worker=None if worker is None else int(worker))
         if summary is None:
