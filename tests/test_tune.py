@@ -99,6 +99,18 @@ def test_timeout_starts_no_new_trial_and_says_how_to_continue(tmp_path, data_roo
     assert json.loads((folder / "study.json").read_text())["trials"] == 3
 
 
+def test_the_winner_beats_the_base_only_by_more_than_the_seeds_spread():
+    from convtrain.tune.confirm import verdict
+
+    base = {"name": "base", "mean": 0.900, "std": 0.010}
+    assert not verdict(base, {"name": "trial-003", "mean": 0.905, "std": 0.004})["beats_base"]  # within the spread
+    assert not verdict(base, {"name": "trial-003", "mean": 0.880, "std": 0.004})["beats_base"]
+    won = verdict(base, {"name": "trial-003", "mean": 0.915, "std": 0.004})
+    assert won["beats_base"] and won["spread"] == 0.010 and won["difference"] == pytest.approx(0.015)
+    assert won["verdict"].startswith("trial-003 beats the base config")
+    assert verdict({**base, "std": None}, {"name": "t", "mean": 0.901, "std": None})["beats_base"]  # one seed: no spread
+
+
 # ------------------------------------------------------------------------------------------------
 # Real studies
 
@@ -173,6 +185,10 @@ def test_a_hopeless_learning_rate_is_pruned_and_the_run_directory_says_so(tmp_pa
         assert results_json(run)["status"] == "pruned"
         assert len(list(open(run / "metrics.csv"))) - 1 == 1  # stopped after epoch 1 of 2
     assert "trial 2 pruned" in r.stdout and "2 trial(s) pruned, 2 of 10 epochs not trained" in r.stdout
+    listing = runner.invoke(app, ["runs", str(tmp_path), "--json"])
+    (row,) = [r for r in json.loads(listing.stdout) if r.get("kind") == "study"]
+    assert row["trials_count"] == {"done": 3, "pruned": 2, "failed": 0, "running": 0}
+    assert [t["status"] for t in row["trials"]] == ["finished", "finished", "pruned", "finished", "pruned"]
 
 
 @pytest.mark.slow
