@@ -191,29 +191,42 @@ def test_a_hopeless_learning_rate_is_pruned_and_the_run_directory_says_so(tmp_pa
     assert [t["status"] for t in row["trials"]] == ["finished", "finished", "pruned", "finished", "pruned"]
 
 
-@pytest.mark.slow
-def test_kill_9_in_trial_2_then_rerun_finishes_exactly_n_trials_and_the_killed_one_failed(tmp_path, data_root):
-    space = _space(tmp_path, "optim.lr: {float: [1.0e-3, 1.0e-2], log: true}")
-    folder = tmp_path / "study"
-    argv = [sys.executable, "-m", "convtrain", "tune", *TINY, "--set", "train.epochs=1", "--space", str(space),
-            "--trials", "3", "--study-dir", str(folder), "--pruner", "none"]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "CONVTRAIN_TEST_PAUSE": ""})
+def _start_until(argv: list[str], marker: str) -> tuple[subprocess.Popen, list[str]]:
+    """Start ``convtrain tune``; return once a line of its output contains ``marker``."""
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []
     for line in proc.stdout:
         seen.append(line)
-        if line.startswith("run: ") and "trial-002" in line:  # trial 2 is training
-            break
+        if marker in line:
+            return proc, seen
+    raise AssertionError("".join(seen))
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_kill_9_then_rerun_finishes_exactly_n_trials_and_the_stopped_ones_failed(tmp_path, data_root):
+    space = _space(tmp_path, "optim.lr: {float: [1.0e-3, 1.0e-2], log: true}")
+    folder = tmp_path / "study"
+    args = ["tune", *TINY, "--set", "train.epochs=1", "--space", str(space), "--trials", "3",
+            "--study-dir", str(folder), "--pruner", "none"]
+    argv = [sys.executable, "-m", "convtrain", *args]
+    # Ctrl-C in trial 1: it stops after the current step, exit 130, the command that finishes the study
+    proc, seen = _start_until(argv, "run: " + str(folder / "trial-001"))
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "interrupted in trial 1" in rest and "1 of 3 trials finished; finish the study with: convtrain tune" in rest
+    assert results_json(folder / "trial-001")["status"] == "interrupted"
+    # kill -9 in trial 2 (the rerun's first): the study is left with a trial "running" for ever
+    proc, seen = _start_until(argv, "run: " + str(folder / "trial-002"))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "".join(seen)
-    assert _study(folder).get_trials()[2].state.name == "RUNNING"  # what the kill left behind
-    r = run_cli("tune", *TINY, "--set", "train.epochs=1", "--space", str(space), "--trials", "3",
-                "--study-dir", str(folder), "--pruner", "none")
+    assert _study(folder).get_trials()[2].state.name == "RUNNING", "".join(seen)
+    r = run_cli(*args)
     assert r.returncode == 0, r.stderr + r.stdout
     states = {t.number: t.state.name for t in _study(folder).get_trials()}
-    assert states == {0: "COMPLETE", 1: "COMPLETE", 2: "FAIL", 3: "COMPLETE"}
+    assert states == {0: "COMPLETE", 1: "FAIL", 2: "FAIL", 3: "COMPLETE", 4: "COMPLETE"}
     assert results_json(folder / "trial-002")["status"] == "failed"
+    assert "its process" in results_json(folder / "trial-002")["reason"]
     assert "3 of 3 trials finished" in r.stdout
 
 
