@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,29 @@ def test_the_winner_beats_the_base_only_by_more_than_the_seeds_spread():
     assert won["beats_base"] and won["spread"] == 0.010 and won["difference"] == pytest.approx(0.015)
     assert won["verdict"].startswith("trial-003 beats the base config")
     assert verdict({**base, "std": None}, {"name": "t", "mean": 0.901, "std": None})["beats_base"]  # one seed: no spread
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test asks a trial by hand, not in optimize
+def test_a_trial_whose_heartbeat_stopped_on_another_machine_is_failed_and_its_run_directory_says_so(
+        tmp_path, monkeypatch):
+    from convtrain.tune import study as study_mod
+    from convtrain.tune.worker import _stale_trial_failed
+
+    monkeypatch.setattr(study_mod, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(study_mod, "GRACE_S", 1)
+    storage = study_mod.open_storage(f"sqlite:///{tmp_path / 'study.db'}", on_stale=_stale_trial_failed)
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    run = tmp_path / "trial-000"
+    run.mkdir()
+    (run / "config.yaml").write_text("seed: 0\n")
+    trial = study.ask()
+    trial.set_user_attr("run_dir", str(run))
+    trial.set_user_attr("host", "another-machine")
+    storage.record_heartbeat(trial._trial_id)
+    time.sleep(2.5)  # more than the grace period without a beat
+    optuna.storages.fail_stale_trials(study)
+    assert study.get_trials()[0].state.name == "FAIL"
+    assert results_json(run)["status"] == "failed" and "stopped beating" in results_json(run)["reason"]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ exists (kill -9, a reboot) is marked failed at once when the study is opened aga
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import socket
@@ -86,10 +87,14 @@ def open_storage(url: str, on_stale=None):
         engine_kwargs = {"connect_args": {"timeout": 60}}  # workers of one machine take turns writing
     elif url.startswith("postgresql"):
         engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    # Optuna 5 calls the dead-trial callback heartbeat_stale_trial_callback; 4.x failed_trial_callback
+    params = inspect.signature(optuna.storages.RDBStorage.__init__).parameters
+    callback = {"heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params
+                else "failed_trial_callback": on_stale}
     for attempt in range(5):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                                              grace_period=GRACE_S, heartbeat_stale_trial_callback=on_stale)
+                                              grace_period=GRACE_S, **callback)
         except ImportError as exc:
             raise ConfigError(f"--storage {redact(url)}: its database driver is missing ({exc.name or exc}); "
                               f"for PostgreSQL: pip install 'convtrain[tune-postgres]'") from None
