@@ -87,6 +87,14 @@ def test_bad_storages_and_a_study_of_another_direction_are_refused_before_anythi
     assert len(r.stderr.strip().splitlines()) == 1 and not folder.exists()
 
 
+def test_without_optuna_the_command_names_the_extra(tmp_path, data_root, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna now raises ImportError
+    space = _space(tmp_path, "optim.lr: {float: [1.0e-3, 1.0e-2], log: true}")
+    r = runner.invoke(app, ["tune", *TINY, "--space", str(space), "--trials", "2", "--study-dir", str(tmp_path / "s")])
+    assert r.exit_code == 2 and r.stderr.strip() == "error: convtrain tune needs Optuna: pip install 'convtrain[tune]'"
+    assert not (tmp_path / "s").exists()
+
+
 def test_timeout_starts_no_new_trial_and_says_how_to_continue(tmp_path, data_root):
     space = _space(tmp_path, "optim.lr: {float: [1.0e-3, 1.0e-2], log: true}")
     folder = tmp_path / "study"
