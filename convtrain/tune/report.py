@@ -31,7 +31,8 @@ def trial_rows(study, epochs: int) -> list[dict]:
         best = (max(inter) if maximize else min(inter)) if inter else None
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else None
-        rows.append({"number": t.number, "state": t.state.name.lower(), "params": dict(t.params),
+        state = "surplus" if t.user_attrs.get("surplus") else t.state.name.lower()
+        rows.append({"number": t.number, "state": state, "params": dict(t.params),
                      "value": t.value, "best": t.value if t.value is not None else best, "epochs": len(inter),
                      "epochs_planned": (t.user_attrs.get("config") or {}).get("train", {}).get("epochs", epochs),
                      "seconds": seconds, "run_dir": t.user_attrs.get("run_dir"), "host": t.user_attrs.get("host")})

@@ -69,6 +69,10 @@ def tune(plan: StudyPlan, base: RunConfig, *, console: Console, signals, resume_
     if worker is None:
         write_marker(plan)
     if jobs > 1:
+        # the database and the study exist before the workers start: they do not race to create them
+        from ..config.schema import to_dict
+
+        open_study(plan, base_raw=to_dict(base))
         run_jobs(jobs, worker_argv, signals, resume_command)
     else:
         work(plan, base, console=console, signals=signals, resume_command=resume_command, timeout=timeout,

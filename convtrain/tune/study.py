@@ -101,8 +101,9 @@ def open_storage(url: str, on_stale=None):
         except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
             # two workers creating the tables of a new database at once: one of them loses ("relation
             # already exists", a duplicate key); a moment later the tables are there. Unreachable: no retry
-            if attempt < 4 and isinstance(exc, sqlalchemy.exc.SQLAlchemyError) \
-                    and not isinstance(exc, sqlalchemy.exc.OperationalError):
+            racing = isinstance(exc, sqlalchemy.exc.SQLAlchemyError) and (
+                not isinstance(exc, sqlalchemy.exc.OperationalError) or "already exists" in str(exc))
+            if attempt < 4 and racing:  # (SQLite says "table ... already exists" as an OperationalError)
                 time.sleep(0.5 + attempt)
                 continue
             first = str(getattr(exc, "orig", None) or exc).strip().splitlines()

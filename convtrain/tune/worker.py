@@ -90,6 +90,7 @@ class _Objective:
 
         self.number = n = trial.number
         if _surplus(self.study, trial, self.plan.trials):
+            trial.set_user_attr("surplus", True)  # the report shows it as such (it never trained)
             raise _Surplus(f"the study already has {self.plan.trials} trials")
         values = {p.key: p.suggest(trial) for p in self.plan.space.params}
         cfg = apply_params(self.base_raw, values, f"trial {n}")
