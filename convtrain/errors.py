@@ -50,6 +50,15 @@ class Interrupted(ConvtrainError):
     exit_code = 130
 
 
+class RunStopped(ConvtrainError):
+    """A caller's per-epoch hook ended a run early (``convtrain tune`` pruned a trial); the run's
+    results.json records ``run_status`` (e.g. "pruned") and the message."""
+
+    def __init__(self, message: str, run_status: str) -> None:
+        super().__init__(message)
+        self.run_status = run_status
+
+
 # Raised by one room each; here so that every exit code is in one file.
 
 class DistributedError(ConvtrainError):

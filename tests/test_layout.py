@@ -23,11 +23,11 @@ MAX_FILE_LINES = 650
 MAX_TOP_LEVEL_MODULES = 12
 
 # Each room may import from rooms of a lower rank (and from itself), never from a higher one:
-# __init__ -> api (the Python API) -> cli -> serve -> inference -> train -> artifacts -> config -> data -> models
+# __init__ -> api (the Python API) -> cli -> serve -> inference -> tune -> train -> artifacts -> config -> data -> models
 # -> ops -> the ground floor.
 RANKS = {
     "errors": 0, "atomic": 0, "catalog": 0, "backstop": 0, "version": 0,
-    "ops": 1, "models": 2, "data": 3, "config": 4, "artifacts": 5, "train": 6, "inference": 7, "serve": 8,
+    "ops": 1, "models": 2, "data": 3, "config": 4, "artifacts": 5, "train": 6, "tune": 6.5, "inference": 7, "serve": 8,
     "cli": 9, "api": 10, "__init__": 11, "__main__": 11,
 }
 

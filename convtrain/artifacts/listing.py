@@ -38,7 +38,7 @@ def list_runs(folder: str | Path = "runs") -> list[dict]:
     for run in children:
         entry = _entry(run)
         if entry is None:
-            entry = _sweep(run)
+            entry = _study(run) or _sweep(run)
         if entry is not None:
             found.append(entry)
     return sorted(found, key=lambda r: (r["created"], r["name"]), reverse=True)
@@ -58,6 +58,16 @@ def _entry(run: Path) -> dict | None:
     except ConvtrainError as exc:
         return {**_EMPTY, "name": run.name, "path": str(run), "status": "unreadable", "kind": "run",
                 "error": str(exc), "created": created}
+
+
+def _study(folder: Path) -> dict | None:
+    """A ``convtrain tune`` folder (its study.json, no config.yaml) as one entry with its trials inside."""
+    try:
+        if not folder.is_dir() or os.path.lexists(folder / "config.yaml") or not (folder / "study.json").is_file():
+            return None
+    except OSError:
+        return None
+    return summarize_study(folder)
 
 
 def _seed_of(path: Path) -> int | None:
@@ -123,7 +133,34 @@ def summarize(run: Path) -> dict:
         "epochs": len(rows),
         "epochs_total": info.epochs,
         "best_val_acc": max(val) if val else None,
+        "best_val_loss": min((r.val_loss for r in rows), default=None),
         "test_acc": results.test_accuracy if results else None,
         "seconds": sum(r.seconds for r in rows),
         "status": status,
     }
+
+
+def summarize_study(folder: Path) -> dict:
+    """A `convtrain tune` study folder as one row: best value and trials done/pruned/failed, read from
+    its trial run directories (no database, no Optuna), with those runs' rows under ``trials``."""
+    import json
+
+    try:
+        marker = json.loads((folder / "study.json").read_text(encoding="utf-8"))
+        metric = marker.get("metric", "val_acc") if isinstance(marker, dict) else "val_acc"
+    except (OSError, ValueError):
+        metric = "val_acc"
+    trials = [r for r in list_runs(folder) if r.get("kind") != "study"]
+    trials.sort(key=lambda r: r["name"])
+    count = {"done": 0, "pruned": 0, "failed": 0, "running": 0}
+    for r in trials:
+        key = {"finished": "done", "pruned": "pruned", "running": "running"}.get(r["status"], "failed")
+        count[key] += 1
+    values = [r[f"best_{metric}"] for r in trials if r.get(f"best_{metric}") is not None]
+    best = (max(values) if metric == "val_acc" else min(values)) if values else None
+    newest = max((r["created"] for r in trials), default=(folder / "study.json").stat().st_mtime)
+    return {**_EMPTY, "name": folder.name, "path": str(folder), "kind": "study", "status": "study",
+            "metric": metric, "best_value": best, "best_val_acc": best if metric == "val_acc" else None,
+            "epochs": sum(r["epochs"] for r in trials), "seconds": sum(r["seconds"] for r in trials),
+            "model": trials[0]["model"] if trials else None, "dataset": trials[0]["dataset"] if trials else None,
+            "trials_count": count, "trials": trials, "created": newest}

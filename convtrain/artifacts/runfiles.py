@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import ConfigError, RunDirError, RunFileError
 from .metrics import MetricsRow
 
-STATUSES = ("finished", "interrupted", "failed")
+STATUSES = ("finished", "interrupted", "failed", "pruned")  # pruned: a `convtrain tune` trial stopped early
 # MetricsRow fields without a default: a metrics.csv header must name them all
 _REQUIRED_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 

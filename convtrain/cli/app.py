@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from .. import backstop
-from . import checkpoints, config, conv, edge, runs, serve, train
+from . import checkpoints, config, conv, edge, runs, serve, train, tune
 
 app = typer.Typer(help="Train, evaluate and fine-tune convolutional networks on MNIST-style data.",
                   no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False)
@@ -32,6 +32,7 @@ for command in (train.train, train.finetune):
     app.command()(command)
 app.command("eval")(checkpoints.eval_)
 app.command()(checkpoints.predict)
+app.command()(tune.tune)
 app.command()(runs.runs)
 app.command()(runs.plot)
 for command in (checkpoints.export, checkpoints.average, checkpoints.visualize, config.models, conv.conv,

@@ -52,25 +52,49 @@ def runs(
     if not found:
         out.print(f"no runs under {escape(str(folder))}")
         return
+    _show_runs(found, folder)
+
+
+def _show_runs(found: list[dict], folder: Path) -> None:
     table = Table(title=f"runs in {escape(str(folder))}")
     for col in ("run", "model", "data", "epochs", "best val acc", "test acc", "time", "status"):
         table.add_column(col, justify="right" if col in ("epochs", "best val acc", "test acc", "time") else "left")
-    colors = {"finished": "green", "interrupted": "yellow", "failed": "red", "running": "cyan", "unreadable": "magenta"}
-    rows = [(r, r["name"]) for r in found]
-    if any(r["kind"] == "sweep" for r in found):  # a sweep's row, then its seed runs under it
-        rows = [x for r in found for x in [(r, f"{r['name']} ({len(r['seeds'])} seeds)" if r["kind"] == "sweep"
-                                             else r["name"])] + [(s, f"  {s['name']}") for s in r.get("runs", [])]]
-    for r, name in rows:
-        pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
-        total = "?" if r["epochs_total"] is None else r["epochs_total"]
-        test = pct(r["test_acc"]) + (f" ± {r['test_acc_std']:.2%}" if r.get("test_acc_std") is not None else "")
-        table.add_row(escape(name), escape(r["model"] or "?"), escape(r["dataset"] or "?"),
-                      f"{r['epochs']}/{total}", pct(r["best_val_acc"]), test, f"{r['seconds']:.0f}s",
-                      f"[{colors.get(r['status'], 'white')}]{r['status']}[/]")
+    colors = {"finished": "green", "interrupted": "yellow", "failed": "red", "running": "cyan", "unreadable": "magenta",
+              "pruned": "yellow"}
+    pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
+    for r in found:
+        if r.get("kind") == "study":  # a `convtrain tune` folder: one row, then its trials
+            _add_study_row(table, r, pct)
+            for t in r["trials"]:
+                _add_run_row(table, t, colors, pct, indent="  ")
+        elif r.get("kind") == "sweep":  # a --seeds folder: one row, then its seed runs
+            _add_run_row(table, r, colors, pct, name=f"{r['name']} ({len(r['seeds'])} seeds)")
+            for t in r["runs"]:
+                _add_run_row(table, t, colors, pct, indent="  ")
+        else:
+            _add_run_row(table, r, colors, pct)
     out.print(table)
-    for r, _ in rows:
+    for r in [*found, *[t for r in found for t in r.get("trials", r.get("runs", []))]]:
         if r.get("error"):
             out.print(f"[magenta]unreadable:[/] {escape(r['error'])}")
+
+
+def _add_run_row(table: Table, r: dict, colors: dict, pct, indent: str = "", name: str | None = None) -> None:
+    total = "?" if r["epochs_total"] is None else r["epochs_total"]
+    test = pct(r["test_acc"]) + (f" ± {r['test_acc_std']:.2%}" if r.get("test_acc_std") is not None else "")
+    table.add_row(indent + escape(name or r["name"]), escape(r["model"] or "?"), escape(r["dataset"] or "?"),
+                  f"{r['epochs']}/{total}", pct(r["best_val_acc"]), test, f"{r['seconds']:.0f}s",
+                  f"[{colors.get(r['status'], 'white')}]{r['status']}[/]")
+
+
+def _add_study_row(table: Table, r: dict, pct) -> None:
+    c = r["trials_count"]
+    best = pct(r["best_val_acc"]) if r["metric"] == "val_acc" else \
+        ("-" if r["best_value"] is None else f"{r['metric']} {r['best_value']:.4f}")
+    table.add_row(f"[bold]{escape(r['name'])}[/] (study)", escape(r["model"] or "?"), escape(r["dataset"] or "?"),
+                  str(r["epochs"]), best, "-", f"{r['seconds']:.0f}s",
+                  f"{c['done']} done, {c['pruned']} pruned, {c['failed']} failed"
+                  + (f", {c['running']} running" if c["running"] else ""))
 
 
 def _runs_diff(a: Path, b: Path, as_json: bool, plot_to: Optional[Path]) -> None:

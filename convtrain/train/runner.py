@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from ..config.schema import RunConfig, held_out_seed, to_dict, to_yaml
 from ..data.batches import AugmentParams, make_batches
 from ..data.sources import build as build_data
 from ..data.types import DataBundle
-from ..errors import ConfigError, ConvtrainError, Interrupted, TrainingError
+from ..errors import ConfigError, ConvtrainError, Interrupted, RunStopped, TrainingError
 from ..models import apply_init, create_model
 from . import distributed, engine, keep, mlflowlog, stopping, wandblog
 from . import ema as ema_mod
@@ -115,6 +116,9 @@ class Run:
     mlflow: mlflowlog.NullMLflow | mlflowlog.MLflowLogger
     wandb: wandblog.NullWandb | wandblog.WandbLogger
     parts: dict  # the loop features saved in last.pt, by training-state key (build_loop_parts)
+    # the caller's per-epoch hook (``convtrain tune`` reports to its study): called with each epoch's row
+    # once its checkpoints are saved; raising RunStopped ends the run with results.json's status set by it
+    on_epoch: Callable[[MetricsRow], None] | None = None
 
     @property
     def ema(self) -> ema_mod.NoEMA | ema_mod.WeightEMA:  # .model is what is evaluated and saved as best.pt
@@ -134,11 +138,13 @@ class Run:
 
 
 def run(start: Start | RunConfig, *, run_dir: str | Path | None = None, reporter: Reporter | None = None,
-        signals: StopSignals | None = None) -> RunResult:
+        signals: StopSignals | None = None, on_epoch: Callable[[MetricsRow], None] | None = None) -> RunResult:
     """Train (or fine-tune, or resume) as ``start`` says; return the numbers. Rank 0 writes the run directory.
 
     ``signals``: an already installed :class:`StopSignals` (the CLI installs it before start-up);
-    without one the run installs its own for its duration.
+    without one the run installs its own for its duration. ``on_epoch(row)``: called after each
+    epoch's checkpoints are saved; it may raise :class:`~convtrain.errors.RunStopped` to end the run
+    (results.json then records that error's status and message).
     """
     if not isinstance(start, Start):
         start = Start(start, Path(run_dir) if run_dir is not None else None)
@@ -149,13 +155,14 @@ def run(start: Start | RunConfig, *, run_dir: str | Path | None = None, reporter
         stack.enter_context(deterministic(start.cfg.train.deterministic))
         dist, reporter = setup_process(start.cfg, reporter)
         try:
-            return _phases(start, dist, reporter, signals)
+            return _phases(start, dist, reporter, signals, on_epoch)
         finally:
             reporter.close()
             distributed.teardown(dist)
 
 
-def _phases(start: Start, dist: distributed.DistInfo, reporter: Reporter, signals: StopSignals) -> RunResult:
+def _phases(start: Start, dist: distributed.DistInfo, reporter: Reporter, signals: StopSignals,
+            on_epoch: Callable[[MetricsRow], None] | None = None) -> RunResult:
     cfg = start.cfg
     d = setup_data(cfg, dist)
     model = build_model(cfg, d.bundle, dist, start, reporter)
@@ -167,7 +174,7 @@ def _phases(start: Start, dist: distributed.DistInfo, reporter: Reporter, signal
     rundir = open_run_dir(start, state, dist)  # from here on the run has files: record how it ends
     r = Run(cfg=cfg, dist=dist, reporter=reporter, signals=signals, data=d, model=model, train_model=model,
             optim=optim, rundir=rundir, tb=NullLogger(), meta=_checkpoint_meta(cfg, d.bundle), mlflow=mlflow, wandb=wandb,
-            parts=parts)
+            parts=parts, on_epoch=on_epoch)
     try:
         prepare_training(r, state, start)
         loop(r, state)
@@ -367,6 +374,8 @@ def loop(r: Run, state: RunState) -> None:
         improved = record(r, state, row)
         r.stops.after_epoch(row)
         save_checkpoints(r, state, out.state, row, improved, partial)
+        if r.on_epoch is not None:
+            r.on_epoch(row)
         state.epoch, state.epoch_state = state.epoch + 1, None
         # a rule that fires after the schedule's last full epoch stopped nothing early
         state.stop = _stop_reason(r) if state.epoch <= r.cfg.train.epochs or partial else None
@@ -619,7 +628,8 @@ def _record_end(r: Run, state: RunState, exc: ConvtrainError) -> None:
     r.wandb.end("interrupted" if isinstance(exc, Interrupted) else "failed")
     if state.status != "running":  # already recorded (clean interrupt, or finished before the plots)
         return
-    state.status = "interrupted" if isinstance(exc, Interrupted) else "failed"
+    state.status = exc.run_status if isinstance(exc, RunStopped) else \
+        "interrupted" if isinstance(exc, Interrupted) else "failed"
     with contextlib.suppress(ConvtrainError), r.signals.protected():
         # best effort: on a full disk this write fails too, and the previous results.json stays whole
         r.rundir.write_results({"status": state.status, "reason": str(exc), "epoch": state.epoch})
