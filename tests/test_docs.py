@@ -14,6 +14,8 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -109,8 +111,18 @@ def test_yaml_examples_in_the_docs_are_valid_configs():
     blocks = [b for p in [REPO / "README.md", *DOCS.glob("*.md")]
               for b in re.findall(r"```yaml\n(.*?)```", p.read_text(encoding="utf-8"), flags=re.S)]
     assert blocks
+    spaces = [b for b in blocks if b.startswith("# space.yaml")]
     for block in blocks:
-        load_config(None, base=yaml.safe_load(block))
+        if block not in spaces:
+            load_config(None, base=yaml.safe_load(block))
+    assert spaces, "docs/tune.md shows a search space"
+    from convtrain.tune.space import load_space
+
+    with tempfile.TemporaryDirectory() as tmp:  # a search space shown in the docs is one `convtrain tune` accepts
+        for i, block in enumerate(spaces):
+            path = Path(tmp) / f"space-{i}.yaml"
+            path.write_text(block, encoding="utf-8")
+            assert load_space(path, load_config("speedrun")).params
 
 
 def test_readme_test_command_is_what_ci_runs():
