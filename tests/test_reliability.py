@@ -47,7 +47,7 @@ def _cases(tmp: Path, trained: Path) -> list[tuple[str, list[str], int, str]]:
     (tmp / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     return [
         ("malformed YAML", ["train", "-c", str(tmp / "malformed.yaml")], 2, "malformed YAML at line 3, column 2"),
-        ("unknown key", ["train", "-c", str(tmp / "unknown.yaml")], 2, "unknown key 'train.epoch' (did you mean 'epochs'?)"),
+        ("unknown key", ["train", "-c", str(tmp / "unknown.yaml")], 2, "unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
         ("wrong type", ["train", "-c", str(tmp / "wrongtype.yaml")], 2, "'train.batch_size' must be an integer"),
         ("out of range", ["train", "-c", str(tmp / "range.yaml")], 2, "'optim.lr' must be > 0"),
         ("missing config", ["train", "-c", str(tmp / "nope.yaml")], 2, "config file not found"),

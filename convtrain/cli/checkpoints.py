@@ -13,10 +13,13 @@ from rich.table import Table
 from .edge import handle_errors, out
 from .options import DataRootOpt
 
+CHECKPOINT_HELP = "Checkpoint: a .pt file, a run directory (its best.pt) or 'latest' (the newest finished run)."
+
 
 @handle_errors
 def eval_(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint to evaluate (.pt).", show_default=False),
+    checkpoint: Path = typer.Option(..., "--checkpoint", show_default=False,
+                                    help=CHECKPOINT_HELP),
     split: str = typer.Option("test", "--split", help="test, or val (the run's own held-out images)."),
     data_root: Optional[str] = DataRootOpt,
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Evaluate on another registered dataset.",
@@ -26,17 +29,22 @@ def eval_(
                                              show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else on stdout."),
     data: Optional[str] = typer.Option(None, "--data", show_default=False,
-                                       help="Evaluate on another labelled folder or .csv with the same classes."),
+                                       help="Evaluate on another labelled folder or .csv with the same classes: "
+                                            "its test split, else all its images."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", show_default=False,
+                                             help="A data key for this evaluation, e.g. data.test_size=0.2 "
+                                                  "(with --data: hold out that much as the test split)."),
 ) -> None:
     """Evaluate a checkpoint: loss, accuracy, per-class accuracy and confusion matrix.
 
-    Example: convtrain eval --checkpoint runs/mnist/checkpoints/best.pt --json
-    Example: convtrain eval --checkpoint runs/my_digits-<time>/checkpoints/best.pt --data ./more_digits
+    Example: convtrain eval --checkpoint latest --json
+    Example: convtrain eval --checkpoint runs/my_digits-<time> --data ./more_digits
     """
+    from ..artifacts.naming import resolve_checkpoint
     from ..inference.evaluate import evaluate_checkpoint
 
-    r = evaluate_checkpoint(checkpoint, split=split, data_root=data_root, device=device, batch_size=batch_size,
-                            dataset=dataset, data_path=data)
+    r = evaluate_checkpoint(resolve_checkpoint(checkpoint), split=split, data_root=data_root, device=device,
+                            batch_size=batch_size, dataset=dataset, data_path=data, overrides=set_ or ())
     if as_json:
         print(json.dumps(r))
         return
@@ -66,7 +74,8 @@ def eval_(
 def predict(
     images: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...) or directories of them.",
                                         show_default=False),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt).", show_default=False),
+    checkpoint: Path = typer.Option(..., "--checkpoint", show_default=False,
+                                    help=CHECKPOINT_HELP),
     top_k: int = typer.Option(3, "--top-k", min=1, help="How many classes to show per image."),
     invert: str = typer.Option("auto", "--invert", help="auto (dark ink on light paper is inverted), yes or no."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
@@ -74,10 +83,12 @@ def predict(
 ) -> None:
     """Classify image files of any size with a checkpoint.
 
-    Example: convtrain predict --checkpoint runs/mnist/checkpoints/best.pt digit.png photos/
+    Example: convtrain predict --checkpoint latest digit.png photos/
     """
+    from ..artifacts.naming import resolve_checkpoint
     from ..inference.predict import predict_images
 
+    checkpoint = resolve_checkpoint(checkpoint)
     results = predict_images(checkpoint, list(images), top_k=top_k, invert=invert, device=device)
     if as_json:
         print(json.dumps(results))
@@ -95,7 +106,8 @@ def predict(
 
 @handle_errors
 def export(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt).", show_default=False),
+    checkpoint: Path = typer.Option(..., "--checkpoint", show_default=False,
+                                    help=CHECKPOINT_HELP),
     fmt: str = typer.Option("torch-export", "--format",
                             help="torch-export (.pt2, recommended), torchscript (.ts; deprecated upstream, for "
                                  "libtorch/C++) or onnx (.onnx; needs the onnx extra)."),
@@ -108,11 +120,12 @@ def export(
 
     Load the result with torch.export.load(PATH).module(), torch.jit.load(PATH) or onnxruntime.
 
-    Example: convtrain export --checkpoint runs/mnist/checkpoints/best.pt --format torch-export
+    Example: convtrain export --checkpoint latest --format torch-export
     """
+    from ..artifacts.naming import resolve_checkpoint
     from ..inference.export import export_checkpoint
 
-    r = export_checkpoint(checkpoint, fmt, output, data_root)
+    r = export_checkpoint(resolve_checkpoint(checkpoint), fmt, output, data_root)
     out.print(f"wrote {escape(r['path'])} ({r['format']}); max |difference| vs the checkpoint "
               f"{r['max_abs_diff']:.2e} (tolerance {r['tolerance']:g}) on {escape(r['checked_on'])}, "
               f"same predictions: {r['same_predictions']}")
@@ -133,8 +146,9 @@ def average(
     Example: convtrain average --checkpoints RUN/checkpoints/epoch-008.pt RUN/checkpoints/epoch-009.pt --output avg.pt
     """
     from ..artifacts.average import average_checkpoints
+    from ..artifacts.naming import resolve_checkpoint
 
-    r = average_checkpoints(list(checkpoints), output)
+    r = average_checkpoints([resolve_checkpoint(c) for c in checkpoints], output)
     out.print(f"wrote {escape(r['output'])}: the mean of {len(r['averaged'])} checkpoints ({r['tensors']} tensors)")
 
 
@@ -142,7 +156,8 @@ def average(
 def visualize(
     image: Optional[Path] = typer.Argument(None, help="Image file (default: the first test image).",
                                            show_default=False),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt).", show_default=False),
+    checkpoint: Path = typer.Option(..., "--checkpoint", show_default=False,
+                                    help=CHECKPOINT_HELP),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", show_default=False,
                                               help="Folder for the PNGs (default: RUN/visualize for RUN/checkpoints/X.pt, "
                                                    "else X-visualize/ next to the checkpoint)."),
@@ -151,9 +166,10 @@ def visualize(
 ) -> None:
     """Write PNG grids of the first conv layer's kernels and of every conv layer's feature maps.
 
-    Example: convtrain visualize --checkpoint runs/mnist/checkpoints/best.pt digit.png
+    Example: convtrain visualize --checkpoint latest digit.png
     """
+    from ..artifacts.naming import resolve_checkpoint
     from ..inference.visualize import visualize as make_pictures
 
-    for path in make_pictures(checkpoint, image, output_dir, data_root, invert):
+    for path in make_pictures(resolve_checkpoint(checkpoint), image, output_dir, data_root, invert):
         out.print(f"wrote {escape(str(path))}")

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from ..data.detect import data_overrides
 from .edge import handle_errors, out
-from .options import DataOpt, DataRootOpt, DeviceOpt, NprocOpt, RunDirOpt, SeedOpt, SetOpt, load_run_config, overrides
+from .options import (BatchSizeOpt, DataOpt, DataRootOpt, DeviceOpt, EpochsOpt, LrOpt, NprocOpt, RunDirOpt, SeedOpt,
+                      SetOpt, load_run_config, overrides, with_shortcuts)
 
 
 def _launch(nproc: int, config, sets, device, seed, data_root, run_hint: Optional[Path] = None,
@@ -37,23 +38,33 @@ def train(
     device: Optional[str] = DeviceOpt,
     seed: Optional[int] = SeedOpt,
     data_root: Optional[str] = DataRootOpt,
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run: its directory or its last.pt.",
-                                          show_default=False),
+    resume: Optional[Path] = typer.Option(None, "--resume", show_default=False,
+                                          help="Continue a run: its directory, its last.pt, or 'latest' (the "
+                                               "newest run under runs/ that is not running)."),
     nproc_per_node: Optional[int] = NprocOpt,
     data: Optional[str] = DataOpt,
     seeds: Optional[str] = typer.Option(None, "--seeds", show_default=False,
                                         help="Run the config once per seed (e.g. 0,1,2) into RUN/seed-N and write "
                                              "RUN/summary.json (mean, std, min/max); the same command with "
                                              "--run-dir RUN continues an interrupted one."),
+    epochs: Optional[int] = EpochsOpt,
+    lr: Optional[float] = LrOpt,
+    batch_size: Optional[int] = BatchSizeOpt,
 ) -> None:
     """Train a model from a YAML config (or the defaults).
 
-    Example: convtrain train --config mnist --set train.epochs=2
-    Example: convtrain train --data ./my_digits --set train.epochs=3
+    Config keys: --set key.path=value, or key.path=value alone (convtrain config keys lists them).
+
+    Example: convtrain train --config mnist --epochs 2
+    Example: convtrain train --data ./my_digits train.epochs=3 optim.lr=3e-3
+    Example: convtrain train --resume latest
     """
     from ..errors import ConfigError
     from ..train.signals import StopSignals
 
+    set_ = with_shortcuts(set_, epochs, lr, batch_size)
+    if resume is not None:
+        resume = _resolve(resume, last=True)
     if resume is None:
         set_ = data_overrides(data, set_, config is not None)
     elif data is not None:
@@ -80,7 +91,9 @@ def train(
 
 @handle_errors
 def finetune(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Pretrained checkpoint (.pt).", show_default=False),
+    checkpoint: Path = typer.Option(..., "--checkpoint", show_default=False,
+                                    help="Pretrained checkpoint: a .pt file, a run directory (its best.pt) or "
+                                         "'latest' (the newest finished run under runs/)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", show_default=False,
                                           help="YAML config file or recipe name; default: the schema defaults."),
     set_: Optional[list[str]] = SetOpt,
@@ -90,15 +103,19 @@ def finetune(
     data_root: Optional[str] = DataRootOpt,
     nproc_per_node: Optional[int] = NprocOpt,
     data: Optional[str] = DataOpt,
+    epochs: Optional[int] = EpochsOpt,
+    lr: Optional[float] = LrOpt,
+    batch_size: Optional[int] = BatchSizeOpt,
 ) -> None:
     """Start a new run from pretrained weights (head re-initialised when the class count differs).
 
-    Example: convtrain finetune --checkpoint runs/mnist/checkpoints/best.pt --config configs/fashion_finetune.yaml
-    Example: convtrain finetune --checkpoint runs/mnist/checkpoints/best.pt --data ./my_letters
+    Example: convtrain finetune --checkpoint latest --config fashion_finetune
+    Example: convtrain finetune --checkpoint runs/mnist-<time> --data ./my_letters --epochs 3
     """
     from ..train.signals import StopSignals
 
-    set_ = data_overrides(data, set_, config is not None)
+    set_ = data_overrides(data, with_shortcuts(set_, epochs, lr, batch_size), config is not None)
+    checkpoint = _resolve(checkpoint)
 
     if nproc_per_node is not None:
         return _launch(nproc_per_node, config, set_, device, seed, data_root, run_dir)
@@ -108,6 +125,12 @@ def finetune(
 
         cfg = load_run_config(config, set_, device, seed, data_root)
         _show_result(run(prepare_finetune(checkpoint, cfg, run_dir), reporter=_reporter(), signals=signals))
+
+
+def _resolve(spec: Path, last: bool = False) -> Path:
+    from ..artifacts.naming import resolve_checkpoint
+
+    return resolve_checkpoint(spec, last=last)
 
 
 def _train_seeds(seeds_text, config, sets, run_dir, device, seed, data_root, resume, nproc) -> None:

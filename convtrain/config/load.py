@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, did_you_mean
-from .schema import RunConfig, _field_types, _type_name, from_dict
+from .schema import RunConfig, _field_types, _type_name, from_dict, suggest_key
 from .yamlsafe import YAMLLimitError, _LimitedLoader, read_yaml
 
 
@@ -61,7 +61,7 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
                 break
             known = {f.name: f for f in dataclasses.fields(cls)}
             if part not in known:
-                raise ConfigError(f"--set {text}: unknown key '{path}'{did_you_mean(part, known)}")
+                raise ConfigError(f"--set {text}: unknown key '{path}'{suggest_key(path)}")
             tp = _field_types(cls)[part]
             if i == len(parts) - 1:
                 node[part] = value
