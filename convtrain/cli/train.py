@@ -12,8 +12,21 @@ from rich.table import Table
 
 from ..data.detect import data_overrides
 from .edge import handle_errors, out
-from .options import (BatchSizeOpt, DataOpt, DataRootOpt, DeviceOpt, EpochsOpt, LrOpt, NprocOpt, RunDirOpt, SeedOpt,
-                      SetOpt, load_run_config, overrides, with_shortcuts)
+from .options import (
+    BatchSizeOpt,
+    DataOpt,
+    DataRootOpt,
+    DeviceOpt,
+    EpochsOpt,
+    LrOpt,
+    NprocOpt,
+    RunDirOpt,
+    SeedOpt,
+    SetOpt,
+    load_run_config,
+    overrides,
+    with_shortcuts,
+)
 
 
 def _launch(nproc: int, config, sets, device, seed, data_root, run_hint: Optional[Path] = None,

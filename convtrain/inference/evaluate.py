@@ -14,7 +14,6 @@ from ..data.sources import build as build_data
 from ..errors import CheckpointError, ConfigError, did_you_mean
 from ..train import distributed, engine
 
-
 # the keys `eval --set` takes: which images are scored and how they are read, never the model or training
 EVAL_KEYS = ("data.test_size", "data.test_subset", "data.skip_unreadable", "data.cache", "data.memory_budget_mb",
              "data.loader", "data.workers", "data.download")

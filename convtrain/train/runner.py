@@ -39,7 +39,7 @@ from ..data.sources import build as build_data
 from ..data.types import DataBundle
 from ..errors import ConfigError, ConvtrainError, Interrupted, TrainingError
 from ..models import apply_init, create_model
-from . import distributed, engine, keep, mlflowlog, stopping
+from . import distributed, engine, keep, mlflowlog, stopping, tblog
 from . import ema as ema_mod
 from .optim import build_optimizer, build_scheduler
 from .progress import Reporter
@@ -156,6 +156,7 @@ def run(start: Start | RunConfig, *, run_dir: str | Path | None = None, reporter
 
 def _phases(start: Start, dist: distributed.DistInfo, reporter: Reporter, signals: StopSignals) -> RunResult:
     cfg = start.cfg
+    tblog.require(cfg.log, dist.is_main)  # TensorBoard missing: refused before the data is even read, like MLflow
     d = setup_data(cfg, dist)
     model = build_model(cfg, d.bundle, dist, start, reporter)
     optim = build_optim(model, cfg, dist.device, d.updates_per_epoch)

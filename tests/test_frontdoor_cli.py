@@ -1,0 +1,165 @@
+"""The command line a new user meets (issue 21): naming checkpoints, eval on other data, overrides
+typed as other tools take them, recipes for pip users, trackers alike."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+from .test_sources import sample, write_folder
+
+DIGITS = [str(i) for i in range(10)]  # an MNIST checkpoint's class names
+
+
+def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m convtrain ARGS`` run from ``cwd`` (where ``runs/`` and ``latest`` are looked up)."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    full_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "convtrain", *args], capture_output=True, text=True, env=full_env,
+                          timeout=timeout, cwd=cwd)
+
+
+def one_line_error(r: subprocess.CompletedProcess, code: int = 2) -> str:
+    assert r.returncode == code, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    return r.stderr
+
+
+@pytest.fixture(scope="module")
+def work(data_root, tmp_path_factory) -> Path:
+    """A folder like a user's: runs/first (trained with the shortcuts and bare keys), runs/second (a
+    newer finished copy) and runs/stopped (newest, interrupted: no results.json)."""
+    work = tmp_path_factory.mktemp("work")
+    r = cli("train", "--config", "mnist", "model.name=lenet5", "data.train_subset=600", "data.val_size=100",
+            "data.test_subset=100", "--epochs", "1", "--lr", "0.003", "--batch-size", "64", "--device", "cpu",
+            "--run-dir", "runs/first", cwd=work)
+    assert r.returncode == 0, r.stdout + r.stderr
+    now = time.time()
+    for k, name in enumerate(("second", "stopped"), start=1):
+        shutil.copytree(work / "runs" / "first", work / "runs" / name)
+        os.utime(work / "runs" / name / "config.yaml", (now + 10 * k, now + 10 * k))
+    (work / "runs" / "stopped" / "results.json").unlink()
+    return work
+
+
+def test_shortcuts_and_bare_keys_reach_the_config(work):
+    saved = (work / "runs" / "first" / "config.yaml").read_text()
+    for line in ("epochs: 1", "lr: 0.003", "batch_size: 64", "name: lenet5", "train_subset: 600"):
+        assert line in saved, line
+
+
+@pytest.mark.slow
+def test_a_run_directory_latest_or_a_run_name_names_a_checkpoint(work):
+    from convtrain.artifacts.naming import resolve_checkpoint
+    from convtrain.errors import RunDirError
+
+    runs = work / "runs"
+    assert resolve_checkpoint(runs / "first") == runs / "first" / "checkpoints" / "best.pt"
+    assert resolve_checkpoint(runs / "first" / "checkpoints") == runs / "first" / "checkpoints" / "best.pt"
+    assert resolve_checkpoint("first", runs_dir=runs) == runs / "first" / "checkpoints" / "best.pt"
+    # latest: the newest finished run (stopped is newer but has no results.json)
+    assert resolve_checkpoint("latest", runs_dir=runs) == runs / "second" / "checkpoints" / "best.pt"
+    # --resume: last.pt, and latest is the newest run that is not running
+    assert resolve_checkpoint("latest", last=True, runs_dir=runs) == runs / "stopped" / "checkpoints" / "last.pt"
+    assert resolve_checkpoint(runs / "first", last=True) == runs / "first" / "checkpoints" / "last.pt"
+    with pytest.raises(RunDirError, match="not a run directory"):
+        resolve_checkpoint(work)
+    with pytest.raises(RunDirError, match="there is no runs-that-are-not-there/ here"):
+        resolve_checkpoint("latest", runs_dir="runs-that-are-not-there")
+    # through the command line, from the user's folder
+    r = cli("eval", "--checkpoint", "latest", "data.test_subset=50", "--json", "--device", "cpu", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["checkpoint"] == str(Path("runs") / "second" / "checkpoints" / "best.pt")
+    assert json.loads(r.stdout)["num_samples"] == 50
+
+
+@pytest.mark.slow
+def test_several_checkpoints_where_one_is_expected_is_one_line(work, digits_png):
+    runs = work / "runs"
+    # what `--checkpoint runs/*` becomes in the shell
+    r = cli("eval", "--checkpoint", str(runs / "first"), str(runs / "second"), cwd=work)
+    assert "first" in one_line_error(r) and "second" in r.stderr and "pick one" in r.stderr
+    best = [str(runs / n / "checkpoints" / "best.pt") for n in ("first", "second")]
+    r = cli("predict", "--checkpoint", *best, str(digits_png), cwd=work)
+    assert "pick one" in one_line_error(r) and best[1] in r.stderr
+    r = cli("eval", "--checkpoint", "runs/*", cwd=work)  # quoted: the glob reaches us
+    assert "got 3" in one_line_error(r)
+
+
+@pytest.fixture(scope="module")
+def digits_png(data_root, tmp_path_factory) -> Path:
+    from .test_sources import _idx
+
+    raw = data_root / "MNIST" / "raw"
+    folder = tmp_path_factory.mktemp("digits")
+    return write_folder(folder, sample((_idx(raw / "t10k-images-idx3-ubyte"), _idx(raw / "t10k-labels-idx1-ubyte")),
+                                       1), names=DIGITS)[0]
+
+
+@pytest.mark.slow
+def test_eval_data_scores_its_test_split_or_all_its_images(work, tmp_path, monkeypatch, data_root):
+    """A checkpoint whose run held out 100 validation images, on a folder of 60: never re-held-out."""
+    from convtrain.inference.evaluate import evaluate_checkpoint
+
+    from .test_sources import _idx
+
+    monkeypatch.setenv("CONVTRAIN_CACHE_DIR", str(tmp_path / "cache"))
+    raw = data_root / "MNIST" / "raw"
+    mnist = _idx(raw / "t10k-images-idx3-ubyte"), _idx(raw / "t10k-labels-idx1-ubyte")
+    folder = tmp_path / "more_digits"
+    write_folder(folder, sample(mnist, 60, seed=5), names=DIGITS)
+    best = work / "runs" / "first" / "checkpoints" / "best.pt"
+    r = cli("eval", "--checkpoint", "runs/first", "--data", str(folder), "--json", "--device", "cpu", cwd=work,
+            env={"CONVTRAIN_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["num_samples"] == 60 and json.loads(r.stdout)["split"] == "all images"
+    # --set (or a bare key) for the data keys that make sense: hold out 20 as training would
+    held = evaluate_checkpoint(best, data_path=str(folder), device="cpu", overrides=["data.test_size=20"])
+    assert held["num_samples"] == 20 and "data.test_size=20" in held["split"]
+    # the folder's own test split wins
+    write_folder(folder, sample(mnist, 30, seed=6), split="test", names=DIGITS)
+    own = evaluate_checkpoint(best, data_path=str(folder), device="cpu")
+    assert own["num_samples"] == 30 and own["split"] == "test"
+    r = cli("eval", "--checkpoint", "runs/first", "--set", "optim.lr=1", cwd=work)
+    assert "data.test_size" in one_line_error(r) and "optim.lr" in r.stderr
+
+
+@pytest.mark.slow
+def test_overrides_as_other_tools_take_them(tmp_path):
+    r = cli("config", "show", "train.epochs=3", "optim.lr=0.5", "--set", "seed=7", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "epochs: 3" in r.stdout and "lr: 0.5" in r.stdout and "seed: 7" in r.stdout
+    r = cli("train", "--train.epochs", "2", cwd=tmp_path)
+    assert "use `train.epochs=2` or `--set train.epochs=2`" in one_line_error(r)
+    r = cli("train", "--momentum=0.9", cwd=tmp_path)
+    assert "`optim.momentum=0.9`" in one_line_error(r)
+    r = cli("train", "train.epochs", "2", cwd=tmp_path)
+    assert "use `train.epochs=2` or `--set train.epochs=2`" in one_line_error(r)
+    r = cli("config", "show", "--set", "train.lr=0.1", cwd=tmp_path)
+    assert "did you mean 'optim.lr'?" in one_line_error(r)
+    from convtrain.version import __version__
+
+    r = cli("--version", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == f"convtrain {__version__}"
+    assert not list(tmp_path.iterdir())  # nothing ran, nothing was written
+
+
+@pytest.mark.slow
+def test_a_missing_tensorboard_is_one_line_before_the_run(tmp_path):
+    fake = tmp_path / "site"
+    (fake / "tensorboard").mkdir(parents=True)
+    (fake / "tensorboard" / "__init__.py").write_text("raise ImportError('no tensorboard here')\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(fake), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-m", "convtrain", "train", "--config", "smoke", "log.tensorboard=true",
+                        "--device", "cpu", "--run-dir", str(tmp_path / "run")], capture_output=True, text=True,
+                       env={**os.environ, **env}, cwd=tmp_path, timeout=300)
+    assert "pip install 'convtrain[tensorboard]'" in one_line_error(r)
+    assert not (tmp_path / "run").exists()
