@@ -21,7 +21,8 @@ def test_every_shipped_config_loads_and_starts_with_its_command(path):
     assert isinstance(cfg, RunConfig)
     assert cfg.name == path.stem
     first = path.read_text().splitlines()[0]
-    assert first.startswith("# convtrain ") and path.name in first
+    # runnable as it stands from any folder (a pip user has no configs/ folder): --config NAME
+    assert first.startswith("# convtrain ") and f" --config {path.stem} " in f"{first} "
 
 
 def test_defaults_yaml_and_set_precedence(tmp_path):

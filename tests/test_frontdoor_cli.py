@@ -163,3 +163,47 @@ def test_a_missing_tensorboard_is_one_line_before_the_run(tmp_path):
                        env={**os.environ, **env}, cwd=tmp_path, timeout=300)
     assert "pip install 'convtrain[tensorboard]'" in one_line_error(r)
     assert not (tmp_path / "run").exists()
+
+
+def test_recipes_for_pip_users(tmp_path):
+    """config list: whole descriptions and commands that run outside a clone; config copy: a header
+    that runs the copy; recipe errors name the recipe, not a site-packages path."""
+    from convtrain.config import load_config, recipes
+    from convtrain.errors import ConfigError
+
+    for r in recipes.listing():
+        text = (REPO / "configs" / f"{r['name']}.yaml").read_text()
+        assert r["description"].endswith("."), r  # the whole paragraph, not its first line
+        assert f"--config {r['name']}" in r["command"] and "configs/" not in r["command"]
+        assert "make " not in text and "configs/" not in text, r["name"]
+    smoke = {r["name"]: r for r in recipes.listing()}["smoke"]
+    assert smoke["description"].endswith("It should reach ~97% test accuracy.")
+    copied = recipes.copy("fashion_finetune", tmp_path / "mine.yaml").read_text()
+    assert copied.splitlines()[0] == f"# convtrain finetune --checkpoint latest --config {tmp_path / 'mine.yaml'}"
+    assert "recipe 'fashion_finetune'" in copied.splitlines()[1]
+    assert load_config(tmp_path / "mine.yaml").name == "mine"
+    with pytest.raises(ConfigError, match=r"^recipe 'smoke' \+ --set: 'train.epochs' must be > 0"):
+        load_config("smoke", ["train.epochs=0"])
+    r = cli("config", "list", cwd=tmp_path)
+    assert r.returncode == 0 and "convtrain train --config speedrun\n" in r.stdout
+    assert "Measured seconds: README" in r.stdout.replace("\n  ", " ")  # the last words of a long description
+
+
+@pytest.mark.slow
+def test_data_make_folder_ships_with_the_package(tmp_path, data_root):
+    r = cli("data", "make-folder", "digits", "--dataset", "mnist", "--train", "40", "--test", "20", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    train = sorted((tmp_path / "digits" / "train").rglob("*.png"))
+    assert len(train) == 40 and len(list((tmp_path / "digits" / "test").rglob("*.png"))) == 20
+    assert {p.parent.name for p in train} <= {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                                              "nine"}
+    assert len({p.parent.name for p in train}) >= 8  # a shuffled sample, not the first class of sorted files
+    again = cli("data", "make-folder", "digits", cwd=tmp_path)
+    assert "exists already" in one_line_error(again)
+    # the old tools/ script is a thin caller of the same command
+    old = subprocess.run([sys.executable, str(REPO / "tools" / "make_image_folder.py"), "old", "--dataset", "mnist",
+                          "--train", "40"], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
+    assert old.returncode == 0, old.stderr
+    assert sorted(p.relative_to(tmp_path / "old") for p in (tmp_path / "old").rglob("*.png")) == \
+        [p.relative_to(tmp_path / "digits") for p in train]

@@ -52,6 +52,7 @@ config_app.command("keys")(config.config_keys)
 config_app.command("list")(config.config_list)
 config_app.command("copy")(config.config_copy)
 data_app.command("inspect")(config.data_inspect)
+data_app.command("make-folder")(config.data_make_folder)
 
 
 def main() -> None:

@@ -90,9 +90,12 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = (), *, data_
     When ``name`` is unset it becomes the config file's stem, so run directories are named
     after their recipe.
     """
+    named = None
     if path is not None:
-        path = resolve_config_path(path)
+        named, path = str(path), resolve_config_path(path)
     raw = read_yaml(path) if path is not None else (base or {})
+    if path is not None and named != str(path):  # a packaged recipe: named by its name, not its site-packages path
+        where = where or f"recipe '{named}'"
     where = where or (str(path) if path is not None else "config")
     overrides = list(overrides)
     # Validate the file alone first, so its own mistakes are reported against the file.
