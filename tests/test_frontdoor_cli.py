@@ -159,6 +159,7 @@ def test_a_missing_tensorboard_is_one_line_before_the_run(tmp_path):
     (fake / "tensorboard" / "__init__.py").write_text("raise ImportError('no tensorboard here')\n")
     env = {"PYTHONPATH": os.pathsep.join([str(fake), str(REPO), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run([sys.executable, "-m", "convtrain", "train", "--config", "smoke", "--set", "log.tensorboard=true",
+                        "--set", "data.train_subset=200", "--set", "data.val_size=50", "--set", "data.test_subset=50",
                         "--device", "cpu", "--run-dir", str(tmp_path / "run")], capture_output=True, text=True,
                        env={**os.environ, **env}, cwd=tmp_path, timeout=300)
     assert "pip install 'convtrain[tensorboard]'" in one_line_error(r)
