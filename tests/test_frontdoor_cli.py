@@ -39,9 +39,10 @@ def work(data_root, tmp_path_factory) -> Path:
     newer finished copy) and runs/stopped (newest, interrupted: no results.json)."""
     work = tmp_path_factory.mktemp("work")
     r = cli("train", "--config", "mnist", "model.name=lenet5", "data.train_subset=600", "data.val_size=100",
-            "data.test_subset=100", "--epochs", "1", "--lr", "0.003", "--batch-size", "64", "--device", "cpu",
-            "--run-dir", "runs/first", cwd=work)
+            "data.test_subset=100", "train.test_every_epoch=false", "--epochs", "1", "--lr", "0.003",
+            "--batch-size", "64", "--device", "cpu", "--run-dir", "runs/first", cwd=work, env={"COLUMNS": "80"})
     assert r.returncode == 0, r.stdout + r.stderr
+    (work / "stdout.txt").write_text(r.stdout)
     now = time.time()
     for k, name in enumerate(("second", "stopped"), start=1):
         shutil.copytree(work / "runs" / "first", work / "runs" / name)
@@ -54,6 +55,18 @@ def test_shortcuts_and_bare_keys_reach_the_config(work):
     saved = (work / "runs" / "first" / "config.yaml").read_text()
     for line in ("epochs: 1", "lr: 0.003", "batch_size: 64", "name: lenet5", "train_subset: 600"):
         assert line in saved, line
+
+
+@pytest.mark.slow
+def test_a_run_fits_80_columns_and_keeps_internals_in_its_log(work):
+    out = (work / "stdout.txt").read_text().splitlines()
+    assert max(len(line) for line in out) <= 80, max(out, key=len)
+    epoch = next(line for line in out if line.startswith("epoch 1/1  train loss"))
+    assert "val " in epoch and "*best" in epoch
+    header = next(line for line in out if "┃ epoch" in line)
+    assert "test acc" not in header  # no per-epoch test: no column of dashes
+    log = (work / "runs" / "first" / "train.log").read_text()
+    assert "lr 0.003" in log and "  val loss " in log  # the whole epoch line is in the log
 
 
 @pytest.mark.slow
@@ -208,3 +221,18 @@ def test_data_make_folder_ships_with_the_package(tmp_path, data_root):
     assert old.returncode == 0, old.stderr
     assert sorted(p.relative_to(tmp_path / "old") for p in (tmp_path / "old").rglob("*.png")) == \
         [p.relative_to(tmp_path / "digits") for p in train]
+
+
+def test_the_ctrl_c_acknowledgement_starts_its_own_line_on_a_terminal():
+    """stdout a terminal (the progress bar's line is open): the line on stderr starts with a newline."""
+    code = ("import os, pty\n"
+            "master, slave = pty.openpty()\n"
+            "os.dup2(slave, 1)\n"
+            "from convtrain.train.signals import StopSignals\n"
+            "StopSignals()._ack('SIGINT: stopping after this step')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    on_tty = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert on_tty.stderr == "\nSIGINT: stopping after this step\n", on_tty.stderr
+    piped = subprocess.run([sys.executable, "-c", code.replace("os.dup2(slave, 1)\n", "")], capture_output=True,
+                           text=True, env=env, timeout=60)
+    assert piped.stderr == "SIGINT: stopping after this step\n"  # a log file gets no blank line

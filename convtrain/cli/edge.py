@@ -22,7 +22,7 @@ from .. import backstop
 from ..errors import ConvtrainError
 
 out = Console(highlight=False, soft_wrap=True)
-if not out.is_terminal:
+if not out.is_terminal and not os.environ.get("COLUMNS"):
     out.width = max(out.width, 120)  # logs and pipes: rich would otherwise assume 80 columns and truncate tables
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 # click's exceptions, from wherever this typer takes click (recent versions vendor it as typer._click)

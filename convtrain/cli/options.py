@@ -31,6 +31,10 @@ BatchSizeOpt = typer.Option(None, "--batch-size", min=1, show_default=False,
                             help="Shortcut for --set train.batch_size=N.")
 
 
+VerboseOpt = typer.Option(False, "--verbose", help="Also show internals on the terminal (background pids, cache "
+                          "files); train.log always has them.")
+
+
 def with_shortcuts(sets: Optional[list[str]], epochs: Optional[int], lr: Optional[float],
                    batch_size: Optional[int]) -> list[str]:
     """``--set`` values, then ``--epochs``, ``--lr`` and ``--batch-size`` as the overrides they stand for."""

@@ -23,6 +23,7 @@ from .options import (
     RunDirOpt,
     SeedOpt,
     SetOpt,
+    VerboseOpt,
     load_run_config,
     overrides,
     with_shortcuts,
@@ -63,6 +64,7 @@ def train(
     epochs: Optional[int] = EpochsOpt,
     lr: Optional[float] = LrOpt,
     batch_size: Optional[int] = BatchSizeOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Train a model from a YAML config (or the defaults).
 
@@ -99,7 +101,7 @@ def train(
             start = prepare_resume(resume, cfg, overrides(set_, device, seed), data_root)
         else:  # no --config: the schema defaults are the article's setup
             start = Start(load_run_config(config, set_, device, seed, data_root), run_dir)
-        _show_result(run(start, reporter=_reporter(), signals=signals))
+        _show_result(run(start, reporter=_reporter(verbose), signals=signals))
 
 
 @handle_errors
@@ -119,6 +121,7 @@ def finetune(
     epochs: Optional[int] = EpochsOpt,
     lr: Optional[float] = LrOpt,
     batch_size: Optional[int] = BatchSizeOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Start a new run from pretrained weights (head re-initialised when the class count differs).
 
@@ -137,7 +140,7 @@ def finetune(
         from ..train.start import prepare_finetune
 
         cfg = load_run_config(config, set_, device, seed, data_root)
-        _show_result(run(prepare_finetune(checkpoint, cfg, run_dir), reporter=_reporter(), signals=signals))
+        _show_result(run(prepare_finetune(checkpoint, cfg, run_dir), reporter=_reporter(verbose), signals=signals))
 
 
 def _resolve(spec: Path, last: bool = False) -> Path:
@@ -191,25 +194,27 @@ def _show_seeds(summary: dict, root: Path) -> None:
     out.print(f"summary: {escape(str(root / 'summary.json'))}")
 
 
-def _reporter():
+def _reporter(verbose: bool = False):
     from ..train.progress import Reporter
 
-    return Reporter(out)
+    return Reporter(out, verbose=verbose)
 
 
 def _show_result(result) -> None:
     if not result.is_main:
         return
     table = Table(title="run summary", show_header=True, header_style="bold")
-    for col in ("epoch", "train loss", "train acc", "val loss", "val acc", "test acc", "seconds"):
+    tested = any(r.test_acc is not None for r in result.epochs)  # a column of dashes says nothing: left out
+    for col in ("epoch", "train loss", "train acc", "val loss", "val acc", *(["test acc"] if tested else []),
+                "seconds"):
         table.add_column(col, justify="right")
     for r in result.epochs:
+        test = ["-" if r.test_acc is None else f"{r.test_acc:.4f}"] if tested else []
         table.add_row(str(r.epoch), f"{r.train_loss:.4f}", f"{r.train_acc:.4f}", f"{r.val_loss:.4f}",
-                      f"{r.val_acc:.4f}", "-" if r.test_acc is None else f"{r.test_acc:.4f}", f"{r.seconds:.1f}")
+                      f"{r.val_acc:.4f}", *test, f"{r.seconds:.1f}")
     out.print(table)
     t = result.test
-    out.print(f"best epoch {result.best_epoch} (val acc {result.best_val_acc:.4f}); "
-              f"test accuracy of best.pt: [bold]{t['accuracy']:.4f}[/] (loss {t['loss']:.4f}, {t['num_samples']} images); "
-              f"training {result.train_seconds:.1f}s")
+    out.print(f"best epoch {result.best_epoch} (val acc {result.best_val_acc:.4f}); training {result.train_seconds:.1f}s")
+    out.print(f"test accuracy of best.pt: [bold]{t['accuracy']:.4f}[/] (loss {t['loss']:.4f}, {t['num_samples']} images)")
     if result.run_dir is not None:
         out.print(f"run directory: {escape(str(result.run_dir))}")

@@ -226,8 +226,9 @@ def load_folder(data_cfg) -> FileData:
         if data_cfg.cache:
             notes += [n for n in [datacache.save(cache_key, payload)] if n]
     else:
-        notes.append(f"data: {len(files)} images of {listing.root} from the cache {datacache.path_for(cache_key)} "
-                     f"(saves decoding them again: {payload['seconds']:.1f}s the first time)")
+        notes.append(f"data: {len(files)} images of {listing.root} from the cache "
+                     f"(decoding took {payload['seconds']:.1f}s)")
+        notes.append(f"{datacache.CACHE_FILE_NOTE}{datacache.path_for(cache_key)}")
     if streamed:
         notes.append(f"data: {len(files)} images x {c}x{size}x{size} bytes exceed data.memory_budget_mb="
                      f"{data_cfg.memory_budget_mb}: streaming them from disk (DataLoader path)")
@@ -292,8 +293,8 @@ def load_csv(data_cfg) -> FileData:
         if data_cfg.cache:
             notes += [n for n in [datacache.save(cache_key, payload)] if n]
     else:
-        notes.append(f"data: {root} from the cache {datacache.path_for(cache_key)} "
-                     f"(saves parsing it again: {payload['seconds']:.1f}s the first time)")
+        notes.append(f"data: {root} from the cache (parsing took {payload['seconds']:.1f}s)")
+        notes.append(f"{datacache.CACHE_FILE_NOTE}{datacache.path_for(cache_key)}")
     splits = {s: Split(v["images"], v["labels"]) for s, v in payload["splits"].items()}
     info = {"source": "csv", "root": str(root), "image_sizes": payload["sizes"], "ignored": [],
             "decode_seconds": payload["seconds"]}

@@ -35,6 +35,7 @@ from ..artifacts.metrics import MetricsRow
 from ..artifacts.rundir import NullRunDir, RunDir, default_path
 from ..config.schema import RunConfig, to_dict, to_yaml
 from ..data.batches import AugmentParams, make_batches
+from ..data.cache import CACHE_FILE_NOTE
 from ..data.sources import build as build_data
 from ..data.types import DataBundle
 from ..errors import ConfigError, ConvtrainError, Interrupted, TrainingError
@@ -331,7 +332,7 @@ def prepare_training(r: Run, state: RunState, start: Start) -> None:
     notes = [*start.notes, *r.data.bundle.notes, *([r.rundir.note] if r.rundir.note else []),
              *([note] if note else []), *([DETERMINISTIC_NOTE] if cfg.train.deterministic else [])]
     for line in notes:
-        r.reporter.info(line)
+        (r.reporter.detail if line.startswith(CACHE_FILE_NOTE) else r.reporter.info)(line)
     r.mlflow.start(r.rundir.path, to_dict(cfg), start.reopen, r.reporter.info)
     if dist.distributed:
         r.train_model = nn.parallel.DistributedDataParallel(
@@ -345,10 +346,12 @@ def prepare_training(r: Run, state: RunState, start: Start) -> None:
     n_params = sum(p.numel() for p in r.model.parameters())
     n_train = sum(p.numel() for p in r.model.parameters() if p.requires_grad)
     b = r.data.bundle
-    r.reporter.info(f"{'resuming' if start.resume else 'run'}: {r.rundir.path}  model {cfg.model.name} "
-                    f"({n_params:,} parameters, {n_train:,} trainable)  data {cfg.data.name}: "
-                    f"{len(b.train)} train / {len(b.val)} val / {len(b.test)} test  device {dist.device}"
+    # three short lines, not one of ~150 characters that wraps on any terminal
+    r.reporter.info(f"{'resuming' if start.resume else 'run'}: {r.rundir.path}")
+    trainable = "" if n_train == n_params else f", {n_train:,} trainable"
+    r.reporter.info(f"model {cfg.model.name} ({n_params:,} parameters{trainable}) on {dist.device}"
                     f"{f' x {dist.world_size} processes' if dist.distributed else ''}")
+    r.reporter.info(f"data {cfg.data.name}: {len(b.train)} train / {len(b.val)} val / {len(b.test)} test images")
 
 
 def loop(r: Run, state: RunState) -> None:
@@ -514,7 +517,7 @@ def final_test(r: Run, state: RunState) -> None:
     if r.cfg.log.plots:
         # at a terminal someone waits for the prompt: the pictures follow from another process;
         # a script or a pipe reads them once the command ends, so there they are written first
-        r.rundir.write_plots(r.reporter.info, background=r.reporter.live)
+        r.rundir.write_plots(r.reporter.info, background=r.reporter.live, detail=r.reporter.detail)
 
 
 def _reused_test(state: RunState) -> dict | None:
