@@ -236,3 +236,24 @@ def test_the_ctrl_c_acknowledgement_starts_its_own_line_on_a_terminal():
     piped = subprocess.run([sys.executable, "-c", code.replace("os.dup2(slave, 1)\n", "")], capture_output=True,
                            text=True, env=env, timeout=60)
     assert piped.stderr == "SIGINT: stopping after this step\n"  # a log file gets no blank line
+
+
+def test_a_long_evaluation_pass_shows_progress_and_a_short_one_nothing(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from convtrain.train import progress
+
+    def shown(threshold: float) -> str:
+        monkeypatch.setattr(progress, "PASS_BAR_AFTER", threshold)
+        console = Console(file=io.StringIO(), force_terminal=True, width=80)
+        reporter = progress.Reporter(console)
+        tick = reporter.pass_progress("val", 10)
+        for done in range(1, 11):
+            tick(done)
+        reporter.pass_end()
+        return console.file.getvalue()
+
+    assert "val" in shown(0.0) and "10/10" in shown(0.0)  # a pass past the threshold: a progress line
+    assert shown(60.0) == ""  # a short pass: nothing

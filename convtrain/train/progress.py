@@ -17,6 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..artifacts.metrics import MetricsRow
 
 
+PASS_BAR_AFTER = 2.0  # seconds an evaluation pass runs before it gets a progress line
+
+
 class Reporter:
     def __init__(self, console: Console | None = None, enabled: bool = True, log_every: int = 100,
                  verbose: bool = False) -> None:
@@ -31,6 +34,8 @@ class Reporter:
         self._early: list[str] = []  # lines printed before attach_log, for the log
         self._progress: Progress | None = None
         self._task = None
+        self._pass: Progress | None = None  # the progress line of a long validation / test pass
+        self._pass_task = None
 
     def attach_log(self, log: Callable[[str], None]) -> None:
         """From now on every line also goes to ``log``; the lines printed so far go there first."""
@@ -102,6 +107,30 @@ class Reporter:
         elapsed = max(time.perf_counter() - self._t0, 1e-9)
         return (step - self._start_step) * self._batch / elapsed
 
+    def pass_progress(self, name: str, total: int) -> Callable[[int], None] | None:
+        """For an evaluation pass of ``total`` batches: a callback that shows a transient progress line
+        once the pass has taken :data:`PASS_BAR_AFTER` seconds (terminals only; short passes show nothing)."""
+        if not (self.enabled and self.live):
+            return None
+        t0 = time.perf_counter()
+
+        def tick(done: int) -> None:
+            if self._pass is None:
+                if time.perf_counter() - t0 < PASS_BAR_AFTER:
+                    return
+                self._pass = Progress(TextColumn(name), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                      console=self.console, transient=True)
+                self._pass.start()
+                self._pass_task = self._pass.add_task(name, total=total)
+            self._pass.update(self._pass_task, completed=done)
+
+        return tick
+
+    def pass_end(self) -> None:
+        if self._pass is not None:
+            self._pass.stop()
+            self._pass = None
+
     def epoch_end(self) -> None:
         if self._progress is not None:
             self._progress.stop()
@@ -122,3 +151,4 @@ class Reporter:
 
     def close(self) -> None:
         self.epoch_end()
+        self.pass_end()

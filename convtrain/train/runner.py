@@ -439,7 +439,7 @@ def save_interrupted(r: Run, state: RunState, epoch_state: engine.EpochState) ->
 def validate(r: Run, state: RunState, epoch_state: engine.EpochState) -> MetricsRow:
     """The epoch's metrics row: training sums of every rank, validation (and test when asked)."""
     val = _evaluate(r, r.data.val)  # the EMA weights when train.ema is on
-    test = _evaluate(r, r.data.test) if r.cfg.train.test_every_epoch else {}
+    test = _evaluate(r, r.data.test, "test") if r.cfg.train.test_every_epoch else {}
     state.last_test = test or None
     train_loss, train_acc = _global_train_metrics(epoch_state, r.dist.device)
     return MetricsRow(epoch=state.epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val["loss"],
@@ -530,7 +530,7 @@ def _reused_test(state: RunState) -> dict | None:
 def _evaluate_best(r: Run, state: RunState) -> dict:
     if state.best_state is not None:
         r.ema.model.load_state_dict(state.best_state)
-    return _evaluate(r, r.data.test)
+    return _evaluate(r, r.data.test, "test")
 
 
 def _load_pretrained(model: nn.Module, cfg: RunConfig, ckpt: dict, reporter: Reporter,
@@ -559,10 +559,15 @@ def _checkpoint_meta(cfg: RunConfig, bundle: DataBundle) -> dict:
                 dataset=cfg.data.name, config=to_dict(cfg))
 
 
-def _evaluate(r: Run, batches) -> dict:
-    """Evaluate the weights the run keeps: the EMA copy when train.ema is on, else the trained model."""
-    return engine.evaluate(r.ema.model, batches, len(r.data.bundle.classes), r.dist.device, r.cfg.speed.amp,
-                           r.data.chunk)
+def _evaluate(r: Run, batches, name: str = "val") -> dict:
+    """Evaluate the weights the run keeps: the EMA copy when train.ema is on, else the trained model.
+    A pass that takes more than ~2 s shows a progress line on a terminal."""
+    tick = r.reporter.pass_progress(name, len(batches))
+    try:
+        return engine.evaluate(r.ema.model, batches, len(r.data.bundle.classes), r.dist.device, r.cfg.speed.amp,
+                               r.data.chunk, progress=tick)
+    finally:
+        r.reporter.pass_end()
 
 
 def _stop_note(r: Run, state: RunState) -> str:
