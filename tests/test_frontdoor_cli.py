@@ -257,3 +257,35 @@ def test_a_long_evaluation_pass_shows_progress_and_a_short_one_nothing(monkeypat
 
     assert "val" in shown(0.0) and "10/10" in shown(0.0)  # a pass past the threshold: a progress line
     assert shown(60.0) == ""  # a short pass: nothing
+
+
+def test_internals_go_to_the_log_and_show_with_verbose(tmp_path, monkeypatch, data_root):
+    import io
+
+    from rich.console import Console
+
+    from convtrain import config as config_mod
+    from convtrain.data import cache as datacache
+    from convtrain.data.sources import build as build_data
+    from convtrain.train.progress import Reporter
+
+    from .test_sources import _idx
+
+    for verbose in (False, True):
+        console, log = Console(file=io.StringIO(), width=80), []
+        reporter = Reporter(console, verbose=verbose)
+        reporter.attach_log(log.append)
+        reporter.detail("plots: background process pid 123")
+        assert log == ["plots: background process pid 123"]
+        assert ("pid 123" in console.file.getvalue()) == verbose
+    # the cache file's absolute path is in its own note (the one the runner sends to detail), not in the others
+    monkeypatch.setenv("CONVTRAIN_CACHE_DIR", str(tmp_path / "cache"))
+    raw = data_root / "MNIST" / "raw"
+    write_folder(tmp_path / "d", sample((_idx(raw / "t10k-images-idx3-ubyte"), _idx(raw / "t10k-labels-idx1-ubyte")),
+                                        60), names=DIGITS)
+    cfg = config_mod.load_config(None, ["data.name=folder", f"data.root={tmp_path / 'd'}"])
+    build_data(cfg.data, 0)
+    notes = build_data(cfg.data, 0).notes  # the second time from the cache
+    cached = [n for n in notes if str(tmp_path / "cache") in n]
+    assert len(cached) == 1 and cached[0].startswith(datacache.CACHE_FILE_NOTE)
+    assert any("from the cache" in n for n in notes)

@@ -16,7 +16,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..artifacts.metrics import MetricsRow
 
-
 PASS_BAR_AFTER = 2.0  # seconds an evaluation pass runs before it gets a progress line
 
 
