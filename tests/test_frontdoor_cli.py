@@ -289,3 +289,17 @@ def test_internals_go_to_the_log_and_show_with_verbose(tmp_path, monkeypatch, da
     cached = [n for n in notes if str(tmp_path / "cache") in n]
     assert len(cached) == 1 and cached[0].startswith(datacache.CACHE_FILE_NOTE)
     assert any("from the cache" in n for n in notes)
+
+
+@pytest.mark.slow
+def test_serve_and_resume_take_latest(work):
+    """The last test of this file: it finishes runs/stopped."""
+    pytest.importorskip("fastapi")
+    from convtrain.serve.app import parse_checkpoint_spec
+
+    runs = work / "runs"
+    assert parse_checkpoint_spec("latest", runs) == ("second", runs / "second" / "checkpoints" / "best.pt")
+    assert parse_checkpoint_spec(f"web={runs / 'first'}", runs) == ("web", runs / "first" / "checkpoints" / "best.pt")
+    r = cli("train", "--resume", "latest", "--device", "cpu", cwd=work)  # the newest run not running: stopped
+    assert r.returncode == 0, r.stderr
+    assert json.loads((runs / "stopped" / "results.json").read_text())["status"] == "finished"
