@@ -62,7 +62,7 @@ def _cases(tmp: Path, trained: Path) -> list[tuple[str, list[str], int, str]]:
         ("non-empty run dir", ["train", "-c", "configs/smoke.yaml", "--run-dir", str(trained)], 2, "is not empty"),
         ("unwritable run dir", ["train", "-c", "configs/smoke.yaml", *QUICK, "--run-dir", str(tmp / "afile" / "run")], 2,
          "cannot create run directory"),
-        ("resume a non-run", ["train", "--resume", str(tmp / "a_dir.yaml")], 1, "checkpoint not found"),
+        ("resume a non-run", ["train", "--resume", str(tmp / "a_dir.yaml")], 2, "is a folder, not a run directory"),
         ("bad --set", ["train", "-c", "configs/smoke.yaml", "--set", "optim.lr"], 2, "expected key.path=value"),
         ("image that cannot be decoded", ["predict", "--checkpoint", str(best), str(tmp / "broken.png")], 1,
          "cannot decode image"),
