@@ -204,12 +204,13 @@ def _has_ipywidgets() -> bool:
 
 
 def checkpoint_path(checkpoint: PathLike | TrainResult) -> Path:
-    """A checkpoint file: ``checkpoint`` itself, a run directory's ``checkpoints/best.pt``, or a result's."""
+    """A checkpoint file: ``checkpoint`` itself, a run directory's ``checkpoints/best.pt``, ``"latest"``
+    (the newest finished run under ``runs/``), or a result's; the same rule as every command."""
     if isinstance(checkpoint, TrainResult):
         return checkpoint.checkpoint
-    path = Path(checkpoint)
-    best = path / "checkpoints" / "best.pt"
-    return best if path.is_dir() and best.is_file() else path
+    from .artifacts.naming import resolve_checkpoint
+
+    return resolve_checkpoint(checkpoint)
 
 
 def evaluate(checkpoint: PathLike | TrainResult, data: PathLike | None = None, *, split: str = "test",

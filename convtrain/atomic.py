@@ -3,7 +3,8 @@
 A crash or ``kill -9`` at any moment leaves either the old file or the new one, never a torn one;
 a failed write (disk full, read-only folder, Ctrl-C during the write) removes the temporary file
 and leaves the old file as it was. Checkpoints, run files, plots, exports, recipes copied out and
-the data cache all go through :func:`replacing` (or :func:`creating`, which never replaces).
+the data cache all go through :func:`replacing` (or :func:`creating`, which never replaces);
+a new folder of sample images (``convtrain data make-folder``) through :func:`creating_dir`.
 
 The temporary name is ``.NAME.tmp-PID`` in the destination's folder (the same file system, so the
 rename is atomic); :func:`convtrain.artifacts.runlock.clean_stale_temp_files` removes those
@@ -61,6 +62,25 @@ def creating(path: str | Path) -> Iterator[Path]:
         os.link(tmp, path)  # atomic and exclusive: fails if path appeared meanwhile
     finally:
         _remove(tmp)
+    fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def creating_dir(path: str | Path) -> Iterator[Path]:
+    """A new folder, filled under a temporary name beside it and renamed into place when the block
+    ends without an error (``path`` must not exist, or be an empty folder); on any error the
+    temporary folder is removed and ``path`` is untouched. The files inside are not fsynced one by
+    one (a folder of thousands of sample images); the folder rename is made durable."""
+    import shutil
+
+    path = Path(path)
+    tmp = temp_path(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        os.rename(tmp, path)  # onto a missing or empty folder only
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a no-op after the rename
     fsync_dir(path.parent)
 
 

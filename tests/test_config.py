@@ -21,7 +21,8 @@ def test_every_shipped_config_loads_and_starts_with_its_command(path):
     assert isinstance(cfg, RunConfig)
     assert cfg.name == path.stem
     first = path.read_text().splitlines()[0]
-    assert first.startswith("# convtrain ") and path.name in first
+    # runnable as it stands from any folder (a pip user has no configs/ folder): --config NAME
+    assert first.startswith("# convtrain ") and f" --config {path.stem} " in f"{first} "
 
 
 def test_defaults_yaml_and_set_precedence(tmp_path):
@@ -40,7 +41,7 @@ def test_resolved_config_round_trips():
 
 
 @pytest.mark.parametrize("text, overrides, expected", [
-    ("optim:\n  lrr: 0.1\n", [], "unknown key 'optim.lrr' (did you mean 'lr'?)"),
+    ("optim:\n  lrr: 0.1\n", [], "unknown key 'optim.lrr' (did you mean 'optim.lr'?)"),
     ("trian:\n  epochs: 1\n", [], "unknown key 'trian' (did you mean 'train'?)"),
     ("train:\n  epochs: two\n", [], "'train.epochs' must be an integer, got str 'two'"),
     ("train:\n  epochs: 1.5\n", [], "'train.epochs' must be an integer"),
@@ -53,7 +54,7 @@ def test_resolved_config_round_trips():
     ("data:\n  name: fashion\n", [], "'data.name' is 'fashion'"),
     ("model:\n  kwargs:\n    hiden: 3\n", [], "'model.kwargs.hiden' is not an argument of model 'article_cnn' (did you mean 'hidden'?)"),
     ("", ["optim.lr=abc"], "--set: 'optim.lr' must be a number"),
-    ("", ["optim.lrr=1"], "unknown key 'optim.lrr' (did you mean 'lr'?)"),
+    ("", ["optim.lrr=1"], "unknown key 'optim.lrr' (did you mean 'optim.lr'?)"),
     ("", ["optim.lr.x=1"], "'optim.lr' is a number, it has no sub-keys"),
     ("", ["optim.lr"], "expected key.path=value"),
     ("- a\n- b\n", [], "top level must be a mapping"),
@@ -107,7 +108,7 @@ def test_schema_rows_cover_every_leaf_key():
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--set", "optim.lrr=1"], "unknown key 'optim.lrr' (did you mean 'lr'?)"),
+    (["--set", "optim.lrr=1"], "unknown key 'optim.lrr' (did you mean 'optim.lr'?)"),
     (["--set", "train.epochs=x"], "'train.epochs' must be an integer"),
     (["--set", "optim.lr=-1"], "'optim.lr' must be > 0"),
 ])

@@ -47,7 +47,7 @@ def _cases(tmp: Path, trained: Path) -> list[tuple[str, list[str], int, str]]:
     (tmp / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     return [
         ("malformed YAML", ["train", "-c", str(tmp / "malformed.yaml")], 2, "malformed YAML at line 3, column 2"),
-        ("unknown key", ["train", "-c", str(tmp / "unknown.yaml")], 2, "unknown key 'train.epoch' (did you mean 'epochs'?)"),
+        ("unknown key", ["train", "-c", str(tmp / "unknown.yaml")], 2, "unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
         ("wrong type", ["train", "-c", str(tmp / "wrongtype.yaml")], 2, "'train.batch_size' must be an integer"),
         ("out of range", ["train", "-c", str(tmp / "range.yaml")], 2, "'optim.lr' must be > 0"),
         ("missing config", ["train", "-c", str(tmp / "nope.yaml")], 2, "config file not found"),
@@ -62,7 +62,7 @@ def _cases(tmp: Path, trained: Path) -> list[tuple[str, list[str], int, str]]:
         ("non-empty run dir", ["train", "-c", "configs/smoke.yaml", "--run-dir", str(trained)], 2, "is not empty"),
         ("unwritable run dir", ["train", "-c", "configs/smoke.yaml", *QUICK, "--run-dir", str(tmp / "afile" / "run")], 2,
          "cannot create run directory"),
-        ("resume a non-run", ["train", "--resume", str(tmp / "a_dir.yaml")], 1, "checkpoint not found"),
+        ("resume a non-run", ["train", "--resume", str(tmp / "a_dir.yaml")], 2, "is a folder, not a run directory"),
         ("bad --set", ["train", "-c", "configs/smoke.yaml", "--set", "optim.lr"], 2, "expected key.path=value"),
         ("image that cannot be decoded", ["predict", "--checkpoint", str(best), str(tmp / "broken.png")], 1,
          "cannot decode image"),

@@ -188,7 +188,8 @@ class RunDir:
         except OSError as exc:
             raise _write_error(path, exc) from None
 
-    def write_plots(self, info: Callable[[str], None], background: bool = False):
+    def write_plots(self, info: Callable[[str], None], background: bool = False,
+                    detail: Callable[[str], None] | None = None):
         """curves.png and confusion.png (needs matplotlib: without it, a note instead).
 
         ``background``: leave them to a separate process (``convtrain plot RUN``) and return its
@@ -197,7 +198,7 @@ class RunDir:
         place, so a Ctrl-C or crash of either process leaves the run's files whole.
         """
         if background:
-            return self._plots_in_background(info)
+            return self._plots_in_background(info, detail or info)
         from ..errors import MissingExtra
         from .plots import plot_run
 
@@ -214,7 +215,7 @@ class RunDir:
         info(f"plots: {', '.join(p.name for p in written)}")
         return None
 
-    def _plots_in_background(self, info: Callable[[str], None]):
+    def _plots_in_background(self, info: Callable[[str], None], detail: Callable[[str], None]):
         import importlib.util
         import subprocess
         import sys
@@ -225,8 +226,8 @@ class RunDir:
         # its own session: a Ctrl-C at the terminal after the run ended does not reach it
         proc = subprocess.Popen([sys.executable, "-m", "convtrain", "plot", str(self.path)], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        info(f"plots: curves.png and confusion.png are being written in the background (pid {proc.pid}); "
-             f"if they do not appear: convtrain plot {self.path}")
+        info("plots: curves.png and confusion.png are being written in the background")
+        detail(f"plots: background process pid {proc.pid}; if the pictures do not appear: convtrain plot {self.path}")
         return proc
 
 
@@ -275,7 +276,8 @@ class NullRunDir:
     def log(self, line: str) -> None:
         pass
 
-    def write_plots(self, info: Callable[[str], None], background: bool = False) -> None:
+    def write_plots(self, info: Callable[[str], None], background: bool = False,
+                    detail: Callable[[str], None] | None = None) -> None:
         pass
 
 

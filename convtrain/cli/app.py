@@ -19,10 +19,20 @@ data_app = typer.Typer(help="Look at a dataset without training on it.", no_args
 app.add_typer(data_app, name="data")
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from ..version import __version__
+
+        print(f"convtrain {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global_options(
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an unexpected internal error "
                                "here instead of saving it to a crash file (or set CONVTRAIN_DEBUG=1)."),
+    _version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version,
+                                  help="Print the version and exit."),
 ) -> None:
     """Options that go before the command: convtrain --debug train ..."""
     backstop.set_debug(debug)
@@ -43,6 +53,7 @@ config_app.command("keys")(config.config_keys)
 config_app.command("list")(config.config_list)
 config_app.command("copy")(config.config_copy)
 data_app.command("inspect")(config.data_inspect)
+data_app.command("make-folder")(config.data_make_folder)
 
 
 def main() -> None:

@@ -13,10 +13,13 @@ from rich.table import Table
 from .edge import err, handle_errors, out
 from .options import DataRootOpt
 
+CHECKPOINT_HELP = "Checkpoint: a .pt file, a run directory (its best.pt) or 'latest' (the newest finished run)."
+
 
 @handle_errors
 def eval_(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint to evaluate (.pt).", show_default=False),
+    checkpoint: Path = typer.Option(..., "--checkpoint", show_default=False,
+                                    help=CHECKPOINT_HELP),
     split: str = typer.Option("test", "--split", help="test, or val (the run's own held-out images)."),
     data_root: Optional[str] = DataRootOpt,
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Evaluate on another registered dataset.",
@@ -26,17 +29,22 @@ def eval_(
                                              show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else on stdout."),
     data: Optional[str] = typer.Option(None, "--data", show_default=False,
-                                       help="Evaluate on another labelled folder or .csv with the same classes."),
+                                       help="Evaluate on another labelled folder or .csv with the same classes: "
+                                            "its test split, else all its images."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", show_default=False,
+                                             help="A data key for this evaluation, e.g. data.test_size=0.2 "
+                                                  "(with --data: hold out that much as the test split)."),
 ) -> None:
     """Evaluate a checkpoint: loss, accuracy, per-class accuracy and confusion matrix.
 
-    Example: convtrain eval --checkpoint runs/mnist/checkpoints/best.pt --json
-    Example: convtrain eval --checkpoint runs/my_digits-<time>/checkpoints/best.pt --data ./more_digits
+    Example: convtrain eval --checkpoint latest --json
+    Example: convtrain eval --checkpoint runs/my_digits-<time> --data ./more_digits
     """
+    from ..artifacts.naming import resolve_checkpoint
     from ..inference.evaluate import evaluate_checkpoint
 
-    r = evaluate_checkpoint(checkpoint, split=split, data_root=data_root, device=device, batch_size=batch_size,
-                            dataset=dataset, data_path=data)
+    r = evaluate_checkpoint(resolve_checkpoint(checkpoint), split=split, data_root=data_root, device=device,
+                            batch_size=batch_size, dataset=dataset, data_path=data, overrides=set_ or ())
     if as_json:
         print(json.dumps(r))
         return
@@ -67,7 +75,8 @@ def predict(
     images: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...), folders of them (searched "
                                         "recursively) or unlabelled CSV files (pixel0,..., one image per row).",
                                         show_default=False),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt).", show_default=False),
+    checkpoint: Path = typer.Option(..., "--checkpoint", show_default=False,
+                                    help=CHECKPOINT_HELP),
     top_k: int = typer.Option(3, "--top-k", min=1, help="How many classes to show per image."),
     invert: str = typer.Option("auto", "--invert", help="auto (dark ink on light paper is inverted), yes or no."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
@@ -81,9 +90,12 @@ def predict(
 ) -> None:
     """Classify image files of any size, or the rows of an unlabelled CSV, with a checkpoint.
 
-    Example: convtrain predict --checkpoint runs/mnist/checkpoints/best.pt digit.png photos/
-    Example: convtrain predict --checkpoint runs/kaggle-<time>/checkpoints/best.pt kaggle/test.csv --output submission.csv --format kaggle
+    Example: convtrain predict --checkpoint latest digit.png photos/
+    Example: convtrain predict --checkpoint runs/kaggle kaggle/test.csv --output submission.csv --format kaggle
     """
+    from ..artifacts.naming import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(checkpoint)
     if output is not None:
         _predict_to_file(list(images), checkpoint, output, fmt, top_k, invert, device, batch_size)
         return
@@ -121,7 +133,8 @@ def _predict_to_file(images, checkpoint, output, fmt, top_k, invert, device, bat
 
 @handle_errors
 def export(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt).", show_default=False),
+    checkpoint: Path = typer.Option(..., "--checkpoint", show_default=False,
+                                    help=CHECKPOINT_HELP),
     fmt: str = typer.Option("torch-export", "--format",
                             help="torch-export (.pt2, recommended), torchscript (.ts; deprecated upstream, for "
                                  "libtorch/C++) or onnx (.onnx; needs the onnx extra)."),
@@ -138,11 +151,13 @@ def export(
     Load the result with torch.export.load(PATH).module(), torch.jit.load(PATH) or onnxruntime. The
     file carries class names, mean/std, input size, channels and layout as metadata (docs/deploy.md).
 
-    Example: convtrain export --checkpoint runs/mnist/checkpoints/best.pt --format torch-export
+    Example: convtrain export --checkpoint latest --format torch-export
     """
+    from ..artifacts.naming import resolve_checkpoint
     from ..inference.export import export_checkpoint
 
-    r = export_checkpoint(checkpoint, fmt, output, data_root, include_preprocessing=include_preprocessing)
+    r = export_checkpoint(resolve_checkpoint(checkpoint), fmt, output, data_root,
+                          include_preprocessing=include_preprocessing)
     out.print(f"wrote {escape(r['path'])} ({r['format']}); max |difference| vs the checkpoint "
               f"{r['max_abs_diff']:.2e} (tolerance {r['tolerance']:g}) on {escape(r['checked_on'])}, "
               f"same predictions: {r['same_predictions']}")
@@ -163,8 +178,9 @@ def average(
     Example: convtrain average --checkpoints RUN/checkpoints/epoch-008.pt RUN/checkpoints/epoch-009.pt --output avg.pt
     """
     from ..artifacts.average import average_checkpoints
+    from ..artifacts.naming import resolve_checkpoint
 
-    r = average_checkpoints(list(checkpoints), output)
+    r = average_checkpoints([resolve_checkpoint(c) for c in checkpoints], output)
     out.print(f"wrote {escape(r['output'])}: the mean of {len(r['averaged'])} checkpoints ({r['tensors']} tensors)")
 
 
@@ -172,7 +188,8 @@ def average(
 def visualize(
     image: Optional[Path] = typer.Argument(None, help="Image file (default: the first test image).",
                                            show_default=False),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt).", show_default=False),
+    checkpoint: Path = typer.Option(..., "--checkpoint", show_default=False,
+                                    help=CHECKPOINT_HELP),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", show_default=False,
                                               help="Folder for the PNGs (default: RUN/visualize for RUN/checkpoints/X.pt, "
                                                    "else X-visualize/ next to the checkpoint)."),
@@ -181,9 +198,10 @@ def visualize(
 ) -> None:
     """Write PNG grids of the first conv layer's kernels and of every conv layer's feature maps.
 
-    Example: convtrain visualize --checkpoint runs/mnist/checkpoints/best.pt digit.png
+    Example: convtrain visualize --checkpoint latest digit.png
     """
+    from ..artifacts.naming import resolve_checkpoint
     from ..inference.visualize import visualize as make_pictures
 
-    for path in make_pictures(checkpoint, image, output_dir, data_root, invert):
+    for path in make_pictures(resolve_checkpoint(checkpoint), image, output_dir, data_root, invert):
         out.print(f"wrote {escape(str(path))}")

@@ -48,7 +48,7 @@ def config_show(
 ) -> None:
     """Print the fully resolved config as YAML, without running anything.
 
-    Example: convtrain config show --config configs/mnist.yaml --set optim.lr=3e-3
+    Example: convtrain config show --config mnist optim.lr=3e-3
     """
     from ..config.schema import to_yaml
 
@@ -87,12 +87,14 @@ def config_list(as_json: bool = typer.Option(False, "--json", help="Print JSON i
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table(title="packaged recipes (--config NAME; convtrain config copy NAME DEST to edit one)")
-    for col in ("name", "description", "command"):
-        table.add_column(col, style="bold" if col == "name" else None)
+    import textwrap
+
+    out.print("packaged recipes: run one from any folder with the command under its name;")
+    out.print("`convtrain config copy NAME FILE` writes one out to edit")
+    width = max(40, min(out.width, 100))
     for r in rows:
-        table.add_row(escape(r["name"]), escape(r["description"]), escape(r["command"]))
-    out.print(table)
+        out.print(f"\n[bold]{escape(r['name'])}[/]\n  [cyan]{escape(r['command'])}[/]")
+        out.print(escape(textwrap.fill(r["description"], width, initial_indent="  ", subsequent_indent="  ")))
 
 
 @handle_errors
@@ -134,6 +136,28 @@ def data_inspect(
         print(json.dumps(r))
         return
     render(r, out)
+
+
+@handle_errors
+def data_make_folder(
+    out_dir: Path = typer.Argument(..., help="New folder to write (must not exist, or be empty).", show_default=False),
+    dataset: str = typer.Option("fashion_mnist", "--dataset", help="fashion_mnist or mnist."),
+    train: int = typer.Option(2000, "--train", help="Images sampled from the training split."),
+    test: int = typer.Option(0, "--test", help="Images sampled from the test split (0: no test/ folder)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sample."),
+    data_root: Optional[str] = DataRootOpt,
+) -> None:
+    """Write real MNIST / Fashion-MNIST images as OUT/train/<class>/*.png (and OUT/test/) to try --data on.
+
+    Example: convtrain data make-folder fashion2k --train 2000 --test 2000
+    """
+    from ..data.detect import data_root_from_env
+    from ..data.makefolder import make_folder
+
+    r = make_folder(out_dir, dataset, train, test, seed, root=data_root or data_root_from_env("data"))
+    out.print(f"wrote {escape(r['path'])}: {r['train']} training" + (f" and {r['test']} test" if r["test"] else "")
+              + f" images of {r['dataset']} in {len(r['classes'])} class folders; "
+              f"train on them with: convtrain train --data {escape(r['path'])}")
 
 
 def render(r: dict, out) -> None:

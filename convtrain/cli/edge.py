@@ -22,7 +22,7 @@ from .. import backstop
 from ..errors import ConvtrainError
 
 out = Console(highlight=False, soft_wrap=True)
-if not out.is_terminal:
+if not out.is_terminal and not os.environ.get("COLUMNS"):
     out.width = max(out.width, 120)  # logs and pipes: rich would otherwise assume 80 columns and truncate tables
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 # click's exceptions, from wherever this typer takes click (recent versions vendor it as typer._click)
@@ -122,9 +122,10 @@ def _exit_after_atexit(code) -> None:
 
 def _main(app) -> None:
     sys.stdout = watched = _WatchedStdout(sys.stdout)
+    args = _rewritten_args(app)
     try:
         # standalone_mode=False: click's usage errors come here, to be shown as one line like ours
-        code = app(prog_name=os.environ.get("CONVTRAIN_PROG", "convtrain"), standalone_mode=False)
+        code = app(args=args, prog_name=os.environ.get("CONVTRAIN_PROG", "convtrain"), standalone_mode=False)
     except _click_exceptions.NoArgsIsHelpError as exc:
         _show_click_error(exc)  # plain `convtrain`: the help, as typer shows it
     except _click_exceptions.ClickException as exc:
@@ -145,6 +146,17 @@ def _main(app) -> None:
         _backstop(exc)
     _flush_stdout()  # a buffered write to a closed pipe fails only now, not inside the command
     sys.exit(code if isinstance(code, int) else 0)  # an int: typer.Exit's code; else what the command returned
+
+
+def _rewritten_args(app) -> list[str]:
+    """sys.argv as Typer should parse it (cli/argv.py: bare key=value, several checkpoints, keys typed as flags)."""
+    from .argv import rewrite
+
+    try:
+        return rewrite(typer.main.get_command(app), sys.argv[1:])
+    except ConvtrainError as exc:
+        err.print(f"[bold red]error:[/] {escape(one_line(str(exc)))}")
+        sys.exit(exc.exit_code)
 
 
 def _show_click_error(exc) -> None:

@@ -25,6 +25,26 @@ NprocOpt = typer.Option(None, "--nproc-per-node", min=1, show_default=False,
                              "gloo on CPU, nccl on GPUs).")
 
 
+EpochsOpt = typer.Option(None, "--epochs", min=1, show_default=False, help="Shortcut for --set train.epochs=N.")
+LrOpt = typer.Option(None, "--lr", show_default=False, help="Shortcut for --set optim.lr=X.")
+BatchSizeOpt = typer.Option(None, "--batch-size", min=1, show_default=False,
+                            help="Shortcut for --set train.batch_size=N.")
+
+
+VerboseOpt = typer.Option(False, "--verbose", help="Also show internals on the terminal (background pids, cache "
+                          "files); train.log always has them.")
+
+
+def with_shortcuts(sets: Optional[list[str]], epochs: Optional[int], lr: Optional[float],
+                   batch_size: Optional[int]) -> list[str]:
+    """``--set`` values, then ``--epochs``, ``--lr`` and ``--batch-size`` as the overrides they stand for."""
+    extra = list(sets or [])
+    for key, value in (("train.epochs", epochs), ("optim.lr", lr), ("train.batch_size", batch_size)):
+        if value is not None:
+            extra.append(f"{key}={value}")
+    return extra
+
+
 def overrides(sets: Optional[list[str]], device: Optional[str], seed: Optional[int]) -> list[str]:
     """``--set`` values, then ``--device`` and ``--seed`` as the overrides they stand for."""
     extra = list(sets or [])

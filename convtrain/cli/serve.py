@@ -12,8 +12,8 @@ from .edge import handle_errors
 @handle_errors
 def serve(
     checkpoints: list[str] = typer.Option(..., "--checkpoint", show_default=False,
-                                          help="Checkpoint (.pt) to serve, or NAME=PATH; repeat for several "
-                                               "(the first is the default model)."),
+                                          help="Checkpoint to serve (a .pt file, a run directory or 'latest'), "
+                                               "or NAME=PATH; repeat for several (the first is the default model)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (localhost only by default)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0 picks a free one)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder whose runs the /runs page shows."),
@@ -24,7 +24,7 @@ def serve(
 ) -> None:
     """Serve a prediction API (/v1/predict, docs at /docs) and a page to draw a digit (/).
 
-    Example: convtrain serve --checkpoint runs/mnist/checkpoints/best.pt --port 8000
+    Example: convtrain serve --checkpoint latest --port 8000
     """
     from ..serve.app import Limits
     from ..serve.server import run_server

@@ -12,7 +12,22 @@ from rich.table import Table
 
 from ..data.detect import data_overrides
 from .edge import handle_errors, out
-from .options import DataOpt, DataRootOpt, DeviceOpt, NprocOpt, RunDirOpt, SeedOpt, SetOpt, load_run_config, overrides
+from .options import (
+    BatchSizeOpt,
+    DataOpt,
+    DataRootOpt,
+    DeviceOpt,
+    EpochsOpt,
+    LrOpt,
+    NprocOpt,
+    RunDirOpt,
+    SeedOpt,
+    SetOpt,
+    VerboseOpt,
+    load_run_config,
+    overrides,
+    with_shortcuts,
+)
 
 
 def _launch(nproc: int, config, sets, device, seed, data_root, run_hint: Optional[Path] = None,
@@ -37,23 +52,34 @@ def train(
     device: Optional[str] = DeviceOpt,
     seed: Optional[int] = SeedOpt,
     data_root: Optional[str] = DataRootOpt,
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run: its directory or its last.pt.",
-                                          show_default=False),
+    resume: Optional[Path] = typer.Option(None, "--resume", show_default=False,
+                                          help="Continue a run: its directory, its last.pt, or 'latest' (the "
+                                               "newest run under runs/ that is not running)."),
     nproc_per_node: Optional[int] = NprocOpt,
     data: Optional[str] = DataOpt,
     seeds: Optional[str] = typer.Option(None, "--seeds", show_default=False,
                                         help="Run the config once per seed (e.g. 0,1,2) into RUN/seed-N and write "
                                              "RUN/summary.json (mean, std, min/max); the same command with "
                                              "--run-dir RUN continues an interrupted one."),
+    epochs: Optional[int] = EpochsOpt,
+    lr: Optional[float] = LrOpt,
+    batch_size: Optional[int] = BatchSizeOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Train a model from a YAML config (or the defaults).
 
-    Example: convtrain train --config mnist --set train.epochs=2
-    Example: convtrain train --data ./my_digits --set train.epochs=3
+    Config keys: --set key.path=value, or key.path=value alone (convtrain config keys lists them).
+
+    Example: convtrain train --config mnist --epochs 2
+    Example: convtrain train --data ./my_digits train.epochs=3 optim.lr=3e-3
+    Example: convtrain train --resume latest
     """
     from ..errors import ConfigError
     from ..train.signals import StopSignals
 
+    set_ = with_shortcuts(set_, epochs, lr, batch_size)
+    if resume is not None:
+        resume = _resolve(resume, last=True)
     if resume is None:
         set_ = data_overrides(data, set_, config is not None)
     elif data is not None:
@@ -75,12 +101,14 @@ def train(
             start = prepare_resume(resume, cfg, overrides(set_, device, seed), data_root)
         else:  # no --config: the schema defaults are the article's setup
             start = Start(load_run_config(config, set_, device, seed, data_root), run_dir)
-        _show_result(run(start, reporter=_reporter(), signals=signals))
+        _show_result(run(start, reporter=_reporter(verbose), signals=signals))
 
 
 @handle_errors
 def finetune(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Pretrained checkpoint (.pt).", show_default=False),
+    checkpoint: Path = typer.Option(..., "--checkpoint", show_default=False,
+                                    help="Pretrained checkpoint: a .pt file, a run directory (its best.pt) or "
+                                         "'latest' (the newest finished run under runs/)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", show_default=False,
                                           help="YAML config file or recipe name; default: the schema defaults."),
     set_: Optional[list[str]] = SetOpt,
@@ -90,15 +118,20 @@ def finetune(
     data_root: Optional[str] = DataRootOpt,
     nproc_per_node: Optional[int] = NprocOpt,
     data: Optional[str] = DataOpt,
+    epochs: Optional[int] = EpochsOpt,
+    lr: Optional[float] = LrOpt,
+    batch_size: Optional[int] = BatchSizeOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Start a new run from pretrained weights (head re-initialised when the class count differs).
 
-    Example: convtrain finetune --checkpoint runs/mnist/checkpoints/best.pt --config configs/fashion_finetune.yaml
-    Example: convtrain finetune --checkpoint runs/mnist/checkpoints/best.pt --data ./my_letters
+    Example: convtrain finetune --checkpoint latest --config fashion_finetune
+    Example: convtrain finetune --checkpoint runs/mnist-<time> --data ./my_letters --epochs 3
     """
     from ..train.signals import StopSignals
 
-    set_ = data_overrides(data, set_, config is not None)
+    set_ = data_overrides(data, with_shortcuts(set_, epochs, lr, batch_size), config is not None)
+    checkpoint = _resolve(checkpoint)
 
     if nproc_per_node is not None:
         return _launch(nproc_per_node, config, set_, device, seed, data_root, run_dir)
@@ -107,7 +140,13 @@ def finetune(
         from ..train.start import prepare_finetune
 
         cfg = load_run_config(config, set_, device, seed, data_root)
-        _show_result(run(prepare_finetune(checkpoint, cfg, run_dir), reporter=_reporter(), signals=signals))
+        _show_result(run(prepare_finetune(checkpoint, cfg, run_dir), reporter=_reporter(verbose), signals=signals))
+
+
+def _resolve(spec: Path, last: bool = False) -> Path:
+    from ..artifacts.naming import resolve_checkpoint
+
+    return resolve_checkpoint(spec, last=last)
 
 
 def _train_seeds(seeds_text, config, sets, run_dir, device, seed, data_root, resume, nproc) -> None:
@@ -160,25 +199,27 @@ def _show_seeds(summary: dict, root: Path) -> None:
     out.print(f"summary: {escape(str(root / 'summary.json'))}")
 
 
-def _reporter():
+def _reporter(verbose: bool = False):
     from ..train.progress import Reporter
 
-    return Reporter(out)
+    return Reporter(out, verbose=verbose)
 
 
 def _show_result(result) -> None:
     if not result.is_main:
         return
     table = Table(title="run summary", show_header=True, header_style="bold")
-    for col in ("epoch", "train loss", "train acc", "val loss", "val acc", "test acc", "seconds"):
+    tested = any(r.test_acc is not None for r in result.epochs)  # a column of dashes says nothing: left out
+    for col in ("epoch", "train loss", "train acc", "val loss", "val acc", *(["test acc"] if tested else []),
+                "seconds"):
         table.add_column(col, justify="right")
     for r in result.epochs:
+        test = ["-" if r.test_acc is None else f"{r.test_acc:.4f}"] if tested else []
         table.add_row(str(r.epoch), f"{r.train_loss:.4f}", f"{r.train_acc:.4f}", f"{r.val_loss:.4f}",
-                      f"{r.val_acc:.4f}", "-" if r.test_acc is None else f"{r.test_acc:.4f}", f"{r.seconds:.1f}")
+                      f"{r.val_acc:.4f}", *test, f"{r.seconds:.1f}")
     out.print(table)
     t = result.test
-    out.print(f"best epoch {result.best_epoch} (val acc {result.best_val_acc:.4f}); "
-              f"test accuracy of best.pt: [bold]{t['accuracy']:.4f}[/] (loss {t['loss']:.4f}, {t['num_samples']} images); "
-              f"training {result.train_seconds:.1f}s")
+    out.print(f"best epoch {result.best_epoch} (val acc {result.best_val_acc:.4f}); training {result.train_seconds:.1f}s")
+    out.print(f"test accuracy of best.pt: [bold]{t['accuracy']:.4f}[/] (loss {t['loss']:.4f}, {t['num_samples']} images)")
     if result.run_dir is not None:
         out.print(f"run directory: {escape(str(result.run_dir))}")

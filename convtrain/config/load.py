@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, did_you_mean
-from .schema import RunConfig, _field_types, _type_name, from_dict
+from .schema import RunConfig, _field_types, _type_name, from_dict, suggest_key
 from .yamlsafe import YAMLLimitError, _LimitedLoader, read_yaml
 
 
@@ -61,7 +61,7 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
                 break
             known = {f.name: f for f in dataclasses.fields(cls)}
             if part not in known:
-                raise ConfigError(f"--set {text}: unknown key '{path}'{did_you_mean(part, known)}")
+                raise ConfigError(f"--set {text}: unknown key '{path}'{suggest_key(path)}")
             tp = _field_types(cls)[part]
             if i == len(parts) - 1:
                 node[part] = value
@@ -90,9 +90,12 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = (), *, data_
     When ``name`` is unset it becomes the config file's stem, so run directories are named
     after their recipe.
     """
+    named = None
     if path is not None:
-        path = resolve_config_path(path)
+        named, path = str(path), resolve_config_path(path)
     raw = read_yaml(path) if path is not None else (base or {})
+    if path is not None and named != str(path):  # a packaged recipe: named by its name, not its site-packages path
+        where = where or f"recipe '{named}'"
     where = where or (str(path) if path is not None else "config")
     overrides = list(overrides)
     # Validate the file alone first, so its own mistakes are reported against the file.

@@ -7,7 +7,7 @@ files. ``--config mnist`` finds ``mnist.yaml`` here from any working directory.
 
 from __future__ import annotations
 
-import shutil
+import re
 from pathlib import Path
 
 from .. import atomic
@@ -26,15 +26,19 @@ def find(name: str) -> Path | None:
 
 
 def describe(path: Path) -> dict:
-    """The recipe's command (line 1, by convention) and its first line of description."""
+    """The recipe's command (line 1, by convention: runnable from any folder) and its description
+    (the first paragraph of the comments below it, whole)."""
     comments = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.startswith("#"):
             break
         comments.append(line.lstrip("#").strip())
     command = comments[0] if comments else ""
-    about = next((c for c in comments[1:] if c), "")
-    return {"name": path.stem, "command": command, "description": about, "path": str(path)}
+    body = comments[1:]
+    while body and not body[0]:
+        body = body[1:]
+    paragraph = body[:body.index("")] if "" in body else body
+    return {"name": path.stem, "command": command, "description": " ".join(paragraph), "path": str(path)}
 
 
 def listing() -> list[dict]:
@@ -55,9 +59,26 @@ def copy(name: str, dest: str | Path) -> Path:
         raise ConfigError(f"folder {dest.parent} does not exist; create it first (nothing was written)")
     try:
         with atomic.creating(dest) as tmp:  # never replaces a file that appeared meanwhile
-            shutil.copyfile(src, tmp)
+            tmp.write_text(copy_text(name, dest), encoding="utf-8")
     except FileExistsError:
         raise ConfigError(f"{dest} exists already; choose another destination (nothing was written)") from None
     except OSError as exc:
         raise ConfigError(f"cannot write {dest}: {exc.strerror or exc}") from None
     return dest
+
+
+def copy_text(name: str, dest: str | Path) -> str:
+    """Recipe ``name`` as ``config copy`` writes it: line 1 runs the copy, line 2 says where it came from."""
+    from ..version import __version__
+
+    src = find(name)
+    lines = src.read_text(encoding="utf-8").splitlines(keepends=True)
+    first = re.sub(rf"--config {re.escape(name)}\b", f"--config {_quoted(str(dest))}", lines[0]) if lines else ""
+    origin = f"# (a copy of convtrain {__version__}'s recipe '{name}': edit it, then run the line above)\n"
+    return first + origin + "".join(lines[1:])
+
+
+def _quoted(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)

@@ -446,6 +446,43 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def key_paths(cls: type = None, prefix: str = "") -> list[str]:
+    """Every key path of the schema, sections and leaves (``optim``, ``optim.lr``...), in schema order."""
+    cls = RunConfig if cls is None else cls
+    paths = []
+    for f in dataclasses.fields(cls):
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        paths.append(path)
+        tp = _field_types(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            paths += key_paths(tp, path)
+    return paths
+
+
+def suggest_key(path: str) -> str:
+    """``" (did you mean 'optim.lr'?)"`` for an unknown key path, across sections: the same leaf name
+    under another section first (``train.lr`` -> ``optim.lr``), else the closest leaf name of any
+    section (a tie goes to the key's own section)."""
+    import difflib
+
+    known = key_paths()
+    parent, _, leaf = path.rpartition(".")
+    same_leaf = [k for k in known if k.rpartition(".")[2] == leaf and k != path]
+    if len(same_leaf) == 1:
+        return f" (did you mean '{same_leaf[0]}'?)"
+    if same_leaf:
+        return f" (did you mean one of: {', '.join(same_leaf)}?)"
+    def closeness(k: str) -> float:
+        other = k.rpartition(".")[2]
+        prefix = len(leaf) >= 3 and (other.startswith(leaf) or leaf.startswith(other))  # warmup: warmup_epochs
+        return (difflib.SequenceMatcher(None, leaf, other).ratio() + (0.3 if prefix else 0)
+                + (0.01 if k.rpartition(".")[0] == parent else 0))
+
+    score = {k: closeness(k) for k in known}
+    best = max(score, key=score.get)
+    return f" (did you mean '{best}'?)" if score[best] >= 0.6 else ""
+
+
 def _build(cls: type, raw: dict, prefix: str, where: str) -> Any:
     hints = _field_types(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
@@ -453,7 +490,7 @@ def _build(cls: type, raw: dict, prefix: str, where: str) -> Any:
     for key, value in raw.items():
         path = f"{prefix}.{key}" if prefix else str(key)
         if key not in known:
-            raise ConfigError(f"{where}: unknown key '{path}'{did_you_mean(key, known)}")
+            raise ConfigError(f"{where}: unknown key '{path}'{suggest_key(path)}")
         values[key] = _coerce(value, hints[key], path, where)
     return cls(**values)
 

@@ -23,6 +23,8 @@ from .. import atomic
 
 VERSION = 1
 
+CACHE_FILE_NOTE = "data: cache file "  # the note naming the cache file: train.log only (or --verbose)
+
 
 def folder() -> Path:
     if os.environ.get("CONVTRAIN_CACHE_DIR"):

@@ -109,6 +109,49 @@ def build(loaded: FileData, data_cfg, seed: int) -> DataBundle:
                       skipped=list(loaded.bad), tensor_resident=not loaded.streamed, info=info)
 
 
+def build_eval(data_cfg, seed: int, split: str = "test") -> DataBundle:
+    """The images ``convtrain eval --data`` scores, as the bundle's ``test`` (also its train and val).
+
+    Never a hold-out with the checkpoint's settings: the data's own test split (``split="val"``:
+    its val split); without one, the ``data.test_size`` images training would hold out (same seed,
+    same images) when that key is set, else every image of the folder or CSV files.
+    """
+    loaded = (load_folder if data_cfg.name == "folder" else load_csv)(data_cfg)
+    _refuse_bad(loaded, data_cfg)
+    where = f"{data_cfg.name} dataset {loaded.root}"
+    if split == "val" or "test" in loaded.splits:
+        if split not in loaded.splits:
+            raise ConfigError(f"{loaded.root} has no {split} split on disk; eval --data scores its test split "
+                              "(or every image when it has none): drop --split")
+        chosen, what = loaded.splits[split], split
+    elif data_cfg.test_size is not None:
+        full = loaded.splits["train"]
+        n_test = resolve_size(data_cfg.test_size, len(full), DEFAULT_FILE_HOLDOUT)
+        if n_test > len(full):
+            raise ConfigError(f"{loaded.root}: data.test_size={data_cfg.test_size} is more than its {len(full)} "
+                              "images")
+        chosen = full.take(torch.randperm(len(full), generator=torch.Generator().manual_seed(seed))[:n_test])
+        what = f"test (held out: data.test_size={data_cfg.test_size})"
+    else:
+        parts = [loaded.splits[s] for s in ("train", "val") if s in loaded.splits]
+        chosen, what = _concat(parts), "all images"
+    if data_cfg.test_subset is not None:
+        chosen = chosen.take(torch.randperm(len(chosen), generator=torch.Generator().manual_seed(seed))
+                             [:data_cfg.test_subset])
+    _check(chosen, len(loaded.classes), f"{where} ({what})")
+    info = {**loaded.info, "split": what}
+    return DataBundle(chosen, chosen, chosen, list(loaded.classes), [0.0], [1.0], notes=loaded.notes,
+                      skipped=list(loaded.bad), tensor_resident=not loaded.streamed, info=info)
+
+
+def _concat(parts: list):
+    if len(parts) == 1:
+        return parts[0]
+    if all(isinstance(p, FileSplit) for p in parts):
+        return FileSplit([f for p in parts for f in p.files], torch.cat([p.labels for p in parts]), parts[0].shape)
+    return Split(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+
+
 def _check(split, num_classes: int, where: str) -> None:
     if isinstance(split, Split):
         check_split(split, num_classes, split.image_shape, where)
@@ -191,8 +234,9 @@ def load_folder(data_cfg) -> FileData:
         if data_cfg.cache:
             notes += [n for n in [datacache.save(cache_key, payload)] if n]
     else:
-        notes.append(f"data: {len(files)} images of {listing.root} from the cache {datacache.path_for(cache_key)} "
-                     f"(saves decoding them again: {payload['seconds']:.1f}s the first time)")
+        notes.append(f"data: {len(files)} images of {listing.root} from the cache "
+                     f"(decoding took {payload['seconds']:.1f}s)")
+        notes.append(f"{datacache.CACHE_FILE_NOTE}{datacache.path_for(cache_key)}")
     if streamed:
         notes.append(f"data: {len(files)} images x {c}x{size}x{size} bytes exceed data.memory_budget_mb="
                      f"{data_cfg.memory_budget_mb}: streaming them from disk (DataLoader path)")
@@ -271,8 +315,8 @@ def load_csv(data_cfg) -> FileData:
         if data_cfg.cache:
             notes += [n for n in [datacache.save(cache_key, payload)] if n]
     else:
-        notes.append(f"data: {root} from the cache {datacache.path_for(cache_key)} "
-                     f"(saves parsing it again: {payload['seconds']:.1f}s the first time)")
+        notes.append(f"data: {root} from the cache (parsing took {payload['seconds']:.1f}s)")
+        notes.append(f"{datacache.CACHE_FILE_NOTE}{datacache.path_for(cache_key)}")
     splits = {s: Split(v["images"], v["labels"]) for s, v in payload["splits"].items()}
     info = {"source": "csv", "root": str(root), "image_sizes": payload["sizes"], "ignored": [],
             "decode_seconds": payload["seconds"]}

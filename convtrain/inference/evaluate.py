@@ -14,23 +14,31 @@ from ..data.sources import build as build_data
 from ..errors import CheckpointError, ConfigError, did_you_mean
 from ..train import distributed, engine
 
+# the keys `eval --set` takes: which images are scored and how they are read, never the model or training
+EVAL_KEYS = ("data.test_size", "data.test_subset", "data.skip_unreadable", "data.cache", "data.memory_budget_mb",
+             "data.loader", "data.workers", "data.download")
+
 
 def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | None = None, device: str = "auto",
-                        batch_size: int | None = None, dataset: str | None = None, data_path: str | None = None) -> dict:
+                        batch_size: int | None = None, dataset: str | None = None, data_path: str | None = None,
+                        overrides: list[str] | tuple = ()) -> dict:
     """Rebuild the model a checkpoint describes and evaluate it.
 
     The dataset, normalization, classes and (for ``split="val"``) the exact held-out validation
     images all come from the checkpoint. The data root is ``data_root``, else
-    ``CONVTRAIN_DATA_ROOT``, else the root saved in the checkpoint's config. Returns
-    :func:`convtrain.train.engine.evaluate`'s numbers plus what was evaluated.
+    ``CONVTRAIN_DATA_ROOT``, else the root saved in the checkpoint's config. ``data_path`` (another
+    folder or CSV) is scored on its own test split, else on all its images (see
+    :func:`convtrain.data.files.build_eval`). ``overrides`` are ``--set`` values of :data:`EVAL_KEYS`.
+    Returns :func:`convtrain.train.engine.evaluate`'s numbers plus what was evaluated.
     """
     if split not in ("test", "val"):
         raise ConfigError(f"--split must be 'test' or 'val', got '{split}'")
+    _check_overrides(overrides, data_path)
     ckpt = checkpoint.open_checkpoint(path)
     if data_path is not None and dataset is not None:
         raise ConfigError("give --data (your own folder or csv) or --dataset (a registered one), not both")
     if data_path is not None or (dataset is None and ckpt.dataset in FILE_SOURCES):
-        return _evaluate_files(ckpt, path, split, data_path, device, batch_size)
+        return _evaluate_files(ckpt, path, split, data_path, device, batch_size, overrides)
     name = dataset or ckpt.dataset
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset '{name}'{did_you_mean(name, DATASETS)}")
@@ -39,9 +47,13 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
         raise CheckpointError(f"{path} predicts {ckpt.num_classes} classes but dataset '{name}' has "
                               f"{len(spec.classes)}; fine-tune it first (convtrain finetune)")
     cfg = ckpt.config
+    data_cfg = _config(ckpt, path, overrides).data if overrides else None
     split_seed = cfg["seed"] if cfg["data"].get("split_seed") is None else cfg["data"]["split_seed"]
     split_data = load_eval_split(name, ckpt.data_root(data_root), split, cfg["data"]["val_size"], split_seed,
-                                      cfg["data"]["download"])
+                                 data_cfg.download if data_cfg else cfg["data"]["download"])
+    if data_cfg is not None and data_cfg.test_subset is not None:
+        split_data = split_data.take(torch.randperm(len(split_data), generator=torch.Generator().manual_seed(
+            cfg["seed"]))[:data_cfg.test_subset])
     shape = tuple(split_data.images.shape[1:])
     if shape != ckpt.image_shape:
         raise CheckpointError(f"{path} expects images of shape {list(ckpt.image_shape)}, "
@@ -57,18 +69,47 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
             "epoch": ckpt.epoch, "classes": list(ckpt.classes), **result}
 
 
-def _evaluate_files(ckpt: checkpoint.Loaded, path, split: str, root: str | None, device: str,
-                    batch_size: int | None) -> dict:
-    """A folder/csv dataset: the one the checkpoint was trained on (its saved config: same seed, same
-    held-out splits), or ``root`` (``--data``), which must have exactly the checkpoint's classes."""
-    from ..config.schema import from_dict, held_out_seed, saved_raw
-    from ..data.detect import resolve
+def _check_overrides(overrides, data_path: str | None) -> None:
+    """``eval --set``: only :data:`EVAL_KEYS`; data.test_size only with --data (on the run's own data it
+    would move training images into the test set)."""
+    from ..config.load import parse_override
 
-    cfg = from_dict(saved_raw(ckpt.config_dict()), f"{path} (saved config)")
+    for text in overrides:
+        key = ".".join(parse_override(text)[0])
+        if key not in EVAL_KEYS:
+            raise ConfigError(f"eval --set {text}: eval takes only the data keys {', '.join(EVAL_KEYS)}; "
+                              f"'{key}' cannot change for a trained checkpoint")
+        if key == "data.test_size" and data_path is None:
+            raise ConfigError(f"eval --set {text}: data.test_size goes with --data (another folder or CSV); "
+                              "the checkpoint's own data keeps the test split it was trained with")
+
+
+def _config(ckpt: checkpoint.Loaded, path, overrides):
+    """The checkpoint's saved config, with ``eval --set`` applied."""
+    from ..config.load import load_config
+    from ..config.schema import saved_raw
+
+    where = f"{path} (saved config)"
+    return load_config(None, list(overrides), base=saved_raw(ckpt.config_dict()), where=where)
+
+
+def _evaluate_files(ckpt: checkpoint.Loaded, path, split: str, root: str | None, device: str,
+                    batch_size: int | None, overrides=()) -> dict:
+    """A folder/csv dataset: the one the checkpoint was trained on (its saved config: same seed, same
+    held-out splits), or ``root`` (``--data``), which must have exactly the checkpoint's classes and
+    is scored on its own test split, else all its images (never a hold-out with the saved val_size)."""
+    from ..config.schema import held_out_seed
+    from ..data.detect import resolve
+    from ..data.files import build_eval
+
+    cfg = _config(ckpt, path, overrides)
     if root is not None:
         name, found = resolve(root)
         cfg.data.name, cfg.data.root = name, str(found)
-    bundle = build_data(cfg.data, held_out_seed(cfg))
+        bundle = build_eval(cfg.data, held_out_seed(cfg), split)
+        split = bundle.info["split"]
+    else:
+        bundle = build_data(cfg.data, held_out_seed(cfg))
     if list(bundle.classes) != list(ckpt.classes):
         raise CheckpointError(f"{path} predicts the classes [{', '.join(ckpt.classes)}] but {cfg.data.root} has "
                               f"[{', '.join(bundle.classes)}]; evaluate on data with the same classes, or "
@@ -81,7 +122,7 @@ def _evaluate_files(ckpt: checkpoint.Loaded, path, split: str, root: str | None,
     dev = distributed.resolve_device(device)
     channels_last = dev.type in ("cpu", "cuda")
     model.to(dev, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    split_data = bundle.test if split == "test" else bundle.val
+    split_data = bundle.val if split == "val" and root is None else bundle.test
     loader = "tensor" if bundle.tensor_resident else "dataloader"
     batches = make_batches(split_data.to(dev) if bundle.tensor_resident else split_data, bundle, loader,
                                 batch_size or cfg.train.eval_batch_size, dev, shuffle=False, workers=cfg.data.workers,

@@ -92,12 +92,15 @@ def _to_input(raw: bytes, name: str, channels: int, size: tuple[int, int], inver
 
 # ---------------------------------------------------------------- loading checkpoints
 
-def parse_checkpoint_spec(spec: str) -> tuple[str, Path]:
-    """``name=path`` or a plain path; a plain path is named after its run directory or its file stem."""
+def parse_checkpoint_spec(spec: str, runs_dir: str | Path = "runs") -> tuple[str, Path]:
+    """``name=path`` or a plain path; a plain path is named after its run directory or its file stem.
+    A path is a .pt file, a run directory (its best.pt) or ``latest`` (artifacts/naming.py)."""
+    from ..artifacts.naming import resolve_checkpoint
+
     name, sep, rest = spec.partition("=")
     if sep and _NAME.match(name) and not Path(spec).exists():
-        return name, Path(rest)
-    path = Path(spec)
+        return name, resolve_checkpoint(rest, runs_dir=runs_dir)
+    path = resolve_checkpoint(spec, runs_dir=runs_dir)
     if path.parent.name == "checkpoints" and path.parent.parent.name:
         return path.parent.parent.name, path
     return path.stem or "model", path
@@ -135,11 +138,11 @@ def load_model(name: str, path: Path) -> ServedModel:
                        classes=info["classes"], channels=info["channels"], input_size=info["input_size"], card=card)
 
 
-def load_models(specs: list[str]) -> list[ServedModel]:
+def load_models(specs: list[str], runs_dir: str | Path = "runs") -> list[ServedModel]:
     """Every ``--checkpoint`` loaded up front, so a bad one stops the server before it listens."""
     if not specs:
         raise ConfigError("give at least one --checkpoint (a .pt file, or NAME=PATH)")
-    named = [parse_checkpoint_spec(s) for s in specs]
+    named = [parse_checkpoint_spec(s, runs_dir) for s in specs]
     seen: set[str] = set()
     for name, _ in named:
         if name in seen:

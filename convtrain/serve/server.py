@@ -61,7 +61,7 @@ def run_server(checkpoints: list[str], host: str = "127.0.0.1", port: int = 8000
         raise ServeError("convtrain serve needs: pip install 'convtrain[serve]'") from None
     # one intra-op thread per request: concurrent requests then use the cores without oversubscribing them
     torch.set_num_threads(max(1, threads))
-    models = load_models(checkpoints)
+    models = load_models(checkpoints, runs_dir)
     app = create_app(models, runs_dir, limits)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]

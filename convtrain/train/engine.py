@@ -240,7 +240,7 @@ def _apply_gradients(model: nn.Module, optimizer: torch.optim.Optimizer, scaler:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, batches, num_classes: int, device: torch.device, amp: str = "off",
-             chunk: int | None = None) -> dict:
+             chunk: int | None = None, progress: Callable[[int], None] | None = None) -> dict:
     """Loss, accuracy, per-class accuracy and confusion matrix over ``batches``.
 
     Each batch is run through the model in pieces of at most ``chunk`` images (the numbers are
@@ -249,19 +249,22 @@ def evaluate(model: nn.Module, batches, num_classes: int, device: torch.device, 
 
     Sums are reduced across ranks, so under DDP every sample counts once. Returns plain numbers:
     ``loss``, ``accuracy`` (fraction), ``num_samples``, ``per_class_accuracy`` (list),
-    ``confusion_matrix`` (rows = true class, columns = predicted), ``seconds``.
+    ``confusion_matrix`` (rows = true class, columns = predicted), ``seconds``. ``progress`` is
+    called with the number of batches done after each one (no device sync).
     """
     model.eval()
     start = time.perf_counter()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
-    for xb, yb in batches:
+    for done, (xb, yb) in enumerate(batches, start=1):
         step = chunk or xb.shape[0]
         for x, y in zip(xb.split(step), yb.split(step)):
             with autocast(device, amp):
                 logits = model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
             confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
+        if progress is not None:
+            progress(done)
     all_reduce_sum(loss_sum)
     all_reduce_sum(confusion)
     cm = confusion.view(num_classes, num_classes).cpu()

@@ -36,11 +36,12 @@ from ..artifacts.metrics import MetricsRow
 from ..artifacts.rundir import NullRunDir, RunDir, default_path
 from ..config.schema import RunConfig, held_out_seed, to_dict, to_yaml
 from ..data.batches import AugmentParams, make_batches
+from ..data.cache import CACHE_FILE_NOTE
 from ..data.sources import build as build_data
 from ..data.types import DataBundle
 from ..errors import ConfigError, ConvtrainError, Interrupted, RunStopped, TrainingError
 from ..models import apply_init, create_model
-from . import distributed, engine, keep, mlflowlog, stopping, wandblog
+from . import distributed, engine, keep, mlflowlog, stopping, tblog, wandblog
 from . import ema as ema_mod
 from .optim import build_optimizer, build_scheduler
 from .progress import Reporter
@@ -164,6 +165,7 @@ def run(start: Start | RunConfig, *, run_dir: str | Path | None = None, reporter
 def _phases(start: Start, dist: distributed.DistInfo, reporter: Reporter, signals: StopSignals,
             on_epoch: Callable[[MetricsRow], None] | None = None) -> RunResult:
     cfg = start.cfg
+    tblog.require(cfg.log, dist.is_main)  # TensorBoard missing: refused before the data is even read, like MLflow
     d = setup_data(cfg, dist)
     model = build_model(cfg, d.bundle, dist, start, reporter)
     optim = build_optim(model, cfg, dist.device, d.updates_per_epoch)
@@ -340,7 +342,7 @@ def prepare_training(r: Run, state: RunState, start: Start) -> None:
     notes = [*start.notes, *r.data.bundle.notes, *([r.rundir.note] if r.rundir.note else []),
              *([note] if note else []), *([DETERMINISTIC_NOTE] if cfg.train.deterministic else [])]
     for line in notes:
-        r.reporter.info(line)
+        (r.reporter.detail if line.startswith(CACHE_FILE_NOTE) else r.reporter.info)(line)
     r.mlflow.start(r.rundir.path, to_dict(cfg), start.reopen, r.reporter.info)
     r.wandb.start(r.rundir.path, to_dict(cfg), start.reopen, r.reporter.info)
     if dist.distributed:
@@ -355,10 +357,12 @@ def prepare_training(r: Run, state: RunState, start: Start) -> None:
     n_params = sum(p.numel() for p in r.model.parameters())
     n_train = sum(p.numel() for p in r.model.parameters() if p.requires_grad)
     b = r.data.bundle
-    r.reporter.info(f"{'resuming' if start.resume else 'run'}: {r.rundir.path}  model {cfg.model.name} "
-                    f"({n_params:,} parameters, {n_train:,} trainable)  data {cfg.data.name}: "
-                    f"{len(b.train)} train / {len(b.val)} val / {len(b.test)} test  device {dist.device}"
+    # three short lines, not one of ~150 characters that wraps on any terminal
+    r.reporter.info(f"{'resuming' if start.resume else 'run'}: {r.rundir.path}")
+    trainable = "" if n_train == n_params else f", {n_train:,} trainable"
+    r.reporter.info(f"model {cfg.model.name} ({n_params:,} parameters{trainable}) on {dist.device}"
                     f"{f' x {dist.world_size} processes' if dist.distributed else ''}")
+    r.reporter.info(f"data {cfg.data.name}: {len(b.train)} train / {len(b.val)} val / {len(b.test)} test images")
 
 
 def loop(r: Run, state: RunState) -> None:
@@ -448,7 +452,7 @@ def save_interrupted(r: Run, state: RunState, epoch_state: engine.EpochState) ->
 def validate(r: Run, state: RunState, epoch_state: engine.EpochState) -> MetricsRow:
     """The epoch's metrics row: training sums of every rank, validation (and test when asked)."""
     val = _evaluate(r, r.data.val)  # the EMA weights when train.ema is on
-    test = _evaluate(r, r.data.test) if r.cfg.train.test_every_epoch else {}
+    test = _evaluate(r, r.data.test, "test") if r.cfg.train.test_every_epoch else {}
     state.last_test = test or None
     train_loss, train_acc = _global_train_metrics(epoch_state, r.dist.device)
     return MetricsRow(epoch=state.epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val["loss"],
@@ -530,7 +534,7 @@ def final_test(r: Run, state: RunState) -> None:
     if r.cfg.log.plots:
         # at a terminal someone waits for the prompt: the pictures follow from another process;
         # a script or a pipe reads them once the command ends, so there they are written first
-        r.rundir.write_plots(r.reporter.info, background=r.reporter.live)
+        r.rundir.write_plots(r.reporter.info, background=r.reporter.live, detail=r.reporter.detail)
 
 
 def _reused_test(state: RunState) -> dict | None:
@@ -543,7 +547,7 @@ def _reused_test(state: RunState) -> dict | None:
 def _evaluate_best(r: Run, state: RunState) -> dict:
     if state.best_state is not None:
         r.ema.model.load_state_dict(state.best_state)
-    return _evaluate(r, r.data.test)
+    return _evaluate(r, r.data.test, "test")
 
 
 def _load_pretrained(model: nn.Module, cfg: RunConfig, ckpt: dict, reporter: Reporter,
@@ -572,10 +576,15 @@ def _checkpoint_meta(cfg: RunConfig, bundle: DataBundle) -> dict:
                 dataset=cfg.data.name, config=to_dict(cfg))
 
 
-def _evaluate(r: Run, batches) -> dict:
-    """Evaluate the weights the run keeps: the EMA copy when train.ema is on, else the trained model."""
-    return engine.evaluate(r.ema.model, batches, len(r.data.bundle.classes), r.dist.device, r.cfg.speed.amp,
-                           r.data.chunk)
+def _evaluate(r: Run, batches, name: str = "val") -> dict:
+    """Evaluate the weights the run keeps: the EMA copy when train.ema is on, else the trained model.
+    A pass that takes more than ~2 s shows a progress line on a terminal."""
+    tick = r.reporter.pass_progress(name, len(batches))
+    try:
+        return engine.evaluate(r.ema.model, batches, len(r.data.bundle.classes), r.dist.device, r.cfg.speed.amp,
+                               r.data.chunk, progress=tick)
+    finally:
+        r.reporter.pass_end()
 
 
 def _stop_note(r: Run, state: RunState) -> str:

@@ -28,11 +28,17 @@ from ..errors import Interrupted
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def _ack_line(line: str) -> None:
+    """The acknowledgement on stderr, on a line of its own: on a terminal the progress bar's line has
+    no newline yet (and the terminal echoed ^C after it), so start a new line first."""
+    os.write(2, (("\n" if os.isatty(1) else "") + line + "\n").encode())
+
+
 class StopSignals:
     def __init__(self, ack: Callable[[str], None] | None = None) -> None:
         self.requested = False  # the loop was asked to stop after the current step
         # os.write, not print: a handler that prints can hit "reentrant call" if the main thread was printing
-        self._ack = ack or (lambda line: os.write(2, (line + "\n").encode()))
+        self._ack = ack or _ack_line
         self._graceful = False
         self._message: Callable[[str], str] = lambda name: f"interrupted ({name})"
         self._depth = 0  # >0 while inside protected()

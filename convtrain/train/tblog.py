@@ -1,7 +1,8 @@
 """TensorBoard event files for a run (optional: needs the ``tensorboard`` package).
 
 :func:`open_logger` always returns an object with the same methods: the real logger, or a
-:class:`NullLogger` when logging is off, the package is missing, or this rank does not write.
+:class:`NullLogger` when logging is off or this rank does not write. A missing package is refused
+by :func:`require` before the run starts (one line naming the extra, exit 2), as MLflow is.
 """
 
 from __future__ import annotations
@@ -9,9 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..artifacts.metrics import MetricsRow
+from ..errors import ConfigError
 
-MISSING = ("note: log.tensorboard is on but the tensorboard package is missing "
-           "(pip install 'convtrain[tensorboard]'); no event files are written")
+MISSING = "log.tensorboard needs TensorBoard: pip install 'convtrain[tensorboard]'"
+
+
+def require(log_cfg, is_main: bool) -> None:
+    """log.tensorboard on and the package missing: one line naming the extra (exit 2), before the run
+    starts, as for MLflow; not a warning followed by a whole run without event files."""
+    if not log_cfg.tensorboard or not is_main:
+        return
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise ConfigError(MISSING) from None
 
 
 class TensorBoardLogger:
