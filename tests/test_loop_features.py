@@ -392,7 +392,7 @@ def test_a_last_pt_without_the_new_fields_still_resumes(data_root, tmp_path):
 def test_new_keys_are_checked_with_clear_errors():
     bad = {"train.early_stopping.patience=0": "must be > 0", "train.ema.decay=1.0": "must be in [0, 1)",
            "train.accumulate=0": "must be > 0", "train.max_time=0": "must be > 0",
-           "train.stop_at.val_ac=0.9": "did you mean 'val_acc'", "train.early_stopping.metric=acc": "val_acc",
+           "train.stop_at.val_ac=0.9": "did you mean 'train.stop_at.val_acc'", "train.early_stopping.metric=acc": "val_acc",
            "checkpoint.keep_top_k=-1": "must be >= 0", "train.ema.every=0": "must be > 0"}
     for override, text in bad.items():
         with pytest.raises(ConfigError, match=text.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
