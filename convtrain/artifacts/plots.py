@@ -27,6 +27,8 @@ def _pyplot():
         import matplotlib
 
         matplotlib.use("Agg")  # files only, no display
+        # class, run and folder names are text: '$\foo$' as mathtext failed to render after the run finished
+        matplotlib.rcParams["text.parse_math"] = False
         import matplotlib.pyplot as plt
     except ImportError:
         raise MissingExtra("plots need matplotlib: pip install 'convtrain[plot]'") from None
