@@ -480,3 +480,55 @@ def test_serve_under_hostile_clients_and_signals(kit, how):
             proc.kill()
             proc.wait()
     assert proc.returncode == 130 and err.strip() == "interrupted", err[-3000:]
+
+
+def test_a_streamed_image_that_breaks_mid_run_is_one_line_not_a_worker_traceback(kit, tmp_path, monkeypatch):
+    from convtrain.data.batches import make_batches
+
+    monkeypatch.setenv("CONVTRAIN_CACHE_DIR", str(tmp_path / "cache"))
+    files = write_folder(tmp_path / "f", [(x, y % 2) for x, y in sample(kit.mnist, 12)], names=NAMES2)
+    bundle = build_data(data_cfg(name="folder", root=str(files[0].parents[2]), val_size=2, test_size=2,
+                                 memory_budget_mb=0), 0)
+    assert not bundle.tensor_resident
+    for f in files:
+        f.write_bytes(b"not a png any more")
+    batches = make_batches(bundle.train, bundle, "dataloader", 4, torch.device("cpu"), shuffle=True, workers=1)
+    with pytest.raises(DataError) as caught:
+        next(iter(batches))
+    message = str(caught.value)
+    assert "\n" not in message and "Traceback" not in message and "DataLoader worker" not in message, message
+    assert "cannot decode image" in message and ".png" in message
+
+
+_AVERAGE_KILLED = """
+import os, signal, sys
+import torch
+from convtrain.artifacts import checkpoint
+
+real = torch.save
+class Killed:
+    def __init__(self, f): self.f, self.n = f, 0
+    def write(self, b):
+        self.n += 1
+        if self.n == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # lands inside the write of the output
+        return self.f.write(b)
+    def flush(self): self.f.flush()
+checkpoint.torch.save = lambda obj, f: real(obj, Killed(f))
+sys.argv = ["convtrain", "average", "--checkpoints", sys.argv[1], sys.argv[2], "--output", sys.argv[3]]
+from convtrain.cli.app import main
+main()
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_during_average_is_interrupted_and_leaves_no_temp_file(tmp_path):
+    from .test_loop_features import _tiny_checkpoint
+
+    a, b = _tiny_checkpoint(tmp_path / "a.pt"), _tiny_checkpoint(tmp_path / "b.pt")
+    out = tmp_path / "out" / "avg.pt"
+    out.parent.mkdir()
+    p = subprocess.run([sys.executable, "-c", _AVERAGE_KILLED, str(a), str(b), str(out)], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 130 and p.stderr.strip().startswith("error: interrupted"), (p.returncode, p.stderr[-2000:])
+    assert list(out.parent.iterdir()) == []

@@ -133,8 +133,10 @@ def average(
     Example: convtrain average --checkpoints RUN/checkpoints/epoch-008.pt RUN/checkpoints/epoch-009.pt --output avg.pt
     """
     from ..artifacts.average import average_checkpoints
+    from ..train.signals import StopSignals
 
-    r = average_checkpoints(list(checkpoints), output)
+    with StopSignals():  # SIGTERM while writing: "interrupted", 130, and the temporary file removed
+        r = average_checkpoints(list(checkpoints), output)
     out.print(f"wrote {escape(r['output'])}: the mean of {len(r['averaged'])} checkpoints ({r['tensors']} tensors)")
 
 
