@@ -132,7 +132,8 @@ class RunDir:
     def open(cls, path: str | Path) -> RunDir:
         """Reopen an existing run directory (for --resume)."""
         path = Path(path)
-        check_is_run(path)
+        if not (path / "config.yaml").is_file():  # a resume proved it is a run first: check_is_run
+            raise RunDirError(f"{path} is not a convtrain run directory (no config.yaml)")
         lock = RunLock(path)
         note = lock.acquire()  # a resume of a run that is still going: exit 2
         # temp files of a killed writer are removed only now, by the lock holder: a reader (plot)
