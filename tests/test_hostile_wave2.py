@@ -97,13 +97,13 @@ case("resume", "last.pt copied to proj/models, proj's config.yaml is a convtrain
      2, "checkpoints/", no_new="proj")
 case("resume", "proj/checkpoints/last.pt beside someone else's config.yaml",
      lambda t, k: ["train", "--resume", str(_proj(t, k, "title: my paper\n", "checkpoints/last.pt"))],
-     2, "not a convtrain run directory", no_new="proj")
+     2, "run directory", no_new="proj")
 case("resume", "proj holding a recipe as config.yaml and no checkpoints/",
      lambda t, k: ["train", "--resume", str(_proj(t, k, (REPO / "configs" / "smoke.yaml").read_text(), ""))],
-     2, "not a convtrain run directory", no_new="proj")
+     2, "run directory", no_new="proj")
 case("resume", "proj with an empty config.yaml and a checkpoints/ folder",
      lambda t, k: ["train", "--resume", str(_proj(t, k, "", "checkpoints/keep.txt"))],
-     2, "not a convtrain run directory", no_new="proj")
+     2, "run directory", no_new="proj")
 
 # --seeds into folders that are not a sweep's ------------------------------------------------------
 _SEEDS = ["train", "-c", "configs/smoke.yaml", *QUICK_SETS, "--device", "cpu", "--seeds", "0"]

@@ -65,13 +65,14 @@ def check_is_run(path: str | Path, checkpoint_file: str | Path | None = None) ->
     config.yaml and a copied last.pt is not a run: resuming there overwrote that folder's files."""
     path = Path(path)
     hint = "--resume takes RUN_DIR or RUN_DIR/checkpoints/last.pt of a run convtrain wrote"
+    what = f"{checkpoint_file} is not inside a run directory" if checkpoint_file is not None else \
+        f"{path} is not a convtrain run directory"
     if checkpoint_file is not None and Path(checkpoint_file).parent.name != "checkpoints":
-        raise RunDirError(f"{checkpoint_file} is not in a run's checkpoints/ folder, so {path} is not taken for "
-                          f"its run directory; {hint}")
+        raise RunDirError(f"{what} (it is not in a run's checkpoints/ folder, so {path} is not taken for one); {hint}")
     if not (path / "config.yaml").is_file():
-        raise RunDirError(f"{path} is not a convtrain run directory (no config.yaml); {hint}")
+        raise RunDirError(f"{what} (no {path / 'config.yaml'}); {hint}")
     if not (path / "checkpoints").is_dir():
-        raise RunDirError(f"{path} is not a convtrain run directory (no checkpoints/ folder); {hint}")
+        raise RunDirError(f"{what} (no {path / 'checkpoints'} folder); {hint}")
     try:
         raw = read_yaml(path / "config.yaml")
         missing = [k for k in RESOLVED_KEYS if k not in raw] if isinstance(raw, dict) else list(RESOLVED_KEYS)
@@ -79,8 +80,7 @@ def check_is_run(path: str | Path, checkpoint_file: str | Path | None = None) ->
             raise ConfigError(f"no {', '.join(missing)}")
         from_dict(raw, str(path / "config.yaml"))
     except ConfigError as exc:
-        raise RunDirError(f"{path} is not a convtrain run directory: its config.yaml is not a run's resolved "
-                          f"config ({exc}); {hint}") from None
+        raise RunDirError(f"{what}: {path / 'config.yaml'} is not a run's resolved config ({exc}); {hint}") from None
 
 
 class RunDir:
