@@ -88,6 +88,9 @@ def build_csv(data_cfg, seed: int) -> DataBundle:
 def build(loaded: FileData, data_cfg, seed: int) -> DataBundle:
     """Refuse or skip bad files, hold out the missing splits, compute mean/std."""
     _refuse_bad(loaded, data_cfg)
+    if len(loaded.classes) < 2:  # a CSV with one label value (a folder with one class folder is refused on scan)
+        raise DataError(f"{loaded.root} has {len(loaded.classes)} class(es) ({', '.join(loaded.classes[:1]) or 'none'}); "
+                        "a classifier needs at least 2")
     train, val, test = hold_out(loaded, data_cfg, seed)
     if data_cfg.test_subset is not None:
         test = test.take(torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:data_cfg.test_subset])
@@ -284,9 +287,6 @@ def load_csv(data_cfg) -> FileData:
 def _parse_csv(files: dict[str, Path], c: int, size: int) -> dict:
     parsed = {s: csvdata.read(p) for s, p in files.items()}
     classes = csvdata.class_names(parsed["train"].labels)
-    if len(classes) < 2:  # as a folder with one class folder is refused
-        raise DataError(f"{files['train']} has {len(classes)} label value(s) ({', '.join(classes[:1]) or 'none'}); "
-                        "a classifier needs at least 2")
     index = {name: i for i, name in enumerate(classes)}
     payload = {"classes": classes, "splits": {}, "errors": [], "sizes": {}}
     for split, part in parsed.items():
