@@ -14,7 +14,9 @@ a killed process left behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,14 +43,28 @@ def replacing(path: str | Path) -> Iterator[Path]:
     sidecar) is removed and the exception goes on; ``path`` is untouched.
     """
     path = Path(path)
+    refuse_non_regular(path)
     tmp = temp_path(path)
     try:
         yield tmp
         _fsync_file(tmp)
+        refuse_non_regular(path)  # it may have appeared while we wrote
         os.replace(tmp, path)
     finally:
         _remove(tmp)  # a no-op after the rename
     fsync_dir(path.parent)
+
+
+def refuse_non_regular(path: str | Path) -> None:
+    """OSError (EEXIST) when ``path`` exists and is not a regular file: a rename would replace a device
+    node (``--plot /dev/null`` as root replaced /dev/null), a FIFO, a socket or a symbolic link."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a folder: the rename fails on its own
+        raise FileExistsError(errno.EEXIST, "it exists and is not a regular file (a device, pipe, socket or "
+                                            "link); convtrain only replaces regular files", str(path))
 
 
 @contextlib.contextmanager

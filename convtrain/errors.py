@@ -44,8 +44,14 @@ class TrainingError(ConvtrainError):
     """Training stopped on its own terms (a NaN loss, for instance)."""
 
 
-class Interrupted(ConvtrainError):
-    """The user stopped the run (Ctrl-C, SIGTERM); ``last.pt`` was saved for ``--resume``."""
+class Interrupted(BaseException):
+    """The user stopped the run (Ctrl-C, SIGTERM); ``last.pt`` was saved for ``--resume``.
+
+    Not an ``Exception`` (like ``KeyboardInterrupt``): the signal handler raises it wherever the
+    main thread is, and a library's ``except Exception`` there (torch's and torchvision's optional
+    imports, Pillow's decoders, MLflow's logging, our own decoders) must never swallow it or take it
+    for a broken file. The CLI catches it next to :class:`ConvtrainError`: one line, exit 130.
+    """
 
     exit_code = 130
 
@@ -57,6 +63,18 @@ class RunStopped(ConvtrainError):
     def __init__(self, message: str, run_status: str) -> None:
         super().__init__(message)
         self.run_status = run_status
+
+
+def interrupt_in(exc: BaseException) -> BaseException | None:
+    """The interrupt (Ctrl-C, SIGTERM) somewhere in ``exc``'s chain of causes, or None: torch's zip
+    writer turns whatever its write callback raised, an interrupt included, into a RuntimeError."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (Interrupted, KeyboardInterrupt)):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 # Raised by one room each; here so that every exit code is in one file.

@@ -187,10 +187,10 @@ case("set", "section replaced by a mapping with a typo", _set("train={epochs: 1,
 case("set", "section replaced by a scalar", _set("train=3"), 2)
 case("set", "malformed YAML value", _set("train.batch_size=[1"), 2)
 case("set", "emoji value", _set("optim.lr=\U0001f4a5"), 2)
-# a batch larger than the training set is either taken as the whole set or refused
+# a 30-digit batch size is refused (over the schema's limit)
 case("set", "huge batch size", lambda t, k: ["train", "-c", "configs/smoke.yaml", *QUICK_SETS, "--set",
                                              "train.batch_size=" + "9" * 30, "--run-dir", str(t / "run")],
-     (0, 2), subprocess=True, timeout=90)
+     2, subprocess=True, timeout=90)
 case("set", "huge seed", lambda t, k: ["train", "-c", "configs/smoke.yaml", *QUICK_SETS, "--set",
                                        "seed=" + "9" * 40, "--run-dir", str(t / "run")], 2, subprocess=True, timeout=90)
 
@@ -317,43 +317,43 @@ case("image", "predict: 16-bit PNG (legal)",
 
 # outputs ---------------------------------------------------------------------------------------
 # (the tests run as root here, so chmod cannot make a folder read-only: /proc takes no new files)
-# A bad --output/--output-dir is a usage error (2) or a runtime failure (1): either keeps the contract.
-PATH_ERROR = (1, 2)
+# Each row pins its exit code: 2 where the command can tell before writing (a missing folder, a file
+# where a folder should be, the input itself), 1 where the write itself fails (/proc takes no files).
 case("output", "export into a missing folder (created, or refused cleanly)",
-     lambda t, k: ["export", "--checkpoint", str(k.ckpt_path), "--output", str(t / "no" / "such" / "m.pt")], (0, 1, 2))
+     lambda t, k: ["export", "--checkpoint", str(k.ckpt_path), "--output", str(t / "no" / "such" / "m.pt")], 2)
 case("output", "export into /proc (unwritable)",
-     lambda t, k: ["export", "--checkpoint", str(k.ckpt_path), "--output", "/proc/convtrain-hostile.pt"], PATH_ERROR)
+     lambda t, k: ["export", "--checkpoint", str(k.ckpt_path), "--output", "/proc/convtrain-hostile.pt"], 1)
 case("output", "export below a file",
-     lambda t, k: ["export", "--checkpoint", str(k.ckpt_path), "--output", _w(t, "afile", "x") + "/m.pt"], PATH_ERROR)
+     lambda t, k: ["export", "--checkpoint", str(k.ckpt_path), "--output", _w(t, "afile", "x") + "/m.pt"], 2)
 case("output", "export onto an existing folder",
-     lambda t, k: ["export", "--checkpoint", str(k.ckpt_path), "--output", str(Path(_w(t, "d/x", "x")).parent)], PATH_ERROR)
+     lambda t, k: ["export", "--checkpoint", str(k.ckpt_path), "--output", str(Path(_w(t, "d/x", "x")).parent)], 2)
 case("output", "export onto its own checkpoint",
-     lambda t, k: ["export", "--checkpoint", str(k.ckpt_path), "--output", str(k.ckpt_path)], (1, 2))
+     lambda t, k: ["export", "--checkpoint", str(k.ckpt_path), "--output", str(k.ckpt_path)], 2)
 case("output", "onnx export below a file",
      lambda t, k: ["export", "--checkpoint", str(k.ckpt_path), "--format", "onnx", "--output",
-                   _w(t, "afile", "x") + "/m.onnx"], PATH_ERROR)
+                   _w(t, "afile", "x") + "/m.onnx"], 2)
 case("output", "export --format garbage", lambda t, k: ["export", "--checkpoint", str(k.ckpt_path), "--format", "zip"], 2)
 case("output", "visualize into a file",
-     lambda t, k: ["visualize", "--checkpoint", str(k.ckpt_path), str(k.image), "--output-dir", _w(t, "afile", "x")], PATH_ERROR)
+     lambda t, k: ["visualize", "--checkpoint", str(k.ckpt_path), str(k.image), "--output-dir", _w(t, "afile", "x")], 2)
 case("output", "visualize below a file",
-     lambda t, k: ["visualize", "--checkpoint", str(k.ckpt_path), str(k.image), "--output-dir", _w(t, "afile", "x") + "/v"], PATH_ERROR)
+     lambda t, k: ["visualize", "--checkpoint", str(k.ckpt_path), str(k.image), "--output-dir", _w(t, "afile", "x") + "/v"], 2)
 case("output", "visualize into /proc",
-     lambda t, k: ["visualize", "--checkpoint", str(k.ckpt_path), str(k.image), "--output-dir", "/proc/convtrain-vis"], PATH_ERROR)
+     lambda t, k: ["visualize", "--checkpoint", str(k.ckpt_path), str(k.image), "--output-dir", "/proc/convtrain-vis"], 1)
 case("output", "plot where confusion.png is a folder", _damaged("confusion.png", "DIR", "plot"), 1)
 
 # conv ------------------------------------------------------------------------------------------
 for _args, _name, _code in (
         (["--padding", "100000"], "huge padding", 2), (["--padding", "1000000000000"], "astronomic padding", 2),
-        (["--dilation", "100000"], "huge dilation", 2), (["--stride", "1000000000000"], "astronomic stride", (0, 2)),
+        (["--dilation", "100000"], "huge dilation", 2), (["--stride", "1000000000000"], "astronomic stride", 2),
         (["--stride", "0"], "stride 0", 2), (["--stride", "-1"], "negative stride", 2),
         (["--dilation", "0"], "dilation 0", 2), (["--padding", "-1"], "negative padding", 2),
         (["--stride", "1,2,3"], "stride with 3 values", 2), (["--stride", "abc"], "stride a word", 2),
-        (["--input", "nan 1; 1 1"], "NaN input", (0, 2)), (["--input", "inf 1; 1 1"], "inf input", (0, 2)),
-        (["--input", "1e999 1; 1 1"], "input overflowing to inf", (0, 2)), (["--kernel", "nan 1; 1 1"], "NaN kernel", (0, 2)),
-        (["--bias", "nan"], "NaN bias", (0, 2)), (["--input", "1 2; 3"], "ragged rows", 2), (["--input", ";"], "no numbers", 2),
+        (["--input", "nan 1; 1 1"], "NaN input", 0), (["--input", "inf 1; 1 1"], "inf input", 0),
+        (["--input", "1e999 1; 1 1"], "input overflowing to inf", 0), (["--kernel", "nan 1; 1 1"], "NaN kernel", 0),
+        (["--bias", "nan"], "NaN bias", 0), (["--input", "1 2; 3"], "ragged rows", 2), (["--input", ";"], "no numbers", 2),
         (["--input", "1 x; 3 4"], "a word in the matrix", 2),
         (["--kernel", "1 1 1 1; 1 1 1 1; 1 1 1 1; 1 1 1 1"], "kernel larger than the input", 2)):
-    # NaN/inf may be computed (it propagates, and is shown) or refused, a huge stride taken or refused:
+    # NaN/inf is computed (it propagates, and is shown: exit 0), a huge stride refused (2):
     # no traceback either way. The big ones run as a real process: a 200000 x 200000 matrix must be stopped
     case("conv", _name, lambda t, k, a=_args: ["conv", *a], _code,
          subprocess=any(w in _name for w in ("huge", "astronomic")), timeout=45)

@@ -86,7 +86,10 @@ def test_a_reused_pid_is_not_mistaken_for_the_holder(tmp_path, sleeper):
 
 def test_a_holder_that_exited_but_is_not_reaped_yet_is_dead(tmp_path):
     proc = subprocess.Popen(["true"])
-    time.sleep(0.5)  # exited, still a zombie: kill(pid, 0) succeeds, /proc says Z
+    deadline = time.monotonic() + 60  # exited, still a zombie: kill(pid, 0) succeeds, /proc says Z
+    while (runlock._proc_stat(proc.pid) or ["?"])[0] != "Z":
+        assert time.monotonic() < deadline, "`true` did not exit within 60 s"
+        time.sleep(0.01)
     try:
         write_lock(tmp_path, proc.pid)
         with RunLock(tmp_path) as lock:
@@ -122,16 +125,20 @@ def test_release_never_removes_another_process_lock(tmp_path, sleeper):
     assert json.loads((tmp_path / ".lock").read_text())["pid"] == sleeper.pid
 
 
-def _contend(run: str, barrier, results) -> None:
+def _contend(run: str, barrier, results, tried, n: int) -> None:
     barrier.wait()
     try:
         lock = RunLock(run)
         lock.acquire()
         results.put(("won", os.getpid()))
-        time.sleep(1.0)  # hold it while the others try
+        deadline = time.monotonic() + 120  # hold it until every other one has tried (not a fixed time:
+        while tried.value < n - 1 and time.monotonic() < deadline:  # a loaded machine starts them late)
+            time.sleep(0.01)
         lock.release()
     except RunLocked as exc:
         results.put(("lost", str(exc)))
+        with tried.get_lock():
+            tried.value += 1
 
 
 @pytest.mark.parametrize("start", ["no lock", "stale lock"])
@@ -144,8 +151,8 @@ def test_of_many_simultaneous_writers_exactly_one_wins(tmp_path, start, monkeypa
         monkeypatch.setattr(runlock, "_parse", lambda text: (time.sleep(0.3), parse(text))[1])
     ctx = multiprocessing.get_context("fork")
     n = 8
-    barrier, results = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=_contend, args=(str(tmp_path), barrier, results)) for _ in range(n)]
+    barrier, results, tried = ctx.Barrier(n), ctx.Queue(), ctx.Value("i", 0)
+    procs = [ctx.Process(target=_contend, args=(str(tmp_path), barrier, results, tried, n)) for _ in range(n)]
     for p in procs:
         p.start()
     outcomes = [results.get(timeout=60) for _ in procs]

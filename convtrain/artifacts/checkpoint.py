@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .. import atomic
-from ..errors import CheckpointError, ConfigError, ConvtrainError
+from ..errors import CheckpointError, ConfigError, ConvtrainError, Interrupted
 from ..version import __version__
 from . import training_state as state_keys
 from .pickle_scan import _refuse_code, code_running_globals
@@ -125,6 +125,8 @@ def save(ckpt: dict, path: str | Path) -> None:
         # torch.save's zip writer wraps whatever its write callback raised (a full disk, or a
         # Ctrl-C landing inside the write) into its own RuntimeError; the original is __context__
         cause = _original_error(exc)
+        if isinstance(cause, Interrupted):
+            raise cause from None  # the temporary file is already gone
         if isinstance(cause, KeyboardInterrupt):
             raise KeyboardInterrupt from None  # the temporary file is already gone
         reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else (

@@ -40,7 +40,11 @@ class _Figures:
 
 def _pyplot() -> _Figures:
     try:
+        import matplotlib
         from matplotlib.figure import Figure
+
+        # class, run and folder names are text: '$\\foo$' as mathtext failed to render after the run finished
+        matplotlib.rcParams["text.parse_math"] = False
     except ImportError:
         raise MissingExtra("plots need matplotlib: pip install 'convtrain[plot]'") from None
     return _Figures(Figure)

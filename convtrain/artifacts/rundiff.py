@@ -7,8 +7,12 @@ runfiles' typed readers: a damaged file is one line naming it, never a traceback
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
+from .. import atomic
+from ..errors import ConfigError
 from . import runfiles
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "lr", "seconds")
@@ -52,10 +56,30 @@ def diff_runs(run_a: str | Path, run_b: str | Path) -> dict:
             "status": {"a": res_a.status if res_a else None, "b": res_b.status if res_b else None}}
 
 
+def to_json(diff: dict) -> str:
+    """``--json``: a diverged run's NaN or inf loss is ``null`` (JSON has no NaN; ``json.dumps`` would
+    print the bare word ``NaN``, which strict parsers refuse)."""
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(diff), allow_nan=False)
+
+
 def plot_diff(diff: dict, output: Path) -> Path:
     """Both runs' validation accuracy and loss per epoch on one picture (needs matplotlib)."""
     from .plots import _pyplot, _save_figures
 
+    try:  # before drawing: --plot /dev/null (or a FIFO, a link) is refused, never replaced
+        atomic.refuse_non_regular(output)
+    except FileExistsError:
+        raise ConfigError(f"--plot {output}: it exists and is not a regular file (a device, pipe or link); "
+                          f"give a file name") from None
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for side, style in (("a", "-o"), ("b", "-s")):

@@ -22,7 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import atomic
-from ..errors import RunDirError, RunFileError
+from ..config.schema import from_dict
+from ..config.yamlsafe import read_yaml
+from ..errors import ConfigError, RunDirError, RunFileError
 from . import checkpoint, runfiles
 from .metrics import COLUMNS, MetricsRow
 from .runlock import LOCK_NAME, RunLock
@@ -50,6 +52,35 @@ def default_path(out_dir: str | Path, name: str) -> Path:
         path = base.with_name(f"{base.name}-{i}")
         i += 1
     return path
+
+
+# what every config.yaml a run wrote has (the resolved config): a recipe or someone's own config.yaml may lack them
+RESOLVED_KEYS = ("seed", "model", "data", "train", "optim")
+
+
+def check_is_run(path: str | Path, checkpoint_file: str | Path | None = None) -> None:
+    """RunDirError (exit 2) unless ``path`` proves to be a run directory before a resume writes into it:
+    a ``checkpoints/`` folder, a ``config.yaml`` that is a resolved convtrain config, and, when a
+    checkpoint file was named, that file inside ``checkpoints/``. A project folder holding its own
+    config.yaml and a copied last.pt is not a run: resuming there overwrote that folder's files."""
+    path = Path(path)
+    hint = "--resume takes RUN_DIR or RUN_DIR/checkpoints/last.pt of a run convtrain wrote"
+    what = f"{checkpoint_file} is not inside a run directory" if checkpoint_file is not None else \
+        f"{path} is not a convtrain run directory"
+    if checkpoint_file is not None and Path(checkpoint_file).parent.name != "checkpoints":
+        raise RunDirError(f"{what} (it is not in a run's checkpoints/ folder, so {path} is not taken for one); {hint}")
+    if not (path / "config.yaml").is_file():
+        raise RunDirError(f"{what} (no {path / 'config.yaml'}); {hint}")
+    if not (path / "checkpoints").is_dir():
+        raise RunDirError(f"{what} (no {path / 'checkpoints'} folder); {hint}")
+    try:
+        raw = read_yaml(path / "config.yaml")
+        missing = [k for k in RESOLVED_KEYS if k not in raw] if isinstance(raw, dict) else list(RESOLVED_KEYS)
+        if missing:
+            raise ConfigError(f"no {', '.join(missing)}")
+        from_dict(raw, str(path / "config.yaml"))
+    except ConfigError as exc:
+        raise RunDirError(f"{what}: {path / 'config.yaml'} is not a run's resolved config ({exc}); {hint}") from None
 
 
 class RunDir:
@@ -101,7 +132,7 @@ class RunDir:
     def open(cls, path: str | Path) -> RunDir:
         """Reopen an existing run directory (for --resume)."""
         path = Path(path)
-        if not (path / "config.yaml").is_file():
+        if not (path / "config.yaml").is_file():  # a resume proved it is a run first: check_is_run
             raise RunDirError(f"{path} is not a convtrain run directory (no config.yaml)")
         lock = RunLock(path)
         note = lock.acquire()  # a resume of a run that is still going: exit 2

@@ -17,11 +17,12 @@ from ..errors import CheckpointError
 
 
 def validate_kept(state, path, bad) -> None:
-    """The check of ``training_state.kept``: a list of [val_acc, epoch] pairs."""
+    """The check of ``training_state.kept``: a list of [val_acc, epoch] pairs (val_acc in [0, 1], epoch >= 1)."""
     if state is None:
         return
     ok = isinstance(state, list) and all(
         isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], (int, float)) and not isinstance(p[0], bool)
+        and 0 <= p[0] <= 1  # a validation accuracy (False for NaN too)
         and isinstance(p[1], int) and not isinstance(p[1], bool) and p[1] >= 1 for p in state)
     if not ok:
         raise bad("training_state.kept", "a list of [val_acc, epoch] pairs", state, show_type=False)

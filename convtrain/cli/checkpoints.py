@@ -179,8 +179,10 @@ def average(
     """
     from ..artifacts.average import average_checkpoints
     from ..artifacts.naming import resolve_checkpoint
+    from ..train.signals import StopSignals
 
-    r = average_checkpoints([resolve_checkpoint(c) for c in checkpoints], output)
+    with StopSignals():  # SIGTERM while writing: "interrupted", 130, and the temporary file removed
+        r = average_checkpoints([resolve_checkpoint(c) for c in checkpoints], output)
     out.print(f"wrote {escape(r['output'])}: the mean of {len(r['averaged'])} checkpoints ({r['tensors']} tensors)")
 
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .. import backstop
-from ..errors import ConvtrainError
+from ..errors import ConvtrainError, Interrupted
 
 out = Console(highlight=False, soft_wrap=True)
 if not out.is_terminal and not os.environ.get("COLUMNS"):
@@ -47,9 +47,7 @@ def handle_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except ConvtrainError as exc:
-            from ..errors import Interrupted
-
+        except (ConvtrainError, Interrupted) as exc:
             if backstop.debug_enabled():
                 err.print(escape("".join(traceback.format_exception(exc))), end="")
             # every rank stops on the same signal; rank 0 alone says so (with the resume command)

@@ -98,13 +98,13 @@ def _add_study_row(table: Table, r: dict, pct) -> None:
 
 
 def _runs_diff(a: Path, b: Path, as_json: bool, plot_to: Optional[Path]) -> None:
-    from ..artifacts.rundiff import diff_runs, plot_diff
+    from ..artifacts.rundiff import diff_runs, plot_diff, to_json
 
     d = diff_runs(a, b)
     if plot_to is not None:
         plot_diff(d, plot_to)
     if as_json:
-        print(json.dumps(d))
+        print(to_json(d))
         return
     out.print(f"A: {escape(d['a'])} ({d['status']['a'] or 'no results'})")
     out.print(f"B: {escape(d['b'])} ({d['status']['b'] or 'no results'})")

@@ -93,8 +93,9 @@ def train(
         raise ConfigError("--resume continues a run in its own directory; drop --run-dir")
     # installed before torch is even imported: Ctrl-C / SIGTERM anywhere in the run is one line and exit 130
     with StopSignals() as signals:
-        from ..train.runner import run
-        from ..train.start import Start, prepare_resume
+        with signals.protected():  # see _import_quietly
+            from ..train.runner import run
+            from ..train.start import Start, prepare_resume
 
         if resume is not None:
             cfg = load_run_config(config, set_, device, seed, data_root) if config is not None else None
@@ -136,8 +137,9 @@ def finetune(
     if nproc_per_node is not None:
         return _launch(nproc_per_node, config, set_, device, seed, data_root, run_dir)
     with StopSignals() as signals:
-        from ..train.runner import run
-        from ..train.start import prepare_finetune
+        with signals.protected():  # see _import_quietly
+            from ..train.runner import run
+            from ..train.start import prepare_finetune
 
         cfg = load_run_config(config, set_, device, seed, data_root)
         _show_result(run(prepare_finetune(checkpoint, cfg, run_dir), reporter=_reporter(verbose), signals=signals))
@@ -164,6 +166,8 @@ def _train_seeds(seeds_text, config, sets, run_dir, device, seed, data_root, res
         raise ConfigError("--seeds runs one process per seed run; --nproc-per-node is not supported with it")
     chosen = parse_seeds(seeds_text)
     with StopSignals() as signals:
+        with signals.protected():  # see _import_quietly
+            from ..train import runner  # noqa: F401
         base = load_run_config(config, sets, device, chosen[0], data_root)
         root = seed_root(run_dir, base)
         summary = run_seeds(base, chosen, root, console=out, signals=signals)
@@ -197,6 +201,13 @@ def _show_seeds(summary: dict, root: Path) -> None:
               "[yellow]test set: differs between seeds[/] (data.split_seed null follows each seed): the spread mixes "
               "model and split noise")
     out.print(f"summary: {escape(str(root / 'summary.json'))}")
+
+
+# _import_quietly: torch, numpy and torchvision are imported with Ctrl-C / SIGTERM held until the
+# import is done (then they stop the command: one line, exit 130). A signal handler's exception
+# raised inside an import is caught by C code that imports modules of its own (torch._C imports
+# numpy and ignores a failure) or leaves a half-initialised extension behind (numpy then fails with
+# "cannot load module more than once per process" at the next import): lost, or an internal error.
 
 
 def _reporter(verbose: bool = False):

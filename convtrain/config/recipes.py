@@ -51,12 +51,15 @@ def copy(name: str, dest: str | Path) -> Path:
     if src is None:
         raise ConfigError(f"no recipe '{name}'{did_you_mean(name, names())}; recipes: {', '.join(names())}")
     dest = Path(dest)
-    if dest.is_dir():
-        dest = dest / src.name
-    if dest.exists() or dest.is_symlink():
-        raise ConfigError(f"{dest} exists already; choose another destination (nothing was written)")
-    if not dest.parent.is_dir():
-        raise ConfigError(f"folder {dest.parent} does not exist; create it first (nothing was written)")
+    try:  # a name over 255 bytes fails already in stat(): "File name too long"
+        if dest.is_dir():
+            dest = dest / src.name
+        if dest.exists() or dest.is_symlink():
+            raise ConfigError(f"{dest} exists already; choose another destination (nothing was written)")
+        if not dest.parent.is_dir():
+            raise ConfigError(f"folder {dest.parent} does not exist; create it first (nothing was written)")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {str(dest)[:80]}: {exc.strerror or exc}") from None
     try:
         with atomic.creating(dest) as tmp:  # never replaces a file that appeared meanwhile
             tmp.write_text(copy_text(name, dest), encoding="utf-8")

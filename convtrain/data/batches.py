@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import ConvtrainError
 from .types import DataBundle, Split, StreamedSplit
 
 
@@ -152,6 +153,21 @@ class SplitDataset(torch.utils.data.Dataset):
         return self.split.images[i]
 
 
+def _without_worker_traceback(exc: Exception) -> Exception:
+    """A worker's error as the one line it was: the DataLoader re-raises it in this process as
+    ``Caught DataError in DataLoader worker process 0.`` followed by the worker's whole traceback."""
+    text = str(exc)
+    if not text.startswith("Caught ") or "Traceback" not in text:
+        return exc
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    name = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    message = last.split(name, 1)[1] if name in last else last
+    try:
+        return type(exc)(message)
+    except TypeError:  # an error class with another constructor: keep it as it came
+        return exc
+
+
 class _EpochSampler(torch.utils.data.Sampler):
     def __init__(self, batches: LoaderBatches) -> None:
         self.batches = batches
@@ -190,6 +206,12 @@ class LoaderBatches:
         return math.ceil(self.num_samples() / self.batch_size)
 
     def iter_from(self, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        try:
+            yield from self._iter_from(start_step)
+        except ConvtrainError as exc:
+            raise _without_worker_traceback(exc) from None
+
+    def _iter_from(self, start_step: int) -> Iterator[tuple[Tensor, Tensor]]:
         for step, (x, y) in enumerate(self.loader):
             if step < start_step:
                 continue  # resuming mid-epoch: these batches were already trained on

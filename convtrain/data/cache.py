@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .. import atomic
+from ..errors import interrupt_in
 
 VERSION = 1
 
@@ -62,9 +63,33 @@ def save(cache_key: str, payload: dict) -> str | None:
     path = path_for(cache_key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_writers_temps(path.parent)
         with atomic.replacing(path) as tmp, open(tmp, "wb") as f:
             torch.save({**payload, "key": cache_key}, f)
         return None
     except (OSError, RuntimeError) as exc:
+        interrupt = interrupt_in(exc)  # torch's zip writer wraps a Ctrl-C inside the write in a RuntimeError
+        if interrupt is not None:
+            raise interrupt from None
         return f"could not write the data cache in {path.parent} ({getattr(exc, 'strerror', None) or exc}); " \
                "the next run decodes again (set CONVTRAIN_CACHE_DIR to a writable folder)"
+
+
+def _remove_dead_writers_temps(folder: Path) -> None:
+    """Delete the temporary files (``.NAME.tmp-PID``) of cache writes whose process died (killed
+    mid-write): without this they stayed in the cache folder for good. A live writer's file is kept."""
+    for tmp in folder.glob(f".*{atomic.TEMP_MARK}*"):
+        pid = atomic.temp_owner(tmp)
+        if pid is None or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # alive (or not ours to signal): it may still be writing
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            tmp.unlink()
+        except OSError:
+            pass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def read_unlabelled(path: Path, batch: int):
 def read(path: Path) -> CsvSplit:
     """Parse one CSV file; the header decides the column count and the image side."""
     try:
-        f = path.open(newline="", encoding="utf-8")
+        f = path.open(newline="", encoding="utf-8-sig")  # -sig: a byte-order mark (Excel's "CSV UTF-8") is not data
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     with f:
@@ -117,9 +118,12 @@ def read(path: Path) -> CsvSplit:
         try:
             header = next(reader, None)
             side = _check_header(path, header)
-            return _rows(path, reader, len(header), side)
+            split = _rows(path, reader, len(header), side)
         except (UnicodeDecodeError, csv.Error) as exc:
             raise DataError(f"{path} is not a readable CSV text file (line {reader.line_num}: {exc})") from None
+    if not split.labels and not split.bad:
+        raise DataError(f"{path} has a header but no rows; expected one row per image after it")
+    return split
 
 
 def _check_header(path: Path, header: list[str] | None) -> int:
@@ -149,8 +153,8 @@ def _rows(path: Path, reader, columns: int, side: int) -> CsvSplit:
         if problem is None:
             try:
                 pixels = np.fromiter(map(int, row[1:]), dtype=np.int64, count=columns - 1)
-            except ValueError:
-                problem = "a pixel is not an integer"
+            except (ValueError, OverflowError):  # OverflowError: a 20-digit value does not fit int64
+                problem = "a pixel is not an integer from 0 to 255"
             else:
                 if pixels.min() < 0 or pixels.max() > 255:
                     problem = f"pixel values {pixels.min()}..{pixels.max()} are outside 0..255"
@@ -172,10 +176,13 @@ def _row_problem(row: list[str], columns: int) -> str | None:
     return None
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+
+
 def class_names(labels: list[str]) -> list[str]:
     """Sorted label values: numerically when every label is an integer (so 10 comes after 9)."""
     unique = set(labels)
-    if all(v.lstrip("-").isdigit() for v in unique):
+    if all(_INTEGER.fullmatch(v) for v in unique):  # not str.isdigit(): '²' and '--5' pass it, int() refuses them
         return sorted(unique, key=int)
     return sorted(unique)
 

@@ -96,6 +96,9 @@ def build_csv(data_cfg, seed: int) -> DataBundle:
 def build(loaded: FileData, data_cfg, seed: int) -> DataBundle:
     """Refuse or skip bad files, hold out the missing splits, compute mean/std."""
     _refuse_bad(loaded, data_cfg)
+    if len(loaded.classes) < 2:  # a CSV with one label value (a folder with one class folder is refused on scan)
+        raise DataError(f"{loaded.root} has {len(loaded.classes)} class(es) ({', '.join(loaded.classes[:1]) or 'none'}); "
+                        "a classifier needs at least 2")
     train, val, test = hold_out(loaded, data_cfg, seed)
     if data_cfg.test_subset is not None:
         test = test.take(torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:data_cfg.test_subset])
@@ -224,7 +227,7 @@ def load_folder(data_cfg) -> FileData:
     streamed = len(files) * c * size * size > data_cfg.memory_budget_mb * 1_000_000
     cache_key = datacache.key("folder", listing.root, imagefolder.fingerprint(files, listing.root),
                               {"channels": c, "image_size": size, "pixels": not streamed})
-    payload, notes = _cached(data_cfg, cache_key)
+    payload, notes = _cached(data_cfg, cache_key, {k: len(v) for k, v in listing.files.items()})
     if payload is None:
         start = time.perf_counter()
         payload = _decode_folder(listing, c, size, keep=not streamed)
@@ -258,11 +261,35 @@ def folder_notes(listing: imagefolder.Listing) -> list[str]:
     return notes
 
 
-def _cached(data_cfg, cache_key: str) -> tuple[dict | None, list[str]]:
+def _cached(data_cfg, cache_key: str, counts: dict[str, int] | None = None) -> tuple[dict | None, list[str]]:
+    """The cached payload, when it has every field, with images of the asked shape (``counts``: the
+    number of files per split of a folder); a file with the right key but other contents is decoded again."""
     if not data_cfg.cache:
         return None, []
     payload, note = datacache.load(cache_key)
+    if payload is not None:
+        problem = _payload_problem(payload, (data_cfg.channels, data_cfg.image_size, data_cfg.image_size), counts)
+        if problem:
+            payload, note = None, f"ignored the cache file {datacache.path_for(cache_key)} ({problem}); decoding again"
     return payload, [note] if note else []
+
+
+def _payload_problem(payload: dict, shape: tuple, counts: dict[str, int] | None) -> str | None:
+    """Why a cache payload cannot be used as it is (None: it can)."""
+    missing = [k for k in ("splits", "errors", "sizes", "seconds", *(("stats",) if counts else ("classes",)))
+               if k not in payload]
+    if missing or not isinstance(payload["splits"], dict):
+        return f"missing {', '.join(missing) or 'splits'}"
+    for split, part in payload["splits"].items():
+        images = part.get("images") if isinstance(part, dict) else None
+        ok = part.get("ok") if isinstance(part, dict) else None
+        n = int(ok.sum()) if isinstance(ok, torch.Tensor) else len(part.get("labels", [])) if isinstance(part, dict) else -1
+        if counts is not None and (not isinstance(ok, torch.Tensor) or len(ok) != counts.get(split, -1)):
+            return f"split {split}: not one entry per file"
+        if images is not None and (not isinstance(images, torch.Tensor) or images.dtype != torch.uint8
+                                   or tuple(images.shape) != (n, *shape)):
+            return f"split {split}: images of another shape"
+    return None
 
 
 def _decode_folder(listing: imagefolder.Listing, c: int, size: int, keep: bool) -> dict:

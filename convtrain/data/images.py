@@ -8,7 +8,9 @@ limits: an image file is untrusted input, and a 2 KB PNG can declare 100,000 x 1
 from __future__ import annotations
 
 import io
+import os
 import re
+import stat
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -34,9 +36,17 @@ def _read_bytes(source: Source, name: str, max_bytes: int) -> bytes:
     elif isinstance(source, (str, Path)):
         path = Path(source)
         try:
-            if path.stat().st_size > max_bytes:
-                raise DataError(f"image {name} is {_mb(path.stat().st_size)}, over the limit of {_mb(max_bytes)}")
-            data = path.read_bytes()
+            # O_NONBLOCK: opening a FIFO named x.png must not wait for a writer; the limit is on what is
+            # read, not on st_size (0 for /dev/zero and FIFOs, which are refused before any read)
+            with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+                st = os.fstat(f.fileno())
+                if stat.S_ISDIR(st.st_mode):
+                    raise IsADirectoryError
+                if not stat.S_ISREG(st.st_mode):
+                    raise DataError(f"image {name} is not a regular file (a pipe, socket or device)")
+                if st.st_size > max_bytes:
+                    raise DataError(f"image {name} is {_mb(st.st_size)}, over the limit of {_mb(max_bytes)}")
+                data = f.read(max_bytes + 1)
         except FileNotFoundError:
             raise DataError(f"image not found: {name}") from None
         except IsADirectoryError:

@@ -306,12 +306,17 @@ async def _read_body(request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the request is {int(declared)} bytes; the limit is {limit} (--max-bytes)")
+    from starlette.requests import ClientDisconnect
+
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"the request is over {limit} bytes (--max-bytes)")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"the request is over {limit} bytes (--max-bytes)")
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone mid-upload: nobody to answer, and not worth a traceback in the log
+        raise ApiError(400, "the client disconnected before the request body was complete") from None
     return b"".join(chunks)
 
 
@@ -353,6 +358,8 @@ def _parse_json(body: bytes, limits: Limits, request_model):
         raw = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "the body is not valid JSON") from None
+    except RecursionError:  # [[[[...]]]] 100,000 deep: a plain-text 500 and a traceback before
+        raise ApiError(400, "the JSON body is nested too deeply") from None
     if not isinstance(raw, dict):
         raise ApiError(400, "the JSON body must be an object: {\"images\": [\"<base64>\", ...]}")
     unknown = [k for k in raw if k not in PREDICT_FIELDS]

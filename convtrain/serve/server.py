@@ -5,6 +5,8 @@ uvicorn listens, and stop on Ctrl-C / SIGTERM.
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations (``request: Request``)
 # at runtime, and Request is imported lazily inside create_app, out of reach of string annotations.
 
+import contextlib
+import signal
 import socket
 from pathlib import Path
 
@@ -71,7 +73,29 @@ def run_server(checkpoints: list[str], host: str = "127.0.0.1", port: int = 8000
     if not is_loopback(host):
         echo(f"warning: listening on {host}: anyone who can reach this machine can use the API (no authentication)")
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
-    _ready_server(config, f"serving on http://{shown}:{bound}/ (API docs at /docs); Ctrl-C stops").run(sockets=[sock])
+    with _interrupt_on_signals():
+        _ready_server(config, f"serving on http://{shown}:{bound}/ (API docs at /docs); Ctrl-C stops").run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def _interrupt_on_signals():
+    """Ctrl-C and SIGTERM end the server with "interrupted" and exit 130, as ``train`` does.
+
+    uvicorn catches both for its graceful shutdown, puts back the handlers it found and then raises
+    the signal again: with Python's own handlers a SIGTERM then killed the process (exit 143, no
+    message), and a SIGINT inherited as ignored (a background job, ``nohup``) made it exit 0. Like
+    ``train`` (see :mod:`convtrain.train.signals`), ``serve`` stops on either signal whatever the
+    parent left in place: a signal sent to a convtrain process is a request to stop.
+    """
+    def stop(signum, frame):
+        raise KeyboardInterrupt  # the CLI's one line: "interrupted", exit 130
+
+    saved = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
 
 
 def _ready_server(config, ready_line: str):

@@ -102,7 +102,7 @@ def _phases(start: Start, dist: distributed.DistInfo, reporter: Reporter, signal
         # that exits early in a multi-node run sometimes took its node's rendezvous store down with it
         distributed.barrier()
         return state.result
-    except ConvtrainError as exc:
+    except (ConvtrainError, Interrupted) as exc:
         _record_end(r, state, exc)
         raise
     finally:
@@ -548,7 +548,7 @@ def _stopped_at_once(r: Run, name: str) -> str:
     return f"interrupted twice ({name}): stopped at once; {saved}; resume with: {_resume_command(r)}"
 
 
-def _record_end(r: Run, state: RunState, exc: ConvtrainError) -> None:
+def _record_end(r: Run, state: RunState, exc: ConvtrainError | Interrupted) -> None:
     """After the run directory exists, results.json (and MLflow) say how a run that did not finish ended."""
     r.mlflow.end("interrupted" if isinstance(exc, Interrupted) else "failed")  # a no-op once finished
     r.wandb.end("interrupted" if isinstance(exc, Interrupted) else "failed")

@@ -43,6 +43,8 @@ def parse_seeds(text: str) -> list[int]:
     cleaned = text.replace(" ", "")
     if not _SEEDS.fullmatch(cleaned):
         raise ConfigError(f"--seeds {text!r}: expected seeds separated by commas, e.g. --seeds 0,1,2")
+    if any(len(s.lstrip("0")) > len(str(MAX_SEED)) for s in cleaned.split(",")):  # before int(): 5,000 digits fail there
+        raise ConfigError(f"--seeds {text[:40]!r}...: seeds go from 0 to 2**63-1")
     seeds = [int(s) for s in cleaned.split(",")]
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {text!r}: a seed is repeated; each seed runs once")
@@ -61,7 +63,21 @@ def seed_root(run_dir: Path | None, cfg: RunConfig) -> Path:
                           f"(pass --run-dir NEW_DIR)")
     if root.exists() and not root.is_dir():
         raise RunDirError(f"{root} exists and is not a folder; pass --run-dir NEW_DIR")
+    if root.is_dir():
+        strays = _not_a_sweeps(root)
+        if strays:
+            raise RunDirError(f"{root} is not empty and not a --seeds folder (it holds {', '.join(strays[:3])}); "
+                              f"pass --run-dir NEW_DIR, or the folder of an earlier --seeds run to continue it")
     return root
+
+
+def _not_a_sweeps(root: Path) -> list[str]:
+    """The entries of ``root`` that a --seeds run would not have written (empty: ``root`` may be used).
+    A sweep's folder holds seed-N run directories and summary.json only, and at least one seed run."""
+    names = sorted(p.name for p in root.iterdir())
+    ours = [n for n in names if re.fullmatch(r"seed-\d+", n) and (root / n / "config.yaml").is_file()]
+    strays = [n for n in names if n not in ours and n != "summary.json" and not n.startswith(".summary.json.tmp-")]
+    return strays if strays or ours or not names else names
 
 
 def run_seeds(base: RunConfig, seeds: list[int], root: Path, *, console: Console, signals=None) -> dict:

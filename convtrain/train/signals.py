@@ -10,7 +10,13 @@ What a signal does depends on where the run is:
 
 Inside :meth:`StopSignals.protected` (a checkpoint or results write) a signal waits until the write
 is done, so a file is always the old one or the complete new one and no temporary file is left.
-Deliberately torch-free: the CLI installs it before importing torch.
+Deliberately torch-free: the CLI installs it before importing torch, and imports torch inside
+``protected()`` (a signal raised inside an import was lost or left numpy half-imported).
+
+SIGINT inherited as ignored (a background job of a script, ``nohup``, many CI runners) is not
+honoured: the handlers are installed whatever the parent left, so ``kill -INT`` stops a background
+``train`` (or ``serve``) like Ctrl-C stops a foreground one, with exit 130. On exit the inherited
+handlers, ignored ones included, are put back.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..artifacts import checkpoint
+from ..artifacts.rundir import check_is_run
 from ..catalog import DATASETS
 from ..config.load import load_config
 from ..config.schema import RunConfig, from_dict, saved_raw, to_dict
@@ -54,6 +55,7 @@ def prepare_resume(path: str | Path, cfg: RunConfig | None = None, overrides: li
     """
     path = Path(path)
     if path.is_dir() and (path / "config.yaml").is_file() and not (path / "checkpoints" / "last.pt").exists():
+        check_is_run(path)
         where = f"{path / 'config.yaml'}"
         saved = _resumed_config(read_yaml(path / "config.yaml"), where, cfg, overrides, data_root, path)
         note = (f"note: {path} has no checkpoint yet (it stopped before its first save); "
@@ -64,10 +66,8 @@ def prepare_resume(path: str | Path, cfg: RunConfig | None = None, overrides: li
     ckpt = checkpoint.load(last)
     if "training_state" not in ckpt:
         raise CheckpointError(f"{last} has no training state (is it a best.pt?); resume needs a run's last.pt")
-    if not (run_dir / "config.yaml").is_file():
-        # resuming writes into RUN (metrics, results, checkpoints): never into whatever folder holds a stray file
-        raise ConfigError(f"{last} is not inside a run directory (no {run_dir / 'config.yaml'}); "
-                          f"--resume takes RUN_DIR or RUN_DIR/checkpoints/last.pt")
+    # resuming writes into RUN (metrics, results, checkpoints): never into whatever folder holds a stray file
+    check_is_run(run_dir, last)
     saved = _resumed_config(ckpt["config"], f"{last} (saved config)", cfg, overrides, data_root, run_dir)
     return Start(saved, run_dir, resume=ckpt, reopen=True)
 
