@@ -14,6 +14,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
+# pytest-xdist's workers inherit COLUMNS=80 and LINES=24 (set by execnet), which convtrain honours for
+# piped output: the same test then saw 80-column tables under `make test` and 120 under plain pytest.
+# Tests measure the default pipe width; the ones about COLUMNS set it themselves.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
+
 
 def _data_root() -> Path:
     return Path(os.environ.get("CONVTRAIN_DATA_ROOT") or REPO.parent / "shared" / "data")

@@ -134,7 +134,8 @@ def _seed_run(root: Path, seed: int, test_acc: float, seconds: float, val_accs: 
     lines += [f"{i + 1},1.0,0.5,1.0,{v},,0.1,1.0" for i, v in enumerate(val_accs)]
     (run / "metrics.csv").write_text("\n".join(lines) + "\n")
     (run / "results.json").write_text(json.dumps({"status": "finished", "test_accuracy": test_acc, "best_epoch": best,
-                                                  "train_seconds": seconds, "classes": ["0", "1"]}))
+                                                  "train_seconds": seconds, "classes": ["0", "1"],
+                                                  "split_seed": 0, "test_fingerprint": f"fp{seed}"}))
 
 
 def test_seeds_summary_fields(tmp_path):
@@ -150,10 +151,10 @@ def test_seeds_summary_fields(tmp_path):
                                     "max": 0.5, "n": 2})
     assert per[3] == {"epoch": 3, "mean": 0.75, "std": None, "min": 0.75, "max": 0.75, "n": 1}
     assert s["runs"] == [
-        {"seed": 3, "run_dir": str(tmp_path / "seed-3"), "test_accuracy": 0.5, "best_epoch": 2, "train_seconds": 10.0,
-         "epochs": 2, "val_acc": [0.25, 0.5]},
-        {"seed": 7, "run_dir": str(tmp_path / "seed-7"), "test_accuracy": 0.75, "best_epoch": 3, "train_seconds": 14.0,
-         "epochs": 3, "val_acc": [0.5, 0.25, 0.75]}]
+        {"seed": 3, "run_dir": str(tmp_path / "seed-3"), "test_accuracy": 0.5, "split_seed": 0,
+         "test_fingerprint": "fp3", "best_epoch": 2, "train_seconds": 10.0, "epochs": 2, "val_acc": [0.25, 0.5]},
+        {"seed": 7, "run_dir": str(tmp_path / "seed-7"), "test_accuracy": 0.75, "split_seed": 0,
+         "test_fingerprint": "fp7", "best_epoch": 3, "train_seconds": 14.0, "epochs": 3, "val_acc": [0.5, 0.25, 0.75]}]
 
 
 # --------------------------------------------------------------------------------------------

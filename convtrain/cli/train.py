@@ -75,7 +75,6 @@ def train(
     Example: convtrain train --resume latest
     """
     from ..errors import ConfigError
-    from ..train.signals import StopSignals
 
     set_ = with_shortcuts(set_, epochs, lr, batch_size)
     if resume is not None:
@@ -91,6 +90,13 @@ def train(
                        resuming=resume is not None)
     if resume is not None and run_dir is not None:
         raise ConfigError("--resume continues a run in its own directory; drop --run-dir")
+    _train_one(config, set_, run_dir, device, seed, data_root, resume, verbose)
+
+
+def _train_one(config, set_, run_dir, device, seed, data_root, resume, verbose: bool) -> None:
+    """One run (fresh, or ``--resume``), in this process."""
+    from ..train.signals import StopSignals
+
     # installed before torch is even imported: Ctrl-C / SIGTERM anywhere in the run is one line and exit 130
     with StopSignals() as signals:
         with signals.protected():  # see _import_quietly
