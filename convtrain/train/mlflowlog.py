@@ -26,25 +26,14 @@ from ..artifacts.metrics import MetricsRow
 from ..artifacts.rundiff import flatten
 from ..config.schema import LogConfig
 from ..errors import ConfigError
+from .trackers import NullTracker
 
 EXPERIMENT = "convtrain"
 TAG = "convtrain.run_dir"
 
 
-class NullMLflow:
+class NullMLflow(NullTracker):
     """``log.mlflow: false``, or a rank other than 0: logs nothing."""
-
-    def start(self, run_dir: Path | None, config: dict, resumed: bool, info: Callable[[str], None]) -> None:
-        pass
-
-    def epoch(self, row: MetricsRow) -> None:
-        pass
-
-    def finish(self, run_dir: Path | None) -> None:
-        pass
-
-    def end(self, status: str) -> None:
-        pass
 
 
 def tracking_uri(configured: str | None) -> str:

@@ -21,24 +21,13 @@ from pathlib import Path
 from ..artifacts.metrics import MetricsRow
 from ..config.schema import LogConfig
 from ..errors import ConfigError
+from .trackers import NullTracker
 
 RESULT_KEYS = ("test_accuracy", "test_loss", "test_num_samples", "best_epoch", "best_val_acc", "train_seconds")
 
 
-class NullWandb:
+class NullWandb(NullTracker):
     """``log.wandb: false``, or a rank other than 0: logs nothing."""
-
-    def start(self, run_dir: Path | None, config: dict, resumed: bool, info: Callable[[str], None]) -> None:
-        pass
-
-    def epoch(self, row: MetricsRow) -> None:
-        pass
-
-    def finish(self, run_dir: Path | None) -> None:
-        pass
-
-    def end(self, status: str) -> None:
-        pass
 
 
 def open_wandb(cfg: LogConfig, is_main: bool) -> NullWandb | WandbLogger:
