@@ -103,3 +103,57 @@ def test_draw_a_one_and_a_zero(trained_run, data_root, tmp_path):
             assert page.eval_on_selector_all("section.run img", "els => els.length") == 2
         finally:
             browser.close()
+
+
+MARKUP_CLASSES = ["<img src=x onerror=alert(1)>", "<b>bold"]  # folder names: valid, and HTML if parsed as such
+MARKUP_RUN = "<svg onload=alert(2)>"
+MARKUP_RUNS_DIR = "<i>runs"
+
+
+def test_markup_in_class_and_run_names_is_shown_as_text(data_root, tmp_path):
+    """A folder-data run whose class names and run folder name are markup, served with a --runs-dir whose
+    name is markup: the draw page and /runs show them as literal text, no element is made from them and
+    no script of theirs runs. (/runs lists only runs with plain names, so the runs folder's name is the
+    user text it shows: "No runs under '...'".)"""
+    from .conftest import run_cli
+    from .test_sources import _idx, sample, write_folder
+
+    raw = data_root / "MNIST" / "raw"
+    mnist = _idx(raw / "train-images-idx3-ubyte"), _idx(raw / "train-labels-idx1-ubyte")
+    write_folder(tmp_path / "f", [(x, y % 2) for x, y in sample(mnist, 60)], names=MARKUP_CLASSES)
+    run = tmp_path / "runs" / MARKUP_RUN
+    r = run_cli("train", "--data", str(tmp_path / "f"), "--set", "train.epochs=1", "--set", "data.val_size=10",
+                "--set", "data.test_size=10", "--device", "cpu", "--run-dir", str(run),
+                env={"CONVTRAIN_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr + r.stdout
+    runs_dir = tmp_path / MARKUP_RUNS_DIR
+    runs_dir.mkdir()
+    with serve_process("--checkpoint", str(run / "checkpoints" / "best.pt"), "--runs-dir", str(runs_dir)) as url, \
+            sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 1200})
+            dialogs = []
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(url + "/")
+            page.wait_for_selector("#model option", state="attached")
+            image, _ = sample(mnist, 1, seed=3)[0]
+            from PIL import Image
+            Image.fromarray(image).save(tmp_path / "digit.png")
+            page.set_input_files("#upload", str(tmp_path / "digit.png"))
+            top, bars = _answer(page)
+            assert top in MARKUP_CLASSES and sorted(n for n, _ in bars) == sorted(MARKUP_CLASSES), (top, bars)
+            shown = page.text_content("#bars")
+            assert all(name in shown for name in MARKUP_CLASSES), shown
+            made = page.evaluate("document.querySelectorAll('#bars b, #bars img, #top b, #top img, #card b, "
+                                 "#card img, #model b, #model img').length")
+            assert made == 0
+
+            page.goto(url + "/runs")
+            page.wait_for_function("!document.querySelector('#runs').textContent.includes('Loading')")
+            assert f"{MARKUP_RUNS_DIR}'" in page.text_content("#runs")
+            assert page.evaluate("document.querySelectorAll('#runs i, #runs svg, #runs img').length") == 0
+            page.wait_for_timeout(200)  # an onerror/onload handler, had one been made, fires within this
+            assert dialogs == []
+        finally:
+            browser.close()

@@ -205,3 +205,49 @@ def test_dataloader_path_trains(data_root, tmp_path):
                      "--set", "log.plots=false", "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
     assert json.loads((run_dir / "results.json").read_text())["test_accuracy"] > 0.8
+
+
+@pytest.mark.slow
+def test_seeds_continue_a_mid_epoch_interrupt_bit_identically(data_root, tmp_path):
+    """``train --seeds 0,1 --run-dir D`` stopped by SIGINT inside seed 0's first epoch, then the same
+    command again: seed 0 resumes from its mid-epoch last.pt, seed 1 runs, and seed 0's metrics and
+    summary numbers equal those of an uninterrupted ``--seeds 0`` run."""
+    common = ["train", "--config", "configs/smoke.yaml", "--device", "cpu", "--set", "data.train_subset=1600",
+              "--set", "data.val_size=200", "--set", "data.test_subset=200", "--set", "train.epochs=2",
+              "--set", "train.log_every=5", "--set", "model.name=bn_cnn", "--set", "model.kwargs.width=4",
+              "--set", "log.plots=false"]
+    straight = tmp_path / "straight"
+    r = run_cli(*common, "--seeds", "0", "--run-dir", str(straight))
+    assert r.returncode == 0, r.stderr
+
+    sweep = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "convtrain", *common, "--seeds", "0,1", "--run-dir", str(sweep)]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=os.environ.copy())
+    for line in proc.stdout:  # seed 0's epoch 1: 25 steps of 64
+        if "step 10/" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    seed0 = sweep / "seed-0"
+    assert json.loads((seed0 / "results.json").read_text())["status"] == "interrupted"
+    assert torch.load(seed0 / "checkpoints" / "last.pt", weights_only=True)["training_state"]["epoch_complete"] is False
+    assert not (sweep / "seed-1").exists() and not (sweep / "summary.json").exists()
+
+    again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert again.returncode == 0, again.stderr
+    part0, _, part1 = again.stdout.partition("seed 1: ")
+    assert f"resuming: {seed0}" in part0 and f"run: {sweep / 'seed-1'}" in part1, again.stdout
+    assert "epoch 1/2 step 5/" not in part0, "seed 0's epoch 1 restarted from its first step"
+
+    def metrics(run):
+        with open(run / "metrics.csv") as f:
+            return [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in csv.DictReader(f)]
+    assert metrics(seed0) == metrics(straight / "seed-0") and len(metrics(seed0)) == 2
+    assert json.loads((sweep / "seed-1" / "results.json").read_text())["status"] == "finished"
+    alone = json.loads((straight / "summary.json").read_text())["runs"][0]
+    both = json.loads((sweep / "summary.json").read_text())
+    assert both["seeds"] == [0, 1] and both["test_accuracy"]["n"] == 2
+    same = ("test_accuracy", "best_epoch", "epochs", "val_acc", "test_fingerprint", "split_seed")
+    assert {k: both["runs"][0][k] for k in same} == {k: alone[k] for k in same}
