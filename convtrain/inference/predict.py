@@ -24,6 +24,7 @@ import torch
 
 from .. import atomic
 from ..artifacts import checkpoint
+from ..catalog import DATASETS
 from ..data import csvdata
 from ..data.images import IMAGE_SUFFIXES, check_invert, image_to_input
 from ..errors import ConfigError, DataError
@@ -69,10 +70,16 @@ def classify(model: torch.nn.Module, normalize: Callable[[torch.Tensor], torch.T
             for pr, idx in zip(top.values, top.indices)]
 
 
+def mnist_style(dataset: str) -> bool:
+    """A model of a registered MNIST-style dataset (light ink on dark): only its ``invert=auto`` turns
+    dark-on-light pictures around."""
+    return dataset in DATASETS
+
+
 def effective_invert(dataset: str, invert: str) -> str:
     """``--invert auto`` means ``no`` for a model of the user's own images (folder/csv): it saw them as
-    they are, with no MNIST-style inversion."""
-    return "no" if invert == "auto" and dataset in ("folder", "csv") else invert
+    they are, with no MNIST-style inversion. The one rule for predict, the Python API and the server."""
+    return "no" if invert == "auto" and not mnist_style(dataset) else invert
 
 
 @dataclass

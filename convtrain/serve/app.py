@@ -23,10 +23,9 @@ from typing import Literal, Optional
 import torch
 
 from ..artifacts import checkpoint, listing, runfiles
-from ..catalog import DATASETS
 from ..data.batches import Normalizer
 from ..errors import ConfigError, ConvtrainError, DataError, did_you_mean
-from ..inference.predict import classify
+from ..inference.predict import classify, effective_invert, mnist_style
 
 STATIC = Path(__file__).parent / "static"
 RUN_IMAGES = ("curves.png", "confusion.png")
@@ -132,7 +131,7 @@ def load_model(name: str, path: Path) -> ServedModel:
         "epoch": info["epoch"],
         "test_accuracy": _results_accuracy(path, info["epoch"]),
         # light ink on dark, like MNIST: only then does invert=auto turn dark-on-light pictures around
-        "mnist_style": info["dataset"] in DATASETS,
+        "mnist_style": mnist_style(info["dataset"]),
     }
     return ServedModel(name=name, module=module, normalize=Normalizer(info["mean"], info["std"], torch.device("cpu")),
                        classes=info["classes"], channels=info["channels"], input_size=info["input_size"], card=card)
@@ -174,8 +173,7 @@ def predict_uploads(m: ServedModel, images: list[tuple[str, bytes]], top_k: int,
                     limits: Limits) -> list[dict]:
     """Top-k classes for each (name, encoded bytes) image, through the same :func:`classify` as
     ``convtrain predict``; each result names its image."""
-    if invert == "auto" and not m.card.get("mnist_style", True):
-        invert = "no"  # a model of the user's own pictures saw them as they are (as convtrain predict)
+    invert = effective_invert(m.card["dataset"], invert)  # the rule convtrain predict follows
     tensors = []
     for name, raw in images:
         _check_image(raw, name, limits)
