@@ -43,6 +43,8 @@ def _write_error(path: Path, exc: OSError) -> RunFileError:
     return RunFileError(f"cannot write {path}: {exc.strerror or exc}")
 
 
+PLOTS_NEED_MATPLOTLIB = "note: curves.png and confusion.png need matplotlib (pip install 'convtrain[plot]')"
+
 def default_path(out_dir: str | Path, name: str) -> Path:
     """``<out_dir>/<name>-<YYYYmmdd-HHMMSS>``, with a suffix if that already exists."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -236,7 +238,7 @@ class RunDir:
         try:
             written = plot_run(self.path)
         except MissingExtra:
-            info("note: curves.png and confusion.png need matplotlib (pip install 'convtrain[plot]')")
+            info(PLOTS_NEED_MATPLOTLIB)
             return
         except OSError as exc:
             # results.json is already written: the run itself is complete, only the pictures are missing
@@ -252,7 +254,7 @@ class RunDir:
         import sys
 
         if importlib.util.find_spec("matplotlib") is None:
-            info("note: curves.png and confusion.png need matplotlib (pip install 'convtrain[plot]')")
+            info(PLOTS_NEED_MATPLOTLIB)
             return None
         # its own session: a Ctrl-C at the terminal after the run ended does not reach it
         proc = subprocess.Popen([sys.executable, "-m", "convtrain", "plot", str(self.path)], stdin=subprocess.DEVNULL,
