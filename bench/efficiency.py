@@ -67,7 +67,7 @@ def count_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tup
 def build(config: str):
     """The run's own data, model and optimizer, built by the runner's phases."""
     from convtrain.config.load import load_config
-    from convtrain.train import runner
+    from convtrain.training import runner
 
     cfg = load_config(config, ["device=cpu"])
     dist, _ = runner.setup_process(cfg, None)
@@ -79,7 +79,7 @@ def build(config: str):
 
 def time_steps(d, model, optim, steps: int, epoch: int) -> float:
     """Seconds per step of the real loop over ``steps`` steps (one warm-up step not counted)."""
-    from convtrain.train import engine
+    from convtrain.training import engine
 
     d.train.set_epoch(epoch)
     batches = d.train.iter_from(0)
@@ -105,7 +105,7 @@ def breakdown(d, model, optim, steps: int, flops_gemm: float) -> None:
     small operators a little), and the rate the GEMM-type operators reach on their own."""
     from torch.profiler import ProfilerActivity, profile
 
-    from convtrain.train import engine
+    from convtrain.training import engine
 
     d.train.set_epoch(99)
     batches = d.train.iter_from(0)

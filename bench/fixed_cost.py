@@ -1,6 +1,6 @@
 """Where a whole `convtrain train` process spends its time, phase by phase (the fixed cost of a run).
 
-A worker process imports convtrain, wraps each phase of convtrain.train.runner (and the checkpoint and
+A worker process imports convtrain, wraps each phase of convtrain.training.runner (and the checkpoint and
 plot writers) with a timer, runs `convtrain train` through the console script's own main() (its
 fast exit included), and prints one JSON line from an atexit handler;
 the driver times the whole process from outside (interpreter start to exit), so what no phase
@@ -36,7 +36,7 @@ def worker(config: str, sets: list[str], run_dir: Path) -> None:
 
     from convtrain import cli
     from convtrain.artifacts import rundir as rundir_mod
-    from convtrain.train import runner
+    from convtrain.training import runner
 
     imported = time.perf_counter()
     times: dict[str, float] = {}

@@ -33,8 +33,8 @@ REPO = HERE.parent
 def convtrain_worker(config: str, epochs: int, device: str) -> None:
     """Run convtrain's real runner; block before each epoch until the driver says go."""
     from convtrain.config.load import load_config
-    from convtrain.train.progress import Reporter
-    from convtrain.train.runner import run
+    from convtrain.training.reporter import Reporter
+    from convtrain.training.runner import run
 
     class Lockstep(Reporter):
         def epoch_start(self, *args, **kwargs) -> None:

@@ -13,20 +13,12 @@ The command line (``convtrain ...``) is a thin layer over this package. The Pyth
 plus :func:`load_config`, the model registry (:func:`create_model`, :func:`list_models`) and the
 from-scratch convolution in :mod:`convtrain.ops`. ``import convtrain`` imports no torch; the first
 call of a function does.
-
-``convtrain.train`` is also the name of the training sub-package (``convtrain.train.runner``...).
-Python binds a package's attribute to its sub-package once that is imported, so a plain function
-named ``train`` would be replaced by the module as soon as anything imported ``convtrain.train.runner``.
-Instead the sub-package itself is made callable here: calling it calls :func:`convtrain.api.train`,
-whatever was imported before.
 """
 
 from __future__ import annotations
 
 import importlib
-import types
 
-from . import train as _train_package
 from .version import __version__  # noqa: F401  (in __all__)
 
 # Public names, resolved on first use (PEP 562): `convtrain --help` and `python -m convtrain`
@@ -36,31 +28,11 @@ _EXPORTS = {
     "RunConfig": "config", "load_config": "config",
     "CheckpointError": "errors", "ConfigError": "errors", "ConvtrainError": "errors", "DataError": "errors",
     "create_model": "models", "list_models": "models", "register_model": "models",
-    "finetune": "api", "evaluate": "api", "predict": "api", "load": "api",
+    "train": "api", "finetune": "api", "evaluate": "api", "predict": "api", "load": "api",
     "TrainResult": "api", "Evaluation": "api", "Prediction": "api", "LoadedModel": "api",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__", "train"])
-
-
-class _CallableTrainPackage(types.ModuleType):
-    """The class of the ``convtrain.train`` package: a module that trains when called."""
-
-    def __call__(self, *args, **kwargs):
-        from .api import train
-
-        return train(*args, **kwargs)
-
-    @property
-    def __signature__(self):  # inspect.signature(convtrain.train) and notebooks' help show the function's
-        import inspect
-
-        from .api import train
-
-        return inspect.signature(train)
-
-
-_train_package.__class__ = _CallableTrainPackage
+__all__ = sorted([*_EXPORTS, "__version__"])
 
 
 def __getattr__(name: str):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # for type checkers only: importing torch here would cost ~1.
 
     from .artifacts.metrics import MetricsRow
     from .config.schema import RunConfig
-    from .train.progress import Reporter
+    from .training.reporter import Reporter
 
 PathLike = Union[str, Path]
 Overrides = Union[Mapping[str, Any], Iterable[str]]
@@ -117,7 +117,7 @@ def train(config: PathLike | Mapping | RunConfig | None = None, *, data: PathLik
 
     Example: ``convtrain.train("smoke", overrides={"train.epochs": 1}).test_accuracy``
     """
-    from .train.start import Start
+    from .training.start import Start
 
     cfg = _resolve_config(config, data, overrides)
     return _run(Start(cfg, Path(run_dir) if run_dir is not None else None), progress)
@@ -129,7 +129,7 @@ def finetune(checkpoint: PathLike | TrainResult, config: PathLike | Mapping | Ru
     """A new run from ``checkpoint``'s weights, as ``convtrain finetune`` does (the architecture
     comes from the checkpoint; the head is re-initialised when the classes differ). The other
     arguments are :func:`train`'s."""
-    from .train.start import prepare_finetune
+    from .training.start import prepare_finetune
 
     cfg = _resolve_config(config, data, overrides)
     return _run(prepare_finetune(checkpoint_path(checkpoint), cfg, run_dir), progress)
@@ -162,7 +162,7 @@ def _override_strings(overrides: Overrides) -> list[str]:
 
 
 def _run(start, progress: bool) -> TrainResult:
-    from .train.runner import run
+    from .training.runner import run
 
     reporter = _reporter(progress)
     result = run(start, reporter=reporter)
@@ -183,7 +183,7 @@ def _reporter(progress: bool) -> Reporter:
     either way); ``progress=False`` keeps the log and prints nothing."""
     from rich.console import Console
 
-    from .train.progress import Reporter
+    from .training.reporter import Reporter
 
     if not progress:
         return Reporter(Console(quiet=True, force_terminal=False, force_jupyter=False))
@@ -208,7 +208,7 @@ def checkpoint_path(checkpoint: PathLike | TrainResult) -> Path:
     (the newest finished run under ``runs/``), or a result's; the same rule as every command."""
     if isinstance(checkpoint, TrainResult):
         return checkpoint.checkpoint
-    from .artifacts.naming import resolve_checkpoint
+    from .artifacts.checkpoint_args import resolve_checkpoint
 
     return resolve_checkpoint(checkpoint)
 
@@ -240,7 +240,7 @@ def predict(checkpoint: PathLike | TrainResult | LoadedModel, images: Any, *, in
 
     from .data.images import check_invert, image_to_input
     from .inference.predict import classify, effective_invert
-    from .train.distributed import resolve_device
+    from .training.distributed import resolve_device
 
     check_invert(invert)
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load(checkpoint)

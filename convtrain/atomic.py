@@ -100,11 +100,6 @@ def creating_dir(path: str | Path) -> Iterator[Path]:
     fsync_dir(path.parent)
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    with replacing(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-
-
 def write_text(path: str | Path, text: str) -> None:
     with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)

@@ -2,7 +2,7 @@
 
 `convtrain models`, `convtrain config keys` and the config's name checks read these tables
 instead of building every model (importing torch costs ~1.5 s before one line is printed).
-tests/test_catalog.py checks every entry against the real registries (names, descriptions,
+tests/ground/test_catalog_matches_registries.py checks every entry against the real registries (names, descriptions,
 parameter counts, keyword defaults), so a change to a model fails that test until it is copied here.
 """
 
@@ -24,6 +24,6 @@ MODELS = [
 ]
 
 DATASETS = ("fashion_mnist", "mnist")
-# the user's own files (convtrain/data/files.py): data.name folder / csv, rooted at data.root;
+# the user's own files (convtrain/data/user_files.py): data.name folder / csv, rooted at data.root;
 # convtrain/data/sources.py's dispatch table has one entry per name here and in DATASETS
 FILE_SOURCES = ("folder", "csv")

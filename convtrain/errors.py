@@ -7,7 +7,10 @@ Exit codes: 2 for usage and configuration mistakes (the user can fix the command
 from __future__ import annotations
 
 import difflib
+import json
+import reprlib
 from collections.abc import Iterable
+from typing import Any
 
 
 class ConvtrainError(Exception):
@@ -112,7 +115,10 @@ class RunLocked(ConvtrainError):
 
 
 class MissingExtra(ConvtrainError):
-    """An optional package is needed for this command."""
+    """An optional package is needed for this command (raised by :func:`convtrain.extras.require_extra`):
+    the user fixes it by installing the extra, like a usage mistake."""
+
+    exit_code = 2
 
 
 class ExportError(ConvtrainError):
@@ -123,3 +129,23 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""`` when none is close."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxlist, _REPR.maxdict, _REPR.maxlevel = 60, 60, 40, 6, 6, 3
+
+
+def shown(value: Any, *, as_json: bool = False) -> str:
+    """``value`` short enough for a one-line error, whatever its size: Python's repr (``'abc'``), or
+    with ``as_json`` the JSON spelling a JSON file holds (``"abc"``, ``null``), cut to ~60 characters."""
+    if as_json:
+        try:
+            text = json.dumps(value)
+        except (TypeError, ValueError):
+            text = None
+        if text is not None:
+            return text if len(text) <= 60 else text[:57] + "..."
+    try:
+        return _REPR.repr(value)
+    except ValueError:  # an integer of more than 4,300 digits has no repr (Python's int-string limit)
+        return f"an integer of {value.bit_length():,} bits" if isinstance(value, int) else type(value).__name__

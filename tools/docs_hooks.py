@@ -1,7 +1,7 @@
 """MkDocs hook (mkdocs.yml ``hooks:``): links from a docs page to the repository's own files.
 
 The pages link to source files as ``[conv.py line 42](../convtrain/ops/conv.py#L42)``, which works
-when the Markdown is read on GitHub or in an editor (tests/test_docs.py checks those lines). The
+when the Markdown is read on GitHub or in an editor (tests/project/test_docs.py checks those lines). The
 site only holds docs/, so MkDocs cannot resolve such a link (and ``--strict`` fails on it). This hook
 turns each link that leaves docs/ into a link to the file on the repository's web page when
 ``repo_url`` is set in mkdocs.yml, else into its plain text. Links inside docs/ are left to MkDocs.

@@ -4,7 +4,7 @@
   (:func:`convtrain.config.reference.markdown_reference`, also ``convtrain config keys --markdown``);
 - docs/cli.md: every command's ``--help``, rendered from the Typer app at 100 columns.
 
-tests/test_docs.py fails when either page and the code disagree: after changing a config key or a
+tests/project/test_docs.py fails when either page and the code disagree: after changing a config key or a
 command's options or help, run ``python tools/update_docs.py`` (or ``make docs``) and commit the pages.
 """
 
@@ -21,7 +21,7 @@ HELP_ENV = {"COLUMNS": "100", "TERM": "dumb", "NO_COLOR": "1", "TERMINAL_WIDTH":
 CLI_INTRO = """# Command-line reference
 
 Every command's `--help`, generated from the Typer app by `tools/update_docs.py` (`make docs`);
-`tests/test_docs.py` fails when this page and the commands disagree. Every command exits with 0 on
+`tests/project/test_docs.py` fails when this page and the commands disagree. Every command exits with 0 on
 success, 2 for a usage or config error, 1 for a runtime failure and 130 when interrupted
 ([safety and exit codes](safety.md)); options that take a config key are described on
 [the configuration page](configuration.md).

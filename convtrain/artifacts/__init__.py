@@ -2,6 +2,6 @@
 the pickle scan, the training-state keys), ``convtrain average``, metrics rows, the run directory
 and its lock, the typed readers of its files, the listing of runs and ``runs diff``, plots.
 
-Nothing here imports :mod:`convtrain.train`: a loop feature registers its saved state in
+Nothing here imports :mod:`convtrain.training`: a loop feature registers its saved state in
 :mod:`.training_state`.
 """

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from .. import atomic
-from ..errors import MissingExtra, OutputError, RunFileError
+from ..errors import OutputError, RunFileError
+from ..extras import missing_extra
 from . import runfiles
 from .metrics import MetricsRow
 
@@ -46,7 +47,7 @@ def _pyplot() -> _Figures:
         # class, run and folder names are text: '$\\foo$' as mathtext failed to render after the run finished
         matplotlib.rcParams["text.parse_math"] = False
     except ImportError:
-        raise MissingExtra("plots need matplotlib: pip install 'convtrain[plot]'") from None
+        raise missing_extra("plot", "drawing the plots", "matplotlib") from None
     return _Figures(Figure)
 
 

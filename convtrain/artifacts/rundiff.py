@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from .. import atomic
+from ..config.diff import config_diff
 from ..errors import ConfigError
 from . import runfiles
 
@@ -20,25 +21,11 @@ METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "lr", "
 _IGNORED = ("data.root", "out_dir")
 
 
-def flatten(cfg: dict, prefix: str = "") -> dict:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (model.kwargs is compared as one value per kwarg too)."""
-    flat = {}
-    for key, value in cfg.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, path))
-        else:
-            flat[path] = value
-    return flat
-
-
 def diff_runs(run_a: str | Path, run_b: str | Path) -> dict:
     """The differences between two run directories, as plain data (what ``--json`` prints)."""
     a, b = runfiles.require_run_dir(run_a), runfiles.require_run_dir(run_b)
-    ca, cb = flatten(runfiles.read_run_config(a)), flatten(runfiles.read_run_config(b))
-    missing = object()
-    config = [{"key": k, "a": ca.get(k), "b": cb.get(k)} for k in sorted(set(ca) | set(cb))
-              if k not in _IGNORED and ca.get(k, missing) != cb.get(k, missing)]
+    config = [{"key": k, "a": va, "b": vb} for k, va, vb in
+              config_diff(runfiles.read_run_config(a), runfiles.read_run_config(b), ignore=_IGNORED)]
     rows_a = {r.epoch: r for r in runfiles.read_metrics(a)}
     rows_b = {r.epoch: r for r in runfiles.read_metrics(b)}
     epochs = []

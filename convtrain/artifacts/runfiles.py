@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, RunDirError, RunFileError
+from ..errors import ConfigError, RunDirError, RunFileError, shown
 from .metrics import MetricsRow
 
 STATUSES = ("finished", "interrupted", "failed", "pruned")  # pruned: a `convtrain tune` trial stopped early
@@ -176,7 +176,7 @@ class _Getter:
             ok = False
         if not ok:
             want = "a number between 0 and 1" if unit else self._NAMES[kind]
-            raise RunFileError(f"{self.path}: key '{key}' is {_short(value)}, not {want}")
+            raise RunFileError(f"{self.path}: key '{key}' is {shown(value, as_json=True)}, not {want}")
         return value
 
 
@@ -193,11 +193,6 @@ def _matrix(value, path: Path) -> list[list[int]] | None:
 
 def _json_type(value) -> str:
     return {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
-
-
-def _short(value) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +250,7 @@ def config_value(cfg: dict, key: str, kind: type, where: Path):
         if node is None:
             return None
     if not isinstance(node, kind) or isinstance(node, bool):
-        raise RunFileError(f"{where}: '{key}' is {_short_yaml(node)}, not {_Getter._NAMES.get(kind, kind.__name__)}")
+        raise RunFileError(f"{where}: '{key}' is {shown(node)}, not {_Getter._NAMES.get(kind, kind.__name__)}")
     return node
 
 
@@ -265,6 +260,3 @@ def _yaml_type(value) -> str:
     return _json_type(value) if isinstance(value, (list, str, bool, int, float)) else type(value).__name__
 
 
-def _short_yaml(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import atomic
+from ..process import pid_alive, start_time
 from ..errors import RunLocked
 
 LOCK_NAME = ".lock"
@@ -55,42 +56,10 @@ class LockInfo:
         return f"run {run_dir} is being written by PID {self.pid} on host {self.host} (started {self.started})"
 
 
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields 3.. of /proc/PID/stat (state first), or None where there is no /proc or no such process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2:].split()  # the command name may hold spaces and ')'
-
-
-def _proc_start(pid: int) -> str | None:
-    fields = _proc_stat(pid)
-    return fields[19] if fields and len(fields) > 19 else None
-
-
-def pid_alive(pid: int, proc_start: str | None = None) -> bool:
-    """Whether ``pid`` runs on this host and, when ``proc_start`` is given, is the same process."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by another user
-    fields = _proc_stat(pid)
-    if fields is None:
-        return True  # no /proc (macOS): kill(0) is all we know
-    if fields[0] in ("Z", "X"):
-        return False  # exited, waiting to be reaped
-    return proc_start is None or len(fields) <= 19 or fields[19] == proc_start
-
-
 def _this_process() -> LockInfo:
     return LockInfo(pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%d %H:%M:%S"),
                     command=shlex.join([_program(), *sys.argv[1:]]),
-                    proc_start=_proc_start(os.getpid()))
+                    proc_start=start_time(os.getpid()))
 
 
 def _program() -> str:

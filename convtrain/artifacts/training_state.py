@@ -4,7 +4,7 @@ A loop feature that keeps state across ``--resume`` (EMA weights, the stopping r
 the kept epochs) stores it under one key of ``training_state`` and registers that key's check in
 :data:`VALIDATORS`, here, below the training code: the checkpoint format depends on no loop
 feature, and :func:`convtrain.artifacts.checkpoint.validate` checks every key without importing
-``convtrain.train``. A key absent from an older last.pt is fine (the feature starts fresh).
+``convtrain.training``. A key absent from an older last.pt is fine (the feature starts fresh).
 """
 
 from __future__ import annotations

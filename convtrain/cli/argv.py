@@ -86,7 +86,7 @@ def _rewrite_command(name: str, options: dict[str, bool], args: list[str]) -> li
 
 def _refuse_several(command: str, flag: str, first: str, rest: list[str]) -> None:
     """``--checkpoint A B ...``: the paths after A that name checkpoints (a glob's other matches)."""
-    from ..artifacts.naming import looks_like_checkpoint, one_checkpoint
+    from ..artifacts.checkpoint_args import looks_like_checkpoint, one_checkpoint
 
     more = []
     for tok in rest:

@@ -40,7 +40,7 @@ def eval_(
     Example: convtrain eval --checkpoint latest --json
     Example: convtrain eval --checkpoint runs/my_digits-<time> --data ./more_digits
     """
-    from ..artifacts.naming import resolve_checkpoint
+    from ..artifacts.checkpoint_args import resolve_checkpoint
     from ..inference.evaluate import evaluate_checkpoint
 
     r = evaluate_checkpoint(resolve_checkpoint(checkpoint), split=split, data_root=data_root, device=device,
@@ -93,7 +93,7 @@ def predict(
     Example: convtrain predict --checkpoint latest digit.png photos/
     Example: convtrain predict --checkpoint runs/kaggle kaggle/test.csv --output submission.csv --format kaggle
     """
-    from ..artifacts.naming import resolve_checkpoint
+    from ..artifacts.checkpoint_args import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(checkpoint)
     if output is not None:
@@ -153,7 +153,7 @@ def export(
 
     Example: convtrain export --checkpoint latest --format torch-export
     """
-    from ..artifacts.naming import resolve_checkpoint
+    from ..artifacts.checkpoint_args import resolve_checkpoint
     from ..inference.export import export_checkpoint
 
     r = export_checkpoint(resolve_checkpoint(checkpoint), fmt, output, data_root,
@@ -178,8 +178,8 @@ def average(
     Example: convtrain average --checkpoints RUN/checkpoints/epoch-008.pt RUN/checkpoints/epoch-009.pt --output avg.pt
     """
     from ..artifacts.average import average_checkpoints
-    from ..artifacts.naming import resolve_checkpoint
-    from ..train.signals import StopSignals
+    from ..artifacts.checkpoint_args import resolve_checkpoint
+    from ..training.signals import StopSignals
 
     with StopSignals():  # SIGTERM while writing: "interrupted", 130, and the temporary file removed
         r = average_checkpoints([resolve_checkpoint(c) for c in checkpoints], output)
@@ -202,7 +202,7 @@ def visualize(
 
     Example: convtrain visualize --checkpoint latest digit.png
     """
-    from ..artifacts.naming import resolve_checkpoint
+    from ..artifacts.checkpoint_args import resolve_checkpoint
     from ..inference.visualize import visualize as make_pictures
 
     for path in make_pictures(resolve_checkpoint(checkpoint), image, output_dir, data_root, invert):

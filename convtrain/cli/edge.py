@@ -58,7 +58,7 @@ def handle_errors(fn):
             err.print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
         except RuntimeError as exc:  # a collective whose partner process died or hung: one line, not DDP's traceback
-            from ..train.distributed import peer_failure
+            from ..training.distributed import peer_failure
 
             failure = peer_failure(exc)
             if failure is None:

@@ -35,7 +35,7 @@ def _launch(nproc: int, config, sets, device, seed, data_root, run_hint: Optiona
     """Re-run this very command in ``nproc`` processes. The config is checked here first, so a
     mistake in it is one line, not one per process; a resumed run without --config takes its config
     from the run, which the workers load."""
-    from ..train.distributed import launch, relaunch_argv
+    from ..training.distributed import launch, relaunch_argv
 
     cfg = load_run_config(config, sets, device, seed, data_root) if config is not None or not resuming else None
     launch(nproc, relaunch_argv(sys.argv[1:]), cfg.device if cfg else (device or "auto"), cfg.devices if cfg else None,
@@ -95,13 +95,13 @@ def train(
 
 def _train_one(config, set_, run_dir, device, seed, data_root, resume, verbose: bool) -> None:
     """One run (fresh, or ``--resume``), in this process."""
-    from ..train.signals import StopSignals
+    from ..training.signals import StopSignals
 
     # installed before torch is even imported: Ctrl-C / SIGTERM anywhere in the run is one line and exit 130
     with StopSignals() as signals:
         with signals.protected():  # see _import_quietly
-            from ..train.runner import run
-            from ..train.start import Start, prepare_resume
+            from ..training.runner import run
+            from ..training.start import Start, prepare_resume
 
         if resume is not None:
             cfg = load_run_config(config, set_, device, seed, data_root) if config is not None else None
@@ -135,7 +135,7 @@ def finetune(
     Example: convtrain finetune --checkpoint latest --config fashion_finetune
     Example: convtrain finetune --checkpoint runs/mnist-<time> --data ./my_letters --epochs 3
     """
-    from ..train.signals import StopSignals
+    from ..training.signals import StopSignals
 
     set_ = data_overrides(data, with_shortcuts(set_, epochs, lr, batch_size), config is not None)
     checkpoint = _resolve(checkpoint)
@@ -144,15 +144,15 @@ def finetune(
         return _launch(nproc_per_node, config, set_, device, seed, data_root, run_dir)
     with StopSignals() as signals:
         with signals.protected():  # see _import_quietly
-            from ..train.runner import run
-            from ..train.start import prepare_finetune
+            from ..training.runner import run
+            from ..training.start import prepare_finetune
 
         cfg = load_run_config(config, set_, device, seed, data_root)
         _show_result(run(prepare_finetune(checkpoint, cfg, run_dir), reporter=_reporter(verbose), signals=signals))
 
 
 def _resolve(spec: Path, last: bool = False) -> Path:
-    from ..artifacts.naming import resolve_checkpoint
+    from ..artifacts.checkpoint_args import resolve_checkpoint
 
     return resolve_checkpoint(spec, last=last)
 
@@ -160,8 +160,8 @@ def _resolve(spec: Path, last: bool = False) -> Path:
 def _train_seeds(seeds_text, config, sets, run_dir, device, seed, data_root, resume, nproc) -> None:
     """--seeds: one run per seed under one folder, then the summary table."""
     from ..errors import ConfigError
-    from ..train.seeds import parse_seeds, run_seeds, seed_root
-    from ..train.signals import StopSignals
+    from ..training.seeds import parse_seeds, run_seeds, seed_root
+    from ..training.signals import StopSignals
 
     if resume is not None:
         raise ConfigError("--seeds does not take --resume; continue a --seeds run with the same command "
@@ -173,7 +173,7 @@ def _train_seeds(seeds_text, config, sets, run_dir, device, seed, data_root, res
     chosen = parse_seeds(seeds_text)
     with StopSignals() as signals:
         with signals.protected():  # see _import_quietly
-            from ..train import runner  # noqa: F401
+            from ..training import runner  # noqa: F401
         base = load_run_config(config, sets, device, chosen[0], data_root)
         root = seed_root(run_dir, base)
         summary = run_seeds(base, chosen, root, console=out, signals=signals)
@@ -217,7 +217,7 @@ def _show_seeds(summary: dict, root: Path) -> None:
 
 
 def _reporter(verbose: bool = False):
-    from ..train.progress import Reporter
+    from ..training.reporter import Reporter
 
     return Reporter(out, verbose=verbose)
 

@@ -71,8 +71,8 @@ def tune(
 
 def _search(config, space, trials, study_dir, storage, study, jobs, timeout, sampler, pruner, metric, seed, sets,
             data_root, device, confirm, seeds) -> None:
-    from ..train.seeds import parse_seeds
-    from ..train.signals import StopSignals
+    from ..training.seeds import parse_seeds
+    from ..training.signals import StopSignals
 
     if confirm:
         parse_seeds(seeds)  # a bad --seeds is refused before any trial runs
@@ -114,7 +114,7 @@ def _search(config, space, trials, study_dir, storage, study, jobs, timeout, sam
 
 
 def _report(folder: Path, storage, confirm: int, seeds: str, sets, device, data_root) -> None:
-    from ..train.signals import StopSignals
+    from ..training.signals import StopSignals
     from ..tune.search import open_report
 
     with StopSignals() as signals:
@@ -130,7 +130,7 @@ def _report(folder: Path, storage, confirm: int, seeds: str, sets, device, data_
 
 def _confirm(folder: Path, storage, k: int, seeds_text: str, base, signals) -> None:
     from ..errors import ConfigError
-    from ..train.seeds import parse_seeds
+    from ..training.seeds import parse_seeds
     from ..tune.confirm import confirm
     from ..tune.search import open_report
 

@@ -10,7 +10,7 @@ from .schema import RunConfig, _field_types, _type_name
 
 
 def markdown_reference(rows) -> str:
-    """The config reference table that docs/configuration.md embeds (tests/test_docs.py keeps them in sync)."""
+    """The config reference table that docs/configuration.md embeds (tests/project/test_docs.py keeps them in sync)."""
     lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
     lines += [f"| `{k}` | {t} | `{d}` | {h.replace('|', '/')} |" for k, t, d, h in rows]
     return "\n".join(lines) + "\n"

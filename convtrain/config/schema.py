@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import reprlib
 import sys
 import types
 import typing
@@ -23,7 +22,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, did_you_mean, shown
 
 
 def _opt(default: Any, help: str, *, choices: Callable[[], Iterable[str]] | Sequence[str] | None = None,
@@ -345,7 +344,7 @@ def _coerce(value: Any, tp: Any, path: str, where: str) -> Any:
     article = "an" if name[0] in "aeiou" else "a"
 
     def bad() -> ConfigError:  # built only on failure: the repr of a huge value is shortened
-        return ConfigError(f"{where}: '{path}' must be {article} {name}, got {type(value).__name__} {_short(value)}")
+        return ConfigError(f"{where}: '{path}' must be {article} {name}, got {type(value).__name__} {shown(value)}")
 
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -376,7 +375,7 @@ def _coerce_union(value: Any, tp: Any, path: str, where: str) -> Any:
         for option in inner:
             if option is bool and isinstance(value, bool) or option is str and isinstance(value, str):
                 return _coerce(value, option, path, where)
-        raise ConfigError(f"{where}: '{path}' must be a {_type_name(tp)}, got {type(value).__name__} {_short(value)}")
+        raise ConfigError(f"{where}: '{path}' must be a {_type_name(tp)}, got {type(value).__name__} {shown(value)}")
     return _coerce(value, inner[0], path, where)
 
 
@@ -390,7 +389,7 @@ def _coerce_int(value: Any, path: str, where: str, bad: Callable[[], ConfigError
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad()
     if not -2**63 <= value < 2**63:
-        raise ConfigError(f"{where}: '{path}' is {_short(value)}, outside the 64-bit integer range")
+        raise ConfigError(f"{where}: '{path}' is {shown(value)}, outside the 64-bit integer range")
     return value
 
 
@@ -410,7 +409,7 @@ def _coerce_str(value: Any, path: str, where: str, bad: Callable[[], ConfigError
     if not isinstance(value, str):
         raise bad()
     if "\0" in value:  # file names and device strings cannot hold one; the OS would raise later
-        raise ConfigError(f"{where}: '{path}' contains a NUL character (\\0): {_short(value)}")
+        raise ConfigError(f"{where}: '{path}' contains a NUL character (\\0): {shown(value)}")
     return value
 
 
@@ -422,7 +421,7 @@ def _count_or_fraction(value: Any, path: str, where: str) -> int | float:
         value = float(value) if any(c in value for c in ".eE") else int(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{where}: '{path}' must be a count of images (e.g. 5000) or a fraction (e.g. 0.1), "
-                          f"got {type(value).__name__} {_short(value)}")
+                          f"got {type(value).__name__} {shown(value)}")
     if isinstance(value, int):
         if value < 1:
             raise ConfigError(f"{where}: '{path}' must be a count >= 1 or a fraction in (0, 1), got {value}")
@@ -431,15 +430,6 @@ def _count_or_fraction(value: Any, path: str, where: str) -> int | float:
         raise ConfigError(f"{where}: '{path}' is {value!r}: a fraction must be in (0, 1), and a count is a "
                           "whole number written without a dot (e.g. 5000)")
     return value
-
-
-_REPR = reprlib.Repr()
-_REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxlist, _REPR.maxdict, _REPR.maxlevel = 60, 60, 40, 6, 6, 3
-
-
-def _short(value: Any) -> str:
-    """A repr short enough for a one-line error, whatever the size of ``value``."""
-    return _REPR.repr(value)
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import torch
 
 from .. import atomic
 from ..errors import interrupt_in
+from ..process import pid_alive
 
 VERSION = 1
 
@@ -82,13 +83,8 @@ def _remove_dead_writers_temps(folder: Path) -> None:
         pid = atomic.temp_owner(tmp)
         if pid is None or pid == os.getpid():
             continue
-        try:
-            os.kill(pid, 0)
-            continue  # alive (or not ours to signal): it may still be writing
-        except ProcessLookupError:
-            pass
-        except OSError:
-            continue
+        if pid_alive(pid):
+            continue  # it may still be writing
         try:
             tmp.unlink()
         except OSError:

@@ -30,11 +30,6 @@ def resolve(path: str | Path) -> tuple[str, Path]:
                       + "; give a folder with train/<class>/ images or a train.csv, or a train.csv file")
 
 
-def detect(path: str | Path) -> str:
-    """``--data PATH``: ``folder`` or ``csv`` (see :func:`resolve`)."""
-    return resolve(path)[0]
-
-
 def data_overrides(data: str | None, sets: list[str] | None, named_by_config: bool) -> list[str]:
     """``--data PATH`` as the ``--set`` overrides it stands for, before the user's own (which win).
 

@@ -19,7 +19,7 @@ def inspect_data(cfg) -> dict:
     bundle = build_data(d, cfg.seed if d.split_seed is None else d.split_seed)
     info = dict(bundle.info)
     if not info:  # a registered dataset: its files are IDX arrays of one size
-        from .files import pixel_stats
+        from .user_files import pixel_stats
 
         c, h, w = bundle.train.image_shape
         n = len(bundle.train) + len(bundle.val) + len(bundle.test)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import files, mnist
+from . import mnist, user_files
 from .types import DataBundle
 
 SOURCES: dict[str, Callable[..., DataBundle]] = {
     **{name: mnist.build for name in mnist.DATASETS},
-    "folder": files.build_folder,
-    "csv": files.build_csv,
+    "folder": user_files.build_folder,
+    "csv": user_files.build_csv,
 }
 
 

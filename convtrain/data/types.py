@@ -51,7 +51,7 @@ class Split:
 @runtime_checkable
 class StreamedSplit(Protocol):
     """A split too large to hold decoded: its images stay files and the DataLoader path decodes
-    them per sample (:class:`convtrain.data.files.FileSplit` is the one implementation)."""
+    them per sample (:class:`convtrain.data.user_files.FileSplit` is the one implementation)."""
 
     labels: Tensor
 

@@ -12,7 +12,7 @@ from ..data.batches import TensorBatches, make_batches
 from ..data.mnist import DATASETS, load_eval_split
 from ..data.sources import build as build_data
 from ..errors import CheckpointError, ConfigError, did_you_mean
-from ..train import distributed, engine
+from ..training import distributed, engine
 
 # the keys `eval --set` takes: which images are scored and how they are read, never the model or training
 EVAL_KEYS = ("data.test_size", "data.test_subset", "data.skip_unreadable", "data.cache", "data.memory_budget_mb",
@@ -28,8 +28,8 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
     images all come from the checkpoint. The data root is ``data_root``, else
     ``CONVTRAIN_DATA_ROOT``, else the root saved in the checkpoint's config. ``data_path`` (another
     folder or CSV) is scored on its own test split, else on all its images (see
-    :func:`convtrain.data.files.build_eval`). ``overrides`` are ``--set`` values of :data:`EVAL_KEYS`.
-    Returns :func:`convtrain.train.engine.evaluate`'s numbers plus what was evaluated.
+    :func:`convtrain.data.user_files.build_eval`). ``overrides`` are ``--set`` values of :data:`EVAL_KEYS`.
+    Returns :func:`convtrain.training.engine.evaluate`'s numbers plus what was evaluated.
     """
     if split not in ("test", "val"):
         raise ConfigError(f"--split must be 'test' or 'val', got '{split}'")
@@ -100,7 +100,7 @@ def _evaluate_files(ckpt: checkpoint.Loaded, path, split: str, root: str | None,
     is scored on its own test split, else all its images (never a hold-out with the saved val_size)."""
     from ..config.schema import held_out_seed
     from ..data.detect import resolve
-    from ..data.files import build_eval
+    from ..data.user_files import build_eval
 
     cfg = _config(ckpt, path, overrides)
     if root is not None:

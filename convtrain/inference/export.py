@@ -27,6 +27,7 @@ from .. import atomic
 from ..artifacts import checkpoint
 from ..data.mnist import DATASETS, load_split
 from ..errors import CheckpointError, ConfigError, ConvtrainError, DataError, ExportError
+from ..extras import require_extra
 from ..version import __version__
 
 # torch-export first: TorchScript is deprecated upstream (kept for libtorch/C++ users).
@@ -129,13 +130,8 @@ def _write_and_run(fmt: str, model: torch.nn.Module, batch: torch.Tensor, tmp: P
             loaded = torch.jit.load(str(tmp), _extra_files=found)
             _check_meta(json.loads(found[EXTRA_FILE] or "{}"), meta)
             return loaded(batch)
-    try:
-        import onnx
-        import onnxruntime
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise ExportError("ONNX export needs the optional packages: pip install 'convtrain[onnx]' "
-                          "(onnx, onnxscript, onnxruntime)") from None
+    onnx = require_onnx()
+    import onnxruntime
     with contextlib.redirect_stdout(sys.stderr):  # the exporter reports progress on stdout
         torch.onnx.export(model, (batch[:2],), str(tmp), input_names=["images"], output_names=["logits"],
                           dynamic_shapes=dynamic, verbose=False,
@@ -148,6 +144,12 @@ def _write_and_run(fmt: str, model: torch.nn.Module, batch: torch.Tensor, tmp: P
     session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
     _check_meta(dict(session.get_modelmeta().custom_metadata_map), meta)
     return torch.from_numpy(session.run(None, {"images": batch.numpy()})[0])
+
+
+def require_onnx():
+    """The ``onnx`` module; onnxscript (the exporter) and onnxruntime (the check) must import too."""
+    return require_extra("onnx", "export --format onnx", "onnx, onnxscript and onnxruntime",
+                         "onnx", "onnxscript", "onnxruntime")
 
 
 def _check_meta(found: dict, meta: dict) -> None:
@@ -163,6 +165,8 @@ def export_checkpoint(ckpt_path: str | Path, fmt: str = "torch-export", output: 
     measured. ``include_preprocessing``: the exported graph normalizes (it takes pixels / 255)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
+    if fmt == "onnx":
+        require_onnx()  # before the checkpoint is even read: nothing runs without the exporter
     ckpt = checkpoint.open_checkpoint(ckpt_path)
     path = output_path(Path(ckpt_path), fmt, output)
     model = ckpt.rebuild()

@@ -28,7 +28,7 @@ from ..catalog import DATASETS
 from ..data import csvdata
 from ..data.images import IMAGE_SUFFIXES, check_invert, image_to_input
 from ..errors import ConfigError, DataError
-from ..train import distributed
+from ..training import distributed
 
 FORMATS = ("auto", "csv", "json", "kaggle")
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, did_you_mean, shown
 from . import shapes
 
 # Supplied by the dataset, never by model.kwargs.
@@ -50,21 +50,16 @@ class Arg:
         else:
             ok = isinstance(value, self.type) and not (self.type is int and isinstance(value, bool))
         if not ok:
-            return f"must be {'an' if self.type is int else 'a'} {self.type.__name__}, got {type(value).__name__} {_short(value)}"
+            return f"must be {'an' if self.type is int else 'a'} {self.type.__name__}, got {type(value).__name__} {shown(value)}"
         if self.choices is not None and value not in self.choices:
-            return f"must be one of {', '.join(self.choices)}, got {_short(value)}{did_you_mean(value, self.choices)}"
+            return f"must be one of {', '.join(self.choices)}, got {shown(value)}{did_you_mean(value, self.choices)}"
         if self.type is float and value != value:
             return "must be a number, got nan"
         above = self.high is not None and (value >= self.high if self.high_open else value > self.high)
         if (self.low is not None and value < self.low) or above:  # low is set whenever high is
             high = "inf" if self.high is None else f"{self.high:,}"
-            return f"must be in [{self.low:,}, {high}{')' if self.high_open else ']'}, got {_short(value)}"
+            return f"must be in [{self.low:,}, {high}{')' if self.high_open else ']'}, got {shown(value)}"
         return None
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def width(high: int) -> Arg:

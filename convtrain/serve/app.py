@@ -24,12 +24,12 @@ import torch
 
 from ..artifacts import checkpoint, listing, runfiles
 from ..data.batches import Normalizer
+from ..data.images import INVERT_CHOICES
 from ..errors import ConfigError, ConvtrainError, DataError, did_you_mean
 from ..inference.predict import classify, effective_invert, mnist_style
 
 STATIC = Path(__file__).parent / "static"
 RUN_IMAGES = ("curves.png", "confusion.png")
-INVERT_CHOICES = ("auto", "yes", "no")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,")
 
@@ -93,8 +93,8 @@ def _to_input(raw: bytes, name: str, channels: int, size: tuple[int, int], inver
 
 def parse_checkpoint_spec(spec: str, runs_dir: str | Path = "runs") -> tuple[str, Path]:
     """``name=path`` or a plain path; a plain path is named after its run directory or its file stem.
-    A path is a .pt file, a run directory (its best.pt) or ``latest`` (artifacts/naming.py)."""
-    from ..artifacts.naming import resolve_checkpoint
+    A path is a .pt file, a run directory (its best.pt) or ``latest`` (artifacts/checkpoint_args.py)."""
+    from ..artifacts.checkpoint_args import resolve_checkpoint
 
     name, sep, rest = spec.partition("=")
     if sep and _NAME.match(name) and not Path(spec).exists():

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, ServeError
+from ..extras import require_extra
 from .app import Limits, create_app, load_models
 
 # ---------------------------------------------------------------- the server
@@ -55,12 +56,9 @@ def is_loopback(host: str) -> bool:
 def run_server(checkpoints: list[str], host: str = "127.0.0.1", port: int = 8000, runs_dir: str | Path = "runs",
                limits: Limits = Limits(), threads: int = 1) -> None:
     """Load every checkpoint, bind, then serve until Ctrl-C."""
-    try:
-        import fastapi  # noqa: F401
-        import multipart  # noqa: F401  (python-multipart: FastAPI's form parser)
-        import uvicorn
-    except ImportError:
-        raise ServeError("convtrain serve needs: pip install 'convtrain[serve]'") from None
+    # python-multipart (module multipart) is FastAPI's form parser
+    uvicorn = require_extra("serve", "convtrain serve", "FastAPI, uvicorn and python-multipart",
+                            "uvicorn", "fastapi", "multipart")
     # one intra-op thread per request: concurrent requests then use the cores without oversubscribing them
     torch.set_num_threads(max(1, threads))
     models = load_models(checkpoints, runs_dir)
@@ -84,7 +82,7 @@ def _interrupt_on_signals():
     uvicorn catches both for its graceful shutdown, puts back the handlers it found and then raises
     the signal again: with Python's own handlers a SIGTERM then killed the process (exit 143, no
     message), and a SIGINT inherited as ignored (a background job, ``nohup``) made it exit 0. Like
-    ``train`` (see :mod:`convtrain.train.signals`), ``serve`` stops on either signal whatever the
+    ``train`` (see :mod:`convtrain.training.signals`), ``serve`` stops on either signal whatever the
     parent left in place: a signal sent to a convtrain process is a request to stop.
     """
     def stop(signum, frame):

@@ -1,7 +1,7 @@
 """``--confirm K``: is the winner better than the base config, or a lucky seed?
 
 The base config and the top K trials' configs are each trained again with several seeds (the same
-split: only the seed changes; :func:`convtrain.train.seeds.run_seeds`, into
+split: only the seed changes; :func:`convtrain.training.seeds.run_seeds`, into
 DIR/confirm/<name>/seed-N). The winner "beats the base" when its mean test accuracy exceeds the
 base's by more than the seeds' spread, the larger of the two sample standard deviations. This is
 the only place a study looks at the test set, after the choice was made on validation.
@@ -23,7 +23,7 @@ from ..errors import ConfigError
 def confirm(study, summary: dict, base: RunConfig, k: int, seeds: list[int], folder: Path, *, console: Console,
             signals=None) -> dict:
     """Retrain the base and the top ``k`` trials with ``seeds``; write DIR/confirm.json and return it."""
-    from ..train.seeds import run_seeds
+    from ..training.seeds import run_seeds
     from .report import best_config
 
     if not summary["ranking"]:

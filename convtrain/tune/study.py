@@ -24,6 +24,8 @@ from pathlib import Path
 
 from .. import atomic
 from ..errors import ConfigError
+from ..extras import missing_extra, require_extra
+from ..process import start_time
 from .space import Space
 
 METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
@@ -33,10 +35,7 @@ GRACE_S = 60  # a running trial without a heartbeat for this long is failed
 
 def need_optuna():
     """Optuna, or one line naming the extra (exit 2) before anything runs."""
-    try:
-        import optuna
-    except ImportError:
-        raise ConfigError("convtrain tune needs Optuna: pip install 'convtrain[tune]'") from None
+    optuna = require_extra("tune", "convtrain tune", "Optuna", "optuna")
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # convtrain prints its own line per trial
     # the heartbeat arguments are marked experimental; convtrain pins their use in its tests
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -96,8 +95,8 @@ def open_storage(url: str, on_stale=None):
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
                                               grace_period=GRACE_S, **callback)
         except ImportError as exc:
-            raise ConfigError(f"--storage {redact(url)}: its database driver is missing ({exc.name or exc}); "
-                              f"for PostgreSQL: pip install 'convtrain[tune-postgres]'") from None
+            raise missing_extra("tune-postgres", f"--storage {redact(url)}",
+                                f"its database driver ({exc.name or exc})") from None
         except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
             # two workers creating the tables of a new database at once: one of them loses ("relation
             # already exists", a duplicate key); a moment later the tables are there. Unreachable: no retry
@@ -205,14 +204,4 @@ def read_marker(folder: Path) -> dict:
 
 def owner() -> dict:
     """Who runs a trial: a process on a host (a trial whose process is gone is failed on reopening)."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": start_time(os.getpid())}

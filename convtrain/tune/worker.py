@@ -25,8 +25,9 @@ from rich.markup import escape
 from .. import atomic
 from ..config.schema import RunConfig, to_dict
 from ..errors import ConfigError, ConvtrainError, Interrupted, RunStopped, TrainingError
+from ..process import pid_alive
 from .space import apply_params
-from .study import StudyPlan, need_optuna, open_study, owner, process_alive
+from .study import StudyPlan, need_optuna, open_study, owner
 
 
 class _Surplus(Exception):
@@ -84,9 +85,9 @@ class _Objective:
 
     def __call__(self, trial) -> float:
         optuna = need_optuna()
-        from ..train.progress import Reporter
-        from ..train.runner import run
-        from ..train.start import Start
+        from ..training.reporter import Reporter
+        from ..training.runner import run
+        from ..training.start import Start
 
         self.number = n = trial.number
         if _surplus(self.study, trial, self.plan.trials):
@@ -149,13 +150,16 @@ def fail_dead_local_trials(study) -> list[int]:
 
     me, failed = owner(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        host, pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
-        if host != me["host"] or not isinstance(pid, int) or pid == me["pid"] or process_alive(pid):
+        host, pid, started = (t.user_attrs.get(k) for k in ("host", "pid", "started"))
+        if host != me["host"] or not isinstance(pid, int) or pid == me["pid"] or \
+                pid_alive(pid, started if isinstance(started, str) else None):
             continue
-        with contextlib.suppress(Exception):  # another worker may have failed it first
-            if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
-                failed.append(t.number)
-                _mark_run(t.user_attrs.get("run_dir"), "failed", f"its process ({pid}) died")
+        try:  # Study.tell refuses a trial that is already finished: another worker failed it first
+            study.tell(t.number, state=TrialState.FAIL)
+        except Exception:  # noqa: BLE001 - optuna's refusal classes differ between versions and storages
+            continue
+        failed.append(t.number)
+        _mark_run(t.user_attrs.get("run_dir"), "failed", f"its process ({pid}) died")
     return failed
 
 

@@ -86,7 +86,7 @@ def run_seeds(base: RunConfig, seeds: list[int], root: Path, *, console: Console
     Each seed's config is ``base`` with its ``seed`` set (all else equal); a seed run that exists
     is resumed. ``console`` (a rich Console) gets each run's progress; ``signals`` stops them.
     """
-    from .progress import Reporter
+    from .reporter import Reporter
     from .runner import run
     from .start import Start, prepare_resume
 

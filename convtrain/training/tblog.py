@@ -2,7 +2,7 @@
 
 :func:`open_logger` always returns an object with the same methods: the real logger, or a
 :class:`NullLogger` when logging is off or this rank does not write. A missing package is refused
-by :func:`require` before the run starts (one line naming the extra, exit 2), as MLflow is.
+by :func:`require` before the run starts (one line naming the extra, exit 2), as for every extra.
 """
 
 from __future__ import annotations
@@ -10,20 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..artifacts.metrics import MetricsRow
-from ..errors import ConfigError
+from ..extras import require_extra
 
-MISSING = "log.tensorboard needs TensorBoard: pip install 'convtrain[tensorboard]'"
 
 
 def require(log_cfg, is_main: bool) -> None:
     """log.tensorboard on and the package missing: one line naming the extra (exit 2), before the run
     starts, as for MLflow; not a warning followed by a whole run without event files."""
-    if not log_cfg.tensorboard or not is_main:
-        return
-    try:
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
-    except ImportError:
-        raise ConfigError(MISSING) from None
+    if log_cfg.tensorboard and is_main:
+        require_extra("tensorboard", "log.tensorboard", "TensorBoard", "tensorboard", "torch.utils.tensorboard")
 
 
 class TensorBoardLogger:
@@ -64,11 +59,6 @@ class NullLogger:
         pass
 
 
-def open_logger(folder: Path | None, every: int) -> tuple[TensorBoardLogger | NullLogger, str | None]:
-    """The logger for ``folder`` (None: off), and a note for the user when the package is missing."""
-    if folder is None:
-        return NullLogger(), None
-    try:
-        return TensorBoardLogger(folder, every), None
-    except ImportError:
-        return NullLogger(), MISSING
+def open_logger(folder: Path | None, every: int) -> TensorBoardLogger | NullLogger:
+    """The logger for ``folder`` (None: off); :func:`require` has checked the package before the run."""
+    return NullLogger() if folder is None else TensorBoardLogger(folder, every)

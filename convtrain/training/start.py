@@ -11,6 +11,7 @@ from pathlib import Path
 from ..artifacts import checkpoint
 from ..artifacts.rundir import check_is_run
 from ..catalog import DATASETS
+from ..config.diff import config_diff
 from ..config.load import load_config
 from ..config.schema import RunConfig, from_dict, saved_raw, to_dict
 from ..config.yamlsafe import read_yaml
@@ -88,7 +89,7 @@ def _resumed_config(raw: dict, where: str, cfg: RunConfig | None, overrides, dat
         cfg = load_config(None, list(overrides), data_root=data_root, base=raw, where=where)
     if cfg is None:
         return saved
-    diffs = _config_diff(to_dict(saved), to_dict(cfg))
+    diffs = config_diff(to_dict(saved), to_dict(cfg))
     resumable = _resumable(saved)
     refused = [d for d in diffs if d[0] not in resumable and d[0] != "name"]
     if saved.sched.name in ("cosine", "onecycle"):
@@ -109,17 +110,6 @@ def _resumable(saved: RunConfig) -> tuple[str, ...]:
     same IDX files are (the run copied to another machine, CONVTRAIN_DATA_ROOT elsewhere); for a folder
     or CSV the root is the data itself, so it stays fixed."""
     return RESUMABLE_CHANGES + (("data.root",) if saved.data.name in DATASETS else ())
-
-
-def _config_diff(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
-    out = []
-    for key in a:
-        path = f"{prefix}.{key}" if prefix else key
-        if isinstance(a[key], dict) and isinstance(b.get(key), dict) and key != "kwargs":
-            out.extend(_config_diff(a[key], b[key], path))
-        elif a[key] != b.get(key):
-            out.append((path, a[key], b.get(key)))
-    return out
 
 
 def _set_path(cfg: RunConfig, path: str, value) -> None:

@@ -1,7 +1,7 @@
 """One training run, read top to bottom: shared by ``train``, ``finetune`` and ``--resume``.
 
-:func:`run` is a short sequence of named phases around one :class:`~convtrain.train.state.RunState`
-(the run's parts and state are typed in :mod:`convtrain.train.state`)::
+:func:`run` is a short sequence of named phases around one :class:`~convtrain.training.state.RunState`
+(the run's parts and state are typed in :mod:`convtrain.training.state`)::
 
     setup_process -> setup_data -> build_model -> build_optim -> restore -> build_loop_parts -> open_run_dir
     -> prepare_training -> loop (per epoch: train_epoch, validate, record, save_checkpoints) -> final_test
@@ -14,8 +14,8 @@ A loop feature that keeps state across ``--resume`` is an object with ``state_di
 ``load_state_dict``, built in :func:`build_loop_parts` under its key of last.pt's training state
 (whose check is registered in :mod:`convtrain.artifacts.training_state`), plus the phase step
 where it acts; saving and restoring it need no further line here.
-Where a run starts from (fresh, ``--resume``, ``finetune``) is :mod:`convtrain.train.start`'s
-:class:`~convtrain.train.start.Start`, which loads that checkpoint once.
+Where a run starts from (fresh, ``--resume``, ``finetune``) is :mod:`convtrain.training.start`'s
+:class:`~convtrain.training.start.Start`, which loads that checkpoint once.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ from ..data.sources import build as build_data
 from ..data.types import DataBundle
 from ..errors import ConfigError, ConvtrainError, Interrupted, RunStopped, TrainingError
 from ..models import apply_init, create_model
-from . import distributed, engine, keep, mlflowlog, stopping, tblog, wandblog
+from . import distributed, engine, kept_checkpoints, mlflowlog, stopping, tblog, wandblog
 from . import ema as ema_mod
 from .optim import build_optimizer, build_scheduler
-from .progress import Reporter
+from .reporter import Reporter
 from .repro import DETERMINISTIC_NOTE, deterministic, seed_everything
 from .signals import StopSignals, pause_for_test
 from .start import Start
@@ -215,7 +215,7 @@ def build_loop_parts(cfg: RunConfig, model: nn.Module, start: Start) -> dict:
     written before a feature existed lacks its key: that feature starts afresh)."""
     ts = start.resume["training_state"] if start.resume is not None else {}
     parts = {"ema": ema_mod.create(cfg.train.ema, model), "stops": stopping.Stops(cfg.train),
-             "kept": keep.Kept(cfg.checkpoint)}
+             "kept": kept_checkpoints.Kept(cfg.checkpoint)}
     for key, part in parts.items():
         part.load_state_dict(ts.get(key))
     return parts
@@ -255,9 +255,9 @@ def prepare_training(r: Run, state: RunState, start: Start) -> None:
     r.signals.immediate(lambda name: f"interrupted before training started ({name}); "
                                      f"resume with: {_resume_command(r)}")
     r.reporter.attach_log(r.rundir.log)
-    r.tb, note = open_logger(r.rundir.tensorboard_folder() if cfg.log.tensorboard else None, cfg.log.tensorboard_every)
+    r.tb = open_logger(r.rundir.tensorboard_folder() if cfg.log.tensorboard else None, cfg.log.tensorboard_every)
     notes = [*start.notes, *r.data.bundle.notes, *([r.rundir.note] if r.rundir.note else []),
-             *([note] if note else []), *([DETERMINISTIC_NOTE] if cfg.train.deterministic else [])]
+             *([DETERMINISTIC_NOTE] if cfg.train.deterministic else [])]
     for line in notes:
         (r.reporter.detail if line.startswith(CACHE_FILE_NOTE) else r.reporter.info)(line)
     r.mlflow.start(r.rundir.path, to_dict(cfg), start.reopen, r.reporter.info)
@@ -408,7 +408,7 @@ def save_checkpoints(r: Run, state: RunState, epoch_state: engine.EpochState, ro
             r.rundir.save_checkpoint("best.pt", checkpoint.build(r.ema.model, epoch=state.epoch, metrics=metrics,
                                                                  **r.meta))
         if keep_this:
-            r.rundir.save_checkpoint(keep.epoch_file(state.epoch), checkpoint.build(
+            r.rundir.save_checkpoint(kept_checkpoints.epoch_file(state.epoch), checkpoint.build(
                 r.ema.model, epoch=state.epoch, metrics=metrics, **r.meta))
         training_state["kept"] = r.kept.state_dict()
         pause_for_test("save")

@@ -1,6 +1,6 @@
 """The state of one training run: what the set-up phases build (:class:`Run`), what changes as
 the run goes on and --resume restores (:class:`RunState`), and what it returns (:class:`RunResult`).
-The phases that build and use them are in :mod:`convtrain.train.runner`.
+The phases that build and use them are in :mod:`convtrain.training.runner`.
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from ..artifacts.metrics import MetricsRow
 from ..artifacts.rundir import NullRunDir, RunDir
 from ..config.schema import RunConfig
 from ..data.types import DataBundle
-from . import distributed, engine, keep, mlflowlog, stopping, wandblog
+from . import distributed, engine, kept_checkpoints, mlflowlog, stopping, wandblog
 from . import ema as ema_mod
-from .progress import Reporter
+from .reporter import Reporter
 from .signals import StopSignals
 from .tblog import NullLogger, TensorBoardLogger
 
@@ -101,5 +101,5 @@ class Run:
         return self.parts["stops"]
 
     @property
-    def kept(self) -> keep.Kept:  # checkpoints/epoch-NNN.pt (keep_top_k, every_n_epochs)
+    def kept(self) -> kept_checkpoints.Kept:  # checkpoints/epoch-NNN.pt (keep_top_k, every_n_epochs)
         return self.parts["kept"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..artifacts.metrics import MetricsRow
 from ..config.schema import LogConfig
-from ..errors import ConfigError
+from ..extras import require_extra
 from .trackers import NullTracker
 
 RESULT_KEYS = ("test_accuracy", "test_loss", "test_num_samples", "best_epoch", "best_val_acc", "train_seconds")
@@ -34,11 +34,7 @@ def open_wandb(cfg: LogConfig, is_main: bool) -> NullWandb | WandbLogger:
     """The run's W&B writer; with log.wandb on and wandb missing, one line saying how to install it."""
     if not cfg.wandb or not is_main:
         return NullWandb()
-    try:
-        import wandb
-    except ImportError:
-        raise ConfigError("log.wandb needs Weights & Biases: pip install 'convtrain[wandb]'") from None
-    return WandbLogger(wandb, cfg)
+    return WandbLogger(require_extra("wandb", "log.wandb", "Weights & Biases", "wandb"), cfg)
 
 
 def run_id(run_dir: Path) -> str:

@@ -23,9 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..artifacts.metrics import MetricsRow
-from ..artifacts.rundiff import flatten
+from ..config.diff import flatten
 from ..config.schema import LogConfig
 from ..errors import ConfigError
+from ..extras import require_extra
 from .trackers import NullTracker
 
 EXPERIMENT = "convtrain"
@@ -56,10 +57,7 @@ def open_mlflow(cfg: LogConfig, is_main: bool) -> NullMLflow | MLflowLogger:
     """The run's MLflow writer; with log.mlflow on and MLflow missing, one line saying how to install it."""
     if not cfg.mlflow or not is_main:
         return NullMLflow()
-    try:
-        from mlflow.tracking import MlflowClient
-    except ImportError:
-        raise ConfigError("log.mlflow needs MLflow: pip install 'convtrain[mlflow]'") from None
+    MlflowClient = require_extra("mlflow", "log.mlflow", "MLflow", "mlflow.tracking").MlflowClient  # noqa: N806
     uri = tracking_uri(cfg.mlflow_uri)
     try:
         client = MlflowClient(tracking_uri=uri)

@@ -191,11 +191,11 @@ def _rendezvous_error(exc: Exception, env: DistEnv, timeout_s: float) -> Distrib
         what = f"rank 0 waited {timeout_s:g} s (dist_timeout) but only {k} of {n} processes joined (missing: {missing})"
     else:
         what = (f"rank {env.rank} of WORLD_SIZE={env.world_size} could not join the others within {timeout_s:g} s "
-                f"(dist_timeout): {_short(text)}")
+                f"(dist_timeout): {_first_sentence(text)}")
     return DistributedError(f"{what} (environment: {env.described}); {SINGLE_FIX}, or {MULTI_FIX}")
 
 
-def _short(text: str) -> str:
+def _first_sentence(text: str) -> str:
     """torch's first sentence, without the C++ source location in front."""
     text = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", text.strip().splitlines()[0] if text.strip() else "")
     return text.split(". ")[0].rstrip(".")
@@ -247,7 +247,7 @@ def peer_failure(exc: BaseException) -> DistributedError | None:
     if env.world_size < 2 or not (isinstance(exc, dist.DistError) or re.search(r"gloo|nccl|NCCL|c10d|ProcessGroup", text)):
         return None
     rank, world = env.rank, env.world_size
-    return DistributedError(f"rank {rank} of {world} lost contact with the other processes ({_short(text)}): another "
+    return DistributedError(f"rank {rank} of {world} lost contact with the other processes ({_first_sentence(text)}): another "
                             "process failed or was stopped (its own message says why), or did not answer within "
                             "dist_timeout")
 
