@@ -189,7 +189,7 @@ def _console(progress: bool, console: Console | None) -> Console:
 
     if not progress:
         return Console(quiet=True, force_terminal=False, force_jupyter=False)
-    return console or Console(highlight=False)
+    return console or Console(highlight=False, soft_wrap=True)  # as the command's: a long path is not wrapped
 
 
 def _reporter(progress: bool, verbose: bool, console: Console | None) -> Reporter:
