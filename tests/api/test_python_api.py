@@ -1,6 +1,7 @@
 """The Python API (convtrain.api): the same run directory, train.log and numbers as the commands.
 
-Breaks tried (each failed here): ``train`` dropped from convtrain/__init__.py's exports
+Breaks tried (each failed here): ``Evaluation.as_json`` listing ``accuracy`` before ``loss`` (eval --json's
+key order); ``train`` dropped from convtrain/__init__.py's exports
 (``convtrain.train`` is then an AttributeError); ``_run`` passing no reporter (no
 train.log, nothing printed); ``progress=False`` printing; test_accuracy read from the best
 validation accuracy; predict's probabilities without the checkpoint's normalization; an array
@@ -127,6 +128,11 @@ def test_evaluate_equals_eval_json(api_run):
     assert list(ours.per_class_accuracy) == [str(d) for d in range(10)]
     assert list(ours.per_class_accuracy.values()) == pytest.approx(theirs["per_class_accuracy"])
     assert ours.split == "test" and ours.checkpoint == api_run.checkpoint
+    # the typed result is the command's JSON: the same keys in the same order, the same values (but the time)
+    assert list(theirs) == ["checkpoint", "model", "dataset", "split", "epoch", "classes", "loss", "accuracy",
+                            "num_samples", "per_class_accuracy", "confusion_matrix", "seconds"]
+    mine = ours.as_json()
+    assert list(mine) == list(theirs) and {**mine, "seconds": 0} == {**theirs, "seconds": 0}
 
 
 def test_predict_paths_arrays_and_pil_images_agree_with_the_command(api_run, digits):
