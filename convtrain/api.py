@@ -63,8 +63,8 @@ def train(config: ConfigLike = None, *, data: PathLike | None = None, overrides:
 
     Example: ``convtrain.train("smoke", overrides={"train.epochs": 1}).test_accuracy``
     """
-    with _held(signals):
-        from .training.start import Start
+    _import_training(signals)
+    from .training.start import Start
 
     cfg = _resolve_config(config, data, overrides, data_root)
     start = Start(cfg, Path(run_dir) if run_dir is not None else None)
@@ -78,8 +78,8 @@ def finetune(checkpoint: PathLike | TrainResult, config: ConfigLike = None, *, d
     """A new run from ``checkpoint``'s weights, as ``convtrain finetune`` does (the architecture
     comes from the checkpoint; the head is re-initialised when the classes differ). The other
     arguments are :func:`train`'s."""
-    with _held(signals):
-        from .training.start import prepare_finetune
+    _import_training(signals)
+    from .training.start import prepare_finetune
 
     cfg = _resolve_config(config, data, overrides, data_root)
     return _run(prepare_finetune(checkpoint_path(checkpoint), cfg, run_dir), progress, verbose, console, signals)
@@ -99,8 +99,8 @@ def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *,
 
     Example: ``convtrain.resume(result, overrides={"train.epochs": 4})``
     """
-    with _held(signals):
-        from .training.start import prepare_resume
+    _import_training(signals)
+    from .training.start import prepare_resume
 
     path = _last_checkpoint(run)
     sets = _override_strings(overrides)
@@ -124,9 +124,8 @@ def seeds(config: ConfigLike = None, seeds: str | Iterable[int] = (0, 1, 2), *, 
     from .training.seeds import parse_seeds
 
     chosen = parse_seeds(seeds if isinstance(seeds, str) else ",".join(str(s) for s in seeds))
-    with _held(signals):
-        from .training import runner  # noqa: F401  (torch, imported while the signals are held)
-        from .training.seeds import run_seeds, seed_root
+    _import_training(signals)
+    from .training.seeds import run_seeds, seed_root
 
     base = _resolve_config(config, data, [*_override_strings(overrides), f"seed={chosen[0]}"], data_root)
     root = seed_root(Path(run_dir) if run_dir is not None else None, base)
@@ -137,13 +136,14 @@ def seeds(config: ConfigLike = None, seeds: str | Iterable[int] = (0, 1, 2), *, 
     return result
 
 
-def _held(signals: StopSignals | None):
-    """Imports of torch, numpy and torchvision with Ctrl-C / SIGTERM held until they are done, when the
-    caller installed :class:`StopSignals` (then the signal stops the command: one line, exit 130). A
-    signal handler's exception raised inside an import is caught by C code that imports modules of its
-    own (torch._C imports numpy and ignores a failure) or leaves a half-initialised extension behind
-    (numpy then fails with "cannot load module more than once per process" at the next import)."""
-    return signals.protected() if signals is not None else contextlib.nullcontext()
+def _import_training(signals: StopSignals | None) -> None:
+    """Import the training modules (torch, numpy, torchvision) with Ctrl-C / SIGTERM held until they are
+    loaded, when the caller installed :class:`StopSignals` (the signal then stops the command: one line,
+    exit 130). A signal handler's exception raised inside an import is caught by C code that imports
+    modules of its own (torch._C imports numpy and ignores a failure) or leaves a half-initialised
+    extension behind (numpy then fails with "cannot load module more than once per process" next time)."""
+    with signals.protected() if signals is not None else contextlib.nullcontext():
+        from .training import runner, seeds, start  # noqa: F401
 
 
 def _resolve_config(config: ConfigLike, data: PathLike | None, overrides: Overrides,
