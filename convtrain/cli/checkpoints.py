@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..data.sources import either, rows_help
 from .edge import err, handle_errors, out
 from .options import DataRootOpt
 
@@ -72,8 +73,8 @@ def eval_(
 
 @handle_errors
 def predict(
-    images: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...), folders of them (searched "
-                                        "recursively) or unlabelled CSV files (pixel0,..., one image per row).",
+    images: list[Path] = typer.Argument(..., help=either(["Image files (PNG, JPEG, ...)", "folders of them "
+                                                          "(searched recursively)", *rows_help()]) + ".",
                                         show_default=False),
     checkpoint: Path = typer.Option(..., "--checkpoint", show_default=False,
                                     help=CHECKPOINT_HELP),

@@ -93,15 +93,9 @@ def _model_names() -> list[str]:
 
 
 def _dataset_names() -> list[str]:
-    if "convtrain.data.mnist" not in sys.modules:  # the same for datasets
-        from ..catalog import DATASETS as BUILTIN
-        from ..catalog import FILE_SOURCES
+    from ..data.sources import names  # the table of data sources is plain data: no torch
 
-        return sorted(BUILTIN) + list(FILE_SOURCES)
-    from ..catalog import FILE_SOURCES
-    from ..data.mnist import DATASETS
-
-    return sorted(DATASETS) + list(FILE_SOURCES)
+    return names()
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile's modes
@@ -514,31 +508,19 @@ def _check_cross(cfg: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: 'data.mean' and 'data.std' must have the same length")
     if cfg.data.augment.scale_min > cfg.data.augment.scale_max:
         raise ConfigError(f"{where}: 'data.augment.scale_min' must be <= 'data.augment.scale_max'")
-    from ..data.mnist import DATASETS
+    from ..data.sources import get as get_source
     from ..models import check_model_kwargs
 
-    if cfg.data.name in DATASETS:
-        spec = DATASETS[cfg.data.name]
-        _check_registered_decode(cfg.data, spec, where)
-        name, image_shape, num_classes = spec.name, spec.image_shape, len(spec.classes)
-    else:  # folder/csv: the classes are known only once the files are listed; 2 is the fewest allowed
-        name, num_classes = cfg.data.name, 2
-        image_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    # a registered dataset's own shape (data.channels/image_size must leave it alone); the user's files:
+    # data.channels x data.image_size^2, classes known once the files are read (2 is the fewest allowed)
+    image_shape, num_classes = get_source(cfg.data.name).input_spec(cfg.data, where)
     channels = image_shape[0]
     if cfg.data.mean is not None and len(cfg.data.mean) not in (1, channels):
         raise ConfigError(f"{where}: 'data.mean' and 'data.std' have {len(cfg.data.mean)} values but dataset "
-                          f"'{name}' has {channels} channel(s); give 1 or {channels} values")
+                          f"'{cfg.data.name}' has {channels} channel(s); give 1 or {channels} values")
     # model.kwargs: types and ranges, then a dry build on the meta device for this dataset's images
     check_model_kwargs(cfg.model.name, cfg.model.kwargs, where, num_classes=num_classes,
                        input_shape=image_shape, init=cfg.model.init)
-
-
-def _check_registered_decode(d: DataConfig, spec: Any, where: str) -> None:
-    """channels/image_size reshape folder and CSV images; MNIST's own files are never resized."""
-    if (d.channels, d.image_size) != (spec.image_shape[0], spec.image_shape[1]):
-        raise ConfigError(f"{where}: 'data.channels'/'data.image_size' convert folder and csv images; dataset "
-                          f"'{spec.name}' is {spec.image_shape[0]}x{spec.image_shape[1]}x{spec.image_shape[2]}: "
-                          f"leave them at {spec.image_shape[0]} and {spec.image_shape[1]}")
 
 
 def from_dict(raw: dict, where: str = "config") -> RunConfig:
