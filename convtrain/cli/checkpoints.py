@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..data.sources import either, rows_help
+from ..data.sources import data_help, either, rows_help
 from .edge import err, handle_errors, out
 from .options import DataRootOpt
 
@@ -30,7 +30,7 @@ def eval_(
                                              show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else on stdout."),
     data: Optional[str] = typer.Option(None, "--data", show_default=False,
-                                       help="Evaluate on another labelled folder or .csv with the same classes: "
+                                       help=f"Evaluate on other labelled data with the same classes, {data_help()}: "
                                             "its test split, else all its images."),
     set_: Optional[list[str]] = typer.Option(None, "--set", show_default=False,
                                              help="A data key for this evaluation, e.g. data.test_size=0.2 "

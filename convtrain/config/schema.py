@@ -22,6 +22,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from ..data.sources import own_files, root_help  # the table of data sources: plain data, no torch
 from ..errors import ConfigError, did_you_mean, shown
 
 
@@ -123,21 +124,21 @@ class AugmentConfig:
 class DataConfig:
     name: str = _opt("mnist", "dataset name", choices=_dataset_names)
     root: str = _opt("data", "dataset folder (torchvision layout; --data-root and CONVTRAIN_DATA_ROOT override it); "
-                     "folder: DIR with train/<class>/ (val/, test/ optional); csv: the train.csv file")
+                     + root_help())
     download: bool = _opt(True, "download the dataset when its files are missing")
     val_size: Optional[CountOrFraction] = _opt(
         None, "training images held out (seeded) to pick best.pt when the data has no val split: a count (5000) "
-        "or a fraction (0.1); null = 5000 for mnist/fashion_mnist, 0.1 for folder/csv")
+        f"or a fraction (0.1); null = 5000 for mnist/fashion_mnist, 0.1 for {own_files()}")
     test_size: Optional[CountOrFraction] = _opt(
-        None, "folder/csv without a test split: training images held out (seeded, disjoint from val) as the test "
+        None, f"{own_files()} without a test split: training images held out (seeded, disjoint from val) as the test "
         "set, a count or a fraction; null = 0.1. Not used when the data has its own test split")
     split_seed: Optional[int] = _opt(
         SPLIT_SEED, "seed of the held-out val/test images (and of data.test_subset's sample), separate from `seed`: "
         "runs with different seeds (--seeds) are compared on the same test images; null = `seed` (what runs saved "
         "before this key did)", check=lambda v: None if v is None or 0 <= v <= MAX_SEED else "must be 0 to 2**63-1")
-    channels: int = _opt(1, "folder/csv: images are converted to 1 (grayscale) or 3 (RGB) channels; 1 fits MNIST "
+    channels: int = _opt(1, f"{own_files()}: images are converted to 1 (grayscale) or 3 (RGB) channels; 1 fits MNIST "
                          "checkpoints", check=lambda v: None if v in (1, 3) else "must be 1 or 3")
-    image_size: int = _opt(28, "folder/csv: images are padded to a square and resized to image_size x image_size",
+    image_size: int = _opt(28, f"{own_files()}: images are padded to a square and resized to image_size x image_size",
                            check=_between(8, 512))
     skip_unreadable: bool = _opt(False, "folder/csv: skip unreadable images and malformed CSV rows (counted in the "
                                  "log and results.json) instead of refusing the run")

@@ -60,6 +60,7 @@ class Source:
     input_spec: Callable[[Any, str], tuple[tuple[int, int, int], int]] = _as_configured
     rows: Callable[[Path], ImageRows | None] | None = None  # predict: PATH as a file of many images, or None
     data_help: str = ""  # what `--data` takes, for --help: "a train.csv file (label,pixel0,...)"
+    root_help: str = ""  # what data.root is, for `config keys`: "the train.csv file"
     rows_help: str = ""  # what predict takes, for --help: "unlabelled CSV files (pixel0,..., one image per row)"
 
 
@@ -118,10 +119,11 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     _registered_idx("mnist"),
     Source("folder", _lazy(_user_files, "build_folder"), _lazy(_user_files, "eval_folder"), claims=_folder_claims,
            run_name=lambda root: root.resolve().name,
-           data_help="a folder (DIR/train/<class>/*, optional val/ and test/)"),
+           data_help="a folder (DIR/train/<class>/*, optional val/ and test/)",
+           root_help="DIR with train/<class>/ (val/, test/ optional)"),
     Source("csv", _lazy(_user_files, "build_csv"), _lazy(_user_files, "eval_csv"), claims=_csv_claims,
            run_name=_csv_run_name, rows=_lazy(_csvdata, "unlabelled_rows"),
-           data_help="a train.csv file (label,pixel0,...)",
+           data_help="a train.csv file (label,pixel0,...)", root_help="the train.csv file",
            rows_help="unlabelled CSV files (pixel0,..., one image per row)"),
 )}
 
@@ -181,6 +183,16 @@ def data_help() -> str:
 def data_names_help() -> str:
     """The data.name values ``--data`` sets: "folder or csv"."""
     return either([s.name for s in SOURCES.values() if s.data_help])
+
+
+def root_help() -> str:
+    """What data.root is for each kind of the user's files: "folder: DIR with ...; csv: the train.csv file"."""
+    return "; ".join(f"{s.name}: {s.root_help}" for s in SOURCES.values() if s.root_help)
+
+
+def own_files() -> str:
+    """The kinds of the user's own files, as config help names them: "folder/csv"."""
+    return "/".join(n for n, s in SOURCES.items() if not s.registered)
 
 
 def rows_help() -> list[str]:
