@@ -91,6 +91,12 @@ def _csvdata() -> ModuleType:
     return csvdata
 
 
+def _npzdata() -> ModuleType:
+    from . import npzdata
+
+    return npzdata
+
+
 def _csv_claims(path: Path) -> Path | None:
     """A .csv file, or a folder holding a train.csv and no train/ folder (Kaggle's download)."""
     if path.is_dir() and not (path / "train").is_dir() and (path / "train.csv").is_file():
@@ -125,6 +131,10 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
            run_name=_csv_run_name, rows=_lazy(_csvdata, "unlabelled_rows"),
            data_help="a train.csv file (label,pixel0,...)", root_help="the train.csv file",
            rows_help="unlabelled CSV files (pixel0,..., one image per row)"),
+    Source("npz", _lazy(_npzdata, "build"), _lazy(_npzdata, "build_eval"), rows=_lazy(_npzdata, "unlabelled_rows"),
+           claims=lambda p: p if p.suffix.lower() == ".npz" and p.is_file() else None,
+           data_help="an .npz file (x_train, y_train, x_test, y_test or x, y)", root_help="the .npz file",
+           rows_help=".npz files (the images of x, else x_test)"),
 )}
 
 
