@@ -24,9 +24,9 @@ import torch
 
 from .. import atomic
 from ..artifacts import checkpoint
-from ..catalog import DATASETS
-from ..data import csvdata
+from ..data import sources
 from ..data.images import IMAGE_SUFFIXES, check_invert, image_to_input
+from ..data.types import ImageRows
 from ..errors import ConfigError, DataError
 from ..training import distributed
 
@@ -73,69 +73,60 @@ def classify(model: torch.nn.Module, normalize: Callable[[torch.Tensor], torch.T
 def mnist_style(dataset: str) -> bool:
     """A model of a registered MNIST-style dataset (light ink on dark): only its ``invert=auto`` turns
     dark-on-light pictures around."""
-    return dataset in DATASETS
+    source = sources.find(dataset)
+    return source is not None and source.mnist_style
 
 
 def effective_invert(dataset: str, invert: str) -> str:
-    """``--invert auto`` means ``no`` for a model of the user's own images (folder/csv): it saw them as
+    """``--invert auto`` means ``no`` for a model of the user's own images (folder, csv...): it saw them as
     they are, with no MNIST-style inversion. The one rule for predict, the Python API and the server."""
     return "no" if invert == "auto" and not mnist_style(dataset) else invert
 
 
 @dataclass
 class Inputs:
-    """What predict reads: image files (folders expanded) and unlabelled CSV files, in the order given."""
+    """What predict reads: image files (folders expanded) and files of many images (an unlabelled CSV...),
+    in the order given."""
 
-    items: list[tuple[str, Path]]  # ("image", path) or ("csv", path)
-    total: int  # images in all (CSV data rows counted without holding them)
+    items: list[Path | ImageRows]  # an image file, or a file of many images
+    total: int  # images in all (rows counted without holding them)
 
 
 def gather(paths: list[str | Path]) -> Inputs:
-    items: list[tuple[str, Path]] = []
+    items: list[Path | ImageRows] = []
     total = 0
     for p in map(Path, paths):
-        if _is_csv(p):
-            csvdata.unlabelled_side(p)  # refuses a labelled or malformed header before anything runs
-            items.append(("csv", p))
-            total += _data_rows(p)
+        rows = sources.image_rows(p)  # a labelled or malformed file is refused here, before anything runs
+        if rows is not None:
+            items.append(rows)
+            total += rows.count
         else:
             found = expand_paths([p])
-            items += [("image", f) for f in found]
+            items += found
             total += len(found)
     return Inputs(items, total)
 
 
-def _data_rows(path: Path) -> int:
-    with path.open("rb") as f:
-        lines = sum(1 for line in f if line.strip())
-    return max(0, lines - 1)
-
-
 def _batches(inputs: Inputs, ckpt: checkpoint.Loaded, invert: str, batch_size: int) -> Iterator[tuple[list, torch.Tensor]]:
-    """``(keys, uint8 images)`` batches; a key is ``{"path"}`` for a file, ``{"path", "row"}`` for a CSV row."""
+    """``(keys, uint8 images)`` batches; a key is ``{"path"}`` for a file, ``{"path", "row"}`` for a row of a
+    file of many images."""
     c, (h, w) = ckpt.in_channels, ckpt.input_size
     keys, images = [], []
-    for kind, path in inputs.items:
-        if kind == "csv":
-            if images:  # keep the input order: flush the files before the CSV's rows
+    for item in inputs.items:
+        if isinstance(item, ImageRows):
+            if images:  # keep the input order: flush the files before the rows
                 yield keys, torch.stack(images)
                 keys, images = [], []
-            for ids, x in csvdata.read_unlabelled(path, batch_size):
-                yield [{"path": str(path), "row": i} for i in ids], _fit(x, c, h, w)
+            for ids, x in item.read(batch_size, (c, h, w)):
+                yield [{"path": str(item.path), "row": i} for i in ids], x
             continue
-        keys.append({"path": str(path)})
-        images.append(image_to_input(path, c, (h, w), invert))
+        keys.append({"path": str(item)})
+        images.append(image_to_input(item, c, (h, w), invert))
         if len(images) == batch_size:
             yield keys, torch.stack(images)
             keys, images = [], []
     if images:
         yield keys, torch.stack(images)
-
-
-def _fit(x: torch.Tensor, c: int, h: int, w: int) -> torch.Tensor:
-    if h != w:
-        raise DataError(f"CSV rows are square images; this checkpoint takes {h}x{w} inputs")
-    return csvdata.convert(x, c, h)
 
 
 def iter_predictions(ckpt_path: str | Path, paths: list[str | Path], top_k: int = 3, invert: str = "auto",
