@@ -249,7 +249,8 @@ def _show_seeds(result: SeedsResult, console: Console) -> None:
 
     def row(name, st, values, fmt):
         std = "-" if st.std is None else fmt(st.std)
-        table.add_row(name, fmt(st.mean), std, fmt(st.min), fmt(st.max), *["-" if v is None else fmt(v) for v in values])
+        table.add_row(name, fmt(st.mean), std, fmt(st.min), fmt(st.max),
+                      *["-" if v is None else fmt(v) for v in values])
 
     pct = lambda v: f"{v:.2%}"  # noqa: E731
     row("test accuracy", result.test_accuracy, [per_seed[s].test_accuracy for s in seeds], pct)
@@ -309,9 +310,9 @@ def predict(checkpoint: PathLike | TrainResult | LoadedModel, images: Any, *, in
     """Classify images, as ``convtrain predict`` does (the same :class:`~convtrain.inference.predict.Predictor`,
     the same probabilities).
 
-    ``images``: one image or a list of them; each a file path, a folder (its images, by name), an
-    unlabelled CSV file (one image per row), PNG/JPEG bytes, a PIL image, or a uint8 array/tensor
-    ``[H, W]``, ``[H, W, C]`` (numpy) or ``[C, H, W]`` (torch). ``invert``: ``auto`` (MNIST-style: dark
+    ``images``: one image or a list of them; each a file path, a folder (its images, by name), a file of
+    many images (an unlabelled CSV, an ``.npz``: one prediction per image), PNG/JPEG bytes, a PIL image,
+    or a uint8 array/tensor ``[H, W]``, ``[H, W, C]`` (numpy) or ``[C, H, W]`` (torch). ``invert``: ``auto`` (MNIST-style: dark
     ink on a light border is inverted), ``yes``, ``no``. ``top_k``: the classes each
     :class:`Prediction` lists (default: all). A :class:`LoadedModel` is left as it is (its model is copied).
     """

@@ -1,7 +1,8 @@
-"""The built-in models and datasets as plain data, for commands that should not import torch.
+"""The built-in models as plain data, for commands that should not import torch.
 
-`convtrain models`, `convtrain config keys` and the config's name checks read these tables
-instead of building every model (importing torch costs ~1.5 s before one line is printed).
+`convtrain models`, `convtrain config keys` and the config's name checks read this table
+instead of building every model (importing torch costs ~1.5 s before one line is printed); the data
+sources have their own torch-free table, :data:`convtrain.data.sources.SOURCES`.
 tests/ground/test_catalog_matches_registries.py checks every entry against the real registries (names, descriptions,
 parameter counts, keyword defaults), so a change to a model fails that test until it is copied here.
 """
@@ -22,8 +23,3 @@ MODELS = [
      "description": "LeNet-5: 5x5 conv 6, pool, 5x5 conv 16, pool, linear 120, 84 (61k parameters)",
      "kwargs": {"conv": "torch"}},
 ]
-
-DATASETS = ("fashion_mnist", "mnist")
-# the user's own files (convtrain/data/user_files.py): data.name folder / csv, rooted at data.root;
-# convtrain/data/sources.py's dispatch table has one entry per name here and in DATASETS
-FILE_SOURCES = ("folder", "csv")

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import api
+from ..data.sources import data_help, either, rows_help
 from .edge import err, handle_errors, out
 from .options import DataRootOpt
 
@@ -30,7 +31,7 @@ def eval_(
                                              show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else on stdout."),
     data: Optional[str] = typer.Option(None, "--data", show_default=False,
-                                       help="Evaluate on another labelled folder or .csv with the same classes: "
+                                       help=f"Evaluate on other labelled data with the same classes, {data_help()}: "
                                             "its test split, else all its images."),
     set_: Optional[list[str]] = typer.Option(None, "--set", show_default=False,
                                              help="A data key for this evaluation, e.g. data.test_size=0.2 "
@@ -67,8 +68,8 @@ def eval_(
 
 @handle_errors
 def predict(
-    images: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...), folders of them (searched "
-                                        "recursively) or unlabelled CSV files (pixel0,..., one image per row).",
+    images: list[Path] = typer.Argument(..., help=either(["Image files (PNG, JPEG, ...)", "folders of them "
+                                                          "(searched recursively)", *rows_help()]) + ".",
                                         show_default=False),
     checkpoint: Path = typer.Option(..., "--checkpoint", show_default=False,
                                     help=CHECKPOINT_HELP),

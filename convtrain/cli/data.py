@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..data.detect import data_overrides
+from ..data.sources import data_help
 from .edge import handle_errors, out
 from .options import DataRootOpt, SetOpt, load_run_config
 
@@ -18,7 +19,7 @@ from .options import DataRootOpt, SetOpt, load_run_config
 @handle_errors
 def data_inspect(
     data: Optional[str] = typer.Option(None, "--data", show_default=False,
-                                       help="A folder (DIR/train/<class>/*) or a train.csv file."),
+                                       help=f"{data_help()[:1].upper()}{data_help()[1:]}."),
     dataset: Optional[str] = typer.Option(None, "--dataset", show_default=False,
                                           help="A registered dataset instead (mnist, fashion_mnist)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", show_default=False,

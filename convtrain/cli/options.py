@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from ..data.sources import data_help, data_names_help
+
 SetOpt = typer.Option(None, "--set", help="Override a config key, e.g. --set optim.lr=3e-3 (repeatable).",
                       show_default=False)
 DataRootOpt = typer.Option(None, "--data-root", help="Dataset folder (default: CONVTRAIN_DATA_ROOT, then the config).",
@@ -15,9 +17,9 @@ RunDirOpt = typer.Option(None, "--run-dir", help="Run directory (default runs/<n
                          show_default=False)
 DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.", show_default=False)
 SeedOpt = typer.Option(None, "--seed", help="Random seed (recorded in config.yaml).", show_default=False)
-DataOpt = typer.Option(None, "--data", show_default=False,
-                       help="Your own labelled images: a folder (DIR/train/<class>/*, optional val/ and test/) "
-                            "or a train.csv file (label,pixel0,...); sets data.name (folder or csv) and data.root.")
+DataOpt = typer.Option(None, "--data", show_default=False,  # the kinds of files come from the data source records
+                       help=f"Your own labelled images: {data_help()}; sets data.name ({data_names_help()}) and "
+                            "data.root.")
 
 
 NprocOpt = typer.Option(None, "--nproc-per-node", min=1, show_default=False,

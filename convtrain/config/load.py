@@ -107,12 +107,12 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = (), *, data_
     if cfg.name is None and path is not None:
         cfg.name = Path(path).stem
     set_root = any(o.partition("=")[0].strip() == "data.root" for o in overrides)
-    from ..catalog import FILE_SOURCES
+    from ..data.sources import get as get_source
 
     if data_root:
         cfg.data.root = str(data_root)
-    elif cfg.data.name in FILE_SOURCES:
-        pass  # CONVTRAIN_DATA_ROOT locates the registered datasets; a folder/csv root is the user's own path
+    elif not get_source(cfg.data.name).registered:
+        pass  # CONVTRAIN_DATA_ROOT locates the registered datasets; the root of the user's files is their own path
     elif not set_root and os.environ.get("CONVTRAIN_DATA_ROOT"):
         cfg.data.root = os.environ["CONVTRAIN_DATA_ROOT"]
     return cfg

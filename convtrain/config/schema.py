@@ -22,6 +22,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from ..data.sources import own_files, root_help  # the table of data sources: plain data, no torch
 from ..errors import ConfigError, did_you_mean, shown
 
 
@@ -93,15 +94,9 @@ def _model_names() -> list[str]:
 
 
 def _dataset_names() -> list[str]:
-    if "convtrain.data.mnist" not in sys.modules:  # the same for datasets
-        from ..catalog import DATASETS as BUILTIN
-        from ..catalog import FILE_SOURCES
+    from ..data.sources import names  # the table of data sources is plain data: no torch
 
-        return sorted(BUILTIN) + list(FILE_SOURCES)
-    from ..catalog import FILE_SOURCES
-    from ..data.mnist import DATASETS
-
-    return sorted(DATASETS) + list(FILE_SOURCES)
+    return names()
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile's modes
@@ -129,21 +124,21 @@ class AugmentConfig:
 class DataConfig:
     name: str = _opt("mnist", "dataset name", choices=_dataset_names)
     root: str = _opt("data", "dataset folder (torchvision layout; --data-root and CONVTRAIN_DATA_ROOT override it); "
-                     "folder: DIR with train/<class>/ (val/, test/ optional); csv: the train.csv file")
+                     + root_help())
     download: bool = _opt(True, "download the dataset when its files are missing")
     val_size: Optional[CountOrFraction] = _opt(
         None, "training images held out (seeded) to pick best.pt when the data has no val split: a count (5000) "
-        "or a fraction (0.1); null = 5000 for mnist/fashion_mnist, 0.1 for folder/csv")
+        f"or a fraction (0.1); null = 5000 for mnist/fashion_mnist, 0.1 for {own_files()}")
     test_size: Optional[CountOrFraction] = _opt(
-        None, "folder/csv without a test split: training images held out (seeded, disjoint from val) as the test "
+        None, f"{own_files()} without a test split: training images held out (seeded, disjoint from val) as the test "
         "set, a count or a fraction; null = 0.1. Not used when the data has its own test split")
     split_seed: Optional[int] = _opt(
         SPLIT_SEED, "seed of the held-out val/test images (and of data.test_subset's sample), separate from `seed`: "
         "runs with different seeds (--seeds) are compared on the same test images; null = `seed` (what runs saved "
         "before this key did)", check=lambda v: None if v is None or 0 <= v <= MAX_SEED else "must be 0 to 2**63-1")
-    channels: int = _opt(1, "folder/csv: images are converted to 1 (grayscale) or 3 (RGB) channels; 1 fits MNIST "
+    channels: int = _opt(1, f"{own_files()}: images are converted to 1 (grayscale) or 3 (RGB) channels; 1 fits MNIST "
                          "checkpoints", check=lambda v: None if v in (1, 3) else "must be 1 or 3")
-    image_size: int = _opt(28, "folder/csv: images are padded to a square and resized to image_size x image_size",
+    image_size: int = _opt(28, f"{own_files()}: images are padded to a square and resized to image_size x image_size",
                            check=_between(8, 512))
     skip_unreadable: bool = _opt(False, "folder/csv: skip unreadable images and malformed CSV rows (counted in the "
                                  "log and results.json) instead of refusing the run")
@@ -514,31 +509,19 @@ def _check_cross(cfg: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: 'data.mean' and 'data.std' must have the same length")
     if cfg.data.augment.scale_min > cfg.data.augment.scale_max:
         raise ConfigError(f"{where}: 'data.augment.scale_min' must be <= 'data.augment.scale_max'")
-    from ..data.mnist import DATASETS
+    from ..data.sources import get as get_source
     from ..models import check_model_kwargs
 
-    if cfg.data.name in DATASETS:
-        spec = DATASETS[cfg.data.name]
-        _check_registered_decode(cfg.data, spec, where)
-        name, image_shape, num_classes = spec.name, spec.image_shape, len(spec.classes)
-    else:  # folder/csv: the classes are known only once the files are listed; 2 is the fewest allowed
-        name, num_classes = cfg.data.name, 2
-        image_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    # a registered dataset's own shape (data.channels/image_size must leave it alone); the user's files:
+    # data.channels x data.image_size^2, classes known once the files are read (2 is the fewest allowed)
+    image_shape, num_classes = get_source(cfg.data.name).input_spec(cfg.data, where)
     channels = image_shape[0]
     if cfg.data.mean is not None and len(cfg.data.mean) not in (1, channels):
         raise ConfigError(f"{where}: 'data.mean' and 'data.std' have {len(cfg.data.mean)} values but dataset "
-                          f"'{name}' has {channels} channel(s); give 1 or {channels} values")
+                          f"'{cfg.data.name}' has {channels} channel(s); give 1 or {channels} values")
     # model.kwargs: types and ranges, then a dry build on the meta device for this dataset's images
     check_model_kwargs(cfg.model.name, cfg.model.kwargs, where, num_classes=num_classes,
                        input_shape=image_shape, init=cfg.model.init)
-
-
-def _check_registered_decode(d: DataConfig, spec: Any, where: str) -> None:
-    """channels/image_size reshape folder and CSV images; MNIST's own files are never resized."""
-    if (d.channels, d.image_size) != (spec.image_shape[0], spec.image_shape[1]):
-        raise ConfigError(f"{where}: 'data.channels'/'data.image_size' convert folder and csv images; dataset "
-                          f"'{spec.name}' is {spec.image_shape[0]}x{spec.image_shape[1]}x{spec.image_shape[2]}: "
-                          f"leave them at {spec.image_shape[0]} and {spec.image_shape[1]}")
 
 
 def from_dict(raw: dict, where: str = "config") -> RunConfig:

@@ -1,6 +1,7 @@
-"""Data: the types every source returns (:mod:`.types`), one dispatch table of sources
-(:mod:`.sources`: MNIST-style IDX files, image folders, CSV files), batching (:mod:`.batches`),
+"""Data: the types every source returns (:mod:`.types`), one record per data source (:mod:`.sources`:
+the registered MNIST-style IDX datasets, image folders, CSV files), batching (:mod:`.batches`),
 image decoding with its one suffix list (:mod:`.images`), the decode cache and ``data inspect``.
 
-Importing this package imports no torch; :mod:`.detect` (what ``--data PATH`` names) stays light too.
+The data room is the only one that knows sources by name. Importing this package imports no torch;
+neither do :mod:`.sources` (the table) and :mod:`.detect` (what ``--data PATH`` names).
 """

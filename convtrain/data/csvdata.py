@@ -4,7 +4,7 @@ Kaggle's digit-recognizer ``train.csv``), square grayscale images of 0..255 inte
 ``data.root`` is ``train.csv`` (``--data DIR`` finds ``DIR/train.csv``); ``val.csv`` and ``test.csv``
 beside it are optional splits when they have labels. An unlabelled one (Kaggle's ``test.csv``:
 ``pixel0,...``, the images a submission is made for) is left out with a note: it is what
-``convtrain predict`` is for (:func:`read_unlabelled`). Blank lines are
+``convtrain predict`` is for (:func:`unlabelled_rows`). Blank lines are
 skipped. A row with the wrong number of columns, an empty label, a pixel that is not an integer or
 is outside 0..255 is *malformed*: an error naming the file and row, or skipped and counted with
 ``data.skip_unreadable: true``.
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
+from .types import ImageRows
 
 MAX_SIDE = 1024  # pixels per side: a header declaring more is not an MNIST-style CSV
 SPLITS = ("train", "val", "test")
@@ -105,6 +106,26 @@ def read_unlabelled(path: Path, batch: int):
                 ids, rows = [], []
         if rows:
             yield ids, torch.from_numpy(np.stack(rows)).view(-1, 1, side, side)
+
+
+def unlabelled_rows(path: Path) -> ImageRows | None:
+    """``convtrain predict``'s view of a .csv input: its rows, ids from 1 (Kaggle's ImageId), fitted to the
+    model's input; None for a path that is not a .csv file. A labelled or malformed header is refused here,
+    before anything runs."""
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        return None
+    unlabelled_side(path)
+
+    def read(batch: int, shape: tuple[int, int, int]):
+        c, h, w = shape
+        if h != w:
+            raise DataError(f"CSV rows are square images; this checkpoint takes {h}x{w} inputs")
+        for ids, x in read_unlabelled(path, batch):
+            yield ids, convert(x, c, h)
+
+    with path.open("rb") as f:
+        lines = sum(1 for line in f if line.strip())
+    return ImageRows(path, max(0, lines - 1), read)
 
 
 def read(path: Path) -> CsvSplit:

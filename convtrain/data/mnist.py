@@ -166,3 +166,22 @@ def load_eval_split(name: str, root: str | Path, split: str, val_size: int | flo
         return load_split(name, root, train=False, download=download)
     full = load_split(name, root, train=True, download=download)
     return split_train_val(full, val_size, seed, None)[1]
+
+
+def build_eval(data_cfg, seed: int, split: str = "test") -> DataBundle:
+    """What ``convtrain eval`` scores, as the bundle's ``test``: the test files, or the validation images a
+    run of ``data_cfg`` held out (data.test_subset is eval's own ``--set``, applied by the caller)."""
+    spec = DATASETS[data_cfg.name]
+    chosen = load_eval_split(spec.name, data_cfg.root, split, data_cfg.val_size, seed, data_cfg.download)
+    return DataBundle(chosen, chosen, chosen, list(spec.classes), list(spec.mean), list(spec.std))
+
+
+def input_spec(data_cfg, where: str) -> tuple[tuple[int, int, int], int]:
+    """The image shape and class count of a registered dataset, for the config's model check.
+    data.channels / data.image_size reshape folder and CSV images; these files are never resized."""
+    spec = DATASETS[data_cfg.name]
+    if (data_cfg.channels, data_cfg.image_size) != (spec.image_shape[0], spec.image_shape[1]):
+        raise ConfigError(f"{where}: 'data.channels'/'data.image_size' convert folder and csv images; dataset "
+                          f"'{spec.name}' is {spec.image_shape[0]}x{spec.image_shape[1]}x{spec.image_shape[2]}: "
+                          f"leave them at {spec.image_shape[0]} and {spec.image_shape[1]}")
+    return spec.image_shape, len(spec.classes)

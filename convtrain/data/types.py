@@ -1,5 +1,6 @@
 """The shapes every data source returns: :class:`Split` (uint8 images in memory), the
-:class:`StreamedSplit` protocol (images left on disk, decoded per sample) and :class:`DataBundle`.
+:class:`StreamedSplit` protocol (images left on disk, decoded per sample) and :class:`DataBundle`;
+and :class:`ImageRows`, a file of many unlabelled images as ``convtrain predict`` reads it.
 
 Everything after :mod:`convtrain.data.sources` (batching, the training loop, eval, inspect) reads
 these types only, so a new source needs no change beyond its loader.
@@ -8,7 +9,9 @@ these types only, so a new source needs no change beyond its loader.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -111,6 +114,16 @@ class DataBundle:
     @property
     def input_size(self) -> tuple[int, int]:
         return tuple(self.train.image_shape[1:])
+
+
+@dataclass(frozen=True)
+class ImageRows:
+    """A file that holds many unlabelled images (an unlabelled CSV...), as ``convtrain predict`` reads it."""
+
+    path: Path
+    count: int  # images in the file, counted without decoding them
+    # (batch size, (channels, height, width) the model takes) -> (ids, uint8 [n, C, H, W]) batches, in file order
+    read: Callable[[int, tuple[int, int, int]], Iterator[tuple[list[int], Tensor]]]
 
 
 def resolve_size(size: int | float | None, n: int, default: int | float) -> int:

@@ -93,6 +93,16 @@ def build_csv(data_cfg, seed: int) -> DataBundle:
     return build(load_csv(data_cfg), data_cfg, seed)
 
 
+def eval_folder(data_cfg, seed: int, split: str = "test") -> DataBundle:
+    """``eval --data FOLDER``: see :func:`build_eval`."""
+    return build_eval(load_folder(data_cfg), data_cfg, seed, split)
+
+
+def eval_csv(data_cfg, seed: int, split: str = "test") -> DataBundle:
+    """``eval --data FILE.csv``: see :func:`build_eval`."""
+    return build_eval(load_csv(data_cfg), data_cfg, seed, split)
+
+
 def build(loaded: FileData, data_cfg, seed: int) -> DataBundle:
     """Refuse or skip bad files, hold out the missing splits, compute mean/std."""
     _refuse_bad(loaded, data_cfg)
@@ -112,14 +122,13 @@ def build(loaded: FileData, data_cfg, seed: int) -> DataBundle:
                       skipped=list(loaded.bad), tensor_resident=not loaded.streamed, info=info)
 
 
-def build_eval(data_cfg, seed: int, split: str = "test") -> DataBundle:
+def build_eval(loaded: FileData, data_cfg, seed: int, split: str = "test") -> DataBundle:
     """The images ``convtrain eval --data`` scores, as the bundle's ``test`` (also its train and val).
 
     Never a hold-out with the checkpoint's settings: the data's own test split (``split="val"``:
     its val split); without one, the ``data.test_size`` images training would hold out (same seed,
-    same images) when that key is set, else every image of the folder or CSV files.
+    same images) when that key is set, else every image of the files.
     """
-    loaded = (load_folder if data_cfg.name == "folder" else load_csv)(data_cfg)
     _refuse_bad(loaded, data_cfg)
     where = f"{data_cfg.name} dataset {loaded.root}"
     if split == "val" or "test" in loaded.splits:

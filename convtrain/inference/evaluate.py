@@ -7,10 +7,9 @@ from pathlib import Path
 import torch
 
 from ..artifacts import checkpoint
-from ..catalog import FILE_SOURCES
 from ..data.batches import TensorBatches, make_batches
-from ..data.mnist import DATASETS, load_eval_split
 from ..data.sources import build as build_data
+from ..data.sources import find, registered_names
 from ..errors import CheckpointError, ConfigError, did_you_mean
 from ..training import distributed, engine
 from .results import Evaluation
@@ -28,7 +27,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
     The dataset, normalization, classes and (for ``split="val"``) the exact held-out validation
     images all come from the checkpoint. The data root is ``data_root``, else
     ``CONVTRAIN_DATA_ROOT``, else the root saved in the checkpoint's config. ``data_path`` (another
-    folder or CSV) is scored on its own test split, else on all its images (see
+    folder, CSV...) is scored on its own test split, else on all its images (see
     :func:`convtrain.data.user_files.build_eval`). ``overrides`` are ``--set`` values of :data:`EVAL_KEYS`.
     Returns :func:`convtrain.training.engine.evaluate`'s numbers and what was evaluated, typed.
     """
@@ -38,20 +37,23 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
     ckpt = checkpoint.open_checkpoint(path)
     if data_path is not None and dataset is not None:
         raise ConfigError("give --data (your own folder or csv) or --dataset (a registered one), not both")
-    if data_path is not None or (dataset is None and ckpt.dataset in FILE_SOURCES):
-        return _evaluate_files(ckpt, path, split, data_path, device, batch_size, overrides)
     name = dataset or ckpt.dataset
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset '{name}'{did_you_mean(name, DATASETS)}")
-    spec = DATASETS[name]
-    if len(spec.classes) != ckpt.num_classes:
-        raise CheckpointError(f"{path} predicts {ckpt.num_classes} classes but dataset '{name}' has "
-                              f"{len(spec.classes)}; fine-tune it first (convtrain finetune)")
+    source = find(name)
+    if data_path is not None or (dataset is None and source is not None and not source.registered):
+        return _evaluate_files(ckpt, path, split, data_path, device, batch_size, overrides)
+    if source is None or not source.registered:
+        raise ConfigError(f"unknown dataset '{name}'{did_you_mean(name, registered_names())}")
+    from ..config.schema import held_out_seed
+
     cfg = ckpt.config
-    data_cfg = _config(ckpt, path, overrides).data if overrides else None
-    split_seed = cfg["seed"] if cfg["data"].get("split_seed") is None else cfg["data"]["split_seed"]
-    split_data = load_eval_split(name, ckpt.data_root(data_root), split, cfg["data"]["val_size"], split_seed,
-                                 data_cfg.download if data_cfg else cfg["data"]["download"])
+    parsed = _config(ckpt, path, overrides)
+    parsed.data.name, parsed.data.root = name, ckpt.data_root(data_root)  # a registered dataset: any data root
+    bundle = source.build_eval(parsed.data, held_out_seed(parsed), split)
+    if len(bundle.classes) != ckpt.num_classes:
+        raise CheckpointError(f"{path} predicts {ckpt.num_classes} classes but dataset '{name}' has "
+                              f"{len(bundle.classes)}; fine-tune it first (convtrain finetune)")
+    split_data = bundle.test
+    data_cfg = parsed.data if overrides else None  # data.test_subset: eval's own --set, not the saved run's
     if data_cfg is not None and data_cfg.test_subset is not None:
         split_data = split_data.take(torch.randperm(len(split_data), generator=torch.Generator().manual_seed(
             cfg["seed"]))[:data_cfg.test_subset])
@@ -96,12 +98,12 @@ def _config(ckpt: checkpoint.Loaded, path, overrides):
 
 def _evaluate_files(ckpt: checkpoint.Loaded, path, split: str, root: str | None, device: str,
                     batch_size: int | None, overrides=()) -> Evaluation:
-    """A folder/csv dataset: the one the checkpoint was trained on (its saved config: same seed, same
+    """The user's own files: the ones the checkpoint was trained on (its saved config: same seed, same
     held-out splits), or ``root`` (``--data``), which must have exactly the checkpoint's classes and
     is scored on its own test split, else all its images (never a hold-out with the saved val_size)."""
     from ..config.schema import held_out_seed
     from ..data.detect import resolve
-    from ..data.user_files import build_eval
+    from ..data.sources import build_eval
 
     cfg = _config(ckpt, path, overrides)
     if root is not None:

@@ -25,9 +25,10 @@ import torch
 
 from .. import atomic
 from ..artifacts import checkpoint
-from ..data.mnist import DATASETS, load_split
+from ..data.sources import find as find_source
 from ..errors import CheckpointError, ConfigError, ConvtrainError, DataError, ExportError
 from ..extras import require_extra
+from .predict import mnist_style
 from ..version import __version__
 
 # torch-export first: TorchScript is deprecated upstream (kept for libtorch/C++ users).
@@ -46,7 +47,7 @@ def metadata(ckpt: checkpoint.Loaded, preprocessing: bool) -> dict[str, str]:
             "input_size": json.dumps(list(ckpt.input_size)), "channels": str(ckpt.in_channels),
             "layout": "NCHW", "color": "grayscale" if ckpt.in_channels == 1 else "RGB",
             "includes_preprocessing": json.dumps(preprocessing), "input": how,
-            "ink": "light on dark (MNIST-style)" if ckpt.dataset in DATASETS else "as in the training images",
+            "ink": "light on dark (MNIST-style)" if mnist_style(ckpt.dataset) else "as in the training images",
             "model": ckpt.model_name, "dataset": ckpt.dataset, "convtrain_version": __version__}
 
 
@@ -64,11 +65,15 @@ class WithPreprocessing(torch.nn.Module):
 
 
 def _test_batch(ckpt: checkpoint.Loaded, data_root: str | None, n: int = 16) -> tuple[torch.Tensor, str]:
-    """A uint8 batch of the checkpoint's test images, or a seeded random one when the data is absent."""
+    """A uint8 batch of a registered dataset's test images, or a seeded random one when the data is absent
+    (or is the user's own files, which may take long to decode)."""
+    from ..config.schema import DataConfig
+
     root = ckpt.data_root(data_root)
+    source = find_source(ckpt.dataset)
     try:
-        if ckpt.dataset in DATASETS:
-            test = load_split(ckpt.dataset, root, train=False, download=False)
+        if source is not None and source.registered:
+            test = source.build_eval(DataConfig(name=ckpt.dataset, root=root, download=False), 0, "test").test
             if tuple(test.images.shape[1:]) == ckpt.image_shape:
                 idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:n]
                 return test.images[idx], f"{n} {ckpt.dataset} test images"

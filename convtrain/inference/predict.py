@@ -8,9 +8,9 @@ An image of any size is made to look like the training data
 model's top-k classes come back as :class:`~convtrain.inference.results.Prediction` objects, in input order.
 
 Inputs are image files, folders (searched recursively for the suffixes training reads,
-:data:`~convtrain.data.images.IMAGE_SUFFIXES`), unlabelled CSV files (``pixel0,...``, one image
-per row, as Kaggle's ``test.csv``) and, from the Python API, images in memory (bytes, PIL images,
-uint8 arrays). They are read and classified ``batch_size`` at a time (:meth:`Predictor.predictions`),
+:data:`~convtrain.data.images.IMAGE_SUFFIXES`), files of many images that a data source reads
+(:func:`convtrain.data.sources.image_rows`: an unlabelled CSV such as Kaggle's ``test.csv``, an
+``.npz``'s images) and, from the Python API, images in memory (bytes, PIL images, uint8 arrays). They are read and classified ``batch_size`` at a time (:meth:`Predictor.predictions`),
 so :func:`predict_to_file` writes a CSV, a JSON list or a Kaggle ``ImageId,Label`` submission of any
 size in bounded memory, through :mod:`convtrain.atomic` (a file that is cut short never replaces an
 earlier one).
@@ -31,8 +31,7 @@ from typing import Any
 import torch
 
 from .. import atomic
-from ..catalog import DATASETS
-from ..data import csvdata
+from ..data import sources
 from ..data.batches import Normalizer
 from ..data.images import IMAGE_SUFFIXES, check_invert, image_to_input
 from ..errors import ConfigError, DataError
@@ -67,35 +66,36 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
 def mnist_style(dataset: str) -> bool:
     """A model of a registered MNIST-style dataset (light ink on dark): only its ``invert=auto`` turns
     dark-on-light pictures around."""
-    return dataset in DATASETS
+    source = sources.find(dataset)
+    return source is not None and source.mnist_style
 
 
 def effective_invert(dataset: str, invert: str) -> str:
-    """``--invert auto`` means ``no`` for a model of the user's own images (folder/csv): it saw them as
+    """``--invert auto`` means ``no`` for a model of the user's own images (folder, csv...): it saw them as
     they are, with no MNIST-style inversion. The one rule for predict, the Python API and the server."""
     return "no" if invert == "auto" and not mnist_style(dataset) else invert
 
 
 @dataclass
 class Inputs:
-    """What predict reads, in the order given: images (files, folders expanded, or in memory) and
-    unlabelled CSV files."""
+    """What predict reads, in the order given: images (files, folders expanded, or in memory) and files of
+    many images (an unlabelled CSV...)."""
 
-    items: list[tuple[str, str, Any]]  # ("image", name, path or encoded bytes) or ("csv", name, path)
-    total: int  # images in all (CSV data rows counted without holding them)
+    items: list[tuple[str, str, Any]]  # ("image", name, path or encoded bytes) or ("rows", name, ImageRows)
+    total: int  # images in all (rows counted without holding them)
 
 
 def gather(images: Any) -> Inputs:
-    """``images``: one image or a list of them; each a path (a file, a folder of images, an unlabelled
-    CSV file), encoded bytes, a PIL image or a uint8 array/tensor (named ``<image N>``)."""
+    """``images``: one image or a list of them; each a path (a file, a folder of images, a file of many
+    images such as an unlabelled CSV), encoded bytes, a PIL image or a uint8 array/tensor (named ``<image N>``)."""
     listed = list(images) if isinstance(images, (list, tuple)) or hasattr(images, "__next__") else [images]
     items: list[tuple[str, str, Any]] = []
     total = 0
     for i, img in enumerate(listed):
-        if isinstance(img, (str, Path)) and _is_csv(Path(img)):
-            csvdata.unlabelled_side(Path(img))  # refuses a labelled or malformed header before anything runs
-            items.append(("csv", str(img), Path(img)))
-            total += _data_rows(Path(img))
+        rows = sources.image_rows(Path(img)) if isinstance(img, (str, Path)) else None  # refuses a labelled file
+        if rows is not None:
+            items.append(("rows", str(rows.path), rows))
+            total += rows.count
             continue
         if isinstance(img, (str, Path)):
             found = [("image", str(f), f) for f in expand_paths([img])]
@@ -106,12 +106,6 @@ def gather(images: Any) -> Inputs:
         items += found
         total += len(found)
     return Inputs(items, total)
-
-
-def _data_rows(path: Path) -> int:
-    with path.open("rb") as f:
-        lines = sum(1 for line in f if line.strip())
-    return max(0, lines - 1)
 
 
 def _encode(img: Any, i: int) -> bytes:
@@ -202,15 +196,16 @@ class Predictor:
                 on_batch(done, inputs.total)
 
     def _batches(self, inputs: Inputs, invert: str, batch_size: int) -> Iterator[tuple[list, torch.Tensor]]:
-        """``(keys, uint8 images)`` batches; a key is ``(name, None)`` for an image, ``(path, row)`` for a CSV row."""
+        """``(keys, uint8 images)`` batches; a key is ``(name, None)`` for an image, ``(path, row)`` for a row
+        of a file of many images."""
         keys, images = [], []
         for kind, name, source in inputs.items:
-            if kind == "csv":
-                if images:  # keep the input order: flush the files before the CSV's rows
+            if kind == "rows":
+                if images:  # keep the input order: flush the files before the rows
                     yield keys, torch.stack(images)
                     keys, images = [], []
-                for ids, x in csvdata.read_unlabelled(source, batch_size):
-                    yield [(name, i) for i in ids], self._fit(x)
+                for ids, x in source.read(batch_size, self.loaded.image_shape):
+                    yield [(name, i) for i in ids], x
                 continue
             keys.append((name, None))
             images.append(self.prepare(source, invert, name))
@@ -219,12 +214,6 @@ class Predictor:
                 keys, images = [], []
         if images:
             yield keys, torch.stack(images)
-
-    def _fit(self, x: torch.Tensor) -> torch.Tensor:
-        c, h, w = self.loaded.image_shape
-        if h != w:
-            raise DataError(f"CSV rows are square images; this checkpoint takes {h}x{w} inputs")
-        return csvdata.convert(x, c, h)
 
 
 def iter_predictions(checkpoint: str | Path | LoadedModel, images: Any, top_k: int | None = 3, invert: str = "auto",

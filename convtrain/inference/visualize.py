@@ -13,8 +13,7 @@ from torch import nn
 from .. import ops
 from ..artifacts import checkpoint
 from ..artifacts.plots import _grid
-from ..catalog import FILE_SOURCES
-from ..data.mnist import DATASETS, load_split
+from ..data.sources import find as find_source
 from ..errors import CheckpointError, ConfigError, ConvtrainError, DataError, OutputError
 
 CONV_TYPES = (nn.Conv2d, ops.Conv2d)
@@ -62,7 +61,7 @@ def _feature_maps(model: nn.Module, convs: list[tuple[str, nn.Module]], x: torch
 
 
 def _first_own_test_image(ckpt: checkpoint.Loaded, ckpt_path) -> torch.Tensor:
-    """The first test image of the folder/csv a checkpoint was trained on (its saved config: the same
+    """The first test image of the user's files a checkpoint was trained on (its saved config: the same
     held-out split), or a DataError saying what is needed."""
     from ..config.schema import from_dict, held_out_seed, saved_raw
     from ..data.batches import SplitDataset
@@ -83,6 +82,24 @@ def _first_own_test_image(ckpt: checkpoint.Loaded, ckpt_path) -> torch.Tensor:
     return x
 
 
+def _first_registered_test_image(ckpt: checkpoint.Loaded, ckpt_path, source, data_root: str | None) -> torch.Tensor:
+    """The first test image of a registered dataset, found under the data root."""
+    from ..config.schema import DataConfig
+
+    if source is None:
+        raise DataError(f"dataset '{ckpt.dataset}' of {ckpt_path} is not registered here; pass an IMAGE file")
+    try:
+        data = DataConfig(name=ckpt.dataset, root=ckpt.data_root(data_root), download=False)
+        test = source.build_eval(data, 0, "test").test
+    except DataError as exc:
+        raise DataError(f"{exc} (or pass an IMAGE file)") from None
+    x = test.images[0]
+    if tuple(x.shape) != ckpt.image_shape:
+        raise CheckpointError(f"{ckpt_path} expects images of shape {list(ckpt.image_shape)}, "
+                              f"dataset '{ckpt.dataset}' has {list(x.shape)}; pass an IMAGE file")
+    return x
+
+
 def visualize(ckpt_path: str | Path, image: str | Path | None = None, output_dir: str | Path | None = None,
               data_root: str | None = None, invert: str = "auto") -> list[Path]:
     """PNG grids of the first conv layer's kernels and of every conv layer's feature maps for one image.
@@ -99,21 +116,13 @@ def visualize(ckpt_path: str | Path, image: str | Path | None = None, output_dir
     convs = [(name, m) for name, m in model.named_modules() if isinstance(m, CONV_TYPES)]
     if not convs:
         raise ConvtrainError(f"model '{ckpt.model_name}' has no conv layers to visualize")
+    source = find_source(ckpt.dataset)
     if image is not None:
         x = image_to_input(Path(image), ckpt.in_channels, ckpt.input_size, invert)
-    elif ckpt.dataset in FILE_SOURCES:
+    elif source is not None and not source.registered:
         x = _first_own_test_image(ckpt, ckpt_path)
     else:
-        if ckpt.dataset not in DATASETS:
-            raise DataError(f"dataset '{ckpt.dataset}' of {ckpt_path} is not registered here; pass an IMAGE file")
-        try:
-            test = load_split(ckpt.dataset, ckpt.data_root(data_root), train=False, download=False)
-        except DataError as exc:
-            raise DataError(f"{exc} (or pass an IMAGE file)") from None
-        x = test.images[0]
-        if tuple(x.shape) != ckpt.image_shape:
-            raise CheckpointError(f"{ckpt_path} expects images of shape {list(ckpt.image_shape)}, "
-                                  f"dataset '{ckpt.dataset}' has {list(x.shape)}; pass an IMAGE file")
+        x = _first_registered_test_image(ckpt, ckpt_path, source, data_root)
     captured = _feature_maps(model, convs, ckpt.normalizer("cpu")(x.unsqueeze(0)))
     out = prepare_output_dir(Path(output_dir) if output_dir else default_visualize_dir(Path(ckpt_path)))
     kernels = convs[0][1].weight.detach().float()

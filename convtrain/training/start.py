@@ -10,11 +10,11 @@ from pathlib import Path
 
 from ..artifacts import checkpoint
 from ..artifacts.rundir import check_is_run
-from ..catalog import DATASETS
 from ..config.diff import config_diff
 from ..config.load import load_config
 from ..config.schema import RunConfig, from_dict, saved_raw, to_dict
 from ..config.yamlsafe import read_yaml
+from ..data.sources import get as get_source
 from ..errors import CheckpointError, ConfigError
 
 # Settings that may change when a run is resumed: they do not alter what the finished run means.
@@ -107,9 +107,9 @@ def _resumed_config(raw: dict, where: str, cfg: RunConfig | None, overrides, dat
 
 def _resumable(saved: RunConfig) -> tuple[str, ...]:
     """RESUMABLE_CHANGES, plus data.root for a registered dataset: there the root only says where the
-    same IDX files are (the run copied to another machine, CONVTRAIN_DATA_ROOT elsewhere); for a folder
-    or CSV the root is the data itself, so it stays fixed."""
-    return RESUMABLE_CHANGES + (("data.root",) if saved.data.name in DATASETS else ())
+    same IDX files are (the run copied to another machine, CONVTRAIN_DATA_ROOT elsewhere); for the user's
+    own files (a folder, a CSV...) the root is the data itself, so it stays fixed."""
+    return RESUMABLE_CHANGES + (("data.root",) if get_source(saved.data.name).registered else ())
 
 
 def _set_path(cfg: RunConfig, path: str, value) -> None:

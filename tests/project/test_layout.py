@@ -233,3 +233,71 @@ def test_every_room_says_what_it_holds(module):
 def test_every_module_has_a_docstring():
     missing = [m for m, p in _modules().items() if not (d := ast.get_docstring(ast.parse(p.read_text()))) or "TODO" in d]
     assert not missing, f"these modules need a docstring: {missing}"
+
+
+# Data sources are named in the data room only. Elsewhere a rule that depends on the source (registered
+# dataset or the user's files, MNIST-style ink, how --data PATH is read, which split eval scores) asks the
+# source's record in convtrain/data/sources.py, so a new source is one module and one record, and no other
+# room changes. The names come from that table (plain data, no torch: the one import in this file).
+SOURCE_TABLES = {"DATASETS", "FILE_SOURCES", "SOURCES"}
+
+
+def _names_a_source(node: ast.AST, names: set[str]) -> bool:
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str) and node.value in names
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_names_a_source(e, names) for e in node.elts)
+    return False
+
+
+def _is_source_table(node: ast.AST) -> bool:
+    if isinstance(node, ast.Call) and not node.args:  # DATASETS.keys()
+        node = node.func.value if isinstance(node.func, ast.Attribute) else node.func
+    return (isinstance(node, ast.Name) and node.id in SOURCE_TABLES) or \
+        (isinstance(node, ast.Attribute) and node.attr in SOURCE_TABLES)
+
+
+def source_name_comparisons(path: Path, names: set[str]) -> list[str]:
+    """``x == "csv"``, ``x in ("folder", "csv")``, ``x in DATASETS``, ``case "mnist":`` in ``path``."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            table = any(isinstance(op, (ast.In, ast.NotIn)) and _is_source_table(right)
+                        for op, right in zip(node.ops, node.comparators))
+            if table or any(_names_a_source(o, names) for o in operands):
+                out.append(f"{_shown(path)}:{node.lineno}")
+        elif isinstance(node, ast.MatchValue) and _names_a_source(node.value, names):
+            out.append(f"{_shown(path)}:{node.lineno}")
+    return sorted(out, key=lambda s: int(s.rpartition(":")[2]))
+
+
+def _source_names() -> set[str]:
+    from convtrain.data.sources import SOURCES
+
+    return set(SOURCES)
+
+
+def test_no_room_but_data_compares_source_names():
+    data_room = PACKAGE / "data"
+    found = [s for p in sorted(PACKAGE.rglob("*.py")) if not p.is_relative_to(data_room)
+             for s in source_name_comparisons(p, _source_names())]
+    assert not found, ("ask the source's record (convtrain.data.sources: registered, mnist_style, claims, "
+                       "build_eval...) instead of comparing source names: " + ", ".join(found))
+
+
+def test_the_source_name_check_sees_comparisons_and_table_lookups(tmp_path):
+    """Breaks tried: `ckpt.dataset in DATASETS` put back in inference/export.py, `name == "folder"` in
+    training/start.py; each failed the test above."""
+    fake = tmp_path / "r.py"
+    fake.write_text("def f(ckpt, cfg, fmt, name):\n"
+                    "    a = ckpt.dataset in DATASETS\n"
+                    "    b = cfg.data.name not in catalog.FILE_SOURCES\n"
+                    "    c = name == 'csv' or 'folder' != name\n"
+                    "    d = name in ('folder', 'csv')\n"
+                    "    e = fmt == 'json' or fmt in ('auto', 'kaggle') or name in MODELS\n"
+                    "    match name:\n"
+                    "        case 'mnist':\n"
+                    "            pass\n")
+    assert source_name_comparisons(fake, {"mnist", "folder", "csv"}) == \
+        ["r.py:2", "r.py:3", "r.py:4", "r.py:4", "r.py:5", "r.py:8"]
