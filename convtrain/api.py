@@ -312,8 +312,8 @@ def predict(checkpoint: PathLike | TrainResult | LoadedModel, images: Any, *, in
 
     ``images``: one image or a list of them; each a file path, a folder (its images, by name), a file of
     many images (an unlabelled CSV, an ``.npz``: one prediction per image), PNG/JPEG bytes, a PIL image,
-    or a uint8 array/tensor ``[H, W]``, ``[H, W, C]`` (numpy) or ``[C, H, W]`` (torch). ``invert``: ``auto`` (MNIST-style: dark
-    ink on a light border is inverted), ``yes``, ``no``. ``top_k``: the classes each
+    or a uint8 array/tensor ``[H, W]``, ``[H, W, C]`` (numpy) or ``[C, H, W]`` (torch). ``invert``:
+    ``auto`` (MNIST-style: dark ink on a light border is inverted), ``yes``, ``no``. ``top_k``: the classes each
     :class:`Prediction` lists (default: all). A :class:`LoadedModel` is left as it is (its model is copied).
     """
     from .inference.predict import predict_images
