@@ -204,8 +204,36 @@ def validate_stops(state, path, bad) -> None:
             raise bad(f"training_state.stops.{key}", "a valid value", state[key])
 
 
+def validate_swa(state, path, bad) -> None:
+    """The check of ``training_state.swa`` (training/hooks/swa.py): the start epoch, how many epochs the
+    average holds, the average (null until the first), SWALR's state (null before the start epoch)."""
+    if state is None:
+        return
+    if not isinstance(state, dict):
+        raise bad("training_state.swa", "a mapping", state)
+    for key in ("start_epoch", "averaged", "state_dict", "schedule"):
+        if key not in state:
+            raise CheckpointError(f"{path}: 'training_state.swa.{key}' is missing")
+    for key, low in (("start_epoch", 1), ("averaged", 0)):
+        if not _int(state[key], low):
+            raise bad(f"training_state.swa.{key}", f"an integer >= {low}", state[key], show_type=False)
+    weights = state["state_dict"]
+    if (weights is None) != (state["averaged"] == 0) or (weights is not None and not _tensors(weights)):
+        raise bad("training_state.swa.state_dict", "a mapping of tensors once an epoch is averaged (null before)",
+                  weights)
+    schedule = state["schedule"]
+    if schedule is None:
+        return
+    numbers = lambda v: isinstance(v, list) and v and all(_number(x) and x >= 0 for x in v)  # noqa: E731
+    ok = (isinstance(schedule, dict) and _int(schedule.get("_step_count"), 1) and _int(schedule.get("anneal_epochs"), 0)
+          and numbers(schedule.get("_last_lr")) and numbers(schedule.get("base_lrs"))
+          and not {"optimizer", "anneal_func"} & set(schedule))  # SWALR.load_state_dict sets every key it gets
+    if not ok:
+        raise bad("training_state.swa.schedule", "SWALR's state (a mapping) or null", schedule)
+
+
 # training_state key -> its check, called as check(value, path, bad); `bad(key, want, got)` builds the error
-VALIDATORS = {"ema": validate_ema, "stops": validate_stops, "kept": validate_kept}
+VALIDATORS = {"ema": validate_ema, "swa": validate_swa, "stops": validate_stops, "kept": validate_kept}
 
 
 def validate(ts: dict, path, bad) -> None:
