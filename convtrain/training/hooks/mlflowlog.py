@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from ...artifacts.metrics import MetricsRow
@@ -27,7 +26,7 @@ from ...config.diff import flatten
 from ...config.schema import RunConfig, to_dict
 from ...errors import ConfigError
 from ...extras import require_extra
-from ..events import Hook
+from ._tracker import Tracker
 
 EXPERIMENT = "convtrain"
 TAG = "convtrain.run_dir"
@@ -65,22 +64,21 @@ def build(run_cfg: RunConfig, is_main: bool) -> MLflowLogger | None:
     return MLflowLogger(client)
 
 
-class MLflowLogger(Hook):
-    order = 51
+class MLflowLogger(Tracker):
+    service, order = "MLflow", 51
 
     def __init__(self, client) -> None:
-        self.client, self.run_id, self.info = client, None, print
+        super().__init__()
+        self.client, self.run_id = client, None
 
-    def _call(self, what: str, fn: Callable[[], object]) -> None:
-        if self.client is None:
-            return
-        try:
-            fn()
-        except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the training must not die of them
-            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            bound = (" after MLflow's bounded retries" if str(self.client.tracking_uri).startswith("http") else "")
-            self.info(f"note: MLflow logging stopped ({what} failed{bound}: {reason}); the run's own files are complete")
-            self.client = None
+    def live(self) -> bool:
+        return self.client is not None
+
+    def stop(self) -> None:
+        self.client = None
+
+    def failure_detail(self) -> str:
+        return " after MLflow's bounded retries" if str(self.client.tracking_uri).startswith("http") else ""
 
     def on_start(self, run) -> None:
         self.info = info = run.reporter.info

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 from ...artifacts.metrics import MetricsRow
 from ...config.schema import LogConfig, RunConfig, to_dict
 from ...extras import require_extra
-from ..events import Hook
+from ._tracker import Tracker
 
 RESULT_KEYS = ("test_accuracy", "test_loss", "test_num_samples", "best_epoch", "best_val_acc", "train_seconds")
 
@@ -39,21 +38,18 @@ def run_id(run_dir: Path) -> str:
     return hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
 
 
-class WandbLogger(Hook):
-    order = 52
+class WandbLogger(Tracker):
+    service, order = "W&B", 52
 
     def __init__(self, wandb, cfg: LogConfig) -> None:
-        self.wandb, self.cfg, self.run, self.info = wandb, cfg, None, print
+        super().__init__()
+        self.wandb, self.cfg, self.run = wandb, cfg, None
 
-    def _call(self, what: str, fn: Callable[[], object]) -> None:
-        if self.wandb is None:
-            return
-        try:
-            fn()
-        except Exception as exc:  # noqa: BLE001 - wandb raises many kinds; the training must not die of them
-            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            self.info(f"note: W&B logging stopped ({what} failed: {reason}); the run's own files are complete")
-            self.wandb = None
+    def live(self) -> bool:
+        return self.wandb is not None
+
+    def stop(self) -> None:
+        self.wandb = None
 
     def on_start(self, run) -> None:
         self.info = info = run.reporter.info
