@@ -15,9 +15,9 @@ The events, in the order a run fires them (``run`` is the run's parts,
     on_start(run)                    the run directory exists (rank 0's; a do-nothing one elsewhere)
     each epoch:
       on_epoch_start(epoch)
-      after each batch:              on_step(global_step, loss, lr)   (loss: a 0-dim tensor on the device)
-      after each optimizer step:     on_update()
       between optimizer steps:       should_stop(epoch_seconds) -> bool  (any hook, any rank: stop here)
+      after each optimizer step:     on_update()
+      after each batch:              on_step(global_step, loss, lr)   (loss: a 0-dim tensor on the device)
       on_train_epoch_end(epoch, complete)   steps done, before validation (complete: False for a
                                      max_time stop inside the epoch)
       eval_model(model) -> model     the weights that are validated, saved as best.pt / epoch-NNN.pt
