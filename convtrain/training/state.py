@@ -16,7 +16,7 @@ from ..artifacts.rundir import NullRunDir, RunDir
 from ..config.schema import RunConfig
 from ..data.types import DataBundle
 from . import distributed, engine
-from .events import Hooks
+from .events import Hooks, Stop
 from .reporter import Reporter
 from .signals import StopSignals
 
@@ -59,7 +59,7 @@ class RunState:
     epoch: int = 1  # the epoch being trained (or next to train)
     epoch_state: engine.EpochState | None = None  # position inside ``epoch`` when resuming mid-epoch
     status: str = "running"  # running -> finished / interrupted / failed (once results.json says so)
-    stop: object | None = None  # why the loop ended before train.epochs (an events.Stop), else None
+    stop: Stop | None = None  # why the loop ended before train.epochs (early_stopping, stop_at, max_time...)
     last_test: dict | None = None  # this epoch's test pass (train.test_every_epoch), else None
     stop_asked_at: float | None = None  # the epoch's seconds when a hook asked to stop between steps
 
