@@ -120,6 +120,7 @@ def test_a_hook_ends_the_run_with_its_status_and_every_hook_hears_how_it_ended(d
 def test_the_hook_list_runs_in_its_documented_order():
     """The evaluated model first (EMA/SWA), then the stopping rules, the kept checkpoints, the trackers,
     the caller's hooks; every one of the package's modules found."""
+    pytest.importorskip("tensorboard", reason="the tensorboard extra (pip install 'convtrain[tensorboard]')")
     cfg = load_config(None, ["train.swa.start=2", "log.tensorboard=true", "device=cpu"])
     caller = Recorder()
     hooks = list(events.build(cfg, True, [caller]))
