@@ -480,6 +480,9 @@ def suggest_key(path: str) -> str:
     known = key_paths()
     parent, _, leaf = path.rpartition(".")
     same_leaf = [k for k in known if k.rpartition(".")[2] == leaf and k != path]
+    # a feature's own setting (train.swa.lr) yields to a section's (optim.lr): train.lr means optim.lr
+    if any(k.count(".") <= 1 for k in same_leaf):
+        same_leaf = [k for k in same_leaf if k.count(".") <= 1]
     if len(same_leaf) == 1:
         return f" (did you mean '{same_leaf[0]}'?)"
     if same_leaf:

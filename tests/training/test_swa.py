@@ -153,6 +153,16 @@ def test_bad_swa_settings_are_one_line_and_write_nothing(tmp_path, override):
     assert not run.exists()
 
 
+def test_the_swa_rate_does_not_crowd_out_the_usual_suggestion():
+    """`--set train.lr=...` (or lr) still suggests optim.lr alone, as before train.swa.lr existed; a
+    setting nested in a feature only comes up when no section has that name. Break tried: the
+    narrowing in suggest_key removed ('one of: train.swa.lr, optim.lr'): fails."""
+    from convtrain.config.schema import suggest_key
+
+    assert suggest_key("train.lr") == suggest_key("lr") == " (did you mean 'optim.lr'?)"
+    assert suggest_key("train.decay") == " (did you mean 'train.ema.decay'?)"
+
+
 def test_a_fraction_starts_at_the_epoch_after_that_share_of_the_epochs():
     assert [start_epoch(0.75, 20), start_epoch(0.5, 3), start_epoch(0.01, 10), start_epoch(4, 10)] == [16, 2, 1, 4]
 
