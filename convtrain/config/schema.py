@@ -539,7 +539,6 @@ def _check_cross(cfg: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: 'data.mean' and 'data.std' must have the same length")
     if cfg.data.augment.scale_min > cfg.data.augment.scale_max:
         raise ConfigError(f"{where}: 'data.augment.scale_min' must be <= 'data.augment.scale_max'")
-    _check_swa(cfg.train, where)
     from ..data.mnist import DATASETS
     from ..models import check_model_kwargs
 
@@ -559,19 +558,6 @@ def _check_cross(cfg: RunConfig, where: str) -> None:
                        input_shape=image_shape, init=cfg.model.init)
 
 
-def _check_swa(t: TrainConfig, where: str) -> None:
-    """SWA and EMA both replace the evaluated model: one at a time. An SWA start after the last epoch
-    would average nothing."""
-    if t.swa.start is None:
-        return
-    if t.ema.decay is not None:
-        raise ConfigError(f"{where}: 'train.swa' and 'train.ema' both average the weights; set one of them "
-                          f"(train.ema.decay=null or train.swa.start=null)")
-    if isinstance(t.swa.start, int) and t.swa.start > t.epochs:
-        raise ConfigError(f"{where}: 'train.swa.start' is epoch {t.swa.start}, after the last epoch "
-                          f"(train.epochs {t.epochs}); SWA would average nothing")
-
-
 def _check_registered_decode(d: DataConfig, spec: Any, where: str) -> None:
     """channels/image_size reshape folder and CSV images; MNIST's own files are never resized."""
     if (d.channels, d.image_size) != (spec.image_shape[0], spec.image_shape[1]):
@@ -588,8 +574,22 @@ def from_dict(raw: dict, where: str = "config") -> RunConfig:
         raise ConfigError(f"{where}: the top level must be a mapping of keys, got {type(raw).__name__}")
     cfg = _build(RunConfig, raw, "", where)
     _check_values(cfg, "", where)
+    _check_swa(cfg.train, where)
     _check_cross(cfg, where)
     return cfg
+
+
+def _check_swa(t: TrainConfig, where: str) -> None:
+    """SWA and EMA both replace the evaluated model: one at a time. An SWA start after the last epoch
+    would average nothing."""
+    if t.swa.start is None:
+        return
+    if t.ema.decay is not None:
+        raise ConfigError(f"{where}: 'train.swa' and 'train.ema' both average the weights; set one of them "
+                          f"(train.ema.decay=null or train.swa.start=null)")
+    if isinstance(t.swa.start, int) and t.swa.start > t.epochs:
+        raise ConfigError(f"{where}: 'train.swa.start' is epoch {t.swa.start}, after the last epoch "
+                          f"(train.epochs {t.epochs}); SWA would average nothing")
 
 
 def held_out_seed(cfg: RunConfig) -> int:
