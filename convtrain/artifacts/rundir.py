@@ -210,8 +210,9 @@ class RunDir:
             except OSError as exc:
                 raise _write_error(self.checkpoints / name, exc) from None
 
-    def write_results(self, results: dict) -> None:
-        write_text(self.path / "results.json", json.dumps(results, indent=2) + "\n")
+    def write_results(self, results: runfiles.Results) -> None:
+        """RUN/results.json: the one writer of that file (the run, and ``convtrain tune`` marking a trial)."""
+        write_text(self.path / "results.json", json.dumps(results.to_json(), indent=2) + "\n")
 
     def log(self, line: str) -> None:
         path = self.path / "train.log"
@@ -303,7 +304,7 @@ class NullRunDir:
     def remove_checkpoints(self, names: list[str]) -> None:
         pass
 
-    def write_results(self, results: dict) -> None:
+    def write_results(self, results: runfiles.Results) -> None:
         pass
 
     def log(self, line: str) -> None:

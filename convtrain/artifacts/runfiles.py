@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, RunDirError, RunFileError, shown
@@ -103,9 +103,13 @@ def _check_row(row: MetricsRow, where: str) -> None:
 
 @dataclass(frozen=True)
 class Results:
-    """What RUN/results.json says: how the run ended and, when it finished, its test numbers."""
+    """What RUN/results.json says: how the run ended and, when it finished, its test numbers.
 
-    status: str  # finished / interrupted / failed
+    One typed view for both directions: :func:`read_results` fills the keys the commands read back
+    (the first block), the run writes it through :meth:`RunDir.write_results
+    <convtrain.artifacts.rundir.RunDir.write_results>` (:meth:`to_json` decides the keys and their order)."""
+
+    status: str  # finished / interrupted / failed / pruned
     test_accuracy: float | None = None  # finished runs only
     test_loss: float | None = None
     best_epoch: int | None = None
@@ -117,6 +121,34 @@ class Results:
     reason: str | None = None  # why a failed run failed
     split_seed: int | None = None  # the seed that held out val/test (runs before data.split_seed: absent)
     test_fingerprint: str | None = None  # names the test images (same fingerprint: same test set)
+    # written for people and scripts, not read back by the commands
+    step: int | None = None  # a clean interrupt: the step inside ``epoch`` that last.pt holds (None: its end)
+    test_num_samples: int | None = None
+    test_per_class_accuracy: list[float] | None = None
+    epochs: int | None = None  # epochs trained
+    stopped_by: str | None = None  # early_stopping / stop_at / max_time; None: the whole schedule ran
+    stopped_epoch: int | None = None
+    world_size: int | None = None
+    device: str | None = None
+    skipped_files: tuple[str, ...] = ()  # data.skip_unreadable: every file or CSV row left out
+    added: dict = field(default_factory=dict)  # the keys the run's hooks add (stopping: time_to_target...)
+
+    def to_json(self) -> dict:
+        """The JSON object: a finished run's numbers; else its status with where (and why) it ended."""
+        if self.status != "finished":
+            if self.reason is None:  # a clean stop on a signal: last.pt holds this epoch and step
+                return {"status": self.status, "epoch": self.epoch, "step": self.step}
+            return {"status": self.status, "reason": self.reason, **({} if self.epoch is None else {"epoch": self.epoch})}
+        return {
+            "status": self.status, "best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc,
+            "test_accuracy": self.test_accuracy, "test_loss": self.test_loss, "test_num_samples": self.test_num_samples,
+            "test_per_class_accuracy": self.test_per_class_accuracy, "test_confusion_matrix": self.confusion_matrix,
+            "classes": self.classes, "epochs": self.epochs, "train_seconds": self.train_seconds,
+            "split_seed": self.split_seed, "test_fingerprint": self.test_fingerprint,
+            "stopped_early": self.stopped_by is not None, "stopped_by": self.stopped_by,
+            "stopped_epoch": self.stopped_epoch, **self.added, "world_size": self.world_size, "device": self.device,
+            **({"skipped_unreadable": len(self.skipped_files), "skipped_files": list(self.skipped_files)}
+               if self.skipped_files else {})}
 
 
 def read_results(run_dir: str | Path) -> Results | None:

@@ -70,6 +70,16 @@ class CountOrFraction:
     are neither and are refused, so a typo cannot hold out 250% of a dataset.
     """
 
+    name = "count or fraction"  # in the configuration reference
+    what, whole, example = "a count of images (e.g. 5000) or a fraction (e.g. 0.1)", "a count", "5000"
+
+
+class EpochOrFraction(CountOrFraction):
+    """Annotation for an epoch (``8``) or a fraction of ``train.epochs`` (``0.75``), by the same rules."""
+
+    name = "epoch or fraction"
+    what, whole, example = "an epoch (e.g. 8) or a fraction of train.epochs (e.g. 0.75)", "an epoch", "8"
+
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds; each process adds its rank
 SPLIT_SEED = 0  # data.split_seed's default: 0, so a default run (seed 0) holds out what it always did
@@ -177,6 +187,18 @@ class EMAConfig:
 
 
 @dataclass
+class SWAConfig:
+    start: Optional[EpochOrFraction] = _opt(
+        None, "stochastic weight averaging from this epoch on: an epoch (8) or a fraction of train.epochs (0.75: "
+        "the last quarter); each epoch's weights enter the average, which validation, best.pt and the final "
+        "test use from then on; null = off")
+    lr: Optional[float] = _opt(None, "SWA learning rate, reached from the start epoch (SWALR); null = optim.lr",
+                               check=_positive)
+    anneal_epochs: int = _opt(1, "SWA: epochs over which the rate is annealed (cosine) to train.swa.lr; 0 = at once",
+                              check=_between(0, MAX_EPOCHS))
+
+
+@dataclass
 class StopAtConfig:
     val_acc: Optional[float] = _opt(None, "stop after the first epoch whose validation accuracy is >= this; "
                                     "results.json records time_to_target", check=lambda v: None if 0 < v <= 1
@@ -203,6 +225,7 @@ class TrainConfig:
     nonfinite: str = _opt("stop", "on a NaN/inf loss: stop the run, or skip the batch", choices=("stop", "skip"))
     early_stopping: EarlyStoppingConfig = _opt(None, "early stopping", factory=EarlyStoppingConfig)
     ema: EMAConfig = _opt(None, "exponential moving average of the weights", factory=EMAConfig)
+    swa: SWAConfig = _opt(None, "stochastic weight averaging (not together with train.ema)", factory=SWAConfig)
     accumulate: int = _opt(1, "gradient accumulation: one optimizer step every N batches, each batch's loss "
                            "divided by N (batch B x N trains like batch N*B)", check=_between(1, MAX_BATCH))
     max_time: Optional[float] = _opt(None, "stop at the first optimizer step after this many seconds of training "
@@ -325,8 +348,8 @@ def _type_name(tp: Any) -> str:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
     if dataclasses.is_dataclass(tp):
         return "mapping"
-    if tp is CountOrFraction:
-        return "count or fraction"
+    if isinstance(tp, type) and issubclass(tp, CountOrFraction):
+        return tp.name
     return {bool: "boolean", int: "integer", float: "number", str: "string", dict: "mapping"}.get(tp, str(tp))
 
 
@@ -345,8 +368,8 @@ def _coerce(value: Any, tp: Any, path: str, where: str) -> Any:
         if not isinstance(value, dict):
             raise bad()
         return _build(tp, value, path, where)
-    if tp is CountOrFraction:
-        return _count_or_fraction(value, path, where)
+    if isinstance(tp, type) and issubclass(tp, CountOrFraction):
+        return _count_or_fraction(value, path, where, tp)
     if origin is list:
         if not isinstance(value, list):
             raise bad()
@@ -411,19 +434,18 @@ def _coerce_str(value: Any, path: str, where: str, bad: Callable[[], ConfigError
 _SCALARS = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
 
 
-def _count_or_fraction(value: Any, path: str, where: str) -> int | float:
+def _count_or_fraction(value: Any, path: str, where: str, kind: type[CountOrFraction] = CountOrFraction) -> int | float:
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         value = float(value) if any(c in value for c in ".eE") else int(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{where}: '{path}' must be a count of images (e.g. 5000) or a fraction (e.g. 0.1), "
-                          f"got {type(value).__name__} {shown(value)}")
+        raise ConfigError(f"{where}: '{path}' must be {kind.what}, got {type(value).__name__} {shown(value)}")
     if isinstance(value, int):
         if value < 1:
-            raise ConfigError(f"{where}: '{path}' must be a count >= 1 or a fraction in (0, 1), got {value}")
+            raise ConfigError(f"{where}: '{path}' must be {kind.whole} >= 1 or a fraction in (0, 1), got {value}")
         return value
     if not (math.isfinite(value) and 0 < value < 1):
-        raise ConfigError(f"{where}: '{path}' is {value!r}: a fraction must be in (0, 1), and a count is a "
-                          "whole number written without a dot (e.g. 5000)")
+        raise ConfigError(f"{where}: '{path}' is {value!r}: a fraction must be in (0, 1), and {kind.whole} is a "
+                          f"whole number written without a dot (e.g. {kind.example})")
     return value
 
 
@@ -453,6 +475,9 @@ def suggest_key(path: str) -> str:
     known = key_paths()
     parent, _, leaf = path.rpartition(".")
     same_leaf = [k for k in known if k.rpartition(".")[2] == leaf and k != path]
+    # a feature's own setting (train.swa.lr) yields to a section's (optim.lr): train.lr means optim.lr
+    if any(k.count(".") <= 1 for k in same_leaf):
+        same_leaf = [k for k in same_leaf if k.count(".") <= 1]
     if len(same_leaf) == 1:
         return f" (did you mean '{same_leaf[0]}'?)"
     if same_leaf:
@@ -532,8 +557,22 @@ def from_dict(raw: dict, where: str = "config") -> RunConfig:
         raise ConfigError(f"{where}: the top level must be a mapping of keys, got {type(raw).__name__}")
     cfg = _build(RunConfig, raw, "", where)
     _check_values(cfg, "", where)
+    _check_swa(cfg.train, where)
     _check_cross(cfg, where)
     return cfg
+
+
+def _check_swa(t: TrainConfig, where: str) -> None:
+    """SWA and EMA both replace the evaluated model: one at a time. An SWA start after the last epoch
+    would average nothing."""
+    if t.swa.start is None:
+        return
+    if t.ema.decay is not None:
+        raise ConfigError(f"{where}: 'train.swa' and 'train.ema' both average the weights; set one of them "
+                          f"(train.ema.decay=null or train.swa.start=null)")
+    if isinstance(t.swa.start, int) and t.swa.start > t.epochs:
+        raise ConfigError(f"{where}: 'train.swa.start' is epoch {t.swa.start}, after the last epoch "
+                          f"(train.epochs {t.epochs}); SWA would average nothing")
 
 
 def held_out_seed(cfg: RunConfig) -> int:

@@ -1,4 +1,5 @@
 """Training: the run's phases (:mod:`.runner`) around the pure loops of :mod:`.engine`, where a
-run starts from (:mod:`.start`), and the loop features (EMA, stopping rules, kept checkpoints),
-signals, progress, loggers, multi-process runs and ``--seeds``.
+run starts from (:mod:`.start`), the run-event protocol (:mod:`.events`) and its hooks (:mod:`.hooks`:
+trackers and loop features such as EMA, SWA, stopping rules, kept checkpoints), signals, progress,
+multi-process runs and ``--seeds``.
 """

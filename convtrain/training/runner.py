@@ -3,17 +3,17 @@
 :func:`run` is a short sequence of named phases around one :class:`~convtrain.training.state.RunState`
 (the run's parts and state are typed in :mod:`convtrain.training.state`)::
 
-    setup_process -> setup_data -> build_model -> build_optim -> restore -> build_loop_parts -> open_run_dir
+    setup_process -> (hooks) -> setup_data -> build_model -> build_optim -> restore -> open_run_dir
     -> prepare_training -> loop (per epoch: train_epoch, validate, record, save_checkpoints) -> final_test
 
-Everything that can be checked up front (data, model kwargs, pretrained weights, freeze) is checked
-before the run directory is created, so a refused run leaves nothing behind. Writers that only rank
-0 may use (run directory, TensorBoard, progress) are do-nothing objects on the other ranks.
+Everything that can be checked up front (data, model kwargs, pretrained weights, freeze, optional
+packages) is checked before the run directory is created, so a refused run leaves nothing behind.
+Writers that only rank 0 may use (run directory, progress) are do-nothing objects on the other ranks.
 
-A loop feature that keeps state across ``--resume`` is an object with ``state_dict`` /
-``load_state_dict``, built in :func:`build_loop_parts` under its key of last.pt's training state
-(whose check is registered in :mod:`convtrain.artifacts.training_state`), plus the phase step
-where it acts; saving and restoring it need no further line here.
+The runner names no tracker and no loop feature: trackers (TensorBoard, MLflow, W&B), the evaluated
+model (EMA, SWA), stopping rules and limits, kept checkpoints and the caller's hooks (tune's pruner)
+are one list of :class:`~convtrain.training.events.Hook`, fired at the points listed in
+:mod:`convtrain.training.events`; their saved state rides in last.pt under each hook's key.
 Where a run starts from (fresh, ``--resume``, ``finetune``) is :mod:`convtrain.training.start`'s
 :class:`~convtrain.training.start.Start`, which loads that checkpoint once.
 """
@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -34,35 +34,37 @@ from .. import backstop
 from ..artifacts import checkpoint
 from ..artifacts.metrics import MetricsRow
 from ..artifacts.rundir import NullRunDir, RunDir, default_path
+from ..artifacts.runfiles import Results
+from ..artifacts.training_state import TrainingState
 from ..config.schema import RunConfig, held_out_seed, to_dict, to_yaml
 from ..data.batches import AugmentParams, make_batches
 from ..data.cache import CACHE_FILE_NOTE
 from ..data.sources import build as build_data
 from ..data.types import DataBundle
-from ..errors import ConfigError, ConvtrainError, Interrupted, RunStopped, TrainingError
+from ..errors import CheckpointError, ConfigError, ConvtrainError, Interrupted, RunStopped, TrainingError
 from ..models import apply_init, create_model
-from . import distributed, engine, kept_checkpoints, mlflowlog, stopping, tblog, wandblog
-from . import ema as ema_mod
+from . import distributed, engine, events
+from .events import Hook, Stop
 from .optim import build_optimizer, build_scheduler
 from .reporter import Reporter
 from .repro import DETERMINISTIC_NOTE, deterministic, seed_everything
 from .signals import StopSignals, pause_for_test
 from .start import Start
-from .state import Data, Optim, Run, RunResult, RunState
-from .tblog import NullLogger, open_logger
+from .state import Data, EpochFiles, Optim, Run, RunResult, RunState
 
 # --------------------------------------------------------------------------------------------
 # The run
 
 
 def run(start: Start | RunConfig, *, run_dir: str | Path | None = None, reporter: Reporter | None = None,
-        signals: StopSignals | None = None, on_epoch: Callable[[MetricsRow], None] | None = None) -> RunResult:
+        signals: StopSignals | None = None, hooks: Iterable[Hook] = ()) -> RunResult:
     """Train (or fine-tune, or resume) as ``start`` says; return the numbers. Rank 0 writes the run directory.
 
     ``signals``: an already installed :class:`StopSignals` (the CLI installs it before start-up);
-    without one the run installs its own for its duration. ``on_epoch(row)``: called after each
-    epoch's checkpoints are saved; it may raise :class:`~convtrain.errors.RunStopped` to end the run
-    (results.json then records that error's status and message).
+    without one the run installs its own for its duration. ``hooks``: the caller's own
+    :class:`~convtrain.training.events.Hook` entries, run after the built-in ones (``convtrain tune``'s
+    pruner: its ``on_epoch_saved`` may raise :class:`~convtrain.errors.RunStopped` to end the run,
+    and results.json then records that error's status and message).
     """
     if not isinstance(start, Start):
         start = Start(start, Path(run_dir) if run_dir is not None else None)
@@ -73,27 +75,27 @@ def run(start: Start | RunConfig, *, run_dir: str | Path | None = None, reporter
         stack.enter_context(deterministic(start.cfg.train.deterministic))
         dist, reporter = setup_process(start.cfg, reporter)
         try:
-            return _phases(start, dist, reporter, signals, on_epoch)
+            return _phases(start, dist, reporter, signals, hooks)
         finally:
             reporter.close()
             distributed.teardown(dist)
 
 
 def _phases(start: Start, dist: distributed.DistInfo, reporter: Reporter, signals: StopSignals,
-            on_epoch: Callable[[MetricsRow], None] | None = None) -> RunResult:
+            extra: Iterable[Hook] = ()) -> RunResult:
     cfg = start.cfg
-    tblog.require(cfg.log, dist.is_main)  # TensorBoard missing: refused before the data is even read, like MLflow
+    # every hook the config turns on; one whose optional package is missing refuses the run here,
+    # before the data is even read (exit 2)
+    hooks = events.build(cfg, dist.is_main, extra)
     d = setup_data(cfg, dist)
     model = build_model(cfg, d.bundle, dist, start, reporter)
     optim = build_optim(model, cfg, dist.device, d.updates_per_epoch)
     state = restore(start, model, optim, dist)
-    parts = build_loop_parts(cfg, model, start)
-    mlflow = mlflowlog.open_mlflow(cfg.log, dist.is_main)  # MLflow missing: refused before anything is written
-    wandb = wandblog.open_wandb(cfg.log, dist.is_main)  # as MLflow
-    rundir = open_run_dir(start, state, dist)  # from here on the run has files: record how it ends
     r = Run(cfg=cfg, dist=dist, reporter=reporter, signals=signals, data=d, model=model, train_model=model,
-            optim=optim, rundir=rundir, tb=NullLogger(), meta=_checkpoint_meta(cfg, d.bundle), mlflow=mlflow, wandb=wandb,
-            parts=parts, on_epoch=on_epoch)
+            optim=optim, meta=_checkpoint_meta(cfg, d.bundle), hooks=hooks, resumed=start.reopen)
+    # the hooks' parts (the EMA copy...) and, when resuming, their saved state; a misfit is refused here
+    hooks.setup(r, start.resume["training_state"] if start.resume is not None else {})
+    r.rundir = open_run_dir(start, state, dist)  # from here on the run has files: record how it ends
     try:
         prepare_training(r, state, start)
         loop(r, state)
@@ -106,8 +108,9 @@ def _phases(start: Start, dist: distributed.DistInfo, reporter: Reporter, signal
         _record_end(r, state, exc)
         raise
     finally:
-        r.tb.close()
-        rundir.close()  # lets go of RUN/.lock
+        # last: trackers close their files or mark their run (a crash ends as "failed")
+        r.hooks.on_end(state.status if state.status != "running" else "failed")
+        r.rundir.close()  # lets go of RUN/.lock
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,35 +193,32 @@ def restore(start: Start, model: nn.Module, optim: Optim, dist: distributed.Dist
     state = RunState(RunResult(None, is_main=dist.is_main))
     if start.resume is None:
         return state
-    ts = start.resume["training_state"]
-    if ts["world_size"] != dist.world_size:
-        raise ConfigError(f"this run was saved with {ts['world_size']} process(es); resume it with the same number "
+    ts = TrainingState.from_dict(start.resume["training_state"])  # checked, key by key, when last.pt was read
+    if ts.world_size != dist.world_size:
+        raise ConfigError(f"this run was saved with {ts.world_size} process(es); resume it with the same number "
                           f"(now {dist.world_size}) so that the data order and RNG states carry over")
     model.load_state_dict(start.resume["model"]["state_dict"])
-    optim.optimizer.load_state_dict(ts["optimizer"])
-    if optim.scheduler is not None and ts["scheduler"] is not None:
-        optim.scheduler.load_state_dict(ts["scheduler"])
-    if optim.scaler is not None and ts["scaler"] is not None:
-        optim.scaler.load_state_dict(ts["scaler"])
-    if ts["epoch_complete"]:
-        state.epoch = ts["epoch"] + 1
+    where = start.run_dir / "checkpoints" / "last.pt" if start.run_dir is not None else "last.pt"
+    for key, part in (("optimizer", optim.optimizer), ("scheduler", optim.scheduler), ("scaler", optim.scaler)):
+        saved = getattr(ts, key)
+        if part is not None and saved is not None:
+            _load_part(part, saved, f"{where}: 'training_state.{key}'")
+    if ts.epoch_complete:
+        state.epoch = ts.epoch + 1
     else:
-        state.epoch, state.epoch_state = ts["epoch"], engine.EpochState(**ts["epoch_state"][dist.rank])
-    state.best_val_acc, state.best_epoch, state.best_state = ts["best_val_acc"], ts["best_epoch"], ts["best_state"]
+        state.epoch, state.epoch_state = ts.epoch, engine.EpochState(**ts.epoch_state[dist.rank])
+    state.best.val_acc, state.best.epoch, state.best.state = ts.best_val_acc, ts.best_epoch, ts.best_state
     return state
 
 
-def build_loop_parts(cfg: RunConfig, model: nn.Module, start: Start) -> dict:
-    """The loop features that keep state across --resume, by their key in last.pt's training state
-    (each key's check is registered in :data:`convtrain.artifacts.training_state.VALIDATORS`):
-    the weight EMA, the stopping rules and the kept checkpoints, restored when resuming (a last.pt
-    written before a feature existed lacks its key: that feature starts afresh)."""
-    ts = start.resume["training_state"] if start.resume is not None else {}
-    parts = {"ema": ema_mod.create(cfg.train.ema, model), "stops": stopping.Stops(cfg.train),
-             "kept": kept_checkpoints.Kept(cfg.checkpoint)}
-    for key, part in parts.items():
-        part.load_state_dict(ts.get(key))
-    return parts
+def _load_part(part, saved: dict, what: str) -> None:
+    """``part.load_state_dict(saved)``; a state of the right shape that does not fit this run (another
+    optimizer's groups...) is one line naming the key, not a traceback."""
+    try:
+        part.load_state_dict(saved)
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{what} does not fit this run ({reason})") from None
 
 
 def open_run_dir(start: Start, state: RunState, dist: distributed.DistInfo) -> RunDir | NullRunDir:
@@ -255,13 +255,11 @@ def prepare_training(r: Run, state: RunState, start: Start) -> None:
     r.signals.immediate(lambda name: f"interrupted before training started ({name}); "
                                      f"resume with: {_resume_command(r)}")
     r.reporter.attach_log(r.rundir.log)
-    r.tb = open_logger(r.rundir.tensorboard_folder() if cfg.log.tensorboard else None, cfg.log.tensorboard_every)
     notes = [*start.notes, *r.data.bundle.notes, *([r.rundir.note] if r.rundir.note else []),
              *([DETERMINISTIC_NOTE] if cfg.train.deterministic else [])]
     for line in notes:
         (r.reporter.detail if line.startswith(CACHE_FILE_NOTE) else r.reporter.info)(line)
-    r.mlflow.start(r.rundir.path, to_dict(cfg), start.reopen, r.reporter.info)
-    r.wandb.start(r.rundir.path, to_dict(cfg), start.reopen, r.reporter.info)
+    r.hooks.on_start(r)  # the trackers start (and say where they log)
     if dist.distributed:
         r.train_model = nn.parallel.DistributedDataParallel(
             r.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
@@ -287,24 +285,24 @@ def loop(r: Run, state: RunState) -> None:
     stopping, stop_at, max_time: ``state.stop``). A first Ctrl-C/SIGTERM stops after the current step."""
     r.signals.graceful(lambda name: _stopped_at_once(r, name))
     # a resumed run whose rule had already fired only runs the final test
-    state.stop = _stop_reason(r) if state.epoch <= r.cfg.train.epochs else None
+    state.stop = _stop_reason(r, state) if state.epoch <= r.cfg.train.epochs else None
     while state.epoch <= r.cfg.train.epochs and state.stop is None:
+        r.hooks.on_epoch_start(state.epoch)
         out = train_epoch(r, state)
         partial = stop_mid_epoch(r, state, out.state) if out.stopped else None
+        r.hooks.on_train_epoch_end(state.epoch, partial is None)  # SWA averages here, before validation
         row = validate(r, state, out.state)
         improved = record(r, state, row)
-        r.stops.after_epoch(row)
         save_checkpoints(r, state, out.state, row, improved, partial)
-        if r.on_epoch is not None:
-            r.on_epoch(row)
+        r.hooks.on_epoch_saved(row)  # tune's pruner may end the run here (RunStopped)
         state.epoch, state.epoch_state = state.epoch + 1, None
         # a rule that fires after the schedule's last full epoch stopped nothing early
-        state.stop = _stop_reason(r) if state.epoch <= r.cfg.train.epochs or partial else None
+        state.stop = _stop_reason(r, state) if state.epoch <= r.cfg.train.epochs or partial else None
     if state.stop is not None:
-        r.reporter.info(_stop_note(r, state))
+        r.reporter.info(state.stop.note)
     if r.signals.is_set():  # the first signal came after the last step (validation, saves): honour it here
         with r.signals.protected():
-            r.rundir.write_results({"status": "interrupted", "epoch": state.epoch - 1, "step": None})
+            r.rundir.write_results(Results("interrupted", epoch=state.epoch - 1, step=None))
             state.status = "interrupted"
         raise Interrupted(f"interrupted after the last epoch; last.pt saved. Resume with: {_resume_command(r)} "
                           "(it only runs the final test)")
@@ -318,20 +316,27 @@ def train_epoch(r: Run, state: RunState) -> engine.EpochResult:
     r.reporter.epoch_start(state.epoch, cfg.train.epochs, steps, cfg.train.batch_size, epoch_state.step)
     offset = (state.epoch - 1) * steps
     before, started = epoch_state.seconds, time.perf_counter()
+    state.stop_asked_at = None
 
     def on_step(step: int, loss) -> None:
         r.reporter.step(step, loss)
-        r.tb.step(offset + step, loss, r.optim.optimizer.param_groups[0]["lr"])
+        r.hooks.on_step(offset + step, loss, r.optim.optimizer.param_groups[0]["lr"])
 
-    def should_stop() -> bool:  # asked between optimizer steps
-        return r.signals.is_set() or r.stops.time_up(before + time.perf_counter() - started)
+    def should_stop() -> bool:  # asked between optimizer steps: a signal, or a hook (max_time)
+        if r.signals.is_set():
+            return True
+        seconds = before + time.perf_counter() - started
+        if r.hooks.should_stop(seconds):
+            state.stop_asked_at = seconds
+            return True
+        return False
 
     try:
         return engine.train_one_epoch(
             r.train_model, r.data.train.iter_from(epoch_state.step), steps, r.optim.optimizer, r.optim.scheduler,
             epoch=state.epoch, device=r.dist.device, state=epoch_state, label_smoothing=cfg.train.label_smoothing,
             grad_clip=cfg.train.grad_clip, nonfinite=cfg.train.nonfinite, amp=cfg.speed.amp, scaler=r.optim.scaler,
-            on_step=on_step, should_stop=should_stop, accumulate=cfg.train.accumulate, on_update=r.ema.update,
+            on_step=on_step, should_stop=should_stop, accumulate=cfg.train.accumulate, on_update=r.hooks.on_update,
             check_every=engine.check_interval(r.dist.device, cfg.train.log_every))
     except engine.NonFiniteLoss as exc:
         raise TrainingError(f"training diverged: {exc}; the last good checkpoint is kept "
@@ -340,15 +345,16 @@ def train_epoch(r: Run, state: RunState) -> engine.EpochResult:
         r.reporter.epoch_end()
 
 
-def stop_mid_epoch(r: Run, state: RunState, epoch_state: engine.EpochState) -> dict:
+def stop_mid_epoch(r: Run, state: RunState, epoch_state: engine.EpochState) -> TrainingState:
     """The engine stopped before the epoch's end. On a signal: save last.pt at this step and exit 130.
-    On train.max_time: return last.pt's training state at this step; the loop then validates, saves
-    and tests as after any epoch (resumed with a larger max_time, the run continues from this step)."""
+    On a hook's request (train.max_time): return last.pt's training state at this step; the loop then
+    validates, saves and tests as after any epoch (resumed with a larger max_time, the run continues
+    from this step)."""
     if distributed.broadcast_flag(r.signals.is_set(), r.dist.device):
         save_interrupted(r, state, epoch_state)
     # the engine's own clock started a moment after the one that fired: count what fired, so the
     # loop (and a resume with the same max_time) see the budget as spent
-    epoch_state.seconds = max(epoch_state.seconds, r.stops.fired_at)
+    epoch_state.seconds = max(epoch_state.seconds, state.stop_asked_at or 0.0)
     return _training_state(r, state, epoch_state, complete=False)  # a collective: every rank calls it
 
 
@@ -359,8 +365,8 @@ def save_interrupted(r: Run, state: RunState, epoch_state: engine.EpochState) ->
     with r.signals.protected():
         pause_for_test("save")
         r.rundir.save_checkpoint("last.pt", checkpoint.build(
-            r.model, epoch=state.epoch - 1, metrics={}, training_state=training_state, **r.meta))
-        r.rundir.write_results({"status": "interrupted", "epoch": state.epoch, "step": epoch_state.step})
+            r.model, epoch=state.epoch - 1, metrics={}, training_state=training_state.to_dict(), **r.meta))
+        r.rundir.write_results(Results("interrupted", epoch=state.epoch, step=epoch_state.step))
         state.status = "interrupted"
     raise Interrupted(f"interrupted at epoch {state.epoch}, step {epoch_state.step}; last.pt saved. "
                       f"Resume with: {_resume_command(r)}")
@@ -368,8 +374,9 @@ def save_interrupted(r: Run, state: RunState, epoch_state: engine.EpochState) ->
 
 def validate(r: Run, state: RunState, epoch_state: engine.EpochState) -> MetricsRow:
     """The epoch's metrics row: training sums of every rank, validation (and test when asked)."""
-    val = _evaluate(r, r.data.val)  # the EMA weights when train.ema is on
-    test = _evaluate(r, r.data.test, "test") if r.cfg.train.test_every_epoch else {}
+    model = _evaluated(r)  # the EMA or SWA weights when those are on
+    val = _evaluate(r, model, r.data.val)
+    test = _evaluate(r, model, r.data.test, "test") if r.cfg.train.test_every_epoch else {}
     state.last_test = test or None
     train_loss, train_acc = _global_train_metrics(epoch_state, r.dist.device)
     return MetricsRow(epoch=state.epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val["loss"],
@@ -379,43 +386,43 @@ def validate(r: Run, state: RunState, epoch_state: engine.EpochState) -> Metrics
 
 
 def record(r: Run, state: RunState, row: MetricsRow) -> bool:
-    """Keep the best weights (chosen on validation), print the epoch line, log the row. True if improved."""
-    improved = row.val_acc > state.best_val_acc
+    """Keep the best weights (chosen on validation), print the epoch line, write and hand on the row
+    (the hooks count it, log it...). True if improved."""
+    best = state.best
+    improved = row.val_acc > best.val_acc
     if improved:
-        state.best_val_acc, state.best_epoch = row.val_acc, row.epoch
-        state.best_state = {k: v.detach().cpu().clone() for k, v in r.ema.model.state_dict().items()}
-        state.best_test = state.last_test  # the test numbers of exactly these weights, if this epoch made them
+        best.val_acc, best.epoch = row.val_acc, row.epoch
+        best.state = {k: v.detach().cpu().clone() for k, v in _evaluated(r).state_dict().items()}
+        best.test = state.last_test  # the test numbers of exactly these weights, if this epoch made them
     state.result.epochs.append(row)
     r.reporter.epoch_summary(row, r.cfg.train.epochs, improved)
-    r.tb.epoch(row)
     r.rundir.append_metrics(row)
-    r.mlflow.epoch(row)
-    r.wandb.epoch(row)
+    r.hooks.on_epoch_end(row)
     return improved
 
 
 def save_checkpoints(r: Run, state: RunState, epoch_state: engine.EpochState, row: MetricsRow, improved: bool,
-                     partial: dict | None = None) -> None:
-    """best.pt when validation improved, epoch-NNN.pt when kept, last.pt always; a signal waits until
-    all are written. best.pt and epoch-NNN.pt hold the evaluated (EMA) weights, last.pt the trained
-    ones (and the EMA in its training state). ``partial``: the training state of a max_time stop."""
+                     partial: TrainingState | None = None) -> None:
+    """best.pt when validation improved, the hooks' files (epoch-NNN.pt), last.pt always; a signal
+    waits until all are written. best.pt and the hooks' files hold the evaluated weights (EMA, SWA),
+    last.pt the trained ones (and the hooks' state). ``partial``: the training state of a stop inside
+    the epoch (max_time), taken at that step."""
     complete = partial is None
     training_state = partial or _training_state(r, state, epoch_state, complete=True)  # a collective
+    if partial is not None:
+        training_state.hooks = r.hooks.state_dicts()  # as of this row (a hook leaves a partial epoch out itself)
     metrics = {k: v for k, v in row.as_dict().items() if v is not None}
-    keep_this = r.kept.after_epoch(state.epoch, row.val_acc)
+    evaluated = _evaluated(r)
+    files = EpochFiles(r.rundir, lambda: checkpoint.build(evaluated, epoch=state.epoch, metrics=metrics, **r.meta))
     with r.signals.protected():
         if improved:
-            r.rundir.save_checkpoint("best.pt", checkpoint.build(r.ema.model, epoch=state.epoch, metrics=metrics,
-                                                                 **r.meta))
-        if keep_this:
-            r.rundir.save_checkpoint(kept_checkpoints.epoch_file(state.epoch), checkpoint.build(
-                r.ema.model, epoch=state.epoch, metrics=metrics, **r.meta))
-        training_state["kept"] = r.kept.state_dict()
+            files.save("best.pt")
+        r.hooks.on_checkpoint(state.epoch, files)
         pause_for_test("save")
         r.rundir.save_checkpoint("last.pt", checkpoint.build(
             r.model, epoch=state.epoch if complete else state.epoch - 1, metrics=metrics if complete else {},
-            training_state=training_state, **r.meta))
-        r.rundir.remove_checkpoints(r.kept.stale(r.rundir.checkpoint_names()))  # after last.pt no longer lists them
+            training_state=training_state.to_dict(), **r.meta))
+        r.rundir.remove_checkpoints(files.stale)  # after last.pt no longer lists them
 
 
 def final_test(r: Run, state: RunState) -> None:
@@ -425,46 +432,50 @@ def final_test(r: Run, state: RunState) -> None:
                                      f"(it only runs the final test)")
     pause_for_test("final-test")
     res = state.result
-    res.best_epoch, res.best_val_acc = state.best_epoch, state.best_val_acc
     res.train_seconds = sum(row.seconds for row in res.epochs)
-    res.stopped_by, res.time_to_target = state.stop, r.stops.results()["time_to_target"]
-    res.test = t = _reused_test(state) or _evaluate_best(r, state)
+    added = r.hooks.results()  # what the hooks add to results.json (stopping: time_to_target, target_epoch)
+    res.stopped_by, res.time_to_target = state.stop.by if state.stop else None, added.get("time_to_target")
+    res.test = _reused_test(state) or _evaluate_best(r, state)
     with r.signals.protected():
-        r.rundir.write_results({
-            "status": "finished", "best_epoch": state.best_epoch, "best_val_acc": state.best_val_acc,
-            "test_accuracy": t["accuracy"], "test_loss": t["loss"], "test_num_samples": t["num_samples"],
-            "test_per_class_accuracy": t["per_class_accuracy"], "test_confusion_matrix": t["confusion_matrix"],
-            "classes": r.data.bundle.classes, "epochs": len(res.epochs), "train_seconds": res.train_seconds,
-            # which images were tested: the same split_seed and data give the same fingerprint (--seeds compares them)
-            "split_seed": held_out_seed(r.cfg), "test_fingerprint": r.data.bundle.test.fingerprint(),
-            "stopped_early": state.stop is not None, "stopped_by": state.stop,
-            "stopped_epoch": res.epochs[-1].epoch if state.stop is not None and res.epochs else None,
-            **r.stops.results(), "world_size": r.dist.world_size, "device": str(r.dist.device),
-            # data.skip_unreadable: every file or CSV row left out is named here (nothing is dropped silently)
-            **({"skipped_unreadable": len(r.data.bundle.skipped), "skipped_files": r.data.bundle.skipped}
-               if r.data.bundle.skipped else {})})
+        r.rundir.write_results(_finished(r, state, added))
         state.status = "finished"
         r.signals.immediate(lambda name: f"interrupted ({name}) after the run finished; results.json is complete; "
                                          f"redo the plots with: convtrain plot {r.rundir.path}")
-    r.mlflow.finish(r.rundir.path)  # uploads: outside the protected block, so Ctrl-C is not held up
-    r.wandb.finish(r.rundir.path)
+    r.hooks.on_finish(r)  # the trackers upload: outside the protected block, so Ctrl-C is not held up
     if r.cfg.log.plots:
         # at a terminal someone waits for the prompt: the pictures follow from another process;
         # a script or a pipe reads them once the command ends, so there they are written first
         r.rundir.write_plots(r.reporter.info, background=r.reporter.live, detail=r.reporter.detail)
 
 
+def _finished(r: Run, state: RunState, added: dict) -> Results:
+    """results.json of a finished run."""
+    res, t, bundle = state.result, state.result.test, r.data.bundle
+    return Results(
+        "finished", best_epoch=state.best.epoch, best_val_acc=state.best.val_acc, test_accuracy=t["accuracy"],
+        test_loss=t["loss"], test_num_samples=t["num_samples"], test_per_class_accuracy=t["per_class_accuracy"],
+        confusion_matrix=t["confusion_matrix"], classes=bundle.classes, epochs=len(res.epochs),
+        train_seconds=res.train_seconds,
+        # which images were tested: the same split_seed and data give the same fingerprint (--seeds compares them)
+        split_seed=held_out_seed(r.cfg), test_fingerprint=bundle.test.fingerprint(), stopped_by=res.stopped_by,
+        stopped_epoch=res.epochs[-1].epoch if state.stop is not None and res.epochs else None, added=added,
+        world_size=r.dist.world_size, device=str(r.dist.device),
+        # data.skip_unreadable: every file or CSV row left out is named there (nothing is dropped silently)
+        skipped_files=tuple(bundle.skipped))
+
+
 def _reused_test(state: RunState) -> dict | None:
     """The test pass made in the best epoch (test_every_epoch): the same weights on the same test
     batches give the same numbers, so the final test would only repeat it (0.6 s per 10k images here).
-    None after a resume (best_test is not in last.pt): then the best weights are tested again."""
-    return state.best_test
+    None after a resume (the best epoch's test is not in last.pt): then the best weights are tested again."""
+    return state.best.test
 
 
 def _evaluate_best(r: Run, state: RunState) -> dict:
-    if state.best_state is not None:
-        r.ema.model.load_state_dict(state.best_state)
-    return _evaluate(r, r.data.test, "test")
+    model = _evaluated(r)
+    if state.best.state is not None:
+        model.load_state_dict(state.best.state)
+    return _evaluate(r, model, r.data.test, "test")
 
 
 def _load_pretrained(model: nn.Module, cfg: RunConfig, ckpt: dict, reporter: Reporter,
@@ -493,52 +504,42 @@ def _checkpoint_meta(cfg: RunConfig, bundle: DataBundle) -> dict:
                 dataset=cfg.data.name, config=to_dict(cfg))
 
 
-def _evaluate(r: Run, batches, name: str = "val") -> dict:
-    """Evaluate the weights the run keeps: the EMA copy when train.ema is on, else the trained model.
-    A pass that takes more than ~2 s shows a progress line on a terminal."""
+def _evaluated(r: Run) -> nn.Module:
+    """The weights the run validates, saves as best.pt and tests: the trained model, or what a hook
+    puts in its place (EMA, SWA)."""
+    return r.hooks.eval_model(r.model)
+
+
+def _evaluate(r: Run, model: nn.Module, batches, name: str = "val") -> dict:
+    """Evaluate ``model`` (see :func:`_evaluated`). A pass that takes more than ~2 s shows a progress
+    line on a terminal."""
     tick = r.reporter.pass_progress(name, len(batches))
     try:
-        return engine.evaluate(r.ema.model, batches, len(r.data.bundle.classes), r.dist.device, r.cfg.speed.amp,
+        return engine.evaluate(model, batches, len(r.data.bundle.classes), r.dist.device, r.cfg.speed.amp,
                                r.data.chunk, progress=tick)
     finally:
         r.reporter.pass_end()
 
 
-def _stop_note(r: Run, state: RunState) -> str:
-    t, last = r.cfg.train, (state.result.epochs[-1].epoch if state.result.epochs else 0)
-    if state.stop == "early_stopping":
-        es = t.early_stopping
-        return (f"early stopping: {es.metric} did not improve (by more than {es.min_delta:g}) for {es.patience} "
-                f"epoch(s); stopped after epoch {last} of {t.epochs}")
-    if state.stop == "stop_at":
-        return (f"stop_at: target reached at epoch {r.stops.target.epoch} after {r.stops.target.seconds:.1f}s "
-                f"of training; stopped after epoch {last} of {t.epochs}")
-    return f"max_time: {t.max_time:g}s of training spent; stopped in epoch {last} of {t.epochs}"
+def _stop_reason(r: Run, state: RunState) -> Stop | None:
+    """Why the loop stops now, or None. Every process asks its hooks (max_time: each times its own
+    steps); the first answer in rank order that is not None holds for all of them."""
+    last = state.result.epochs[-1].epoch if state.result.epochs else 0
+    answers = distributed.all_gather_objects(r.hooks.stop_reason(last))
+    return next((a for a in answers if a is not None), None)
 
 
-def _stop_reason(r: Run) -> str | None:
-    """Why the loop stops now, or None; max_time is decided on every process together (each times its own)."""
-    return r.stops.reason(distributed.broadcast_flag(r.stops.time_up(), r.dist.device))
-
-
-def _training_state(r: Run, state: RunState, epoch_state: engine.EpochState, complete: bool) -> dict:
+def _training_state(r: Run, state: RunState, epoch_state: engine.EpochState, complete: bool) -> TrainingState:
     """Everything --resume needs. Per-rank parts (position in the epoch, RNG) are gathered from every rank."""
     per_rank = distributed.all_gather_objects({"epoch_state": epoch_state.as_dict(), "rng": checkpoint.rng_state()})
     o = r.optim
-    return {
-        "epoch": state.epoch,
-        "epoch_complete": complete,
-        "epoch_state": [p["epoch_state"] for p in per_rank],
-        "rng": [p["rng"] for p in per_rank],
-        "optimizer": o.optimizer.state_dict(),
-        "scheduler": o.scheduler.state_dict() if o.scheduler is not None else None,
-        "scaler": o.scaler.state_dict() if o.scaler is not None else None,
-        "best_val_acc": state.best_val_acc,
-        "best_epoch": state.best_epoch,
-        "best_state": state.best_state,
-        "world_size": r.dist.world_size,
-        **{key: part.state_dict() for key, part in r.parts.items()},  # ema: None without train.ema
-    }
+    return TrainingState(
+        epoch=state.epoch, epoch_complete=complete, epoch_state=[p["epoch_state"] for p in per_rank],
+        rng=[p["rng"] for p in per_rank], optimizer=o.optimizer.state_dict(),
+        scheduler=o.scheduler.state_dict() if o.scheduler is not None else None,
+        scaler=o.scaler.state_dict() if o.scaler is not None else None,
+        best_val_acc=state.best.val_acc, best_epoch=state.best.epoch, best_state=state.best.state,
+        world_size=r.dist.world_size, hooks=r.hooks.state_dicts())  # ema: None without train.ema
 
 
 def _stopped_at_once(r: Run, name: str) -> str:
@@ -549,16 +550,15 @@ def _stopped_at_once(r: Run, name: str) -> str:
 
 
 def _record_end(r: Run, state: RunState, exc: ConvtrainError | Interrupted) -> None:
-    """After the run directory exists, results.json (and MLflow) say how a run that did not finish ended."""
-    r.mlflow.end("interrupted" if isinstance(exc, Interrupted) else "failed")  # a no-op once finished
-    r.wandb.end("interrupted" if isinstance(exc, Interrupted) else "failed")
+    """After the run directory exists, results.json says how a run that did not finish ended (the
+    hooks hear it in ``on_end``)."""
     if state.status != "running":  # already recorded (clean interrupt, or finished before the plots)
         return
     state.status = exc.run_status if isinstance(exc, RunStopped) else \
         "interrupted" if isinstance(exc, Interrupted) else "failed"
     with contextlib.suppress(ConvtrainError), r.signals.protected():
         # best effort: on a full disk this write fails too, and the previous results.json stays whole
-        r.rundir.write_results({"status": state.status, "reason": str(exc), "epoch": state.epoch})
+        r.rundir.write_results(Results(state.status, reason=str(exc), epoch=state.epoch))
 
 
 def _global_train_metrics(state: engine.EpochState, device: torch.device) -> tuple[float, float]:

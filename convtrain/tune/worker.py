@@ -22,10 +22,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from .. import atomic
 from ..config.schema import RunConfig, to_dict
 from ..errors import ConfigError, ConvtrainError, Interrupted, RunStopped, TrainingError
 from ..process import pid_alive
+from ..training.events import Hook
 from .space import apply_params
 from .study import StudyPlan, need_optuna, open_study, owner
 
@@ -104,7 +104,7 @@ class _Objective:
         reporter = Reporter(self.console, enabled=not self.quiet)
         hook = _EpochReport(trial, self.plan.metric, cfg.train.epochs)
         try:
-            result = run(Start(cfg, path), reporter=reporter, signals=self.signals, on_epoch=hook)
+            result = run(Start(cfg, path), reporter=reporter, signals=self.signals, hooks=[hook])
         except RunStopped as exc:
             self.line = f"trial {n} pruned: {exc}"
             raise optuna.TrialPruned(str(exc)) from None
@@ -121,13 +121,16 @@ class _Objective:
         return value
 
 
-class _EpochReport:
-    """The runner's per-epoch hook: report the validation metric; prune (not after the last epoch)."""
+class _EpochReport(Hook):
+    """A hook of the trial's run: once each epoch is saved, report the validation metric; prune (not
+    after the last epoch) by ending the run with RunStopped (results.json: status "pruned")."""
+
+    order = 100  # after every built-in hook: the epoch's checkpoints are written and logged
 
     def __init__(self, trial, metric: str, epochs: int) -> None:
         self.trial, self.metric, self.epochs = trial, metric, epochs
 
-    def __call__(self, row) -> None:
+    def on_epoch_saved(self, row) -> None:
         value = getattr(row, self.metric)
         self.trial.report(value, row.epoch)
         if row.epoch < self.epochs and self.trial.should_prune():
@@ -169,20 +172,27 @@ def _stale_trial_failed(study, trial) -> None:
 
 
 def _mark_run(run_dir: str | Path | None, status: str, reason: str) -> None:
-    """Record a trial's end in its run directory's results.json (unless it ended on its own)."""
+    """Record a trial's end in its run directory's results.json (unless it ended on its own), through
+    RunDir and its lock: a run still held by a live process (another host's, or one whose heartbeat
+    only stalled) is left to it; the lock of a dead one is taken over, as ``--resume`` would."""
     if not run_dir or not Path(run_dir).is_dir() or not (Path(run_dir) / "config.yaml").exists():
         return
     from ..artifacts import runfiles
+    from ..artifacts.rundir import RunDir
 
-    with contextlib.suppress(ConvtrainError):
-        results = runfiles.read_results(run_dir)
-        if results is not None and results.status in ("finished", "pruned") and status == "failed":
-            return
-    import json
-
-    with contextlib.suppress(OSError):
-        atomic.write_text(Path(run_dir) / "results.json",
-                          json.dumps({"status": status, "reason": reason}, indent=2) + "\n")
+    try:
+        rundir = RunDir.open(run_dir)
+    except ConvtrainError:  # RunLocked: its writer lives; RunDirError: not a run we may write
+        return
+    try:
+        with contextlib.suppress(ConvtrainError):
+            results = runfiles.read_results(run_dir)
+            if results is not None and results.status in ("finished", "pruned") and status == "failed":
+                return
+        with contextlib.suppress(ConvtrainError):
+            rundir.write_results(runfiles.Results(status, reason=reason))
+    finally:
+        rundir.close()
 
 
 def _fmt(v) -> str:

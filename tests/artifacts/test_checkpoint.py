@@ -12,6 +12,8 @@ from convtrain.config.schema import RunConfig, to_dict
 from convtrain.errors import CheckpointError
 from convtrain.models import create_model
 
+from ..training.test_loop_features import core_state
+
 
 def _ckpt(model=None, training_state=None):
     model = model or create_model("article_cnn", num_classes=10)
@@ -27,7 +29,7 @@ def test_round_trip_with_weights_only(tmp_path):
     model(torch.randn(2, 1, 28, 28)).sum().backward()
     opt.step()
     path = tmp_path / "last.pt"
-    checkpoint.save(_ckpt(model, {"optimizer": opt.state_dict(), "rng": checkpoint.rng_state()}), path)
+    checkpoint.save(_ckpt(model, core_state(optimizer=opt.state_dict(), rng=[checkpoint.rng_state()])), path)
     raw = torch.load(path, weights_only=True)  # no allowlist needed
     assert raw["model"]["name"] == "article_cnn"
     assert raw["normalization"] == {"mean": [0.5], "std": [0.5]}
@@ -35,7 +37,7 @@ def test_round_trip_with_weights_only(tmp_path):
     rebuilt = checkpoint.rebuild_model(checkpoint.load(path))
     x = torch.randn(3, 1, 28, 28)
     torch.testing.assert_close(rebuilt(x), model(x))
-    checkpoint.set_rng_state(raw["training_state"]["rng"])
+    checkpoint.set_rng_state(raw["training_state"]["rng"][0])
 
 
 class _FillingFile:

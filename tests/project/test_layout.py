@@ -127,6 +127,49 @@ def test_imports_point_down_the_rooms():
     assert not wrong, "imports that point up (see RANKS): " + "; ".join(sorted(wrong))
 
 
+# The runner is named phases over ONE list of hooks (convtrain/training/events.py): it names no tracker
+# and no loop feature. Every tracker and loop feature is a module of convtrain/training/hooks/ (found
+# there at run time by events.discover), and the runner, the run's state and the protocol import none.
+HOOK_PACKAGE = "convtrain.training.hooks"
+HOOK_BLIND = ("convtrain.training.runner", "convtrain.training.state", "convtrain.training.events")
+
+
+def hook_imports(graph: dict[str, set[str]]) -> list[str]:
+    """The imports of a hook module (a tracker, a loop feature) by the runner, its state or the protocol."""
+    return sorted(f"{m} imports {t}" for m in HOOK_BLIND for t in graph.get(m, ())
+                  if t == HOOK_PACKAGE or t.startswith(HOOK_PACKAGE + "."))
+
+
+def test_the_runner_imports_no_tracker_and_no_loop_feature():
+    """Break tried: `from .hooks import ema` in runner.py (and `from .hooks.stopping import Stops` in
+    state.py): each fails here."""
+    wrong = hook_imports(import_graph())
+    assert not wrong, "the runner fires events on its hook list; it does not name a hook: " + "; ".join(wrong)
+
+
+def test_the_hook_rule_sees_a_feature_imported_by_the_runner(tmp_path):
+    pkg = tmp_path / "convtrain" / "training"
+    (pkg / "hooks").mkdir(parents=True)
+    for init in (tmp_path / "convtrain", pkg, pkg / "hooks"):
+        (init / "__init__.py").write_text("")
+    (pkg / "hooks" / "ema.py").write_text("")
+    (pkg / "runner.py").write_text("def f():\n    from .hooks import ema\n")
+    (pkg / "state.py").write_text("from .hooks.ema import x\n")
+    modules = {_module_name(p, tmp_path): p for p in (tmp_path / "convtrain").rglob("*.py")}
+    graph = {m: imports_of(p, modules, tmp_path) for m, p in modules.items()}
+    assert hook_imports(graph) == ["convtrain.training.runner imports convtrain.training.hooks.ema",
+                                   "convtrain.training.state imports convtrain.training.hooks.ema"]
+
+
+def test_every_hook_module_defines_build():
+    """events.discover imports every module of training/hooks/ (a name starting with _ is a helper)
+    and calls its build(cfg, is_main): a module without one would fail every run."""
+    folder = PACKAGE / "training" / "hooks"
+    missing = [p.name for p in sorted(folder.glob("*.py")) if not p.name.startswith("_") and "build" not in
+               {n.name for n in ast.parse(p.read_text(encoding="utf-8")).body if isinstance(n, ast.FunctionDef)}]
+    assert not missing, f"these hook modules need a build(cfg, is_main) function: {missing}"
+
+
 def test_every_room_has_a_rank():
     rooms = {room(m) for m in _modules()}
     assert rooms <= set(RANKS), f"give these rooms a rank in RANKS: {sorted(rooms - set(RANKS))}"

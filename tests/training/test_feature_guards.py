@@ -19,12 +19,12 @@ from convtrain.artifacts.average import average_checkpoints
 from convtrain.artifacts.metrics import MetricsRow
 from convtrain.errors import CheckpointError
 from convtrain.models import create_model
-from convtrain.training import ema as ema_mod
+from convtrain.training.hooks.ema import WeightEMA
 from convtrain.training.seeds import summarize
-from convtrain.training.stopping import EarlyStopping, Target
+from convtrain.training.hooks.stopping import EarlyStopping, Target
 
 from ..conftest import REPO
-from .test_loop_features import _tiny_checkpoint
+from .test_loop_features import _tiny_checkpoint, core_state
 
 
 def _bn_model(seed: int) -> torch.nn.Module:
@@ -50,10 +50,11 @@ def _train_steps(model: torch.nn.Module, steps: int, seed: int) -> None:
 
 def test_ema_copies_batchnorm_buffers_and_averages_only_weights():
     model = _bn_model(0)
-    ema = ema_mod.create(type("E", (), {"decay": 0.5, "every": 1})(), model)
+    ema = WeightEMA(decay=0.5, every=1)
+    ema.attach(model)
     before = {n: p.detach().clone() for n, p in ema.model.named_parameters()}
     _train_steps(model, 3, seed=1)
-    ema.update()
+    ema.on_update()
     live_b, ema_b = dict(model.named_buffers()), dict(ema.model.named_buffers())
     assert any("running_mean" in n for n in live_b)
     for name, b in live_b.items():  # copied as they are: running stats and the integer counter
@@ -177,7 +178,7 @@ GOOD_STOPS = {"seconds": 1.5, "early_best": 0.9, "early_bad_epochs": 1, "target_
     ({"kept": [[-0.1, 2]]}, "training_state.kept"),
 ])
 def test_training_state_out_of_range_numbers_are_refused(tmp_path, ts, key):
-    p = _tiny_checkpoint(tmp_path / "bad.pt", training_state=ts)
+    p = _tiny_checkpoint(tmp_path / "bad.pt", training_state={**core_state(), **ts})
     with pytest.raises(CheckpointError, match=re.escape(key)):
         checkpoint.load(p)
 
@@ -185,7 +186,7 @@ def test_training_state_out_of_range_numbers_are_refused(tmp_path, ts, key):
 def test_training_state_at_its_bounds_is_accepted(tmp_path):
     ts = {"ema": {"state_dict": {}, "steps": 0}, "kept": [[0.0, 1], [1.0, 2]],
           "stops": {"seconds": 0.0, "early_best": -3.0, "early_bad_epochs": 0, "target_epoch": 1, "target_seconds": 0.0}}
-    assert checkpoint.load(_tiny_checkpoint(tmp_path / "ok.pt", training_state=ts))["training_state"]["kept"] == \
+    assert checkpoint.load(_tiny_checkpoint(tmp_path / "ok.pt", training_state={**core_state(), **ts}))["training_state"]["kept"] == \
         [[0.0, 1], [1.0, 2]]
 
 

@@ -94,7 +94,7 @@ def test_early_stopping_rule_on_val_loss_with_min_delta():
     """Unit check of the rule itself: lower is better for val_loss, and an improvement must beat
     the best by more than min_delta. Break tried: min_delta ignored: fails."""
     from convtrain.artifacts.metrics import MetricsRow
-    from convtrain.training.stopping import EarlyStopping
+    from convtrain.training.hooks.stopping import EarlyStopping
 
     es = EarlyStopping("val_loss", patience=2, min_delta=0.01)
     for epoch, loss in enumerate([1.0, 0.995, 0.98, 0.975, 0.974], start=1):
@@ -335,6 +335,16 @@ def _tiny_checkpoint(path: Path, model_name: str = "article_cnn", **changes) -> 
     return path
 
 
+def core_state(**changes) -> dict:
+    """The core keys of a valid training state (one process, epoch 1 done), for hand-made last.pt files
+    that test the hooks' keys (artifacts/training_state.py checks every core key first)."""
+    return {"epoch": 1, "epoch_complete": True, "epoch_state": [{"step": 2, "loss_sum": 1.5, "correct": 3, "samples": 4,
+                                                                 "skipped": 0, "seconds": 0.25}],
+            "rng": [checkpoint.rng_state()], "optimizer": {"state": {}, "param_groups": [{"params": [0, 1]}]},
+            "scheduler": None, "scaler": None, "best_val_acc": 0.75, "best_epoch": 1, "best_state": None,
+            "world_size": 1, **changes}
+
+
 def test_average_refuses_what_it_cannot_average_and_writes_nothing(tmp_path):
     """One checkpoint, a missing file, the output equal to an input, another model, other classes:
     each is one line on stderr, exit 2 (usage) or 1 (a checkpoint problem), and no output file."""
@@ -362,7 +372,7 @@ def test_checkpoint_validation_accepts_the_new_training_state_and_rejects_garbag
             "stops": {"seconds": 1.5, "early_best": 0.9, "early_bad_epochs": 1, "target_epoch": None,
                       "target_seconds": None},
             "kept": [[0.9, 2], [0.8, 1]]}
-    path = _tiny_checkpoint(tmp_path / "ok.pt", training_state=good)
+    path = _tiny_checkpoint(tmp_path / "ok.pt", training_state={**core_state(), **good})
     assert checkpoint.load(path)["training_state"]["kept"] == [[0.9, 2], [0.8, 1]]
     bad = [({"ema": {"state_dict": {"w": 1}, "steps": 3}}, "training_state.ema.state_dict"),
            ({"ema": {"state_dict": {}, "steps": -1}}, "training_state.ema.steps"),
@@ -370,7 +380,7 @@ def test_checkpoint_validation_accepts_the_new_training_state_and_rejects_garbag
            ({"stops": {"seconds": 1.0}}, "training_state.stops.early_best' is missing"),
            ({"kept": [[0.9, "two"]]}, "training_state.kept")]
     for i, (ts, key) in enumerate(bad):
-        p = _tiny_checkpoint(tmp_path / f"bad{i}.pt", training_state=ts)
+        p = _tiny_checkpoint(tmp_path / f"bad{i}.pt", training_state={**core_state(), **ts})
         with pytest.raises(CheckpointError, match=key.replace(".", r"\.")):
             checkpoint.load(p)
 
@@ -399,20 +409,37 @@ def test_new_keys_are_checked_with_clear_errors():
             load_config(None, [override])
 
 
-def test_every_saved_loop_feature_has_a_registered_check_and_round_trips():
-    """build_loop_parts' keys are the training-state keys artifacts/training_state.py checks, and each
-    part's state_dict passes that check (a feature saved without a validator would load unchecked)."""
-    from convtrain.artifacts.training_state import VALIDATORS
-    from convtrain.training.start import Start
+def _hook_states(*configs: list[str]) -> dict:
+    """Every built-in hook's saved state, by its state key, for runs with each of ``configs``."""
+    from types import SimpleNamespace
 
-    cfg = load_config(None, ["train.ema.decay=0.9", "train.early_stopping.patience=2", "checkpoint.keep_top_k=2"])
-    parts = runner_mod.build_loop_parts(cfg, torch.nn.Linear(2, 2), Start(cfg, None))
+    from convtrain.training import events
+
+    model = torch.nn.Linear(2, 2)
+    run = SimpleNamespace(model=model, optim=SimpleNamespace(optimizer=torch.optim.SGD(model.parameters(), lr=0.1)),
+                          data=SimpleNamespace(steps_per_epoch=1, updates_per_epoch=1), dist=SimpleNamespace(world_size=1))
+    states = {}
+    for sets in configs:
+        hooks = events.build(load_config(None, sets), True)
+        hooks.setup(run, {})
+        states.update(hooks.state_dicts())
+    return states
+
+
+def test_every_saved_loop_feature_has_a_registered_check_and_round_trips():
+    """The state keys of the hooks in training/hooks/ are the keys artifacts/training_state.py checks,
+    and each hook's state_dict passes that check (a feature saved without a validator would load
+    unchecked). Break tried: the swa check left out of VALIDATORS: fails."""
+    from convtrain.artifacts.training_state import VALIDATORS
+
+    parts = _hook_states(["train.ema.decay=0.9", "train.early_stopping.patience=2", "checkpoint.keep_top_k=2"],
+                         ["train.swa.start=1"])
     assert set(parts) == set(VALIDATORS)
 
     def bad(key, want, got=None, **_):
         return CheckpointError(f"{key} must be {want}")
 
-    for key, part in parts.items():
-        VALIDATORS[key](part.state_dict(), "last.pt", bad)
+    for key, state in parts.items():
+        VALIDATORS[key](state, "last.pt", bad)
     with pytest.raises(CheckpointError, match="training_state.kept"):
         VALIDATORS["kept"]([[0.5, 0]], "last.pt", bad)  # epoch numbers start at 1

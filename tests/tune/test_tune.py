@@ -143,6 +143,27 @@ def test_a_trial_whose_heartbeat_stopped_on_another_machine_is_failed_and_its_ru
     assert results_json(run)["status"] == "failed" and "stopped beating" in results_json(run)["reason"]
 
 
+def test_marking_a_trial_goes_through_its_run_directory_lock(tmp_path):
+    """A trial's run directory still held by a live writer (its heartbeat only stalled) is left to it; once
+    the lock is free the mark is written through RunDir (and a finished run is never marked failed).
+    Break tried: _mark_run writing results.json beside the lock (as it did): the first check fails."""
+    from convtrain.artifacts.runlock import RunLock
+    from convtrain.tune.worker import _mark_run
+
+    run = tmp_path / "trial-000"
+    run.mkdir()
+    (run / "config.yaml").write_text("seed: 0\n")
+    with RunLock(run):  # a live process (this one) writes the run
+        _mark_run(run, "failed", "its worker stopped beating")
+        assert not (run / "results.json").exists()
+    _mark_run(run, "failed", "its worker stopped beating")
+    assert results_json(run) == {"status": "failed", "reason": "its worker stopped beating"}
+    assert not (run / ".lock").exists()  # let go again
+    (run / "results.json").write_text('{"status": "finished", "test_accuracy": 0.9}\n')
+    _mark_run(run, "failed", "late")
+    assert results_json(run)["status"] == "finished"
+
+
 # ------------------------------------------------------------------------------------------------
 # Real studies
 

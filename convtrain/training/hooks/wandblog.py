@@ -1,4 +1,4 @@
-"""Weights & Biases logging (``log.wandb: true``): rank 0 only; everyone else holds a do-nothing :class:`NullWandb`.
+"""Weights & Biases logging (``log.wandb: true``): a hook on rank 0 only (the other ranks build none).
 
 One W&B run per convtrain run, its files under ``RUN/wandb/``: the resolved config, every epoch's
 metrics (``step`` = epoch), and at the end the final test numbers in the run summary and, with
@@ -15,25 +15,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from pathlib import Path
 
-from ..artifacts.metrics import MetricsRow
-from ..config.schema import LogConfig
-from ..extras import require_extra
-from .trackers import NullTracker
+from ...artifacts.metrics import MetricsRow
+from ...config.schema import LogConfig, RunConfig, to_dict
+from ...extras import require_extra
+from ._tracker import Tracker
 
 RESULT_KEYS = ("test_accuracy", "test_loss", "test_num_samples", "best_epoch", "best_val_acc", "train_seconds")
 
 
-class NullWandb(NullTracker):
-    """``log.wandb: false``, or a rank other than 0: logs nothing."""
-
-
-def open_wandb(cfg: LogConfig, is_main: bool) -> NullWandb | WandbLogger:
+def build(run_cfg: RunConfig, is_main: bool) -> WandbLogger | None:
     """The run's W&B writer; with log.wandb on and wandb missing, one line saying how to install it."""
+    cfg = run_cfg.log
     if not cfg.wandb or not is_main:
-        return NullWandb()
+        return None
     return WandbLogger(require_extra("wandb", "log.wandb", "Weights & Biases", "wandb"), cfg)
 
 
@@ -42,23 +38,23 @@ def run_id(run_dir: Path) -> str:
     return hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
 
 
-class WandbLogger:
+class WandbLogger(Tracker):
+    service, order = "W&B", 52
+
     def __init__(self, wandb, cfg: LogConfig) -> None:
-        self.wandb, self.cfg, self.run, self.info = wandb, cfg, None, print
+        super().__init__()
+        self.wandb, self.cfg, self.run = wandb, cfg, None
 
-    def _call(self, what: str, fn: Callable[[], object]) -> None:
-        if self.wandb is None:
-            return
-        try:
-            fn()
-        except Exception as exc:  # noqa: BLE001 - wandb raises many kinds; the training must not die of them
-            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            self.info(f"note: W&B logging stopped ({what} failed: {reason}); the run's own files are complete")
-            self.wandb = None
+    def live(self) -> bool:
+        return self.wandb is not None
 
-    def start(self, run_dir: Path, config: dict, resumed: bool, info: Callable[[str], None]) -> None:
-        self.info = info
-        self._call("starting the run", lambda: self._start(Path(run_dir), config))
+    def stop(self) -> None:
+        self.wandb = None
+
+    def on_start(self, run) -> None:
+        self.info = info = run.reporter.info
+        run_dir = Path(run.rundir.path)
+        self._call("starting the run", lambda: self._start(run_dir, to_dict(run.cfg)))
         if self.run is not None:
             info(f"wandb: run {self.run.id} ({self.run.settings.mode}) in {Path(run_dir) / 'wandb'}")
 
@@ -67,11 +63,13 @@ class WandbLogger:
                                    resume="allow", dir=str(run_dir), config=config, mode=self.cfg.wandb_mode,
                                    settings=self.wandb.Settings(console="off", silent=True))
 
-    def epoch(self, row: MetricsRow) -> None:
+    def on_epoch_end(self, row: MetricsRow) -> None:
         values = {k: float(v) for k, v in row.as_dict().items() if k != "epoch" and v is not None}
         self._call("logging epoch metrics", lambda: self.run.log({**values, "epoch": row.epoch}, step=row.epoch))
 
-    def finish(self, run_dir: Path) -> None:
+    def on_finish(self, run) -> None:
+        run_dir = run.rundir.path
+
         def upload() -> None:
             results = json.loads((Path(run_dir) / "results.json").read_text())
             self.run.summary.update({k: results[k] for k in RESULT_KEYS if results.get(k) is not None})
@@ -85,8 +83,9 @@ class WandbLogger:
         self._call("logging the final test numbers and best.pt", upload)
         self.wandb = None  # ended
 
-    def end(self, status: str) -> None:
-        """A run that did not finish ends with a non-zero exit code (W&B marks it failed or crashed)."""
+    def on_end(self, status: str) -> None:
+        """A run that did not finish ends with a non-zero exit code (W&B marks it failed or crashed);
+        after :meth:`on_finish` there is nothing left to end."""
         if self.run is not None:
             self._call("ending the run", lambda: self.run.finish(exit_code=130 if status == "interrupted" else 1))
         self.wandb = None

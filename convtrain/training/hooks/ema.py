@@ -22,45 +22,48 @@ import copy
 import torch
 from torch import nn
 
-from ..config.schema import EMAConfig
-from ..errors import CheckpointError
+from ...config.schema import RunConfig
+from ...errors import CheckpointError
+from ..events import Hook
 
 
-class NoEMA:
-    """``train.ema.decay: null``: the trained model is the evaluated one; nothing to save."""
+class NoEMA(Hook):
+    """``train.ema.decay: null``: the trained model is the evaluated one. Present all the same, so
+    last.pt keeps its ``ema: null`` key as it always had."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model  # the model to evaluate and to save as best.pt
-
-    def update(self) -> None:
-        pass
-
-    def state_dict(self) -> None:
-        return None
-
-    def load_state_dict(self, state: dict | None) -> None:
-        pass
+    state_key = "ema"
+    order = 10
 
 
-class WeightEMA:
-    """The EMA copy of ``source`` (the plain model, not its DDP/compile wrapper)."""
+class WeightEMA(Hook):
+    """The EMA copy of the run's plain model (not its DDP/compile wrapper)."""
 
-    def __init__(self, source: nn.Module, decay: float, every: int) -> None:
-        self.source, self.decay, self.every = source, decay, every
+    state_key = "ema"
+    order = 10
+
+    def __init__(self, decay: float, every: int) -> None:
+        self.decay, self.every = decay, every
+        self.steps = 0  # optimizer steps seen (the EMA is updated every ``every`` of them)
+
+    def setup(self, run) -> None:
+        self.attach(run.model)
+
+    def attach(self, source: nn.Module) -> None:
+        """Follow ``source``: the copy starts from its current weights."""
+        self.source = source
         self.model = copy.deepcopy(source).eval()  # same device and memory layout as the trained model
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.steps = 0  # optimizer steps seen (the EMA is updated every ``every`` of them)
-        self._pairs()
-
-    def _pairs(self) -> None:
         ema_p = dict(self.model.named_parameters())
-        self._params = [(ema_p[n], p) for n, p in self.source.named_parameters() if p.dtype.is_floating_point]
+        self._params = [(ema_p[n], p) for n, p in source.named_parameters() if p.dtype.is_floating_point]
         ema_b = dict(self.model.named_buffers())
-        self._buffers = [(ema_b[n], b) for n, b in self.source.named_buffers()]
+        self._buffers = [(ema_b[n], b) for n, b in source.named_buffers()]
+
+    def eval_model(self, model: nn.Module) -> nn.Module:
+        return self.model  # validation, best.pt, epoch-NNN.pt and the final test use the EMA weights
 
     @torch.no_grad()
-    def update(self) -> None:
+    def on_update(self) -> None:
         self.steps += 1
         if self.steps % self.every:
             return
@@ -86,5 +89,6 @@ class WeightEMA:
         self.steps = state["steps"]
 
 
-def create(cfg: EMAConfig, model: nn.Module) -> NoEMA | WeightEMA:
-    return NoEMA(model) if cfg.decay is None else WeightEMA(model, cfg.decay, cfg.every)
+def build(cfg: RunConfig, is_main: bool) -> NoEMA | WeightEMA:
+    ema = cfg.train.ema
+    return NoEMA() if ema.decay is None else WeightEMA(ema.decay, ema.every)

@@ -1,4 +1,4 @@
-"""MLflow logging (``log.mlflow: true``): rank 0 only; everyone else holds a do-nothing :class:`NullMLflow`.
+"""MLflow logging (``log.mlflow: true``): a hook on rank 0 only (the other ranks build none).
 
 One MLflow run per convtrain run, tagged ``convtrain.run_dir`` (a resumed run logs into the MLflow
 run it started, found by that tag): the resolved config as params (flattened, ``train.batch_size``),
@@ -19,22 +19,17 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from ..artifacts.metrics import MetricsRow
-from ..config.diff import flatten
-from ..config.schema import LogConfig
-from ..errors import ConfigError
-from ..extras import require_extra
-from .trackers import NullTracker
+from ...artifacts.metrics import MetricsRow
+from ...config.diff import flatten
+from ...config.schema import RunConfig, to_dict
+from ...errors import ConfigError
+from ...extras import require_extra
+from ._tracker import Tracker
 
 EXPERIMENT = "convtrain"
 TAG = "convtrain.run_dir"
-
-
-class NullMLflow(NullTracker):
-    """``log.mlflow: false``, or a rank other than 0: logs nothing."""
 
 
 def tracking_uri(configured: str | None) -> str:
@@ -53,10 +48,11 @@ HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACK
                "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
-def open_mlflow(cfg: LogConfig, is_main: bool) -> NullMLflow | MLflowLogger:
+def build(run_cfg: RunConfig, is_main: bool) -> MLflowLogger | None:
     """The run's MLflow writer; with log.mlflow on and MLflow missing, one line saying how to install it."""
+    cfg = run_cfg.log
     if not cfg.mlflow or not is_main:
-        return NullMLflow()
+        return None
     MlflowClient = require_extra("mlflow", "log.mlflow", "MLflow", "mlflow.tracking").MlflowClient  # noqa: N806
     uri = tracking_uri(cfg.mlflow_uri)
     try:
@@ -68,24 +64,25 @@ def open_mlflow(cfg: LogConfig, is_main: bool) -> NullMLflow | MLflowLogger:
     return MLflowLogger(client)
 
 
-class MLflowLogger:
+class MLflowLogger(Tracker):
+    service, order = "MLflow", 51
+
     def __init__(self, client) -> None:
-        self.client, self.run_id, self.info = client, None, print
+        super().__init__()
+        self.client, self.run_id = client, None
 
-    def _call(self, what: str, fn: Callable[[], object]) -> None:
-        if self.client is None:
-            return
-        try:
-            fn()
-        except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the training must not die of them
-            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            bound = (" after MLflow's bounded retries" if str(self.client.tracking_uri).startswith("http") else "")
-            self.info(f"note: MLflow logging stopped ({what} failed{bound}: {reason}); the run's own files are complete")
-            self.client = None
+    def live(self) -> bool:
+        return self.client is not None
 
-    def start(self, run_dir: Path, config: dict, resumed: bool, info: Callable[[str], None]) -> None:
-        self.info = info
-        self._call("starting the run", lambda: self._start(run_dir, config, resumed))
+    def stop(self) -> None:
+        self.client = None
+
+    def failure_detail(self) -> str:
+        return " after MLflow's bounded retries" if str(self.client.tracking_uri).startswith("http") else ""
+
+    def on_start(self, run) -> None:
+        self.info = info = run.reporter.info
+        self._call("starting the run", lambda: self._start(run.rundir.path, to_dict(run.cfg), run.resumed))
         if self.run_id is not None:
             info(f"mlflow: run {self.run_id} at {self.client.tracking_uri}")
 
@@ -108,7 +105,7 @@ class MLflowLogger:
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             c.log_batch(self.run_id, params=params[i:i + 100])
 
-    def epoch(self, row: MetricsRow) -> None:
+    def on_epoch_end(self, row: MetricsRow) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -116,7 +113,9 @@ class MLflowLogger:
                    if k != "epoch" and v is not None]
         self._call("logging epoch metrics", lambda: self.client.log_batch(self.run_id, metrics=metrics))
 
-    def finish(self, run_dir: Path) -> None:
+    def on_finish(self, run) -> None:
+        run_dir = run.rundir.path
+
         def upload() -> None:
             self.client.log_artifact(self.run_id, str(Path(run_dir) / "results.json"))
             best = Path(run_dir) / "checkpoints" / "best.pt"
@@ -126,8 +125,9 @@ class MLflowLogger:
         self._call("uploading results.json and best.pt", upload)
         self.client = None  # ended
 
-    def end(self, status: str) -> None:
-        """A run that did not finish: interrupted -> KILLED, failed -> FAILED."""
+    def on_end(self, status: str) -> None:
+        """A run that did not finish: interrupted -> KILLED, failed (or pruned) -> FAILED; after
+        :meth:`on_finish` there is nothing left to end."""
         if self.run_id is not None:
             self._call("ending the run", lambda: self.client.set_terminated(
                 self.run_id, "KILLED" if status == "interrupted" else "FAILED"))

@@ -1,20 +1,18 @@
-"""Checkpoints kept besides best.pt and last.pt, and ``convtrain average``.
+"""Checkpoints kept besides best.pt and last.pt (``convtrain average`` averages them: artifacts/average.py).
 
 ``checkpoint.keep_top_k: K`` keeps the K best epochs by validation accuracy (ties keep the earlier
 epoch, like best.pt) and ``checkpoint.every_n_epochs: N`` every N-th epoch, each as
-``RUN/checkpoints/epoch-NNN.pt`` with the weights best.pt would hold (the EMA weights when
-``train.ema`` is on). The list of kept epochs is in last.pt, so a resumed run keeps the same files.
-
-:func:`average_checkpoints` is timm's ``avg_checkpoints.py``: the element-wise mean of the weights
-of compatible checkpoints (same model, kwargs, classes, input and normalization), saved as an
-ordinary checkpoint that ``convtrain eval`` / ``predict`` / ``export`` read like any other.
+``RUN/checkpoints/epoch-NNN.pt`` with the weights best.pt would hold (the evaluated model: the EMA
+or SWA weights when those are on). The list of kept epochs is in last.pt, so a resumed run keeps the
+same files.
 """
 
 from __future__ import annotations
 
 import re
 
-from ..config.schema import CheckpointConfig
+from ...config.schema import CheckpointConfig, RunConfig
+from ..events import Hook
 
 EPOCH_FILE = re.compile(r"epoch-(\d+)\.pt")
 
@@ -23,8 +21,13 @@ def epoch_file(epoch: int) -> str:
     return f"epoch-{epoch:03d}.pt"
 
 
-class Kept:
-    """Which epochs have an ``epoch-NNN.pt``; :meth:`after_epoch` says whether this one gets a file."""
+class Kept(Hook):
+    """Which epochs have an ``epoch-NNN.pt``: after each epoch's row (``on_epoch_end``) the top-k list is
+    updated; inside the save (``on_checkpoint``) this epoch's file is written when wanted, and the
+    files that fell out are removed once last.pt no longer lists them."""
+
+    state_key = "kept"
+    order = 30
 
     def __init__(self, cfg: CheckpointConfig) -> None:
         self.top_k, self.every = cfg.keep_top_k, cfg.every_n_epochs
@@ -33,6 +36,14 @@ class Kept:
     @property
     def enabled(self) -> bool:
         return self.top_k > 0 or self.every is not None
+
+    def on_epoch_end(self, row) -> None:
+        self.after_epoch(row.epoch, row.val_acc)
+
+    def on_checkpoint(self, epoch: int, files) -> None:
+        if self.wanted(epoch):
+            files.save(epoch_file(epoch))
+        files.remove(self.stale(files.names()))
 
     def after_epoch(self, epoch: int, val_acc: float) -> bool:
         """Update the top-k list with this epoch; True when its file is to be written."""
@@ -58,3 +69,7 @@ class Kept:
     def load_state_dict(self, state: list | None) -> None:
         if state is not None:
             self.top = [(float(acc), int(epoch)) for acc, epoch in state]
+
+
+def build(cfg: RunConfig, is_main: bool) -> Kept:
+    return Kept(cfg.checkpoint)  # always present: last.pt keeps its ``kept`` key
