@@ -1,7 +1,8 @@
 """convtrain: train, evaluate and fine-tune convolutional networks on MNIST-style data.
 
-The command line (``convtrain ...``) is a thin layer over this package. The Python API
-(:mod:`convtrain.api`, documented in docs/python-api.md) does what the commands do::
+The command line (``convtrain ...``) is a thin layer over this package: each command calls a function
+of the Python API (:mod:`convtrain.api`, documented in docs/python-api.md), which does what the
+commands do::
 
     import convtrain
     result = convtrain.train("smoke", overrides={"train.epochs": 1})   # -> TrainResult
@@ -9,6 +10,8 @@ The command line (``convtrain ...``) is a thin layer over this package. The Pyth
     convtrain.predict(result, ["digit.png"])    # -> [Prediction] (class names and probabilities)
     convtrain.load(result)                      # -> LoadedModel (the nn.Module and its metadata)
     convtrain.finetune(result, data="my_letters")
+    convtrain.resume(result, overrides={"train.epochs": 2})      # -> TrainResult (train --resume)
+    convtrain.seeds("smoke", [0, 1, 2])         # -> SeedsResult (train --seeds: mean, std, min, max)
 
 plus :func:`load_config`, the model registry (:func:`create_model`, :func:`list_models`) and the
 from-scratch convolution in :mod:`convtrain.ops`. ``import convtrain`` imports no torch; the first
@@ -28,8 +31,10 @@ _EXPORTS = {
     "RunConfig": "config", "load_config": "config",
     "CheckpointError": "errors", "ConfigError": "errors", "ConvtrainError": "errors", "DataError": "errors",
     "create_model": "models", "list_models": "models", "register_model": "models",
-    "train": "api", "finetune": "api", "evaluate": "api", "predict": "api", "load": "api",
-    "TrainResult": "api", "Evaluation": "api", "Prediction": "api", "LoadedModel": "api",
+    "train": "api", "finetune": "api", "resume": "api", "seeds": "api", "evaluate": "api", "predict": "api",
+    "predict_to_file": "api", "load": "api",
+    "TrainResult": "api", "SeedsResult": "api", "Evaluation": "api", "Prediction": "api", "PredictionFile": "api",
+    "LoadedModel": "api",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -1,110 +1,52 @@
-"""The Python API for notebooks and scripts: train, fine-tune, evaluate, predict, load.
+"""The Python API, and the use cases every front end calls: train, finetune, resume, seeds, evaluate,
+predict, predict_to_file, load.
 
-Each function does what its command does, through the same library code: :func:`train` and
-:func:`finetune` write the same run directory (``config.yaml``, ``metrics.csv``, checkpoints,
-``results.json``, ``train.log``) and print the same progress as ``convtrain train``; they return
-typed results instead of printing tables. Errors are :class:`convtrain.ConvtrainError` subclasses
-with the message the command would print.
+Each function does what its command does, through the same library code; the commands in
+:mod:`convtrain.cli` parse their options, call one of these and render what it returns. :func:`train`,
+:func:`finetune`, :func:`resume` and :func:`seeds` write the same run directories (``config.yaml``,
+``metrics.csv``, checkpoints, ``results.json``, ``train.log``) and print the same progress and closing
+lines as ``convtrain train``; they return typed results (:class:`TrainResult`, :class:`SeedsResult`,
+:class:`Evaluation`, :class:`Prediction`, :class:`LoadedModel`, defined in the library rooms that make
+them). Errors are :class:`convtrain.ConvtrainError` subclasses with the message the command would print.
 
-A checkpoint argument takes a ``.pt`` file, a run directory (its ``checkpoints/best.pt``) or a
+A checkpoint argument takes a ``.pt`` file, a run directory (its ``checkpoints/best.pt``), ``latest`` or a
 :class:`TrainResult`. Importing this module imports no torch; each function imports what it needs.
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-if TYPE_CHECKING:  # for type checkers only: importing torch here would cost ~1.5 s on `import convtrain`
-    from torch import nn
+from .inference.results import Evaluation, LoadedModel, Prediction, PredictionFile
+from .training.results import SeedsResult, TrainResult
 
-    from .artifacts.metrics import MetricsRow
+if TYPE_CHECKING:  # for type checkers only: importing torch here would cost ~1.5 s on `import convtrain`
+    from rich.console import Console
+
     from .config.schema import RunConfig
     from .training.reporter import Reporter
+    from .training.signals import StopSignals
+
+__all__ = ["train", "finetune", "resume", "seeds", "evaluate", "predict", "predict_to_file", "load",
+           "checkpoint_path", "TrainResult", "SeedsResult", "Evaluation", "Prediction", "PredictionFile",
+           "LoadedModel"]
 
 PathLike = Union[str, Path]
 Overrides = Union[Mapping[str, Any], Iterable[str]]
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What a training run returns: where it wrote, and its numbers (all accuracies are fractions)."""
-
-    run_dir: Path | None  # None only on the processes other than rank 0 of a multi-process run (they write nothing)
-    test_accuracy: float  # of best.pt, on the test split
-    test_loss: float
-    best_epoch: int  # chosen on the validation split, never on the test split
-    best_val_acc: float
-    epochs: list[MetricsRow] = field(repr=False)  # one row per epoch, as metrics.csv has them
-    train_seconds: float = 0.0
-    stopped_by: str | None = None  # early_stopping / stop_at / max_time; None: the whole schedule ran
-
-    @property
-    def checkpoint(self) -> Path:
-        """The run's ``checkpoints/best.pt``."""
-        if self.run_dir is None:
-            from .errors import ConfigError
-
-            raise ConfigError("this process wrote no run directory (only rank 0 of a multi-process run does)")
-        return self.run_dir / "checkpoints" / "best.pt"
-
-    def rows(self) -> list[dict]:
-        """The per-epoch rows as plain dicts (e.g. for ``pandas.DataFrame(result.rows())``)."""
-        return [r.as_dict() for r in self.epochs]
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """A checkpoint's numbers on one split. ``confusion_matrix[true][predicted]`` counts images."""
-
-    accuracy: float
-    loss: float
-    num_samples: int
-    per_class_accuracy: dict[str, float]
-    confusion_matrix: list[list[int]] = field(repr=False)
-    classes: list[str] = field(repr=False)
-    split: str = "test"
-    dataset: str = ""
-    checkpoint: Path | None = None
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One image's answer: the top class and every class's probability (highest first)."""
-
-    image: str  # the path, or ``<image N>`` for an image given in memory
-    label: str  # the top class's name
-    index: int  # the top class's index in the checkpoint's class list
-    probability: float
-    probabilities: dict[str, float] = field(repr=False)
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A checkpoint's model (CPU, eval mode, weights loaded) with what it was trained on."""
-
-    model: nn.Module = field(repr=False)
-    classes: list[str]
-    model_name: str
-    dataset: str
-    image_shape: tuple[int, int, int]  # channels, height, width of one input
-    mean: tuple[float, ...]  # the normalization: (pixel / 255 - mean) / std
-    std: tuple[float, ...]
-    epoch: int
-    config: dict = field(repr=False)  # the run's resolved config
-    path: Path | None = None
+ConfigLike = Union[PathLike, Mapping, "RunConfig", None]
 
 
 # --------------------------------------------------------------------------------------------
 # Training
 
 
-def train(config: PathLike | Mapping | RunConfig | None = None, *, data: PathLike | None = None,
-          overrides: Overrides = (), run_dir: PathLike | None = None, progress: bool = True) -> TrainResult:
+def train(config: ConfigLike = None, *, data: PathLike | None = None, overrides: Overrides = (),
+          run_dir: PathLike | None = None, progress: bool = True, data_root: str | None = None,
+          verbose: bool = False, console: Console | None = None, signals: StopSignals | None = None) -> TrainResult:
     """Train a model, as ``convtrain train`` does, and return its numbers.
 
     ``config``: a YAML file, a packaged recipe's name (``"smoke"``, ``"mnist"``...), a mapping of
@@ -113,30 +55,100 @@ def train(config: PathLike | Mapping | RunConfig | None = None, *, data: PathLik
     ``train.csv`` (``--data``). ``overrides``: ``["train.epochs=2", ...]`` or
     ``{"train.epochs": 2}`` (``--set``). ``run_dir``: a new or empty folder (default
     ``runs/<name>-<time>``). ``progress``: print the progress bar (a terminal, or Jupyter with
-    ipywidgets) or plain lines and the epoch lines; ``train.log`` is written either way.
+    ipywidgets) or plain lines, the epoch lines and the closing summary; ``train.log`` is written either
+    way. ``data_root``: the dataset folder (``--data-root``). ``verbose``: also print internals (``--verbose``).
+    ``console``: the rich Console to print on (default: stdout). ``signals``: a
+    :class:`~convtrain.training.signals.StopSignals` the caller installed (the command line installs one
+    before torch is imported); without one the run installs its own.
 
     Example: ``convtrain.train("smoke", overrides={"train.epochs": 1}).test_accuracy``
     """
+    _import_training(signals)
     from .training.start import Start
 
-    cfg = _resolve_config(config, data, overrides)
-    return _run(Start(cfg, Path(run_dir) if run_dir is not None else None), progress)
+    cfg = _resolve_config(config, data, overrides, data_root)
+    start = Start(cfg, Path(run_dir) if run_dir is not None else None)
+    return _run(start, progress, verbose, console, signals)
 
 
-def finetune(checkpoint: PathLike | TrainResult, config: PathLike | Mapping | RunConfig | None = None, *,
-             data: PathLike | None = None, overrides: Overrides = (), run_dir: PathLike | None = None,
-             progress: bool = True) -> TrainResult:
+def finetune(checkpoint: PathLike | TrainResult, config: ConfigLike = None, *, data: PathLike | None = None,
+             overrides: Overrides = (), run_dir: PathLike | None = None, progress: bool = True,
+             data_root: str | None = None, verbose: bool = False, console: Console | None = None,
+             signals: StopSignals | None = None) -> TrainResult:
     """A new run from ``checkpoint``'s weights, as ``convtrain finetune`` does (the architecture
     comes from the checkpoint; the head is re-initialised when the classes differ). The other
     arguments are :func:`train`'s."""
+    _import_training(signals)
     from .training.start import prepare_finetune
 
-    cfg = _resolve_config(config, data, overrides)
-    return _run(prepare_finetune(checkpoint_path(checkpoint), cfg, run_dir), progress)
+    cfg = _resolve_config(config, data, overrides, data_root)
+    return _run(prepare_finetune(checkpoint_path(checkpoint), cfg, run_dir), progress, verbose, console, signals)
 
 
-def _resolve_config(config, data, overrides: Overrides) -> RunConfig:
-    """defaults < config (file, recipe, mapping or RunConfig) < ``data`` < ``overrides``."""
+def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *, overrides: Overrides = (),
+           data_root: str | None = None, progress: bool = True, verbose: bool = False, console: Console | None = None,
+           signals: StopSignals | None = None) -> TrainResult:
+    """Continue a run in its own directory, as ``convtrain train --resume`` does, from its full state.
+
+    ``run``: a run directory, its ``checkpoints/last.pt``, ``"latest"`` (the newest run under ``runs/``
+    that is not running) or a :class:`TrainResult`. A run that stopped before its first save starts again
+    from epoch 1 with its saved config. The run's saved config is used; ``config`` or ``overrides`` may
+    only change what may change on resume (``train.epochs``, ``device``, ``train.max_time``, the logging
+    and kept-checkpoint keys...: :data:`convtrain.training.start.RESUMABLE_CHANGES`); anything else is a
+    :class:`~convtrain.ConfigError`. The other arguments are :func:`train`'s.
+
+    Example: ``convtrain.resume(result, overrides={"train.epochs": 4})``
+    """
+    _import_training(signals)
+    from .training.start import prepare_resume
+
+    path = _last_checkpoint(run)
+    sets = _override_strings(overrides)
+    cfg = _resolve_config(config, None, sets, data_root) if config is not None else None
+    return _run(prepare_resume(path, cfg, sets, data_root), progress, verbose, console, signals)
+
+
+def seeds(config: ConfigLike = None, seeds: str | Iterable[int] = (0, 1, 2), *, data: PathLike | None = None,
+          overrides: Overrides = (), run_dir: PathLike | None = None, progress: bool = True,
+          data_root: str | None = None, console: Console | None = None,
+          signals: StopSignals | None = None) -> SeedsResult:
+    """The same config once per seed, as ``convtrain train --seeds 0,1,2`` does: each seed's run goes to
+    ``RUN/seed-N``, ``RUN/summary.json`` gets the mean, sample std, min and max over the seeds, and the
+    summary comes back as a :class:`SeedsResult`.
+
+    ``seeds``: ``[0, 1, 2]`` or ``"0,1,2"``. ``run_dir``: a new or empty folder (default
+    ``runs/<name>-seeds-<time>``), or the folder of an earlier call to continue it (its seed runs are
+    resumed, the missing ones started). The seeds' test set is the same (``data.split_seed``). The
+    other arguments are :func:`train`'s; ``progress`` also prints the summary table.
+    """
+    from .training.seeds import parse_seeds
+
+    chosen = parse_seeds(seeds if isinstance(seeds, str) else ",".join(str(s) for s in seeds))
+    _import_training(signals)
+    from .training.seeds import run_seeds, seed_root
+
+    base = _resolve_config(config, data, [*_override_strings(overrides), f"seed={chosen[0]}"], data_root)
+    root = seed_root(Path(run_dir) if run_dir is not None else None, base)
+    out = _console(progress, console)
+    result = SeedsResult.from_summary(root, run_seeds(base, chosen, root, console=out, signals=signals))
+    if progress:
+        _show_seeds(result, out)
+    return result
+
+
+def _import_training(signals: StopSignals | None) -> None:
+    """Import the training modules (torch, numpy, torchvision) with Ctrl-C / SIGTERM held until they are
+    loaded, when the caller installed :class:`StopSignals` (the signal then stops the command: one line,
+    exit 130). A signal handler's exception raised inside an import is caught by C code that imports
+    modules of its own (torch._C imports numpy and ignores a failure) or leaves a half-initialised
+    extension behind (numpy then fails with "cannot load module more than once per process" next time)."""
+    with signals.protected() if signals is not None else contextlib.nullcontext():
+        from .training import runner, seeds, start  # noqa: F401
+
+
+def _resolve_config(config: ConfigLike, data: PathLike | None, overrides: Overrides,
+                    data_root: str | None = None) -> RunConfig:
+    """defaults < config (file, recipe, mapping or RunConfig) < ``data`` < ``overrides`` (< ``data_root``)."""
     from .config.load import load_config
     from .config.schema import RunConfig, to_dict
     from .data.detect import data_overrides
@@ -146,10 +158,10 @@ def _resolve_config(config, data, overrides: Overrides) -> RunConfig:
     if data is not None:
         sets = data_overrides(str(data), sets, named)
     if isinstance(config, RunConfig):
-        return load_config(None, sets, base=to_dict(config), where="config")
+        return load_config(None, sets, base=to_dict(config), where="config", data_root=data_root)
     if isinstance(config, Mapping):
-        return load_config(None, sets, base=dict(config), where="config")
-    return load_config(config, sets)
+        return load_config(None, sets, base=dict(config), where="config", data_root=data_root)
+    return load_config(config, sets, data_root=data_root)
 
 
 def _override_strings(overrides: Overrides) -> list[str]:
@@ -161,34 +173,31 @@ def _override_strings(overrides: Overrides) -> list[str]:
     return [str(o) for o in overrides]
 
 
-def _run(start, progress: bool) -> TrainResult:
+def _run(start, progress: bool, verbose: bool, console: Console | None, signals: StopSignals | None) -> TrainResult:
     from .training.runner import run
 
-    reporter = _reporter(progress)
-    result = run(start, reporter=reporter)
-    test = result.test
-    if progress and result.is_main:  # the command's closing lines (not in train.log, as with the command)
-        reporter.console.print(f"best epoch {result.best_epoch} (val acc {result.best_val_acc:.4f}); "
-                               f"test accuracy of best.pt: {test['accuracy']:.4f}", highlight=False, markup=False)
-        reporter.console.print(f"run directory: {result.run_dir}", highlight=False, markup=False, soft_wrap=True)
-    run_dir = Path(result.run_dir) if result.run_dir is not None else None
-    return TrainResult(run_dir=run_dir, test_accuracy=float(test["accuracy"]), test_loss=float(test["loss"]),
-                       best_epoch=result.best_epoch, best_val_acc=float(result.best_val_acc),
-                       epochs=list(result.epochs), train_seconds=float(result.train_seconds),
-                       stopped_by=result.stopped_by)
+    reporter = _reporter(progress, verbose, console)
+    result = TrainResult.from_run(run(start, reporter=reporter, signals=signals))
+    if progress:
+        _show_run(result, reporter.console)
+    return result
 
 
-def _reporter(progress: bool) -> Reporter:
-    """The CLI's reporter on this process's console (the run directory's train.log is attached to it
-    either way); ``progress=False`` keeps the log and prints nothing."""
+def _console(progress: bool, console: Console | None) -> Console:
+    """Where a run prints: ``console``, else stdout; nowhere with ``progress=False``."""
     from rich.console import Console
 
+    if not progress:
+        return Console(quiet=True, force_terminal=False, force_jupyter=False)
+    return console or Console(highlight=False, soft_wrap=True)  # as the command's: a long path is not wrapped
+
+
+def _reporter(progress: bool, verbose: bool, console: Console | None) -> Reporter:
+    """The reporter on :func:`_console` (the run directory's train.log is attached to it either way)."""
     from .training.reporter import Reporter
 
-    if not progress:
-        return Reporter(Console(quiet=True, force_terminal=False, force_jupyter=False))
-    reporter = Reporter(Console())
-    if reporter.console.is_jupyter and _has_ipywidgets():
+    reporter = Reporter(_console(progress, console), verbose=verbose)
+    if progress and reporter.console.is_jupyter and _has_ipywidgets():
         reporter.live = True  # rich draws its live bar in a notebook through an ipywidgets Output
     return reporter
 
@@ -197,6 +206,65 @@ def _has_ipywidgets() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("ipywidgets") is not None
+
+
+# --------------------------------------------------------------------------------------------
+# What a finished run says: the command's closing lines and the API's, in the same words
+
+
+def _show_run(result: TrainResult, console: Console) -> None:
+    """The per-epoch table, the best epoch and the test accuracy of best.pt, and the run directory."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    if result.run_dir is None:  # the processes other than rank 0 share its terminal and say nothing
+        return
+    table = Table(title="run summary", show_header=True, header_style="bold")
+    tested = any(r.test_acc is not None for r in result.epochs)  # a column of dashes says nothing: left out
+    for col in ("epoch", "train loss", "train acc", "val loss", "val acc", *(["test acc"] if tested else []),
+                "seconds"):
+        table.add_column(col, justify="right")
+    for r in result.epochs:
+        test = ["-" if r.test_acc is None else f"{r.test_acc:.4f}"] if tested else []
+        table.add_row(str(r.epoch), f"{r.train_loss:.4f}", f"{r.train_acc:.4f}", f"{r.val_loss:.4f}",
+                      f"{r.val_acc:.4f}", *test, f"{r.seconds:.1f}")
+    console.print(table)
+    console.print(f"best epoch {result.best_epoch} (val acc {result.best_val_acc:.4f}); "
+                  f"training {result.train_seconds:.1f}s")
+    console.print(f"test accuracy of best.pt: [bold]{result.test_accuracy:.4f}[/] (loss {result.test_loss:.4f}, "
+                  f"{result.test_num_samples} images)")
+    console.print(f"run directory: {escape(str(result.run_dir))}")
+
+
+def _show_seeds(result: SeedsResult, console: Console) -> None:
+    """The seeds' table (mean, sample std, min, max and each seed), the test set, and the summary file."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    seeds = result.seeds
+    table = Table(title=f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): mean, sample std, min, max")
+    for col in ("metric", "mean", "std", "min", "max", *[f"seed {s}" for s in seeds]):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    per_seed = {r.seed: r for r in result.runs}
+
+    def row(name, st, values, fmt):
+        std = "-" if st.std is None else fmt(st.std)
+        table.add_row(name, fmt(st.mean), std, fmt(st.min), fmt(st.max),
+                      *["-" if v is None else fmt(v) for v in values])
+
+    pct = lambda v: f"{v:.2%}"  # noqa: E731
+    row("test accuracy", result.test_accuracy, [per_seed[s].test_accuracy for s in seeds], pct)
+    for epoch, st in result.val_acc_per_epoch.items():
+        i = epoch - 1
+        row(f"val acc epoch {epoch}", st,
+            [per_seed[s].val_acc[i] if i < len(per_seed[s].val_acc) else None for s in seeds], pct)
+    row("training seconds", result.train_seconds, [per_seed[s].train_seconds for s in seeds], lambda v: f"{v:.1f}")
+    console.print(table)
+    console.print(f"test set: the same images for every seed (data.split_seed {result.split_seeds[0]}, fingerprint "
+                  f"{result.test_fingerprint})" if result.same_test_set else
+                  "[yellow]test set: differs between seeds[/] (data.split_seed null follows each seed): the spread "
+                  "mixes model and split noise")
+    console.print(f"summary: {escape(str(result.summary_file))}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,87 +281,57 @@ def checkpoint_path(checkpoint: PathLike | TrainResult) -> Path:
     return resolve_checkpoint(checkpoint)
 
 
+def _last_checkpoint(run: PathLike | TrainResult) -> Path:
+    """What ``--resume`` continues: the run's ``checkpoints/last.pt`` (or the run directory, when it has none yet)."""
+    from .artifacts.checkpoint_args import resolve_checkpoint
+
+    if isinstance(run, TrainResult):
+        run = run.checkpoint.parent.parent  # refuses a result without a run directory (ranks other than 0)
+    return resolve_checkpoint(run, last=True)
+
+
 def evaluate(checkpoint: PathLike | TrainResult, data: PathLike | None = None, *, split: str = "test",
-             device: str = "auto") -> Evaluation:
+             device: str = "auto", dataset: str | None = None, data_root: str | None = None,
+             batch_size: int | None = None, overrides: Overrides = ()) -> Evaluation:
     """Evaluate a checkpoint, as ``convtrain eval`` does: on its own dataset's ``split`` (``test`` or
-    ``val``), or on ``data``, another labelled folder or CSV file with the same classes."""
+    ``val``), on another registered ``dataset``, or on ``data``, another labelled folder or CSV file with
+    the same classes. ``overrides``: the data keys ``eval --set`` takes (e.g. ``{"data.test_size": 0.2}``
+    with ``data``). ``Evaluation.as_json()`` is ``eval --json``'s object."""
     from .inference.evaluate import evaluate_checkpoint
 
-    path = checkpoint_path(checkpoint)
-    r = evaluate_checkpoint(path, split=split, device=device, data_path=str(data) if data is not None else None)
-    classes = list(r["classes"])
-    return Evaluation(accuracy=float(r["accuracy"]), loss=float(r["loss"]), num_samples=int(r["num_samples"]),
-                      per_class_accuracy=dict(zip(classes, map(float, r["per_class_accuracy"]))),
-                      confusion_matrix=[list(map(int, row)) for row in r["confusion_matrix"]], classes=classes,
-                      split=r["split"], dataset=str(r["dataset"]), checkpoint=path)
+    return evaluate_checkpoint(checkpoint_path(checkpoint), split=split, data_root=data_root, device=device,
+                               batch_size=batch_size, dataset=dataset,
+                               data_path=str(data) if data is not None else None,
+                               overrides=_override_strings(overrides))
 
 
 def predict(checkpoint: PathLike | TrainResult | LoadedModel, images: Any, *, invert: str = "auto",
-            device: str = "auto") -> list[Prediction]:
-    """Classify images, as ``convtrain predict`` does (same preparation, same probabilities).
+            device: str = "auto", top_k: int | None = None, batch_size: int = 256) -> list[Prediction]:
+    """Classify images, as ``convtrain predict`` does (the same :class:`~convtrain.inference.predict.Predictor`,
+    the same probabilities).
 
-    ``images``: one image or a list of them; each a file path, a folder (its images, by name), PNG/JPEG
-    bytes, a PIL image, or a uint8 array/tensor ``[H, W]``, ``[H, W, C]`` (numpy) or ``[C, H, W]``
-    (torch). ``invert``: ``auto`` (MNIST-style: dark ink on a light border is inverted), ``yes``, ``no``.
+    ``images``: one image or a list of them; each a file path, a folder (its images, by name), a file of
+    many images (an unlabelled CSV, an ``.npz``: one prediction per image), PNG/JPEG bytes, a PIL image,
+    or a uint8 array/tensor ``[H, W]``, ``[H, W, C]`` (numpy) or ``[C, H, W]`` (torch). ``invert``:
+    ``auto`` (MNIST-style: dark ink on a light border is inverted), ``yes``, ``no``. ``top_k``: the classes each
+    :class:`Prediction` lists (default: all). A :class:`LoadedModel` is left as it is (its model is copied).
     """
-    import torch
+    from .inference.predict import predict_images
 
-    from .data.images import check_invert, image_to_input
-    from .inference.predict import classify, effective_invert
-    from .training.distributed import resolve_device
-
-    check_invert(invert)
-    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load(checkpoint)
-    invert = effective_invert(loaded.dataset, invert)
-    named = _named_sources(images)
-    channels, size = loaded.image_shape[0], loaded.image_shape[1:]
-    batch = torch.stack([image_to_input(src, channels, size, invert, name=name) for name, src in named])
-    dev = resolve_device(device)
-    from .data.batches import Normalizer
-
-    found = classify(loaded.model.to(dev), Normalizer(list(loaded.mean), list(loaded.std), dev), batch.to(dev),
-                     loaded.classes, top_k=len(loaded.classes))
-    loaded.model.to("cpu")
-    return [Prediction(image=name, label=r["name"], index=r["label"], probability=r["topk"][0]["prob"],
-                       probabilities={t["name"]: t["prob"] for t in r["topk"]}) for (name, _), r in zip(named, found)]
+    source = checkpoint if isinstance(checkpoint, LoadedModel) else checkpoint_path(checkpoint)
+    return predict_images(source, images, top_k, invert, device, batch_size)
 
 
-def _named_sources(images: Any) -> list[tuple[str, Any]]:
-    """(name, path or encoded bytes) for each image; folders expanded like ``convtrain predict``."""
-    from .inference.predict import expand_paths
+def predict_to_file(checkpoint: PathLike | TrainResult, images: Iterable[PathLike], output: PathLike,
+                    format: str = "auto", *, top_k: int = 3, invert: str = "auto", device: str = "auto",
+                    batch_size: int = 256, on_batch: Callable[[int, int], None] | None = None) -> PredictionFile:
+    """``convtrain predict --output``: one row per image in ``output``, written in batches (any number
+    of images): ``format`` csv, json, kaggle (``ImageId,Label`` for one unlabelled CSV) or auto (from
+    the suffix). ``on_batch(done, total)`` is called after each batch."""
+    from .inference.predict import predict_to_file as write
 
-    items = list(images) if isinstance(images, (list, tuple)) or hasattr(images, "__next__") else [images]
-    out: list[tuple[str, Any]] = []
-    for i, img in enumerate(items):
-        if isinstance(img, (str, Path)):
-            out.extend((str(p), p) for p in expand_paths([img]))
-        elif isinstance(img, (bytes, bytearray, memoryview)):
-            out.append((f"<image {i}>", bytes(img)))
-        else:
-            out.append((f"<image {i}>", _encode(img, i)))
-    return out
-
-
-def _encode(img: Any, i: int) -> bytes:
-    """A PIL image or a uint8 array/tensor as PNG bytes, so it goes through the same decoding as a file."""
-    from PIL import Image
-
-    from .errors import DataError
-
-    if not isinstance(img, Image.Image):
-        arr = img.detach().cpu().numpy() if hasattr(img, "detach") else img
-        if not hasattr(arr, "dtype") or str(arr.dtype) != "uint8" or arr.ndim not in (2, 3):
-            raise DataError(f"image {i}: give a path, bytes, a PIL image or a uint8 array [H, W] / [H, W, C] "
-                            f"/ tensor [C, H, W]; got {type(img).__name__}"
-                            + (f" of {arr.dtype} {list(arr.shape)}" if hasattr(arr, "shape") else ""))
-        if arr.ndim == 3 and hasattr(img, "detach"):  # torch's [C, H, W] -> [H, W, C]
-            arr = arr.transpose(1, 2, 0)
-        if arr.ndim == 3 and arr.shape[2] == 1:
-            arr = arr[:, :, 0]
-        img = Image.fromarray(arr)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+    return write(checkpoint_path(checkpoint), list(images), output, format, top_k=top_k, invert=invert,
+                 device=device, batch_size=batch_size, on_batch=on_batch)
 
 
 def load(checkpoint: PathLike | TrainResult) -> LoadedModel:
@@ -301,10 +339,4 @@ def load(checkpoint: PathLike | TrainResult) -> LoadedModel:
 
     The checkpoint is loaded with ``weights_only=True`` and checked, like every command does.
     """
-    from .artifacts.checkpoint import open_checkpoint
-
-    path = checkpoint_path(checkpoint)
-    ckpt = open_checkpoint(path)
-    return LoadedModel(model=ckpt.rebuild(), classes=list(ckpt.classes), model_name=ckpt.model_name,
-                       dataset=ckpt.dataset, image_shape=ckpt.image_shape, mean=ckpt.mean, std=ckpt.std,
-                       epoch=ckpt.epoch, config=ckpt.config_dict(), path=path)
+    return LoadedModel.open(checkpoint_path(checkpoint))

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from .. import api
 from ..data.sources import data_help, either, rows_help
 from .edge import err, handle_errors, out
 from .options import DataRootOpt
@@ -41,33 +42,27 @@ def eval_(
     Example: convtrain eval --checkpoint latest --json
     Example: convtrain eval --checkpoint runs/my_digits-<time> --data ./more_digits
     """
-    from ..artifacts.checkpoint_args import resolve_checkpoint
-    from ..inference.evaluate import evaluate_checkpoint
-
-    r = evaluate_checkpoint(resolve_checkpoint(checkpoint), split=split, data_root=data_root, device=device,
-                            batch_size=batch_size, dataset=dataset, data_path=data, overrides=set_ or ())
+    r = api.evaluate(checkpoint, data, split=split, device=device, dataset=dataset, data_root=data_root,
+                     batch_size=batch_size, overrides=set_ or ())
     if as_json:
-        print(json.dumps(r))
+        print(json.dumps(r.as_json()))
         return
-    out.print(f"{escape(r['checkpoint'])}: model {r['model']}, {r['dataset']} {r['split']} split, "
-              f"{r['num_samples']} images")
-    out.print(f"accuracy [bold]{r['accuracy']:.4f}[/]  loss {r['loss']:.4f}")
-    classes = r["classes"]
+    out.print(f"{escape(str(r.checkpoint))}: model {r.model}, {r.dataset} {r.split} split, {r.num_samples} images")
+    out.print(f"accuracy [bold]{r.accuracy:.4f}[/]  loss {r.loss:.4f}")
     per = Table(title="per-class accuracy")
     per.add_column("class")
     per.add_column("accuracy", justify="right")
     per.add_column("images", justify="right")
-    for i, name in enumerate(classes):
-        per.add_row(escape(name), f"{r['per_class_accuracy'][i]:.4f}", str(sum(r["confusion_matrix"][i])))
+    for name, row in zip(r.classes, r.confusion_matrix):
+        per.add_row(escape(name), f"{r.per_class_accuracy[name]:.4f}", str(sum(row)))
     out.print(per)
     cm = Table(title="confusion matrix (rows: true class, columns: predicted)")
     cm.add_column("")
-    for i in range(len(classes)):
+    for i in range(len(r.classes)):
         cm.add_column(str(i), justify="right")
-    for i, row in enumerate(r["confusion_matrix"]):
-        label = str(i) if classes[i] == str(i) else f"{i} {escape(classes[i])}"
-        cm.add_row(label, *[f"[bold]{v}[/]" if i == j else (str(v) if v else "[dim]0[/]")
-                                                 for j, v in enumerate(row)])
+    for i, (name, row) in enumerate(zip(r.classes, r.confusion_matrix)):
+        label = str(i) if name == str(i) else f"{i} {escape(name)}"
+        cm.add_row(label, *[f"[bold]{v}[/]" if i == j else (str(v) if v else "[dim]0[/]") for j, v in enumerate(row)])
     out.print(cm)
 
 
@@ -94,42 +89,35 @@ def predict(
     Example: convtrain predict --checkpoint latest digit.png photos/
     Example: convtrain predict --checkpoint runs/kaggle kaggle/test.csv --output submission.csv --format kaggle
     """
-    from ..artifacts.checkpoint_args import resolve_checkpoint
-
-    checkpoint = resolve_checkpoint(checkpoint)
+    checkpoint = api.checkpoint_path(checkpoint)
     if output is not None:
         _predict_to_file(list(images), checkpoint, output, fmt, top_k, invert, device, batch_size)
         return
-    from ..inference.predict import predict_images
-
-    results = predict_images(checkpoint, list(images), top_k=top_k, invert=invert, device=device)
+    results = api.predict(checkpoint, list(images), top_k=top_k, invert=invert, device=device)
     if as_json:
-        print(json.dumps(results))
+        print(json.dumps([p.as_json() for p in results]))
         return
     table = Table(title=f"predictions of {escape(str(checkpoint))}")
     table.add_column("image")
     table.add_column("top class", style="bold")
     table.add_column(f"top {top_k}")
-    for r in results:
-        best = r["topk"][0]
-        where = r["path"] + (f" row {r['row']}" if "row" in r else "")
-        table.add_row(escape(where), f"{escape(best['name'])} ({best['prob']:.1%})",
-                      escape(", ".join(f"{t['name']} {t['prob']:.1%}" for t in r["topk"])))
+    for p in results:
+        where = p.image + (f" row {p.row}" if p.row is not None else "")
+        table.add_row(escape(where), f"{escape(p.label)} ({p.probability:.1%})",
+                      escape(", ".join(f"{name} {prob:.1%}" for _, name, prob in p.ranked)))
     out.print(table)
 
 
 def _predict_to_file(images, checkpoint, output, fmt, top_k, invert, device, batch_size) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from ..inference.predict import predict_to_file
-
     with Progress("predict", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
                   transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("predict", total=None)
-        r = predict_to_file(checkpoint, images, output, fmt, top_k=top_k, invert=invert, device=device,
-                            batch_size=batch_size, on_batch=lambda done, total: bar.update(task, completed=done,
-                                                                                         total=total))
-    out.print(f"wrote {escape(r['output'])} ({r['format']}): {r['images']} images")
+        r = api.predict_to_file(checkpoint, images, output, fmt, top_k=top_k, invert=invert, device=device,
+                                batch_size=batch_size,
+                                on_batch=lambda done, total: bar.update(task, completed=done, total=total))
+    out.print(f"wrote {escape(str(r.path))} ({r.format}): {r.images} images")
 
 
 @handle_errors

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
+from .. import api
 from ..data.detect import data_overrides
 from .edge import handle_errors, out
 from .options import (
@@ -90,25 +89,17 @@ def train(
                        resuming=resume is not None)
     if resume is not None and run_dir is not None:
         raise ConfigError("--resume continues a run in its own directory; drop --run-dir")
-    _train_one(config, set_, run_dir, device, seed, data_root, resume, verbose)
-
-
-def _train_one(config, set_, run_dir, device, seed, data_root, resume, verbose: bool) -> None:
-    """One run (fresh, or ``--resume``), in this process."""
     from ..training.signals import StopSignals
 
+    sets = overrides(set_, device, seed)
     # installed before torch is even imported: Ctrl-C / SIGTERM anywhere in the run is one line and exit 130
     with StopSignals() as signals:
-        with signals.protected():  # see _import_quietly
-            from ..training.runner import run
-            from ..training.start import Start, prepare_resume
-
         if resume is not None:
-            cfg = load_run_config(config, set_, device, seed, data_root) if config is not None else None
-            start = prepare_resume(resume, cfg, overrides(set_, device, seed), data_root)
+            api.resume(resume, config, overrides=sets, data_root=data_root, verbose=verbose, console=out,
+                       signals=signals)
         else:  # no --config: the schema defaults are the article's setup
-            start = Start(load_run_config(config, set_, device, seed, data_root), run_dir)
-        _show_result(run(start, reporter=_reporter(verbose), signals=signals))
+            api.train(config, overrides=sets, run_dir=run_dir, data_root=data_root, verbose=verbose, console=out,
+                      signals=signals)
 
 
 @handle_errors
@@ -142,13 +133,9 @@ def finetune(
 
     if nproc_per_node is not None:
         return _launch(nproc_per_node, config, set_, device, seed, data_root, run_dir)
-    with StopSignals() as signals:
-        with signals.protected():  # see _import_quietly
-            from ..training.runner import run
-            from ..training.start import prepare_finetune
-
-        cfg = load_run_config(config, set_, device, seed, data_root)
-        _show_result(run(prepare_finetune(checkpoint, cfg, run_dir), reporter=_reporter(verbose), signals=signals))
+    with StopSignals() as signals:  # before torch is imported, as for train
+        api.finetune(checkpoint, config, overrides=overrides(set_, device, seed), run_dir=run_dir, data_root=data_root,
+                     verbose=verbose, console=out, signals=signals)
 
 
 def _resolve(spec: Path, last: bool = False) -> Path:
@@ -160,7 +147,6 @@ def _resolve(spec: Path, last: bool = False) -> Path:
 def _train_seeds(seeds_text, config, sets, run_dir, device, seed, data_root, resume, nproc) -> None:
     """--seeds: one run per seed under one folder, then the summary table."""
     from ..errors import ConfigError
-    from ..training.seeds import parse_seeds, run_seeds, seed_root
     from ..training.signals import StopSignals
 
     if resume is not None:
@@ -170,73 +156,6 @@ def _train_seeds(seeds_text, config, sets, run_dir, device, seed, data_root, res
         raise ConfigError("give either --seed or --seeds, not both")
     if nproc is not None:
         raise ConfigError("--seeds runs one process per seed run; --nproc-per-node is not supported with it")
-    chosen = parse_seeds(seeds_text)
     with StopSignals() as signals:
-        with signals.protected():  # see _import_quietly
-            from ..training import runner  # noqa: F401
-        base = load_run_config(config, sets, device, chosen[0], data_root)
-        root = seed_root(run_dir, base)
-        summary = run_seeds(base, chosen, root, console=out, signals=signals)
-    _show_seeds(summary, root)
-
-
-def _show_seeds(summary: dict, root: Path) -> None:
-    seeds = summary["seeds"]
-    table = Table(title=f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): mean, sample std, min, max")
-    for col in ("metric", "mean", "std", "min", "max", *[f"seed {s}" for s in seeds]):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    per_seed = {r["seed"]: r for r in summary["runs"]}
-
-    def row(name, st, values, fmt):
-        std = "-" if st["std"] is None else fmt(st["std"])
-        table.add_row(name, fmt(st["mean"]), std, fmt(st["min"]), fmt(st["max"]),
-                      *["-" if v is None else fmt(v) for v in values])
-
-    pct = lambda v: f"{v:.2%}"  # noqa: E731
-    row("test accuracy", summary["test_accuracy"], [per_seed[s]["test_accuracy"] for s in seeds], pct)
-    for e in summary["val_acc_per_epoch"]:
-        i = e["epoch"] - 1
-        row(f"val acc epoch {e['epoch']}", e,
-            [per_seed[s]["val_acc"][i] if i < len(per_seed[s]["val_acc"]) else None for s in seeds], pct)
-    row("training seconds", summary["train_seconds"], [per_seed[s]["train_seconds"] for s in seeds],
-        lambda v: f"{v:.1f}")
-    out.print(table)
-    t = summary["test_set"]
-    out.print(f"test set: the same images for every seed (data.split_seed {t['split_seeds'][0]}, fingerprint "
-              f"{t['fingerprint']})" if t["same_for_all_seeds"] else
-              "[yellow]test set: differs between seeds[/] (data.split_seed null follows each seed): the spread mixes "
-              "model and split noise")
-    out.print(f"summary: {escape(str(root / 'summary.json'))}")
-
-
-# _import_quietly: torch, numpy and torchvision are imported with Ctrl-C / SIGTERM held until the
-# import is done (then they stop the command: one line, exit 130). A signal handler's exception
-# raised inside an import is caught by C code that imports modules of its own (torch._C imports
-# numpy and ignores a failure) or leaves a half-initialised extension behind (numpy then fails with
-# "cannot load module more than once per process" at the next import): lost, or an internal error.
-
-
-def _reporter(verbose: bool = False):
-    from ..training.reporter import Reporter
-
-    return Reporter(out, verbose=verbose)
-
-
-def _show_result(result) -> None:
-    if not result.is_main:
-        return
-    table = Table(title="run summary", show_header=True, header_style="bold")
-    tested = any(r.test_acc is not None for r in result.epochs)  # a column of dashes says nothing: left out
-    for col in ("epoch", "train loss", "train acc", "val loss", "val acc", *(["test acc"] if tested else []),
-                "seconds"):
-        table.add_column(col, justify="right")
-    for r in result.epochs:
-        test = ["-" if r.test_acc is None else f"{r.test_acc:.4f}"] if tested else []
-        table.add_row(str(r.epoch), f"{r.train_loss:.4f}", f"{r.train_acc:.4f}", f"{r.val_loss:.4f}",
-                      f"{r.val_acc:.4f}", *test, f"{r.seconds:.1f}")
-    out.print(table)
-    t = result.test
-    out.print(f"best epoch {result.best_epoch} (val acc {result.best_val_acc:.4f}); training {result.train_seconds:.1f}s")
-    out.print(f"test accuracy of best.pt: [bold]{t['accuracy']:.4f}[/] (loss {t['loss']:.4f}, {t['num_samples']} images)")
-    if result.run_dir is not None:
-        out.print(f"run directory: {escape(str(result.run_dir))}")
+        api.seeds(config, seeds_text, overrides=overrides(sets, device, None), run_dir=run_dir, data_root=data_root,
+                  console=out, signals=signals)

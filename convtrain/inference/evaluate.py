@@ -12,6 +12,7 @@ from ..data.sources import build as build_data
 from ..data.sources import find, registered_names
 from ..errors import CheckpointError, ConfigError, did_you_mean
 from ..training import distributed, engine
+from .results import Evaluation
 
 # the keys `eval --set` takes: which images are scored and how they are read, never the model or training
 EVAL_KEYS = ("data.test_size", "data.test_subset", "data.skip_unreadable", "data.cache", "data.memory_budget_mb",
@@ -20,7 +21,7 @@ EVAL_KEYS = ("data.test_size", "data.test_subset", "data.skip_unreadable", "data
 
 def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | None = None, device: str = "auto",
                         batch_size: int | None = None, dataset: str | None = None, data_path: str | None = None,
-                        overrides: list[str] | tuple = ()) -> dict:
+                        overrides: list[str] | tuple = ()) -> Evaluation:
     """Rebuild the model a checkpoint describes and evaluate it.
 
     The dataset, normalization, classes and (for ``split="val"``) the exact held-out validation
@@ -28,7 +29,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
     ``CONVTRAIN_DATA_ROOT``, else the root saved in the checkpoint's config. ``data_path`` (another
     folder, CSV...) is scored on its own test split, else on all its images (see
     :func:`convtrain.data.user_files.build_eval`). ``overrides`` are ``--set`` values of :data:`EVAL_KEYS`.
-    Returns :func:`convtrain.training.engine.evaluate`'s numbers plus what was evaluated.
+    Returns :func:`convtrain.training.engine.evaluate`'s numbers and what was evaluated, typed.
     """
     if split not in ("test", "val"):
         raise ConfigError(f"--split must be 'test' or 'val', got '{split}'")
@@ -67,8 +68,8 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
     batches = TensorBatches(split_data.to(dev), batch_size or cfg["train"]["eval_batch_size"],
                                  ckpt.normalizer(dev), shuffle=False, channels_last=channels_last)
     result = engine.evaluate(model, batches, ckpt.num_classes, dev, chunk=engine.eval_chunk(dev, None))
-    return {"checkpoint": str(path), "model": ckpt.model_name, "dataset": name, "split": split,
-            "epoch": ckpt.epoch, "classes": list(ckpt.classes), **result}
+    return Evaluation.from_numbers(result, checkpoint=path, model=ckpt.model_name, dataset=name, split=split,
+                                   epoch=ckpt.epoch, classes=list(ckpt.classes))
 
 
 def _check_overrides(overrides, data_path: str | None) -> None:
@@ -96,7 +97,7 @@ def _config(ckpt: checkpoint.Loaded, path, overrides):
 
 
 def _evaluate_files(ckpt: checkpoint.Loaded, path, split: str, root: str | None, device: str,
-                    batch_size: int | None, overrides=()) -> dict:
+                    batch_size: int | None, overrides=()) -> Evaluation:
     """The user's own files: the ones the checkpoint was trained on (its saved config: same seed, same
     held-out splits), or ``root`` (``--data``), which must have exactly the checkpoint's classes and
     is scored on its own test split, else all its images (never a hold-out with the saved val_size)."""
@@ -130,6 +131,6 @@ def _evaluate_files(ckpt: checkpoint.Loaded, path, split: str, root: str | None,
                                 batch_size or cfg.train.eval_batch_size, dev, shuffle=False, workers=cfg.data.workers,
                                 channels_last=channels_last)
     result = engine.evaluate(model, batches, ckpt.num_classes, dev, chunk=engine.eval_chunk(dev, None))
-    return {"checkpoint": str(path), "model": ckpt.model_name, "dataset": f"{cfg.data.name} {cfg.data.root}",
-            "split": split, "epoch": ckpt.epoch, "classes": list(ckpt.classes), "notes": bundle.notes,
-            "skipped": bundle.skipped, **result}
+    return Evaluation.from_numbers(result, checkpoint=path, model=ckpt.model_name,
+                                   dataset=f"{cfg.data.name} {cfg.data.root}", split=split, epoch=ckpt.epoch,
+                                   classes=list(ckpt.classes), notes=bundle.notes, skipped=bundle.skipped)

@@ -20,13 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-import torch
-
-from ..artifacts import checkpoint, listing, runfiles
-from ..data.batches import Normalizer
+from ..artifacts import listing, runfiles
 from ..data.images import INVERT_CHOICES
 from ..errors import ConfigError, ConvtrainError, DataError, did_you_mean
-from ..inference.predict import classify, effective_invert, mnist_style
+from ..inference.predict import Predictor
 
 STATIC = Path(__file__).parent / "static"
 RUN_IMAGES = ("curves.png", "confusion.png")
@@ -47,15 +44,16 @@ class Limits:
 
 @dataclass
 class ServedModel:
-    """One loaded checkpoint, shared read-only by every request thread (eval mode, inference only)."""
+    """One checkpoint's :class:`~convtrain.inference.predict.Predictor` (on the CPU), shared read-only by
+    every request thread, and its card."""
 
     name: str
-    module: torch.nn.Module
-    normalize: Normalizer
-    classes: list[str]
-    channels: int
-    input_size: tuple[int, int]
+    predictor: Predictor
     card: dict = field(default_factory=dict)  # what GET /v1/models shows
+
+    @property
+    def classes(self) -> list[str]:
+        return self.predictor.classes
 
 
 class ApiError(Exception):
@@ -65,28 +63,6 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-# ---------------------------------------------------------------- the two seams to the rest of convtrain
-
-def _open_model(path: Path) -> tuple[dict, torch.nn.Module]:
-    """Read a checkpoint (validated by checkpoint.Loaded) and rebuild its model.
-
-    Returns what serve needs as plain values (model, classes, channels, input_size, mean, std,
-    dataset, epoch) and the model in eval mode on the CPU.
-    """
-    ckpt = checkpoint.open_checkpoint(path)
-    info = {"model": ckpt.model_name, "classes": list(ckpt.classes), "channels": ckpt.in_channels,
-            "input_size": tuple(ckpt.input_size), "mean": list(ckpt.mean), "std": list(ckpt.std),
-            "dataset": ckpt.dataset, "epoch": ckpt.epoch}
-    return info, ckpt.rebuild()
-
-
-def _to_input(raw: bytes, name: str, channels: int, size: tuple[int, int], invert: str) -> torch.Tensor:
-    """Encoded image bytes -> uint8 ``[C, H, W]``: the very function ``convtrain predict`` uses."""
-    from ..data.images import image_to_input
-
-    return image_to_input(raw, channels, size, invert, name=name)
 
 
 # ---------------------------------------------------------------- loading checkpoints
@@ -115,26 +91,24 @@ def _results_accuracy(path: Path, epoch: int) -> Optional[float]:
 
 
 def load_model(name: str, path: Path) -> ServedModel:
-    info, module = _open_model(path)
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
+    """The checkpoint at ``path`` as the predictor ``convtrain predict`` uses, on the CPU, with its card."""
+    predictor = Predictor.open(path, "cpu")
+    loaded = predictor.loaded
     card = {
         "name": name,
         "checkpoint": path.name,
-        "model": info["model"],
-        "dataset": info["dataset"],
-        "classes": info["classes"],
-        "input_size": list(info["input_size"]),
-        "channels": info["channels"],
-        "parameters": sum(p.numel() for p in module.parameters()),
-        "epoch": info["epoch"],
-        "test_accuracy": _results_accuracy(path, info["epoch"]),
+        "model": loaded.model_name,
+        "dataset": loaded.dataset,
+        "classes": list(loaded.classes),
+        "input_size": list(loaded.image_shape[1:]),
+        "channels": loaded.image_shape[0],
+        "parameters": sum(p.numel() for p in predictor.model.parameters()),
+        "epoch": loaded.epoch,
+        "test_accuracy": _results_accuracy(path, loaded.epoch),
         # light ink on dark, like MNIST: only then does invert=auto turn dark-on-light pictures around
-        "mnist_style": mnist_style(info["dataset"]),
+        "mnist_style": predictor.mnist_style,
     }
-    return ServedModel(name=name, module=module, normalize=Normalizer(info["mean"], info["std"], torch.device("cpu")),
-                       classes=info["classes"], channels=info["channels"], input_size=info["input_size"], card=card)
+    return ServedModel(name=name, predictor=predictor, card=card)
 
 
 def load_models(specs: list[str], runs_dir: str | Path = "runs") -> list[ServedModel]:
@@ -171,18 +145,18 @@ def _check_image(raw: bytes, name: str, limits: Limits) -> None:
 
 def predict_uploads(m: ServedModel, images: list[tuple[str, bytes]], top_k: int, invert: str,
                     limits: Limits) -> list[dict]:
-    """Top-k classes for each (name, encoded bytes) image, through the same :func:`classify` as
-    ``convtrain predict``; each result names its image."""
-    invert = effective_invert(m.card["dataset"], invert)  # the rule convtrain predict follows
+    """Top-k classes for each (name, encoded bytes) image, through the same
+    :class:`~convtrain.inference.predict.Predictor` as ``convtrain predict``; each result names its image."""
+    invert = m.predictor.invert_rule(invert)  # the rule convtrain predict follows
     tensors = []
     for name, raw in images:
         _check_image(raw, name, limits)
         try:
-            tensors.append(_to_input(raw, name, m.channels, m.input_size, invert))
+            tensors.append(m.predictor.prepare(raw, invert, name))
         except DataError as exc:  # truncated or corrupt pixel data behind a valid header
             raise ApiError(400, str(exc)) from None
-    found = classify(m.module, m.normalize, torch.stack(tensors), m.classes, top_k)
-    return [{"image": name, **r} for (name, _), r in zip(images, found)]
+    found = m.predictor.classify(tensors, [name for name, _ in images], top_k)
+    return [{"image": p.image, "label": p.index, "name": p.label, "topk": p.topk()} for p in found]
 
 
 # ---------------------------------------------------------------- runs page

@@ -1,6 +1,7 @@
 """The Python API (convtrain.api): the same run directory, train.log and numbers as the commands.
 
-Breaks tried (each failed here): ``train`` dropped from convtrain/__init__.py's exports
+Breaks tried (each failed here): ``Evaluation.as_json`` listing ``accuracy`` before ``loss`` (eval --json's
+key order); ``train`` dropped from convtrain/__init__.py's exports
 (``convtrain.train`` is then an AttributeError); ``_run`` passing no reporter (no
 train.log, nothing printed); ``progress=False`` printing; test_accuracy read from the best
 validation accuracy; predict's probabilities without the checkpoint's normalization; an array
@@ -64,7 +65,9 @@ import convtrain
 names = [convtrain.train, convtrain.finetune, convtrain.evaluate, convtrain.predict, convtrain.load,
          convtrain.TrainResult]
 assert "torch" not in sys.modules, "import convtrain (and its API names) imported torch"
-assert list(inspect.signature(convtrain.train).parameters) == ["config", "data", "overrides", "run_dir", "progress"]
+params = inspect.signature(convtrain.train).parameters
+assert list(params)[:5] == ["config", "data", "overrides", "run_dir", "progress"]
+assert all(p.kind is p.KEYWORD_ONLY for p in list(params.values())[1:])
 assert "convtrain.training.runner" not in sys.modules
 first = convtrain.train(overrides={overrides!r}, run_dir=r"{tmp_path / 'a'}", progress=False)  # before the package's modules
 import convtrain.training.runner
@@ -125,6 +128,11 @@ def test_evaluate_equals_eval_json(api_run):
     assert list(ours.per_class_accuracy) == [str(d) for d in range(10)]
     assert list(ours.per_class_accuracy.values()) == pytest.approx(theirs["per_class_accuracy"])
     assert ours.split == "test" and ours.checkpoint == api_run.checkpoint
+    # the typed result is the command's JSON: the same keys in the same order, the same values (but the time)
+    assert list(theirs) == ["checkpoint", "model", "dataset", "split", "epoch", "classes", "loss", "accuracy",
+                            "num_samples", "per_class_accuracy", "confusion_matrix", "seconds"]
+    mine = ours.as_json()
+    assert list(mine) == list(theirs) and {**mine, "seconds": 0} == {**theirs, "seconds": 0}
 
 
 def test_predict_paths_arrays_and_pil_images_agree_with_the_command(api_run, digits):
@@ -177,22 +185,38 @@ def test_finetune_from_a_result_starts_a_new_run_from_its_weights(api_run, tmp_p
 
 
 def test_the_api_is_typed():
-    """Every public function says what it takes and returns (the wheel ships py.typed for type checkers)."""
+    """Every public function of convtrain.api says what it takes and returns (the wheel ships py.typed for
+    type checkers), and ``__all__`` names every one of them.
+
+    Breaks tried (each failed here): resume's ``overrides`` left unannotated; seeds' return annotation
+    dropped; a new public function left out of ``__all__``."""
     import inspect
     import typing
 
+    from rich.console import Console
     from torch import nn
 
     from convtrain import api
     from convtrain.artifacts.metrics import MetricsRow
     from convtrain.config.schema import RunConfig
+    from convtrain.training.reporter import Reporter
+    from convtrain.training.signals import StopSignals
 
-    names = {"nn": nn, "MetricsRow": MetricsRow, "RunConfig": RunConfig}  # imported for type checkers only
-    for name in ("train", "finetune", "evaluate", "predict", "load"):
+    # imported for type checkers only
+    names = {"nn": nn, "MetricsRow": MetricsRow, "RunConfig": RunConfig, "Console": Console, "StopSignals": StopSignals,
+             "Reporter": Reporter}
+    functions = [n for n in api.__all__ if inspect.isfunction(getattr(api, n))]
+    public = {n for n, v in vars(api).items() if inspect.isfunction(v) and not n.startswith("_")
+              and v.__module__ == api.__name__}
+    assert public == set(functions) and {"train", "finetune", "resume", "seeds", "evaluate", "predict",
+                                         "predict_to_file", "load"} <= public
+    for name in functions:
         fn = getattr(api, name)
         hints = typing.get_type_hints(fn, localns=names)
         assert set(inspect.signature(fn).parameters) | {"return"} == set(hints), name
-    assert typing.get_type_hints(api.train, localns=names)["return"] is api.TrainResult
+    for name in ("train", "finetune", "resume"):
+        assert typing.get_type_hints(getattr(api, name), localns=names)["return"] is api.TrainResult
+    assert typing.get_type_hints(api.seeds, localns=names)["return"] is api.SeedsResult
     assert typing.get_type_hints(api.TrainResult, localns=names)["epochs"] == list[MetricsRow]
     assert (REPO / "convtrain" / "py.typed").is_file()
 

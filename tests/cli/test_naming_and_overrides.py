@@ -136,11 +136,11 @@ def test_eval_data_scores_its_test_split_or_all_its_images(work, tmp_path, monke
     assert json.loads(r.stdout)["num_samples"] == 60 and json.loads(r.stdout)["split"] == "all images"
     # --set (or a bare key) for the data keys that make sense: hold out 20 as training would
     held = evaluate_checkpoint(best, data_path=str(folder), device="cpu", overrides=["data.test_size=20"])
-    assert held["num_samples"] == 20 and "data.test_size=20" in held["split"]
+    assert held.num_samples == 20 and "data.test_size=20" in held.split
     # the folder's own test split wins
     write_folder(folder, sample(mnist, 30, seed=6), split="test", names=DIGITS)
     own = evaluate_checkpoint(best, data_path=str(folder), device="cpu")
-    assert own["num_samples"] == 30 and own["split"] == "test"
+    assert own.num_samples == 30 and own.split == "test"
     r = cli("eval", "--checkpoint", "runs/first", "--set", "optim.lr=1", cwd=work)
     assert "data.test_size" in one_line_error(r) and "optim.lr" in r.stderr
 

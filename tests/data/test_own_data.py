@@ -356,14 +356,14 @@ def test_train_eval_predict_inspect_a_folder_with_no_config(mnist, tmp_path, cac
     assert info["splits"]["test"]["held_out"] and info["image_sizes_found"] == {"28x28 L": 1000}
     ckpt = run / "checkpoints" / "best.pt"
     image = sorted((tmp_path / "letters" / "train" / "cat").iterdir())[0]
-    assert predict_images(ckpt, [image], device="cpu")[0]["topk"][0]["name"] in names
+    assert predict_images(ckpt, [image], device="cpu")[0].label in names
     # dark ink on light paper: MNIST's auto-invert would flip it; a folder's model sees images as they were
     paper = tmp_path / "paper.png"
     Image.fromarray(255 - np.array(Image.open(image))).save(paper)
-    auto, no, yes = (predict_images(ckpt, [paper], invert=i, device="cpu")[0]["topk"] for i in ("auto", "no", "yes"))
+    auto, no, yes = (predict_images(ckpt, [paper], invert=i, device="cpu")[0].topk() for i in ("auto", "no", "yes"))
     assert auto == no and auto != yes
     ev = evaluate_checkpoint(ckpt, device="cpu")  # the held-out test split again, from the saved config
-    assert ev["accuracy"] == pytest.approx(results["test_accuracy"]) and ev["classes"] == names
+    assert ev.accuracy == pytest.approx(results["test_accuracy"]) and ev.classes == names
     # another labelled folder with other classes: refused, naming both class lists
     write_folder(tmp_path / "other", sample(mnist, 30), names=[f"c{i}" for i in range(10)])
     bad = run_cli("eval", "--checkpoint", str(ckpt), "--data", str(tmp_path / "other"), env=_env(cache_dir))

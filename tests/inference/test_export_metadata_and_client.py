@@ -54,8 +54,8 @@ def test_the_documented_onnx_client_classifies_pngs_from_the_files_metadata_alon
                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         name, prob = out.stdout.split()
-        assert name == expected["name"]
-        assert float(prob) == pytest.approx(expected["prob"], abs=1e-3)  # printed with 4 decimals
+        assert name == expected.label
+        assert float(prob) == pytest.approx(expected.probability, abs=1e-3)  # printed with 4 decimals
 
 
 @pytest.mark.slow
