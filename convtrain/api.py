@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from .inference.results import Evaluation, LoadedModel, Prediction, PredictionFile
+from .training.events import Hook
 from .training.results import SeedsResult, TrainResult
 
 if TYPE_CHECKING:  # for type checkers only: importing torch here would cost ~1.5 s on `import convtrain`
@@ -33,7 +34,7 @@ if TYPE_CHECKING:  # for type checkers only: importing torch here would cost ~1.
 
 __all__ = ["train", "finetune", "resume", "seeds", "evaluate", "predict", "predict_to_file", "load",
            "checkpoint_path", "TrainResult", "SeedsResult", "Evaluation", "Prediction", "PredictionFile",
-           "LoadedModel"]
+           "LoadedModel", "Hook", "register_hook"]
 
 PathLike = Union[str, Path]
 Overrides = Union[Mapping[str, Any], Iterable[str]]
@@ -46,7 +47,8 @@ ConfigLike = Union[PathLike, Mapping, "RunConfig", None]
 
 def train(config: ConfigLike = None, *, data: PathLike | None = None, overrides: Overrides = (),
           run_dir: PathLike | None = None, progress: bool = True, data_root: str | None = None,
-          verbose: bool = False, console: Console | None = None, signals: StopSignals | None = None) -> TrainResult:
+          verbose: bool = False, console: Console | None = None, signals: StopSignals | None = None,
+          hooks: Iterable[Hook] = ()) -> TrainResult:
     """Train a model, as ``convtrain train`` does, and return its numbers.
 
     ``config``: a YAML file, a packaged recipe's name (``"smoke"``, ``"mnist"``...), a mapping of
@@ -59,7 +61,9 @@ def train(config: ConfigLike = None, *, data: PathLike | None = None, overrides:
     way. ``data_root``: the dataset folder (``--data-root``). ``verbose``: also print internals (``--verbose``).
     ``console``: the rich Console to print on (default: stdout). ``signals``: a
     :class:`~convtrain.training.signals.StopSignals` the caller installed (the command line installs one
-    before torch is imported); without one the run installs its own.
+    before torch is imported); without one the run installs its own. ``hooks``: your own
+    :class:`~convtrain.Hook` objects (trackers, loop features: docs/extending.md), run after the built-in
+    ones and saved in last.pt under their ``state_key``.
 
     Example: ``convtrain.train("smoke", overrides={"train.epochs": 1}).test_accuracy``
     """
@@ -68,13 +72,13 @@ def train(config: ConfigLike = None, *, data: PathLike | None = None, overrides:
 
     cfg = _resolve_config(config, data, overrides, data_root)
     start = Start(cfg, Path(run_dir) if run_dir is not None else None)
-    return _run(start, progress, verbose, console, signals)
+    return _run(start, progress, verbose, console, signals, hooks)
 
 
 def finetune(checkpoint: PathLike | TrainResult, config: ConfigLike = None, *, data: PathLike | None = None,
              overrides: Overrides = (), run_dir: PathLike | None = None, progress: bool = True,
              data_root: str | None = None, verbose: bool = False, console: Console | None = None,
-             signals: StopSignals | None = None) -> TrainResult:
+             signals: StopSignals | None = None, hooks: Iterable[Hook] = ()) -> TrainResult:
     """A new run from ``checkpoint``'s weights, as ``convtrain finetune`` does (the architecture
     comes from the checkpoint; the head is re-initialised when the classes differ). The other
     arguments are :func:`train`'s."""
@@ -82,12 +86,12 @@ def finetune(checkpoint: PathLike | TrainResult, config: ConfigLike = None, *, d
     from .training.start import prepare_finetune
 
     cfg = _resolve_config(config, data, overrides, data_root)
-    return _run(prepare_finetune(checkpoint_path(checkpoint), cfg, run_dir), progress, verbose, console, signals)
+    return _run(prepare_finetune(checkpoint_path(checkpoint), cfg, run_dir), progress, verbose, console, signals, hooks)
 
 
 def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *, overrides: Overrides = (),
            data_root: str | None = None, progress: bool = True, verbose: bool = False, console: Console | None = None,
-           signals: StopSignals | None = None) -> TrainResult:
+           signals: StopSignals | None = None, hooks: Iterable[Hook] = ()) -> TrainResult:
     """Continue a run in its own directory, as ``convtrain train --resume`` does, from its full state.
 
     ``run``: a run directory, its ``checkpoints/last.pt``, ``"latest"`` (the newest run under ``runs/``
@@ -105,7 +109,7 @@ def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *,
     path = _last_checkpoint(run)
     sets = _override_strings(overrides)
     cfg = _resolve_config(config, None, sets, data_root) if config is not None else None
-    return _run(prepare_resume(path, cfg, sets, data_root), progress, verbose, console, signals)
+    return _run(prepare_resume(path, cfg, sets, data_root), progress, verbose, console, signals, hooks)
 
 
 def seeds(config: ConfigLike = None, seeds: str | Iterable[int] = (0, 1, 2), *, data: PathLike | None = None,
@@ -134,6 +138,16 @@ def seeds(config: ConfigLike = None, seeds: str | Iterable[int] = (0, 1, 2), *, 
     if progress:
         _show_seeds(result, out)
     return result
+
+
+def register_hook(build: Callable[[RunConfig, bool], Hook | None]) -> Callable[[RunConfig, bool], Hook | None]:
+    """Add ``build(cfg, is_main) -> Hook | None`` to every run of this process, after the built-in hooks:
+    the way a tracker or loop feature of your own project joins runs it did not start itself (a
+    ``--seeds`` sweep, ``convtrain tune`` in this process). Returns ``build``, so it works as a decorator;
+    :func:`train`'s ``hooks=`` is the way for one run. See docs/extending.md."""
+    from .training.events import register
+
+    return register(build)
 
 
 def _import_training(signals: StopSignals | None) -> None:
@@ -173,11 +187,12 @@ def _override_strings(overrides: Overrides) -> list[str]:
     return [str(o) for o in overrides]
 
 
-def _run(start, progress: bool, verbose: bool, console: Console | None, signals: StopSignals | None) -> TrainResult:
+def _run(start, progress: bool, verbose: bool, console: Console | None, signals: StopSignals | None,
+         hooks: Iterable[Hook] = ()) -> TrainResult:
     from .training.runner import run
 
     reporter = _reporter(progress, verbose, console)
-    result = TrainResult.from_run(run(start, reporter=reporter, signals=signals))
+    result = TrainResult.from_run(run(start, reporter=reporter, signals=signals, hooks=hooks))
     if progress:
         _show_run(result, reporter.console)
     return result
