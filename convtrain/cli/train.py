@@ -11,8 +11,6 @@ import typer
 from .. import api
 from ..data.detect import data_overrides
 from .edge import handle_errors, out
-
-AUTO = "auto"  # --resume auto (convtrain.training.start.AUTO; not imported here: it would import torch)
 from .options import (
     BatchSizeOpt,
     DataOpt,
@@ -30,6 +28,8 @@ from .options import (
     overrides,
     with_shortcuts,
 )
+
+AUTO = "auto"  # --resume auto (convtrain.training.start.AUTO; not imported here: it would import torch)
 
 
 def _launch(nproc: int, config, sets, device, seed, data_root, run_hint: Optional[Path] = None,
