@@ -1,8 +1,9 @@
 """SLURM, simulated and real: two tasks of an srun step train one run over gloo exactly as
 ``--nproc-per-node 2`` does; a preemption notice (SIGUSR1) to one rank stops both, last.pt is
 written once, the exit code is 75, and ``--resume auto`` finishes the run with the same metrics.csv;
-on a real one-node cluster (slurmkit.py) an sbatch job from ``convtrain launch slurm`` does the same,
-and a notice to a running job makes its script requeue it, ending in one finished run directory.
+on a real one-node cluster (slurmkit.py) an sbatch job from ``convtrain launch slurm`` does the same
+(one task per process, and ``--torchrun``: srun starts torchrun), a notice to a running job makes its
+script requeue it, ending in one finished run directory, and every script passes ``sbatch --test-only``.
 
 Every comparison is against one ``--nproc-per-node 2`` run of the same config and seed: the ranks
 read the same shards in the same order, so every number in metrics.csv but the timings is equal
@@ -13,7 +14,10 @@ the rank that got no signal exits 130, not 75; SIGUSR1 left out of StopSignals: 
 (-10) and its partner reports a lost peer; ``--resume auto`` treating an interrupted run as "start":
 refused as a non-empty folder (exit 2); the job step check dropped from detection (a batch script's
 SLURM_PROCID taken for a rank): no change here, caught by test_launchers.py's batch-shell row; the
-script's requeue line removed: the job ends FAILED with exit 75 and no second start.
+script's requeue line removed: the job ends FAILED with exit 75 and no second start (re-tried
+2026-12-06: ('FAILED', '0', '75:0')); torchrun's variables not checked first under ``srun torchrun``
+(auto picks SLURM's one-task step): each process refuses the contradictory environment (exit 2) and
+the --torchrun job fails; Preempted swapped for Interrupted in ``_stop_kind``: exit 130, not 75.
 """
 
 from __future__ import annotations
@@ -159,12 +163,13 @@ def cluster(tmp_path_factory):
 
 
 def _job_env(cluster, tmp: Path) -> dict:
-    """The submitting environment: a `convtrain` on PATH running this interpreter (and this checkout)."""
+    """The submitting environment: `convtrain` and `torchrun` on PATH running this interpreter (and this checkout)."""
     bin_dir = tmp / "bin"
     bin_dir.mkdir(exist_ok=True)
-    wrapper = bin_dir / "convtrain"
-    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m convtrain "$@"\n')
-    wrapper.chmod(0o755)
+    for name, module in (("convtrain", "convtrain"), ("torchrun", "torch.distributed.run")):
+        wrapper = bin_dir / name
+        wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m {module} "$@"\n')
+        wrapper.chmod(0o755)
     env = {k: v for k, v in cluster.env.items() if k not in DIST_VARS}
     return {**env, "PATH": f"{bin_dir}:{env['PATH']}", "PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))}
 
@@ -199,6 +204,23 @@ def test_sbatch_two_tasks_train_like_nproc_per_node(cluster, reference, tmp_path
     assert f"launcher: slurm, rank 0 of 2 (job {job}, step 0, nodes localhost)" in out
     assert _rows(run) == _rows(reference)
     assert json.loads((run / "results.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_sbatch_srun_torchrun_job_trains_like_nproc_per_node(cluster, reference, tmp_path):
+    """`launch slurm --torchrun`: srun starts one torchrun on the node, torchrun its 2 processes; they
+    read torchrun's variables (SLURM's describe torchrun's own task and are ignored), and metrics.csv
+    equals `--nproc-per-node 2`'s."""
+    run, port = tmp_path / "run", _job_id()  # any free port
+    script = _script(tmp_path, "--gpus-per-node", "0", "--tasks-per-node", "2", "--torchrun", "--name", "tr",
+                     "--port", str(15000 + int(port) % 10000), "--run-dir", str(run), "--", "train", *COMMON)
+    result = cluster.run("sbatch", "--wait", "--parsable", str(script), cwd=tmp_path, env=_job_env(cluster, tmp_path),
+                         timeout=400, check=False)
+    job = result.stdout.strip().split(";")[0]
+    out = (tmp_path / f"tr-{job}.out").read_text() if job else ""
+    assert result.returncode == 0, f"{result.stderr}\n{out[-3000:]}\n{cluster.logs()}"
+    assert "launcher: torchrun, rank 0 of 2" in out, out[-3000:]
+    assert _rows(run) == _rows(reference)
 
 
 def _wait_job(cluster, job: str, timeout: float = 360) -> dict:
