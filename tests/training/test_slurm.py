@@ -17,7 +17,8 @@ SLURM_PROCID taken for a rank): no change here, caught by test_launchers.py's ba
 script's requeue line removed: the job ends FAILED with exit 75 and no second start (re-tried
 2026-12-06: ('FAILED', '0', '75:0')); torchrun's variables not checked first under ``srun torchrun``
 (auto picks SLURM's one-task step): each process refuses the contradictory environment (exit 2) and
-the --torchrun job fails; Preempted swapped for Interrupted in ``_stop_kind``: exit 130, not 75.
+the --torchrun job fails; Preempted swapped for Interrupted in ``_stop_kind``: exit 130, not 75;
+the --nproc-per-node launcher ending a SIGUSR1 stop as a Ctrl-C one: exit 130, not 75.
 """
 
 from __future__ import annotations
@@ -147,6 +148,29 @@ def test_preemption_notice_to_one_rank_of_an_srun_step_then_resume_auto(referenc
     assert f"resuming: {run}" in outs[0]
     assert json.loads((run / "results.json").read_text())["status"] == "finished"
     assert _rows(run) == _rows(reference)
+
+
+@pytest.mark.slow
+def test_preemption_notice_to_the_nproc_per_node_launcher_then_resume_auto(reference, tmp_path):
+    """`--nproc-per-node 2 --resume auto` (one machine, no scheduler): SIGUSR1 to the launcher reaches
+    both processes, the launcher keeps exit 75, and the same command continues, then says finished."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "convtrain", "train", *COMMON, "--nproc-per-node", "2", "--run-dir", str(run),
+           "--resume", "auto"]
+    out_path = tmp_path / "first.out"
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=_clean_env(), stdout=out, stderr=subprocess.STDOUT)
+    _wait_for(out_path, "epoch 1/2 step 3/", [proc])
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(timeout=120) == 75, out_path.read_text()[-3000:]
+    assert json.loads((run / "results.json").read_text())["status"] == "interrupted"
+
+    again = run_cli(*cmd[3:], env=_clean_env())
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming: {run}" in again.stdout
+    assert _rows(run) == _rows(reference)
+    done = run_cli(*cmd[3:], env=_clean_env())
+    assert done.returncode == 0 and done.stdout.count(f"note: {run} has finished") == 1, done.stdout + done.stderr
 
 
 # --------------------------------------------------------------------------------------------
