@@ -196,7 +196,7 @@ def _slurm_body(spec: JobSpec, command: list[str], tune: bool) -> list[str]:
     check = f'[ "$code" -eq {PREEMPTED_EXIT} ]'
     if tune:
         body = [f"# {spec.array or 1} worker(s) of one study: each runs trials until the study has its --trials; a "
-                "requeued worker carries on", f"srun convtrain {shlex.join(command)}"]
+                "requeued worker carries on", f"srun convtrain {_tune_args(spec, command)}"]
     else:
         setting, args = _run_line(spec, command, f"$SLURM_SUBMIT_DIR/runs/{spec.name}")
         body = ["# the run directory must be on storage every node sees (not /tmp or a node-local disk): each restart,",
@@ -217,6 +217,17 @@ def _slurm_body(spec: JobSpec, command: list[str], tune: bool) -> list[str]:
         body.append("code=$?")
     return body + [f"if {check}; then", '  scontrol requeue "$SLURM_JOB_ID"  # back into the queue; the same command '
                    "then continues", "fi", 'exit "$code"']
+
+
+def _tune_args(spec: JobSpec, command: list[str]) -> str:
+    """tune's arguments; in an array, each task's sampler seeded with --seed + its index, as --jobs
+    workers are (measured 2026-12-06: with one seed, 2 array tasks proposed the same points in pairs)."""
+    if not spec.array:
+        return shlex.join(command)
+    seed = _value(command, "--seed") or "0"
+    if not seed.isdigit():
+        raise ConfigError(f"tune --seed {seed!r} must be a whole number (each array task adds its index to it)")
+    return f'{shlex.join(_without(command, "--seed"))} --seed "$(({seed} + SLURM_ARRAY_TASK_ID))"'
 
 
 def _k8s(spec: JobSpec, command: list[str], invocation: str) -> str:

@@ -7,7 +7,8 @@ on stdout. (`sbatch --test-only` on a real one-node SLURM: tests/training/test_s
 Breaks tried: the script's `exit "$code"` turned into `exit "$code` (bash -n fails: unexpected EOF
 in every slurm case); Worker replicas = --nodes instead of --nodes - 1 (the replicas check fails);
 `--resume auto` not added to a command without one (the k8s command check fails); the `--nodes`
-lower bound lowered to 0 (exit 0 and a script with --nodes=0).
+lower bound lowered to 0 (exit 0 and a script with --nodes=0); the array's per-task seed left out
+(the tune-array line check fails; tests/training/test_slurm.py shows why it matters).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def test_shell_output_passes_bash_n_and_runs_resume_auto(args, tmp_path):
     if "tune" not in args:
         runs = [line for line in result.stdout.splitlines() if "-m convtrain" in line or "srun convtrain" in line]
         assert runs and all(line.rstrip().endswith("--resume auto") for line in runs), runs
+    if "tune" in args:  # each array task its own sampler seed, as each --jobs worker
+        assert result.stdout.rstrip().splitlines()[-6].endswith('--trials 40 --seed "$((0 + SLURM_ARRAY_TASK_ID))"')
     if args[0] == "torchrun":
         lines = [shlex.split(line) for line in result.stdout.splitlines() if line.startswith("torchrun ")]
         assert [cmd[cmd.index("--node-rank") + 1] for cmd in lines] == ["0", "1", "2"]
@@ -109,6 +112,8 @@ REFUSED = [
     (["slurm", "--", "train", "--resume", "runs/a"], "error: drop --resume runs/a from the command"),
     (["slurm", "--array", "4", "--", "tune", "-c", "speedrun"], "error: --array 4 starts 4 tune workers"),
     (["slurm", "--array", "2", "--", "train"], "error: --array runs several workers of one `convtrain tune` study"),
+    (["slurm", "--array", "2", "--", "tune", "--storage", "postgresql://db/t", "--seed", "x"],
+     "error: tune --seed 'x' must be a whole number"),
 ]
 
 
