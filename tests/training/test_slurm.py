@@ -260,12 +260,15 @@ def _wait_job(cluster, job: str, timeout: float = 360) -> dict:
 
 
 @pytest.mark.slow
-def test_preempted_job_requeues_itself_and_ends_in_one_finished_run(cluster, reference, tmp_path):
+@pytest.mark.parametrize("how", ["tasks", "torchrun"])
+def test_preempted_job_requeues_itself_and_ends_in_one_finished_run(cluster, reference, tmp_path, how):
     """What `#SBATCH --signal=USR1@90` does near the time limit, sent now (scancel --signal=USR1 signals
-    every task of the job's steps, as the time-limit notice does): both tasks save and exit 75, the
-    script requeues the job, the second start resumes with the same command and finishes."""
+    every process of the job's steps, as the time-limit notice does): both processes save and exit 75,
+    the script requeues the job (under --torchrun, which reports 75 as 1, because results.json says
+    interrupted), the second start resumes with the same command and finishes."""
     runs = tmp_path / "runs"
-    script = _script(tmp_path, "--gpus-per-node", "0", "--tasks-per-node", "2", "--name", "rq",
+    extra = ["--torchrun", "--port", str(15000 + int(_job_id()) % 10000)] if how == "torchrun" else []
+    script = _script(tmp_path, "--gpus-per-node", "0", "--tasks-per-node", "2", "--name", "rq", *extra,
                      "--run-dir", str(runs / "rq"), "--", "train", *COMMON)
     job = cluster.run("sbatch", "--parsable", str(script), cwd=tmp_path, env=_job_env(cluster, tmp_path)).stdout.strip()
     out_file = tmp_path / f"rq-{job}.out"
