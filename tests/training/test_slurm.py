@@ -18,7 +18,8 @@ script's requeue line removed: the job ends FAILED with exit 75 and no second st
 2026-12-06: ('FAILED', '0', '75:0')); torchrun's variables not checked first under ``srun torchrun``
 (auto picks SLURM's one-task step): each process refuses the contradictory environment (exit 2) and
 the --torchrun job fails; Preempted swapped for Interrupted in ``_stop_kind``: exit 130, not 75;
-the --nproc-per-node launcher ending a SIGUSR1 stop as a Ctrl-C one: exit 130, not 75.
+the --nproc-per-node launcher ending a SIGUSR1 stop as a Ctrl-C one: exit 130, not 75; the
+--torchrun script's results.json check dropped: torchrun exits 1, the job ends ('FAILED', '0', '1:0').
 """
 
 from __future__ import annotations
