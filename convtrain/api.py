@@ -1,5 +1,5 @@
 """The Python API, and the use cases every front end calls: train, finetune, resume, seeds, evaluate,
-predict, predict_to_file, load.
+predict, predict_to_file, load, job_script.
 
 Each function does what its command does, through the same library code; the commands in
 :mod:`convtrain.cli` parse their options, call one of these and render what it returns. :func:`train`,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # for type checkers only: importing torch here would cost ~1.
     from .training.signals import StopSignals
 
 __all__ = ["train", "finetune", "resume", "seeds", "evaluate", "predict", "predict_to_file", "load",
-           "checkpoint_path", "TrainResult", "SeedsResult", "Evaluation", "Prediction", "PredictionFile",
+           "checkpoint_path", "job_script", "TrainResult", "SeedsResult", "Evaluation", "Prediction", "PredictionFile",
            "LoadedModel", "Hook", "register_hook"]
 
 PathLike = Union[str, Path]
@@ -91,7 +91,8 @@ def finetune(checkpoint: PathLike | TrainResult, config: ConfigLike = None, *, d
 
 def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *, overrides: Overrides = (),
            data_root: str | None = None, progress: bool = True, verbose: bool = False, console: Console | None = None,
-           signals: StopSignals | None = None, hooks: Iterable[Hook] = ()) -> TrainResult:
+           signals: StopSignals | None = None, hooks: Iterable[Hook] = (), run_dir: PathLike | None = None,
+           data: PathLike | None = None, pretrained: PathLike | TrainResult | None = None) -> TrainResult:
     """Continue a run in its own directory, as ``convtrain train --resume`` does, from its full state.
 
     ``run``: a run directory, its ``checkpoints/last.pt``, ``"latest"`` (the newest run under ``runs/``
@@ -101,8 +102,18 @@ def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *,
     and kept-checkpoint keys...: :data:`convtrain.training.start.RESUMABLE_CHANGES`); anything else is a
     :class:`~convtrain.ConfigError`. The other arguments are :func:`train`'s.
 
+    ``run="auto"`` with ``run_dir`` (``--resume auto --run-dir RUN``): one call for a job's first start and
+    every restart after a preemption or a requeue. ``run_dir`` missing or empty: a new run there, as
+    :func:`train` (``config``, ``data``, ``overrides``) or, given ``pretrained``, :func:`finetune` does;
+    a run that has not finished: resumed, ``config``/``data``/``overrides`` checked against its saved config
+    as above; a finished run: nothing runs, a note says so and its result is returned; anything else (a
+    folder that is not a run directory): :class:`~convtrain.errors.RunDirError`, nothing written.
+
     Example: ``convtrain.resume(result, overrides={"train.epochs": 4})``
     """
+    if isinstance(run, (str, Path)) and str(run) == "auto":
+        return _resume_auto(run_dir, config, data, overrides, pretrained, data_root,
+                            dict(progress=progress, verbose=verbose, console=console, signals=signals, hooks=hooks))
     _import_training(signals)
     from .training.start import prepare_resume
 
@@ -110,6 +121,48 @@ def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *,
     sets = _override_strings(overrides)
     cfg = _resolve_config(config, None, sets, data_root) if config is not None else None
     return _run(prepare_resume(path, cfg, sets, data_root), progress, verbose, console, signals, hooks)
+
+
+def _resume_auto(run_dir: PathLike | None, config: ConfigLike, data: PathLike | None, overrides: Overrides,
+                 pretrained: PathLike | TrainResult | None, data_root: str | None, how: dict) -> TrainResult:
+    """``resume("auto", run_dir=RUN)``: start RUN, resume it, or say it has finished (see :func:`resume`)."""
+    from .errors import ConfigError
+
+    if run_dir is None:
+        raise ConfigError("--resume auto needs --run-dir RUN: the run directory to start, or to continue when it "
+                          "holds an unfinished run")
+    _import_training(how["signals"])
+    from .training.start import auto_plan, prepare_finetune, prepare_resume
+
+    plan = auto_plan(run_dir)
+    if plan == "start" and pretrained is not None:
+        return finetune(pretrained, config, data=data, overrides=overrides, run_dir=run_dir, data_root=data_root, **how)
+    if plan == "start":
+        return train(config, data=data, overrides=overrides, run_dir=run_dir, data_root=data_root, **how)
+    if plan == "finished":
+        return _finished(Path(run_dir), how["progress"], how["console"])
+    sets = _override_strings(overrides)
+    cfg = _resolve_config(config, data, sets, data_root) if config is not None or data is not None else None
+    if pretrained is not None:  # the config a fine-tuning run saved: the architecture and the checkpoint it came from
+        cfg = prepare_finetune(checkpoint_path(pretrained), cfg or _resolve_config(None, None, sets, data_root)).cfg
+    start = prepare_resume(run_dir, cfg, sets, data_root)
+    return _run(start, how["progress"], how["verbose"], how["console"], how["signals"], how["hooks"])
+
+
+def _finished(run: Path, progress: bool, console: Console | None) -> TrainResult:
+    """--resume auto on a run that has finished: its result, and one note (from rank 0 only)."""
+    import os
+
+    from rich.markup import escape
+
+    from .training import launchers
+
+    result = TrainResult.from_run_dir(run)
+    launchers.apply()  # which rank this is, when a launcher started several
+    if progress and os.environ.get("RANK", "0") in ("", "0"):
+        _console(progress, console).print(f"note: {escape(str(run))} has finished (test accuracy of best.pt "
+                                          f"{result.test_accuracy:.4f}); nothing to resume")
+    return result
 
 
 def seeds(config: ConfigLike = None, seeds: str | Iterable[int] = (0, 1, 2), *, data: PathLike | None = None,
@@ -280,6 +333,26 @@ def _show_seeds(result: SeedsResult, console: Console) -> None:
                   "[yellow]test set: differs between seeds[/] (data.split_seed null follows each seed): the spread "
                   "mixes model and split noise")
     console.print(f"summary: {escape(str(result.summary_file))}")
+
+
+# --------------------------------------------------------------------------------------------
+# Clusters
+
+
+def job_script(kind: str, command: Iterable[str], *, invocation: str = "convtrain launch", **options: Any) -> str:
+    """The text ``convtrain launch KIND [OPTIONS] -- COMMAND`` prints: ``kind`` ``"slurm"`` (an sbatch
+    script), ``"k8s"`` (a Kubeflow PyTorchJob manifest) or ``"torchrun"`` (one command per machine), for
+    ``command`` (``["train", "--config", "mnist"]``; ``tune`` too under SLURM). ``options``: the fields of
+    :class:`convtrain.training.jobscripts.JobSpec` (``nodes``, ``gpus_per_node``, ``time``, ``array``...).
+    Nothing is submitted. ``invocation``: the command line quoted on the first line of the text."""
+    from .errors import ConfigError
+    from .training.jobscripts import JobSpec, render
+
+    try:
+        spec = JobSpec(**options)
+    except TypeError as exc:
+        raise ConfigError(f"job_script: {exc}") from None
+    return render(kind, spec, list(command), invocation)
 
 
 # --------------------------------------------------------------------------------------------
