@@ -16,7 +16,6 @@ A checkpoint argument takes a ``.pt`` file, a run directory (its ``checkpoints/b
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -66,9 +65,10 @@ def train(config: ConfigLike = None, *, data: PathLike | None = None, overrides:
     _import_training(signals)
     from .training.start import Start
 
-    cfg = _resolve_config(config, data, overrides, data_root)
+    sets = _override_strings(overrides)
+    cfg = _resolve_config(config, data, sets, data_root)
     start = Start(cfg, Path(run_dir) if run_dir is not None else None)
-    return _run(start, progress, verbose, console, signals)
+    return _run(_noted(start, sets), progress, verbose, console, signals)
 
 
 def finetune(checkpoint: PathLike | TrainResult, config: ConfigLike = None, *, data: PathLike | None = None,
@@ -81,8 +81,10 @@ def finetune(checkpoint: PathLike | TrainResult, config: ConfigLike = None, *, d
     _import_training(signals)
     from .training.start import prepare_finetune
 
-    cfg = _resolve_config(config, data, overrides, data_root)
-    return _run(prepare_finetune(checkpoint_path(checkpoint), cfg, run_dir), progress, verbose, console, signals)
+    sets = _override_strings(overrides)
+    cfg = _resolve_config(config, data, sets, data_root)
+    start = prepare_finetune(checkpoint_path(checkpoint), cfg, run_dir)
+    return _run(_noted(start, sets), progress, verbose, console, signals)
 
 
 def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *, overrides: Overrides = (),
@@ -105,7 +107,7 @@ def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *,
     path = _last_checkpoint(run)
     sets = _override_strings(overrides)
     cfg = _resolve_config(config, None, sets, data_root) if config is not None else None
-    return _run(prepare_resume(path, cfg, sets, data_root), progress, verbose, console, signals)
+    return _run(_noted(prepare_resume(path, cfg, sets, data_root), sets), progress, verbose, console, signals)
 
 
 def seeds(config: ConfigLike = None, seeds: str | Iterable[int] = (0, 1, 2), *, data: PathLike | None = None,
@@ -123,7 +125,7 @@ def seeds(config: ConfigLike = None, seeds: str | Iterable[int] = (0, 1, 2), *, 
     """
     from .training.seeds import parse_seeds
 
-    chosen = parse_seeds(seeds if isinstance(seeds, str) else ",".join(str(s) for s in seeds))
+    chosen = parse_seeds(seeds)
     _import_training(signals)
     from .training.seeds import run_seeds, seed_root
 
@@ -169,8 +171,18 @@ def _override_strings(overrides: Overrides) -> list[str]:
     if isinstance(overrides, str):
         return [overrides]
     if isinstance(overrides, Mapping):
-        return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+        from .config.load import override_text
+
+        return [override_text(key, value) for key, value in overrides.items()]
     return [str(o) for o in overrides]
+
+
+def _noted(start, sets: list[str]):
+    """``start`` with a note for each key the overrides give twice (printed and logged when the run starts)."""
+    from .config.load import override_notes
+
+    start.notes[:0] = override_notes(sets)
+    return start
 
 
 def _run(start, progress: bool, verbose: bool, console: Console | None, signals: StopSignals | None) -> TrainResult:

@@ -70,10 +70,14 @@ class ApiError(Exception):
 def parse_checkpoint_spec(spec: str, runs_dir: str | Path = "runs") -> tuple[str, Path]:
     """``name=path`` or a plain path; a plain path is named after its run directory or its file stem.
     A path is a .pt file, a run directory (its best.pt) or ``latest`` (artifacts/checkpoint_args.py)."""
-    from ..artifacts.checkpoint_args import resolve_checkpoint
+    from ..artifacts.checkpoint_args import check_given, resolve_checkpoint
 
     name, sep, rest = spec.partition("=")
-    if sep and _NAME.match(name) and not Path(spec).exists():
+    if sep and not Path(spec).exists() and "/" not in name:
+        if not _NAME.match(name):  # `my model=runs/x` said "checkpoint not found: my model=runs/x"
+            raise ConfigError(f"--checkpoint {spec!r}: a model name (NAME=PATH) holds letters, digits, '_', '.' "
+                              f"and '-', starting with a letter or digit; got {name!r}")
+        check_given(rest, f"--checkpoint {name}=")
         return name, resolve_checkpoint(rest, runs_dir=runs_dir)
     path = resolve_checkpoint(spec, runs_dir=runs_dir)
     if path.parent.name == "checkpoints" and path.parent.parent.name:
