@@ -336,14 +336,17 @@ def predict(checkpoint: PathLike | TrainResult | LoadedModel, images: Any, *, in
 
 def predict_to_file(checkpoint: PathLike | TrainResult, images: Iterable[PathLike], output: PathLike,
                     format: str = "auto", *, top_k: int = 3, invert: str = "auto", device: str = "auto",
-                    batch_size: int = 256, on_batch: Callable[[int, int], None] | None = None) -> PredictionFile:
+                    batch_size: int = 256, on_batch: Callable[[int, int], None] | None = None,
+                    overwrite: bool = False) -> PredictionFile:
     """``convtrain predict --output``: one row per image in ``output``, written in batches (any number
     of images): ``format`` csv, json, kaggle (``ImageId,Label`` for one unlabelled CSV) or auto (from
-    the suffix). ``on_batch(done, total)`` is called after each batch."""
+    the suffix). ``on_batch(done, total)`` is called after each batch. ``output`` is never an input, a
+    checkpoint, a folder or anything but a regular file; an existing file that is not an earlier
+    predictions file is replaced only with ``overwrite=True`` (``--overwrite``)."""
     from .inference.predict import predict_to_file as write
 
     return write(checkpoint_path(checkpoint), list(images), output, format, top_k=top_k, invert=invert,
-                 device=device, batch_size=batch_size, on_batch=on_batch)
+                 device=device, batch_size=batch_size, on_batch=on_batch, overwrite=overwrite)
 
 
 def load(checkpoint: PathLike | TrainResult) -> LoadedModel:

@@ -83,6 +83,8 @@ def predict(
     fmt: str = typer.Option("auto", "--format", help="With --output: auto (from the suffix), csv, json, or kaggle "
                             "(ImageId,Label for Kaggle's test.csv, ids from 1)."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images classified at a time."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="With --output: replace an existing file that is not "
+                                   "an earlier predictions file (never an input, a checkpoint, a folder or a link)."),
 ) -> None:
     """Classify image files of any size, or the rows of an unlabelled CSV, with a checkpoint.
 
@@ -91,7 +93,7 @@ def predict(
     """
     checkpoint = api.checkpoint_path(checkpoint)
     if output is not None:
-        _predict_to_file(list(images), checkpoint, output, fmt, top_k, invert, device, batch_size)
+        _predict_to_file(list(images), checkpoint, output, fmt, top_k, invert, device, batch_size, overwrite)
         return
     results = api.predict(checkpoint, list(images), top_k=top_k, invert=invert, device=device)
     if as_json:
@@ -108,14 +110,14 @@ def predict(
     out.print(table)
 
 
-def _predict_to_file(images, checkpoint, output, fmt, top_k, invert, device, batch_size) -> None:
+def _predict_to_file(images, checkpoint, output, fmt, top_k, invert, device, batch_size, overwrite) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     with Progress("predict", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
                   transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("predict", total=None)
         r = api.predict_to_file(checkpoint, images, output, fmt, top_k=top_k, invert=invert, device=device,
-                                batch_size=batch_size,
+                                batch_size=batch_size, overwrite=overwrite,
                                 on_batch=lambda done, total: bar.update(task, completed=done, total=total))
     out.print(f"wrote {escape(str(r.path))} ({r.format}): {r.images} images")
 
