@@ -187,10 +187,18 @@ def sweep_summary(listed: dict) -> dict:
             "epochs": listed["epochs"], "epochs_total": listed["epochs_total"], "best_val_acc": listed["best_val_acc"],
             "test_accuracy": listed["test_acc"], "test_accuracy_std": listed["test_acc_std"],
             "train_seconds": listed["seconds"], "model": listed["model"], "dataset": listed["dataset"],
-            "same_test_set": ((listed.get("summary") or {}).get("test_set") or {}).get("same_for_all_seeds"),
+            "same_test_set": _same_test_set(listed.get("summary")),
             "runs": [{"name": r["name"], "status": r["status"], "test_accuracy": r["test_acc"],
                       "best_val_acc": r["best_val_acc"]} for r in listed["runs"]],
             "images": [], "modified": listed["created"]}
+
+
+def _same_test_set(summary) -> Optional[bool]:
+    """summary.json's test_set.same_for_all_seeds, or None when the file is missing or of another shape
+    (a hand-edited summary.json whose test_set was a list answered /v1/runs with a 500)."""
+    test_set = summary.get("test_set") if isinstance(summary, dict) else None
+    same = test_set.get("same_for_all_seeds") if isinstance(test_set, dict) else None
+    return same if isinstance(same, bool) else None
 
 
 def run_summary(run: Path, listed: dict) -> dict:
