@@ -12,7 +12,7 @@ from rich.table import Table
 
 from .. import api
 from ..data.sources import data_help, either, rows_help
-from .edge import err, handle_errors, out
+from .edge import err, escape_end, handle_errors, out
 from .options import DataRootOpt
 
 CHECKPOINT_HELP = "Checkpoint: a .pt file, a run directory (its best.pt) or 'latest' (the newest finished run)."
@@ -54,14 +54,14 @@ def eval_(
     per.add_column("accuracy", justify="right")
     per.add_column("images", justify="right")
     for name, row in zip(r.classes, r.confusion_matrix):
-        per.add_row(escape(name), f"{r.per_class_accuracy[name]:.4f}", str(sum(row)))
+        per.add_row(escape_end(name), f"{r.per_class_accuracy[name]:.4f}", str(sum(row)))
     out.print(per)
     cm = Table(title="confusion matrix (rows: true class, columns: predicted)")
     cm.add_column("")
     for i in range(len(r.classes)):
         cm.add_column(str(i), justify="right")
     for i, (name, row) in enumerate(zip(r.classes, r.confusion_matrix)):
-        label = str(i) if name == str(i) else f"{i} {escape(name)}"
+        label = str(i) if name == str(i) else f"{i} {escape_end(name)}"
         cm.add_row(label, *[f"[bold]{v}[/]" if i == j else (str(v) if v else "[dim]0[/]") for j, v in enumerate(row)])
     out.print(cm)
 
@@ -105,7 +105,7 @@ def predict(
     table.add_column(f"top {top_k}")
     for p in results:
         where = p.image + (f" row {p.row}" if p.row is not None else "")
-        table.add_row(escape(where), f"{escape(p.label)} ({p.probability:.1%})",
+        table.add_row(escape_end(where), f"{escape(p.label)} ({p.probability:.1%})",
                       escape(", ".join(f"{name} {prob:.1%}" for _, name, prob in p.ranked)))
     out.print(table)
 

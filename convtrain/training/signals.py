@@ -49,10 +49,12 @@ class StopSignals:
         self._message: Callable[[str], str] = lambda name: f"interrupted ({name})"
         self._depth = 0  # >0 while inside protected()
         self._pending: int | None = None
+        self._raised: int | None = None  # a signal whose Interrupted was raised: see _reraise_lost
         self._saved: dict = {}
 
     # ---- installation -------------------------------------------------------------------------
     def __enter__(self) -> StopSignals:
+        self._raised = None
         if threading.current_thread() is threading.main_thread():  # Python only allows it there
             for sig in _SIGNALS:
                 self._saved[sig] = signal.signal(sig, self._handler)
@@ -65,13 +67,34 @@ class StopSignals:
         return False
 
     # ---- what a signal means now --------------------------------------------------------------
+    def begin(self, message: Callable[[str], str]) -> None:
+        """A run's first phase: :meth:`immediate`, after forgetting the signal of an earlier run that used
+        these same handlers (a caller that caught its Interrupted and started another run)."""
+        self._raised = None
+        self.immediate(message)
+
     def immediate(self, message: Callable[[str], str]) -> None:
         """From now on a signal stops at once with ``message(signal_name)``."""
         self._graceful, self._message = False, message
+        self._reraise_lost()
 
     def graceful(self, twice: Callable[[str], str]) -> None:
         """From now on the first signal sets :meth:`is_set`; a second one stops with ``twice(name)``."""
         self._graceful, self._message = True, twice
+        self._reraise_lost()
+
+    def _reraise_lost(self) -> None:
+        """A signal whose Interrupted was raised but never arrived stops the command at this next phase.
+
+        Python runs a signal handler wherever the main thread is, a ``__del__`` method or a weakref
+        callback included, and there an exception is printed as "Exception ignored" and dropped: a
+        Ctrl-C while the decode cache was written was swallowed that way once (on a busy machine, whose
+        garbage collections widen the window), and the run trained to the end with exit 0. A run that
+        moves on to its next phase after a raised signal did not stop, so the signal was lost.
+        """
+        if self._raised is not None:
+            signum, self._raised = self._raised, None
+            raise Interrupted(self._message(signal.Signals(signum).name))
 
     def is_set(self) -> bool:
         return self.requested
@@ -102,6 +125,7 @@ class StopSignals:
             self.requested = True
             self._ack(f"{name}: stopping after this step and saving last.pt (Ctrl-C again to stop at once)")
             return
+        self._raised = signum
         raise Interrupted(self._message(name))
 
 

@@ -351,7 +351,7 @@ def test_train_eval_predict_inspect_a_folder_with_no_config(mnist, tmp_path, cac
     assert "decoded 1000 images" in (run / "train.log").read_text()
     assert "name: letters" in (run / "config.yaml").read_text()
     # the same data, the same cache, in-process (each CLI start costs seconds of import on 2 cores)
-    info = inspect_data(config_mod.load_config(None, ["data.name=folder", f"data.root={tmp_path / 'letters'}"]))
+    info = inspect_data(config_mod.load_config(None, ["data.name=folder", f"data.root={tmp_path / 'letters'}"]), 0)
     assert info["classes"] == names and "from the cache" in info["notes"][0]
     assert info["splits"]["test"]["held_out"] and info["image_sizes_found"] == {"28x28 L": 1000}
     ckpt = run / "checkpoints" / "best.pt"
@@ -446,7 +446,7 @@ def test_csv_images_of_another_size_are_resized_and_made_rgb(tmp_path):
 def test_inspect_a_registered_dataset(data_root):
     from convtrain.data.inspect import inspect_data
 
-    info = inspect_data(config_mod.load_config(None, ["data.name=mnist"], data_root=str(data_root)))
+    info = inspect_data(config_mod.load_config(None, ["data.name=mnist"], data_root=str(data_root)), 0)
     assert [info["splits"][s]["images"] for s in ("train", "val", "test")] == [55000, 5000, 10000]
     assert info["splits"]["val"]["held_out"] and not info["splits"]["test"]["held_out"]
     assert info["mean"][0] == pytest.approx(0.1307, abs=2e-3) and info["unreadable"] == []
