@@ -127,3 +127,28 @@ def test_the_apis_invert_rule_follows_the_models_data(tmp_path, dataset, auto_is
     probs = {how: convtrain.predict(ckpt, image, invert=how, device="cpu")[0].probabilities for how in ("auto", "yes", "no")}
     assert probs["yes"] != probs["no"]  # the test means something: inverting changes the answer
     assert probs["auto"] == probs[auto_is]
+
+
+def test_eval_split_val_scores_the_images_held_out_with_split_seed(tmp_path, data_root):
+    """`eval --split val` scores the very images the run held out: drawn with data.split_seed, not the
+    run's seed. Compared by class counts (the confusion matrix's rows) with the val split training draws.
+    Break tried (issue 32's audit planted it and no test noticed): evaluate_checkpoint's registered-dataset
+    path drawing with ``parsed.seed``: the last check failed (seed 5's split was scored)."""
+    from convtrain.config.load import load_config
+    from convtrain.config.schema import held_out_seed
+    from convtrain.data.sources import build as build_data
+
+    cfg = load_config(None, ["seed=5", "data.split_seed=11", "data.val_size=300", f"data.root={data_root}"])
+    torch.manual_seed(0)
+    model = create_model("article_cnn", num_classes=10)
+    ckpt = checkpoint.build(model, model_name="article_cnn", model_kwargs={}, classes=[str(i) for i in range(10)],
+                            in_channels=1, input_size=(28, 28), mean=[0.1307], std=[0.3081], dataset="mnist",
+                            config=to_dict(cfg), epoch=1, metrics={"val_acc": 0.1})
+    checkpoint.save(ckpt, tmp_path / "best.pt")
+    r = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path / "best.pt"), "--split", "val", "--json",
+                            "--device", "cpu", "--data-root", str(data_root)])
+    assert r.exit_code == 0, r.output
+    rows = [sum(row) for row in json.loads(r.stdout)["confusion_matrix"]]
+    counts = lambda seed: torch.bincount(build_data(cfg.data, seed).val.labels, minlength=10).tolist()  # noqa: E731
+    assert held_out_seed(cfg) == 11 and counts(11) != counts(5)  # the two draws differ: the check can tell
+    assert rows == counts(11)
