@@ -84,3 +84,38 @@ def test_a_summary_json_of_another_shape_is_no_500(models, tmp_path):
         (runs / "sweep" / "summary.json").write_text(json.dumps({"test_set": {"same_for_all_seeds": True}}))
         card = next(c for c in client.get("/v1/runs").json()["runs"] if c["name"] == "sweep")
         assert card["same_test_set"] is True
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("my model={best}", "a model name (NAME=PATH)"),  # it said "checkpoint not found: my model=..."
+    ("-x={best}", "a model name (NAME=PATH)"),
+    ("<b>={best}", "a model name (NAME=PATH)"),
+    ("digits=", "is empty"),  # digits=$CKPT with CKPT unset: not the current folder
+])
+def test_serve_name_path_refuses_a_bad_name_or_an_empty_path(spec, message, models, tmp_path):
+    """Breaks tried: parse_checkpoint_spec's name check skipped (the model was served as 'my model', a name
+    its URLs cannot carry); both empty checks (parse_checkpoint_spec's and resolve_checkpoint's) skipped
+    (``digits=`` resolved to the current folder: "'.' is a folder, not a run directory"); one of them
+    alone is held by the other."""
+    from convtrain.errors import ConfigError
+    from convtrain.serve.app import parse_checkpoint_spec
+
+    best = models[0].partition("=")[2]
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_checkpoint_spec(spec.format(best=best), runs_dir=tmp_path)
+    assert parse_checkpoint_spec(f"my-model.v2={best}", runs_dir=tmp_path) == ("my-model.v2", Path(best))
+
+
+@pytest.mark.parametrize("threads", [0, -1, "cores+1", 10**9])
+def test_serve_threads_beyond_the_cpu_cores_is_refused_before_loading(threads, monkeypatch):
+    """A huge --threads started that many threads and ran the machine out of process ids. Refused before any
+    checkpoint is read (the checkpoint named does not exist). Break tried: the bound check removed: the
+    server went on to load the missing checkpoint ("checkpoint not found")."""
+    import os
+
+    from convtrain.errors import ConfigError
+    from convtrain.serve.server import run_server
+
+    n = (os.cpu_count() or 1) + 1 if threads == "cores+1" else threads
+    with pytest.raises(ConfigError, match="--threads"):
+        run_server(["/nonexistent/best.pt"], port=0, threads=n)
