@@ -1,8 +1,10 @@
 """The third wave's surface (issue 32) under hostile or unlucky input: predict --output, checkpoint
 arguments, overrides, tune, W&B, serve, CSV inputs, names on screen. One table of CLI cases, each
-with ONE expected exit code, and every row failed before the issue's fix (measured: see the issue's
-note; ``PYTHONPATH=/path/to/old/checkout pytest tests/hostile/test_third_surface.py`` runs the table's
-in-process rows against that checkout's code, or ``CONVTRAIN_HOSTILE_REPO`` every row as a subprocess).
+with ONE expected exit code, and every row but one failed before the issue's fix (2026-12-06, every row as a
+subprocess against main d3ab50f with ``CONVTRAIN_HOSTILE_REPO=/work/main``: 50 of 51 failed; "output: a
+folder that does not exist" passed, a guard; "output: a full disk" patches os.fsync in-process, so that
+measurement does not reach it). ``CONVTRAIN_HOSTILE_REPO=/path/to/old/checkout`` (PYTHONPATH unset) runs
+every row as a subprocess of that checkout.
 
 Every case keeps the error contract of tests/hostile/kit.py (one "error: " line, no traceback, no
 backstop, bounded time, every file that was there unchanged except those the case names in
