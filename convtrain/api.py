@@ -16,7 +16,6 @@ A checkpoint argument takes a ``.pt`` file, a run directory (its ``checkpoints/b
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -70,9 +69,10 @@ def train(config: ConfigLike = None, *, data: PathLike | None = None, overrides:
     _import_training(signals)
     from .training.start import Start
 
-    cfg = _resolve_config(config, data, overrides, data_root)
+    sets = _override_strings(overrides)
+    cfg = _resolve_config(config, data, sets, data_root)
     start = Start(cfg, Path(run_dir) if run_dir is not None else None)
-    return _run(start, progress, verbose, console, signals, hooks)
+    return _run(_noted(start, sets), progress, verbose, console, signals, hooks)
 
 
 def finetune(checkpoint: PathLike | TrainResult, config: ConfigLike = None, *, data: PathLike | None = None,
@@ -85,8 +85,10 @@ def finetune(checkpoint: PathLike | TrainResult, config: ConfigLike = None, *, d
     _import_training(signals)
     from .training.start import prepare_finetune
 
-    cfg = _resolve_config(config, data, overrides, data_root)
-    return _run(prepare_finetune(checkpoint_path(checkpoint), cfg, run_dir), progress, verbose, console, signals, hooks)
+    sets = _override_strings(overrides)
+    cfg = _resolve_config(config, data, sets, data_root)
+    start = prepare_finetune(checkpoint_path(checkpoint), cfg, run_dir)
+    return _run(_noted(start, sets), progress, verbose, console, signals, hooks)
 
 
 def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *, overrides: Overrides = (),
@@ -120,7 +122,7 @@ def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *,
     path = _last_checkpoint(run)
     sets = _override_strings(overrides)
     cfg = _resolve_config(config, None, sets, data_root) if config is not None else None
-    return _run(prepare_resume(path, cfg, sets, data_root), progress, verbose, console, signals, hooks)
+    return _run(_noted(prepare_resume(path, cfg, sets, data_root), sets), progress, verbose, console, signals, hooks)
 
 
 def _resume_auto(run_dir: PathLike | None, config: ConfigLike, data: PathLike | None, overrides: Overrides,
@@ -145,7 +147,7 @@ def _resume_auto(run_dir: PathLike | None, config: ConfigLike, data: PathLike | 
     cfg = _resolve_config(config, data, sets, data_root) if config is not None or data is not None else None
     if pretrained is not None:  # the config a fine-tuning run saved: the architecture and the checkpoint it came from
         cfg = prepare_finetune(checkpoint_path(pretrained), cfg or _resolve_config(None, None, sets, data_root)).cfg
-    start = prepare_resume(run_dir, cfg, sets, data_root)
+    start = _noted(prepare_resume(run_dir, cfg, sets, data_root), sets)
     return _run(start, how["progress"], how["verbose"], how["console"], how["signals"], how["hooks"])
 
 
@@ -180,7 +182,7 @@ def seeds(config: ConfigLike = None, seeds: str | Iterable[int] = (0, 1, 2), *, 
     """
     from .training.seeds import parse_seeds
 
-    chosen = parse_seeds(seeds if isinstance(seeds, str) else ",".join(str(s) for s in seeds))
+    chosen = parse_seeds(seeds)
     _import_training(signals)
     from .training.seeds import run_seeds, seed_root
 
@@ -236,8 +238,18 @@ def _override_strings(overrides: Overrides) -> list[str]:
     if isinstance(overrides, str):
         return [overrides]
     if isinstance(overrides, Mapping):
-        return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+        from .config.load import override_text
+
+        return [override_text(key, value) for key, value in overrides.items()]
     return [str(o) for o in overrides]
+
+
+def _noted(start, sets: list[str]):
+    """``start`` with a note for each key the overrides give twice (printed and logged when the run starts)."""
+    from .config.load import override_notes
+
+    start.notes[:0] = override_notes(sets)
+    return start
 
 
 def _run(start, progress: bool, verbose: bool, console: Console | None, signals: StopSignals | None,
@@ -412,14 +424,17 @@ def predict(checkpoint: PathLike | TrainResult | LoadedModel, images: Any, *, in
 
 def predict_to_file(checkpoint: PathLike | TrainResult, images: Iterable[PathLike], output: PathLike,
                     format: str = "auto", *, top_k: int = 3, invert: str = "auto", device: str = "auto",
-                    batch_size: int = 256, on_batch: Callable[[int, int], None] | None = None) -> PredictionFile:
+                    batch_size: int = 256, on_batch: Callable[[int, int], None] | None = None,
+                    overwrite: bool = False) -> PredictionFile:
     """``convtrain predict --output``: one row per image in ``output``, written in batches (any number
     of images): ``format`` csv, json, kaggle (``ImageId,Label`` for one unlabelled CSV) or auto (from
-    the suffix). ``on_batch(done, total)`` is called after each batch."""
+    the suffix). ``on_batch(done, total)`` is called after each batch. ``output`` is never an input, a
+    checkpoint, a folder or anything but a regular file; an existing file that is not an earlier
+    predictions file is replaced only with ``overwrite=True`` (``--overwrite``)."""
     from .inference.predict import predict_to_file as write
 
     return write(checkpoint_path(checkpoint), list(images), output, format, top_k=top_k, invert=invert,
-                 device=device, batch_size=batch_size, on_batch=on_batch)
+                 device=device, batch_size=batch_size, on_batch=on_batch, overwrite=overwrite)
 
 
 def load(checkpoint: PathLike | TrainResult) -> LoadedModel:

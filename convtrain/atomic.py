@@ -4,7 +4,9 @@ A crash or ``kill -9`` at any moment leaves either the old file or the new one, 
 a failed write (disk full, read-only folder, Ctrl-C during the write) removes the temporary file
 and leaves the old file as it was. Checkpoints, run files, plots, exports, recipes copied out and
 the data cache all go through :func:`replacing` (or :func:`creating`, which never replaces);
-a new folder of sample images (``convtrain data make-folder``) through :func:`creating_dir`.
+a new folder of sample images (``convtrain data make-folder``) through :func:`creating_dir`. An output a
+user names (``predict --output``) is first checked by :func:`replaceable`: never a folder or anything
+but a regular file, and someone else's file only when asked to (``--overwrite``).
 
 The temporary name is ``.NAME.tmp-PID`` in the destination's folder (the same file system, so the
 rename is atomic); :func:`convtrain.artifacts.runlock.clean_stale_temp_files` removes those
@@ -17,7 +19,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 TEMP_MARK = ".tmp-"
@@ -65,6 +67,35 @@ def refuse_non_regular(path: str | Path) -> None:
     if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a folder: the rename fails on its own
         raise FileExistsError(errno.EEXIST, "it exists and is not a regular file (a device, pipe, socket or "
                                             "link); convtrain only replaces regular files", str(path))
+
+
+def replaceable(path: str | Path, *, ours: Callable[[bytes], bool], overwrite: bool = False) -> str | None:
+    """Why a new output must not replace ``path`` (None: it may). A missing path may be written; a
+    folder or anything that is not a regular file (a device such as /dev/full, a pipe, a socket, a
+    symbolic link) is never replaced; a regular file only when its first bytes say this output's own
+    writer made it (``ours``: an earlier run of the same command) or with ``overwrite``."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        return f"cannot be checked ({exc.strerror or exc})"
+    if stat.S_ISDIR(mode):
+        return "is a folder; name a file (in it, or elsewhere)"
+    if not stat.S_ISREG(mode):
+        return ("exists and is not a regular file (a device, pipe, socket or symbolic link); convtrain only "
+                "replaces regular files")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+    except OSError as exc:
+        return f"exists and cannot be read ({exc.strerror or exc}); give another name"
+    if overwrite or ours(head):
+        return None
+    return "exists and is not an earlier output of this command; give another name, or --overwrite to replace it"
+
+
+HEAD_BYTES = 4096  # what replaceable() reads of an existing file to recognise its own outputs
 
 
 @contextlib.contextmanager

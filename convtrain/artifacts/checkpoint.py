@@ -149,6 +149,8 @@ def _read(path: Path) -> Any:
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"checkpoint path is a directory: {path} (give the .pt file, e.g. {path}/checkpoints/best.pt)")
+    if not path.is_file():  # reading a FIFO waits for a writer forever; /dev/zero never ends
+        raise CheckpointError(f"checkpoint {path} is not a regular file (a pipe or a device); give the .pt file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about odd pickle protocols; the error below says it all

@@ -9,7 +9,8 @@
 - ``latest`` means the newest finished run under the runs folder (``runs``, the config's
   ``out_dir`` default), as ``convtrain runs`` lists them; for ``--resume``, the newest run that is
   not running (an interrupted one, or a finished one to train longer);
-- a run's name alone (``mnist-20261204-101500``) is looked up in the runs folder when no such path exists.
+- a run's name alone (``mnist-20261204-101500``) is looked up in the runs folder when no such path exists;
+- an empty argument (an unset shell variable) is refused (:func:`check_given`), never the current folder.
 
 Several paths where one is expected (a shell glob that matched two runs) is refused by
 :func:`one_checkpoint` with one line naming them. Nothing here imports torch or reads a checkpoint.
@@ -36,6 +37,8 @@ def resolve_checkpoint(spec: str | Path, *, last: bool = False, runs_dir: str | 
     is returned as given, so the reader's own "not found" error names it.
     """
     name = "last.pt" if last else "best.pt"
+    if isinstance(spec, str):
+        check_given(spec, "--resume" if last else "--checkpoint")
     text = str(spec)
     if text == LATEST:
         run = latest_run(runs_dir, resumable=last)
@@ -61,6 +64,15 @@ def resolve_checkpoint(spec: str | Path, *, last: bool = False, runs_dir: str | 
     raise RunDirError(f"{run} has no checkpoints/{name} yet (the run stopped before saving one); "
                       + ("give a .pt file of it" if last else
                          f"resume it with: convtrain train --resume {run}"))
+
+
+def check_given(spec: str, option: str = "--checkpoint") -> None:
+    """An empty checkpoint argument is a usage error, never the current folder: ``--checkpoint "$RUN"``
+    with RUN unset used the folder it ran in (inside a run directory, that run: ``--resume ''`` resumed
+    it and rewrote its results.json and train.log)."""
+    if not spec.strip():
+        raise ConfigError(f"{option} is empty (an unset shell variable?); give a .pt file, a run directory "
+                          "or 'latest'")
 
 
 def latest_run(runs_dir: str | Path = DEFAULT_RUNS_DIR, *, resumable: bool = False) -> Path:

@@ -148,7 +148,9 @@ def summarize_study(folder: Path) -> dict:
     try:
         marker = json.loads((folder / "study.json").read_text(encoding="utf-8"))
         metric = marker.get("metric", "val_acc") if isinstance(marker, dict) else "val_acc"
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: [[[[...]]]] nested 100,000 deep
+        metric = "val_acc"
+    if metric not in ("val_acc", "val_loss"):  # a hand-edited study file: the listing still shows its trials
         metric = "val_acc"
     trials = [r for r in list_runs(folder) if r.get("kind") != "study"]
     trials.sort(key=lambda r: r["name"])

@@ -4,6 +4,8 @@
   ``config show`` or ``eval`` means ``--set key.path=value`` (the habit of yolo, torchtune, Hydra).
 - ``--train.epochs 2``, ``--momentum 0.9`` or a bare ``train.epochs`` after those commands: one line
   saying how config keys are set, instead of "no such option".
+- ``--checkpoint ''`` or ``--resume ''`` (an unset shell variable): one line, instead of the current
+  folder (Typer reads an empty path as ``.``, which inside a run directory is that run).
 - ``--checkpoint runs/a runs/b`` (a shell glob that matched two runs) after a command that takes one
   checkpoint: one line naming them and asking to pick one, instead of an image decoded from a .pt file
   or "unexpected extra argument".
@@ -68,6 +70,8 @@ def _rewrite_command(name: str, options: dict[str, bool], args: list[str]) -> li
                 continue
             out.append(tok)
             i += 1
+            if flag == CHECKPOINT_OPTIONS.get(name) and ("=" in tok or i < len(args)):
+                _refuse_empty(flag, tok.partition("=")[2] if "=" in tok else args[i])
             if options[flag] and "=" not in tok and i < len(args):
                 out.append(args[i])
                 i += 1
@@ -82,6 +86,13 @@ def _rewrite_command(name: str, options: dict[str, bool], args: list[str]) -> li
             out.append(tok)
         i += 1
     return out
+
+
+def _refuse_empty(flag: str, value: str) -> None:
+    """``--checkpoint ''`` (an unset shell variable): Typer makes it Path(''), which is the current folder."""
+    from ..artifacts.checkpoint_args import check_given
+
+    check_given(value, flag)
 
 
 def _refuse_several(command: str, flag: str, first: str, rest: list[str]) -> None:

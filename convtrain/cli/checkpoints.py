@@ -12,7 +12,7 @@ from rich.table import Table
 
 from .. import api
 from ..data.sources import data_help, either, rows_help
-from .edge import err, handle_errors, out
+from .edge import err, escape_end, handle_errors, out
 from .options import DataRootOpt
 
 CHECKPOINT_HELP = "Checkpoint: a .pt file, a run directory (its best.pt) or 'latest' (the newest finished run)."
@@ -54,14 +54,14 @@ def eval_(
     per.add_column("accuracy", justify="right")
     per.add_column("images", justify="right")
     for name, row in zip(r.classes, r.confusion_matrix):
-        per.add_row(escape(name), f"{r.per_class_accuracy[name]:.4f}", str(sum(row)))
+        per.add_row(escape_end(name), f"{r.per_class_accuracy[name]:.4f}", str(sum(row)))
     out.print(per)
     cm = Table(title="confusion matrix (rows: true class, columns: predicted)")
     cm.add_column("")
     for i in range(len(r.classes)):
         cm.add_column(str(i), justify="right")
     for i, (name, row) in enumerate(zip(r.classes, r.confusion_matrix)):
-        label = str(i) if name == str(i) else f"{i} {escape(name)}"
+        label = str(i) if name == str(i) else f"{i} {escape_end(name)}"
         cm.add_row(label, *[f"[bold]{v}[/]" if i == j else (str(v) if v else "[dim]0[/]") for j, v in enumerate(row)])
     out.print(cm)
 
@@ -83,6 +83,8 @@ def predict(
     fmt: str = typer.Option("auto", "--format", help="With --output: auto (from the suffix), csv, json, or kaggle "
                             "(ImageId,Label for Kaggle's test.csv, ids from 1)."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images classified at a time."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="With --output: replace an existing file that is not "
+                                   "an earlier predictions file (never an input, a checkpoint, a folder or a link)."),
 ) -> None:
     """Classify image files of any size, or the rows of an unlabelled CSV, with a checkpoint.
 
@@ -91,7 +93,7 @@ def predict(
     """
     checkpoint = api.checkpoint_path(checkpoint)
     if output is not None:
-        _predict_to_file(list(images), checkpoint, output, fmt, top_k, invert, device, batch_size)
+        _predict_to_file(list(images), checkpoint, output, fmt, top_k, invert, device, batch_size, overwrite)
         return
     results = api.predict(checkpoint, list(images), top_k=top_k, invert=invert, device=device)
     if as_json:
@@ -103,19 +105,19 @@ def predict(
     table.add_column(f"top {top_k}")
     for p in results:
         where = p.image + (f" row {p.row}" if p.row is not None else "")
-        table.add_row(escape(where), f"{escape(p.label)} ({p.probability:.1%})",
+        table.add_row(escape_end(where), f"{escape(p.label)} ({p.probability:.1%})",
                       escape(", ".join(f"{name} {prob:.1%}" for _, name, prob in p.ranked)))
     out.print(table)
 
 
-def _predict_to_file(images, checkpoint, output, fmt, top_k, invert, device, batch_size) -> None:
+def _predict_to_file(images, checkpoint, output, fmt, top_k, invert, device, batch_size, overwrite) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     with Progress("predict", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
                   transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("predict", total=None)
         r = api.predict_to_file(checkpoint, images, output, fmt, top_k=top_k, invert=invert, device=device,
-                                batch_size=batch_size,
+                                batch_size=batch_size, overwrite=overwrite,
                                 on_batch=lambda done, total: bar.update(task, completed=done, total=total))
     out.print(f"wrote {escape(str(r.path))} ({r.format}): {r.images} images")
 

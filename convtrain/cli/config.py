@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..config.reference import markdown_reference
 from ..data.detect import data_overrides
-from .edge import handle_errors, out
+from .edge import err, handle_errors, out
 from .options import DataOpt, DataRootOpt, SetOpt, load_run_config
 
 
@@ -28,9 +28,13 @@ def config_show(
 
     Example: convtrain config show --config mnist optim.lr=3e-3
     """
+    from ..config.load import override_notes
     from ..config.schema import to_yaml
 
-    print(to_yaml(load_run_config(config, data_overrides(data, set_, config is not None), None, None, data_root)), end="")
+    sets = data_overrides(data, set_, config is not None)
+    print(to_yaml(load_run_config(config, sets, None, None, data_root)), end="")
+    for note in override_notes(sets):  # on stderr: stdout stays the YAML (config show > my.yaml)
+        err.print(escape(note))
 
 
 @handle_errors

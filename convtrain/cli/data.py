@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..data.detect import data_overrides
 from ..data.sources import data_help
-from .edge import handle_errors, out
+from .edge import escape_end, handle_errors, out
 from .options import DataRootOpt, SetOpt, load_run_config
 
 
@@ -32,10 +32,12 @@ def data_inspect(
 
     Example: convtrain data inspect --data ./my_digits
     """
+    from ..config.schema import held_out_seed
     from ..data.inspect import inspect_data
 
     sets = ([f"data.name={dataset}"] if dataset else []) + data_overrides(data, set_, config is not None)
-    r = inspect_data(load_run_config(config, sets, None, None, data_root))
+    cfg = load_run_config(config, sets, None, None, data_root)
+    r = inspect_data(cfg, held_out_seed(cfg))
     if as_json:
         print(json.dumps(r))
         return
@@ -75,7 +77,7 @@ def render(r: dict, out) -> None:
     for name, s in r["splits"].items():
         table.add_column(f"{name}{' (held out)' if s['held_out'] else ''}", justify="right")
     for c in r["classes"]:
-        table.add_row(escape(c), *(str(s["per_class"][c]) for s in r["splits"].values()))
+        table.add_row(escape_end(c), *(str(s["per_class"][c]) for s in r["splits"].values()))
     table.add_row("[bold]total[/]", *(f"[bold]{s['images']}[/]" for s in r["splits"].values()))
     out.print(table)
     sizes = sorted(r["image_sizes_found"].items(), key=lambda kv: -kv[1])

@@ -37,6 +37,17 @@ def one_line(message: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
+def escape_end(text: str) -> str:
+    """``text`` escaped for rich markup where no tag follows it (a table cell, the end of a line).
+
+    rich's ``escape`` doubles a trailing backslash, which is right only before a tag (``x\\[/]`` would
+    otherwise escape the tag) and elsewhere shows as two: a class folder named ``x\\`` was listed as
+    ``x\\\\`` by ``data inspect`` and in eval's confusion matrix.
+    """
+    escaped = escape(text)
+    return escaped[:-1] if text.endswith("\\") and not text.endswith("\\\\") else escaped
+
+
 def handle_errors(fn):
     """Turn domain errors into one red line on stderr and the right exit code, without a traceback.
 

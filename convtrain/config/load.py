@@ -1,8 +1,17 @@
 """From files and flags to one typed :class:`~convtrain.config.schema.RunConfig`.
 
-Precedence: schema defaults < the YAML file or packaged recipe < ``--set key.path=value``
-overrides (< ``--data-root`` / ``CONVTRAIN_DATA_ROOT`` for the data root). Every key is checked
-against the schema on the way in.
+Precedence (docs/cli-notes.md, "Overrides"), lowest first: the schema defaults < the YAML file or
+packaged recipe (``--config``) < ``--data`` (the ``data.name``/``data.root`` it stands for) < ``--set
+key.path=value`` and bare ``key.path=value``, applied in the order given < the shortcuts
+``--epochs``, ``--lr``, ``--batch-size``, then ``--device`` and ``--seed`` (< ``--data-root`` /
+``CONVTRAIN_DATA_ROOT`` for the data root). A key given more than once with different values is not
+an error: the last one wins, and :func:`override_notes` says so in one note per key. Every key is
+checked against the schema on the way in.
+
+An override's value is split off at the first ``=`` and read as YAML 1.2 (the core schema): ``010``
+is ten, not octal eight; ``1:30`` and ``yes`` are strings (YAML 1.1 read them as 90 and true);
+``1e-3`` is a number. An integer of more than :data:`~convtrain.config.yamlsafe.MAX_INT_DIGITS`
+digits is refused before Python converts it.
 """
 
 from __future__ import annotations
@@ -17,7 +26,10 @@ import yaml
 
 from ..errors import ConfigError, did_you_mean
 from .schema import RunConfig, _field_types, _type_name, from_dict, suggest_key
-from .yamlsafe import YAMLLimitError, _LimitedLoader, read_yaml
+from .yamlsafe import MAX_INT_DIGITS, YAMLLimitError, Yaml12Loader, read_yaml
+
+# the order of precedence, as override_notes() prints it
+PRECEDENCE = "--set and bare keys apply in the order given, then --epochs, --lr, --batch-size, --device, --seed"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -38,7 +50,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def _parse_set_value(raw: str) -> Any:
-    loader = _LimitedLoader(raw)
+    loader = Yaml12Loader(raw)
     try:
         return loader.get_single_data()
     finally:
@@ -75,6 +87,41 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
             else:
                 raise ConfigError(f"--set {text}: '{path}' is a {_type_name(tp)}, it has no sub-keys")
     return raw
+
+
+def override_notes(overrides: Iterable[str]) -> list[str]:
+    """One note per key given more than once with different values (``train.epochs=2 train.epochs=3``,
+    ``--epochs 1`` with ``train.epochs=2``): which value won, by :data:`PRECEDENCE` (the last one)."""
+    given: dict[str, list[str]] = {}
+    for text in overrides:
+        key, sep, value = str(text).partition("=")
+        if sep:
+            given.setdefault(key.strip(), []).append(value.strip())
+    notes = []
+    for key, values in given.items():
+        if len(set(values)) > 1:
+            listed = ", then ".join(_short(v) for v in values)
+            notes.append(f"note: {key} is given {len(values)} times ({listed}); the last one wins: "
+                         f"{key}={_short(values[-1])} ({PRECEDENCE})")
+    return notes
+
+
+def override_text(key: str, value: Any) -> str:
+    """``{"train.epochs": 2}``'s entry as the override ``train.epochs=2`` (the Python API's mapping form):
+    the value as JSON, which the YAML 1.2 reader reads back as given."""
+    import json
+
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value).bit_length() > 64 * 5:
+        raise ConfigError(f"overrides: '{key}' is an integer of more than {MAX_INT_DIGITS} digits; config "
+                          "integers fit in 64 bits (at most 2**63-1)")
+    try:
+        return f"{key}={json.dumps(value, default=str)}"  # a Path is its text
+    except ValueError as exc:  # an integer of more than 4,300 digits inside a list
+        raise ConfigError(f"overrides: '{key}': {str(exc).splitlines()[0][:80]}") from None
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _deepcopy(raw: dict) -> dict:

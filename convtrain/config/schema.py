@@ -442,6 +442,8 @@ def _count_or_fraction(value: Any, path: str, where: str, kind: type[CountOrFrac
     if isinstance(value, int):
         if value < 1:
             raise ConfigError(f"{where}: '{path}' must be {kind.whole} >= 1 or a fraction in (0, 1), got {value}")
+        if value >= 2**63:  # refused here, as every integer key is, not only once the files are read
+            raise ConfigError(f"{where}: '{path}' is {shown(value)}, outside the 64-bit integer range")
         return value
     if not (math.isfinite(value) and 0 < value < 1):
         raise ConfigError(f"{where}: '{path}' is {value!r}: a fraction must be in (0, 1), and {kind.whole} is a "

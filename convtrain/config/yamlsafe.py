@@ -6,6 +6,7 @@ Safe loading only (no Python objects), and bounds on size, nesting depth, aliase
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ MAX_CONFIG_BYTES = 1_000_000  # 1 MB: the shipped configs are < 2 kB; refused be
 MAX_YAML_DEPTH = 50  # nested mappings/lists; deeper input would exhaust Python's recursion limit
 MAX_YAML_ALIASES = 1000  # *alias uses in one document
 MAX_YAML_NODES = 1_000_000  # values after expanding aliases: stops "billion laughs" alias bombs
+# digits of one integer: config integers fit in 64 bits (19 digits); far longer ones were an internal
+# error (Python refuses to convert more than 4,300 digits) or seconds of arithmetic
+MAX_INT_DIGITS = 100
 
 
 class YAMLLimitError(yaml.YAMLError):
@@ -86,6 +90,51 @@ class _LimitedLoader(yaml.SafeLoader):
                     raise YAMLLimitError(f"duplicate key '{key}' (first at line {first.line + 1}); "
                                          "keep only one of them", key_node.start_mark)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: Any) -> int:
+        _check_digits(self.construct_scalar(node), node)
+        return super().construct_yaml_int(node)
+
+
+def _check_digits(text: str, node: Any) -> None:
+    digits = sum(c.isdigit() for c in str(text))
+    if digits > MAX_INT_DIGITS:
+        raise YAMLLimitError(f"an integer of {digits:,} digits; config integers fit in 64 bits (at most "
+                             f"2**63-1, 19 digits)", node.start_mark)
+
+
+_LimitedLoader.add_constructor("tag:yaml.org,2002:int", _LimitedLoader.construct_yaml_int)
+
+
+class Yaml12Loader(_LimitedLoader):
+    """The limited loader with YAML 1.2's core schema for plain scalars (what ``--set`` values are read
+    with): ``010`` is ten (YAML 1.1: octal eight), ``1:30`` a string (1.1: 90, base 60), ``yes``/``on``
+    strings (1.1: true), ``1e-3`` a number (PyYAML's 1.1: a string), ``1_000`` and dates strings."""
+
+    yaml_implicit_resolvers: dict = {}
+
+    def construct_yaml_int(self, node: Any) -> int:
+        text = self.construct_scalar(node)
+        _check_digits(text, node)
+        if text.startswith(("0o", "0x")):
+            return int(text[2:], 8 if text[1] == "o" else 16)
+        return int(text, 10)
+
+    def construct_yaml_float(self, node: Any) -> float:
+        text = self.construct_scalar(node).lower()
+        return float(text.replace(".inf", "inf").replace(".nan", "nan"))
+
+
+for _tag, _pattern, _first in (
+        ("null", r"~|null|Null|NULL|", "~nN"),
+        ("bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
+        ("int", r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", "-+0123456789"),
+        ("float", r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)",
+         "-+.0123456789")):
+    Yaml12Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(f"^(?:{_pattern})$"),
+                                       list(_first) + ([""] if _tag == "null" else []))
+Yaml12Loader.add_constructor("tag:yaml.org,2002:int", Yaml12Loader.construct_yaml_int)
+Yaml12Loader.add_constructor("tag:yaml.org,2002:float", Yaml12Loader.construct_yaml_float)
 
 
 def parse_yaml(text: str, where: str) -> Any:

@@ -26,6 +26,7 @@ from ..errors import DataError
 from .types import ImageRows
 
 MAX_SIDE = 1024  # pixels per side: a header declaring more is not an MNIST-style CSV
+MAX_HEADER_BYTES = 16 * MAX_SIDE * MAX_SIDE  # "pixelN," for the largest side
 SPLITS = ("train", "val", "test")
 
 
@@ -56,9 +57,13 @@ def split_files(train_csv: str | Path) -> tuple[dict[str, Path], list[str]]:
 
 
 def _header(path: Path) -> list[str]:
+    """The first row's fields (only the first line is decoded: a bad byte further down is the reader's to
+    name, with its line); [] when it cannot be read."""
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            return next(csv.reader(f), None) or []
+        with path.open("rb") as f:
+            line = f.readline(MAX_HEADER_BYTES)
+        text = line.decode("utf-8-sig")  # -sig: Excel's byte-order mark, as read() takes it
+        return next(csv.reader([text.rstrip("\r\n")]), None) or []
     except (OSError, UnicodeDecodeError, csv.Error):
         return []  # read() says what is wrong with it
 
@@ -85,27 +90,37 @@ def read_unlabelled(path: Path, batch: int):
     """Yield ``(row ids, uint8 [n, 1, side, side])`` batches of an unlabelled CSV, ``batch`` rows at a
     time (bounded memory); row ids count data rows from 1 (Kaggle's ImageId). A malformed row is a DataError."""
     side = unlabelled_side(path)
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        next(reader)
-        ids, rows, n = [], [], 0
-        for row in reader:
-            if not row:
-                continue
-            n += 1
-            try:
-                pixels = np.array(row, dtype=np.int64)
-            except ValueError:
-                raise DataError(f"{path} row {reader.line_num}: a pixel is not an integer") from None
-            if len(row) != side * side or pixels.min() < 0 or pixels.max() > 255:
-                raise DataError(f"{path} row {reader.line_num}: expected {side * side} pixels in 0..255")
-            ids.append(n)
-            rows.append(pixels.astype(np.uint8))
-            if len(rows) == batch:
-                yield ids, torch.from_numpy(np.stack(rows)).view(-1, 1, side, side)
-                ids, rows = [], []
-        if rows:
+        try:
+            yield from _unlabelled_batches(path, reader, side, batch)
+        except UnicodeDecodeError as exc:  # decoded a block ahead of the rows: no line number to name
+            raise DataError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save it as UTF-8 "
+                            "CSV") from None
+        except csv.Error as exc:  # a NUL byte, a field over the csv module's limit
+            raise DataError(f"{path} row {reader.line_num + 1} is not readable CSV ({str(exc)[:120]})") from None
+
+
+def _unlabelled_batches(path: Path, reader, side: int, batch: int):
+    next(reader)
+    ids, rows, n = [], [], 0
+    for row in reader:
+        if not row:
+            continue
+        n += 1
+        try:
+            pixels = np.array(row, dtype=np.int64)
+        except (ValueError, OverflowError):  # OverflowError: a 20-digit value does not fit int64
+            raise DataError(f"{path} row {reader.line_num}: a pixel is not an integer from 0 to 255") from None
+        if len(row) != side * side or pixels.min() < 0 or pixels.max() > 255:
+            raise DataError(f"{path} row {reader.line_num}: expected {side * side} pixels in 0..255")
+        ids.append(n)
+        rows.append(pixels.astype(np.uint8))
+        if len(rows) == batch:
             yield ids, torch.from_numpy(np.stack(rows)).view(-1, 1, side, side)
+            ids, rows = [], []
+    if rows:
+        yield ids, torch.from_numpy(np.stack(rows)).view(-1, 1, side, side)
 
 
 def unlabelled_rows(path: Path) -> ImageRows | None:

@@ -9,14 +9,14 @@ import torch
 from .sources import build as build_data
 
 
-def inspect_data(cfg) -> dict:
+def inspect_data(cfg, split_seed: int) -> dict:
     """Splits, class counts, image sizes found, decoded shape, computed mean/std, unreadable and ignored files.
 
     Bad files are listed rather than refused (``data.skip_unreadable`` is forced on), so one look shows them all.
     """
     d = copy.deepcopy(cfg.data)
     d.skip_unreadable = True
-    bundle = build_data(d, cfg.seed if d.split_seed is None else d.split_seed)
+    bundle = build_data(d, split_seed)  # the held-out seed (config.schema.held_out_seed: the one rule)
     info = dict(bundle.info)
     if not info:  # a registered dataset: its files are IDX arrays of one size
         from .user_files import pixel_stats

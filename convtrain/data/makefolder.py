@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .. import atomic
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, did_you_mean, shown
 from .mnist import load_split
 
 WORD_NAMES = {
@@ -31,6 +31,8 @@ def make_folder(out: str | Path, dataset: str = "fashion_mnist", train: int = 20
                           f"make-folder takes {', '.join(WORD_NAMES)}")
     if train < 1 or test < 0:
         raise ConfigError(f"--train must be at least 1 and --test at least 0, got {train} and {test}")
+    if not 0 <= seed < 2**63:  # torch's generators take 64-bit seeds ("Overflow when unpacking long long")
+        raise ConfigError(f"--seed must be 0 to 2**63-1, got {shown(seed)}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} exists already and is not an empty folder; choose a new one (nothing was written)")
@@ -38,7 +40,7 @@ def make_folder(out: str | Path, dataset: str = "fashion_mnist", train: int = 20
         raise ConfigError(f"folder {out.parent} does not exist; create it first (nothing was written)")
     names = WORD_NAMES[dataset]
     # load (and check sizes) before writing anything
-    splits = [(name, load_split(dataset, root, train=name == "train", download=download), n, seed + k)
+    splits = [(name, load_split(dataset, root, train=name == "train", download=download), n, (seed + k) % 2**63)
               for k, (name, n) in enumerate((("train", train), ("test", test))) if n]
     for name, data, n, _ in splits:
         if n > len(data):

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError
-from .types import DEFAULT_VAL_SIZE, DataBundle, Split, check_split, resolve_size
+from .types import DEFAULT_VAL_SIZE, DataBundle, Split, check_split, resolve_size, seeded_subset
 
 _RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -150,7 +150,7 @@ def build(data_cfg, seed: int) -> DataBundle:
     train, val = split_train_val(train_full, data_cfg.val_size, seed, data_cfg.train_subset)
     if data_cfg.test_subset is not None:
         # a seeded sample, not the first N: the files are sorted by label
-        test = test.take(torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:data_cfg.test_subset])
+        test = seeded_subset(test, data_cfg.test_subset, seed)
     mean = list(data_cfg.mean) if data_cfg.mean is not None else list(spec.mean)
     std = list(data_cfg.std) if data_cfg.std is not None else list(spec.std)
     channels = train.images.shape[1]

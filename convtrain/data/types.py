@@ -130,3 +130,12 @@ def resolve_size(size: int | float | None, n: int, default: int | float) -> int:
     """A count-or-fraction setting (data.val_size, data.test_size) as a count of the ``n`` images."""
     size = default if size is None else size
     return size if isinstance(size, int) else max(1, round(size * n))
+
+
+def seeded_subset(split, n: int | None, seed: int):
+    """``data.test_subset``: the first ``n`` images of a shuffle seeded with the held-out seed (the files are
+    sorted by label: the first ``n`` would be one class). Training and ``eval --set data.test_subset=N`` draw
+    it here, with the same seed (:func:`convtrain.config.schema.held_out_seed`), so they score the same images."""
+    if n is None:
+        return split
+    return split.take(torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n])

@@ -24,7 +24,7 @@ from ..errors import ConfigError, DataError
 from . import cache as datacache
 from . import csvdata, imagefolder
 from .batches import SplitDataset
-from .types import DEFAULT_FILE_HOLDOUT, DataBundle, Split, check_split, resolve_size
+from .types import DEFAULT_FILE_HOLDOUT, DataBundle, Split, check_split, resolve_size, seeded_subset
 
 MAX_LISTED = 3  # bad files named in the one-line error; all of them go to results.json / inspect --json
 
@@ -111,7 +111,7 @@ def build(loaded: FileData, data_cfg, seed: int) -> DataBundle:
                         "a classifier needs at least 2")
     train, val, test = hold_out(loaded, data_cfg, seed)
     if data_cfg.test_subset is not None:
-        test = test.take(torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:data_cfg.test_subset])
+        test = seeded_subset(test, data_cfg.test_subset, seed)
     for name, split in (("train", train), ("val", val), ("test", test)):
         _check(split, len(loaded.classes), f"{data_cfg.name} dataset {loaded.root} ({name} split)")
     computed = loaded.stats or pixel_stats(train.images)
@@ -148,8 +148,7 @@ def build_eval(loaded: FileData, data_cfg, seed: int, split: str = "test") -> Da
         parts = [loaded.splits[s] for s in ("train", "val") if s in loaded.splits]
         chosen, what = _concat(parts), "all images"
     if data_cfg.test_subset is not None:
-        chosen = chosen.take(torch.randperm(len(chosen), generator=torch.Generator().manual_seed(seed))
-                             [:data_cfg.test_subset])
+        chosen = seeded_subset(chosen, data_cfg.test_subset, seed)
     _check(chosen, len(loaded.classes), f"{where} ({what})")
     info = {**loaded.info, "split": what}
     return DataBundle(chosen, chosen, chosen, list(loaded.classes), [0.0], [1.0], notes=loaded.notes,

@@ -10,6 +10,7 @@ from ..artifacts import checkpoint
 from ..data.batches import TensorBatches, make_batches
 from ..data.sources import build as build_data
 from ..data.sources import find, registered_names
+from ..data.types import seeded_subset
 from ..errors import CheckpointError, ConfigError, did_you_mean
 from ..training import distributed, engine
 from .results import Evaluation
@@ -53,10 +54,8 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
         raise CheckpointError(f"{path} predicts {ckpt.num_classes} classes but dataset '{name}' has "
                               f"{len(bundle.classes)}; fine-tune it first (convtrain finetune)")
     split_data = bundle.test
-    data_cfg = parsed.data if overrides else None  # data.test_subset: eval's own --set, not the saved run's
-    if data_cfg is not None and data_cfg.test_subset is not None:
-        split_data = split_data.take(torch.randperm(len(split_data), generator=torch.Generator().manual_seed(
-            cfg["seed"]))[:data_cfg.test_subset])
+    if overrides:  # data.test_subset: eval's own --set, not the saved run's; drawn as training draws it
+        split_data = seeded_subset(split_data, parsed.data.test_subset, held_out_seed(parsed))
     shape = tuple(split_data.images.shape[1:])
     if shape != ckpt.image_shape:
         raise CheckpointError(f"{path} expects images of shape {list(ckpt.image_shape)}, "

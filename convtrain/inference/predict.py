@@ -34,7 +34,7 @@ from .. import atomic
 from ..data import sources
 from ..data.batches import Normalizer
 from ..data.images import IMAGE_SUFFIXES, check_invert, image_to_input
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, OutputError
 from ..training import distributed
 from .results import LoadedModel, Prediction, PredictionFile
 
@@ -251,29 +251,96 @@ def output_format(output: Path, fmt: str) -> str:
 
 def predict_to_file(checkpoint: str | Path | LoadedModel, paths: list[str | Path], output: str | Path, fmt: str = "auto",
                     top_k: int = 3, invert: str = "auto", device: str = "auto", batch_size: int = 256,
-                    on_batch: Callable[[int, int], None] | None = None) -> PredictionFile:
+                    on_batch: Callable[[int, int], None] | None = None, overwrite: bool = False) -> PredictionFile:
     """Write one row per image to ``output``: csv (path, row, label, class, prob, top-k), json (a list of
-    objects) or kaggle (``ImageId,Label`` for one unlabelled CSV, ids from 1). Returns what was written."""
+    objects) or kaggle (``ImageId,Label`` for one unlabelled CSV, ids from 1). Returns what was written.
+    ``output`` is checked by :func:`check_output` first (``overwrite``: replace a file that is not an
+    earlier predictions file)."""
     output = Path(output)
     fmt = output_format(output, fmt)
     if fmt == "kaggle" and not (len(paths) == 1 and _is_csv(Path(paths[0]))):
         raise ConfigError("--format kaggle writes ImageId,Label for one unlabelled CSV (Kaggle's test.csv); "
                           "give exactly one .csv input")
+    check_output(output, paths, checkpoint.path if isinstance(checkpoint, LoadedModel) else checkpoint, overwrite)
     if not output.parent.is_dir():
         raise ConfigError(f"--output {output}: the folder {output.parent} does not exist")
     rows = iter_predictions(checkpoint, list(paths), top_k, invert, device, batch_size, on_batch)
     first = next(rows, None)  # errors in the inputs or the checkpoint surface before a file is opened
     n = 0
-    with atomic.replacing(output) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        write = _WRITERS[fmt](f)
-        for p in ([first] if first is not None else []):
-            write(p)
-            n += 1
-        for p in rows:
-            write(p)
-            n += 1
-        write(None)
+    try:
+        with atomic.replacing(output) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            write = _WRITERS[fmt](f)
+            for p in ([first] if first is not None else []):
+                write(p)
+                n += 1
+            for p in rows:
+                write(p)
+                n += 1
+            write(None)
+    except OSError as exc:  # a read-only folder, a full disk: the temporary file is gone, the output untouched
+        raise OutputError(f"cannot write {output}: {exc.strerror or exc}; nothing was written there") from None
     return PredictionFile(output, fmt, n)
+
+
+# the first line of each format predict_to_file writes: an existing file that starts so is an earlier output
+_HEADERS = (b"path,row,label,class,prob,topk", b"ImageId,Label")
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".pt2", ".ts", ".onnx", ".safetensors")
+
+
+def check_output(output: Path, inputs: list[str | Path], checkpoint: str | Path | None, overwrite: bool) -> None:
+    """``predict --output``: never an input of the same command (an image, a folder's image, the CSV being
+    predicted), the checkpoint in use or any checkpoint, a folder, or anything but a regular file (those even
+    with ``overwrite``); an existing file only when it is an earlier predictions file or with ``overwrite``.
+    ConfigError (exit 2) naming the reason; nothing is read from the inputs or written."""
+    where = f"--output {output}"
+    for given in map(Path, inputs):
+        if _same_or_inside(output, given):
+            raise ConfigError(f"{where} is an input of this command ({given}); write the predictions to another file")
+    if checkpoint is not None and _same_file(output, Path(checkpoint)):
+        raise ConfigError(f"{where} is the checkpoint in use; write the predictions to another file")
+    if output.is_file() and not output.is_symlink() and _is_checkpoint_file(output):
+        raise ConfigError(f"{where} is a checkpoint (or an exported model); predictions never replace one, "
+                          "give another name")
+    problem = atomic.replaceable(output, ours=_is_predictions, overwrite=overwrite)
+    if problem:
+        raise ConfigError(f"{where} {problem}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
+
+
+def _same_or_inside(output: Path, given: Path) -> bool:
+    """``output`` is the input ``given``, or one of the images of the folder ``given``."""
+    if _same_file(output, given):
+        return True
+    try:
+        inside = given.is_dir() and output.resolve().is_relative_to(given.resolve())
+    except OSError:
+        return False
+    return inside and output.suffix.lower() in IMAGE_SUFFIXES and output.exists()
+
+
+def _is_checkpoint_file(path: Path) -> bool:
+    """A model file by its name or its first bytes (torch's zip archive, a pickle), without loading it."""
+    if path.suffix.lower() in _CHECKPOINT_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    torch_zip = head.startswith(b"PK\x03\x04") and b".pkl" in head  # torch.save's archive starts with data.pkl
+    return torch_zip or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))  # a pickle
+
+
+def _is_predictions(head: bytes) -> bool:
+    """The first bytes of a file predict_to_file wrote (csv, kaggle or json)."""
+    first = head.split(b"\n", 1)[0].rstrip(b"\r")
+    return first in _HEADERS or head.startswith(b'[\n{"path": ') or head == b"[\n]\n"
 
 
 def _csv_writer(f):

@@ -70,10 +70,14 @@ class ApiError(Exception):
 def parse_checkpoint_spec(spec: str, runs_dir: str | Path = "runs") -> tuple[str, Path]:
     """``name=path`` or a plain path; a plain path is named after its run directory or its file stem.
     A path is a .pt file, a run directory (its best.pt) or ``latest`` (artifacts/checkpoint_args.py)."""
-    from ..artifacts.checkpoint_args import resolve_checkpoint
+    from ..artifacts.checkpoint_args import check_given, resolve_checkpoint
 
     name, sep, rest = spec.partition("=")
-    if sep and _NAME.match(name) and not Path(spec).exists():
+    if sep and not Path(spec).exists() and "/" not in name:
+        if not _NAME.match(name):  # `my model=runs/x` said "checkpoint not found: my model=runs/x"
+            raise ConfigError(f"--checkpoint {spec!r}: a model name (NAME=PATH) holds letters, digits, '_', '.' "
+                              f"and '-', starting with a letter or digit; got {name!r}")
+        check_given(rest, f"--checkpoint {name}=")
         return name, resolve_checkpoint(rest, runs_dir=runs_dir)
     path = resolve_checkpoint(spec, runs_dir=runs_dir)
     if path.parent.name == "checkpoints" and path.parent.parent.name:
@@ -183,10 +187,18 @@ def sweep_summary(listed: dict) -> dict:
             "epochs": listed["epochs"], "epochs_total": listed["epochs_total"], "best_val_acc": listed["best_val_acc"],
             "test_accuracy": listed["test_acc"], "test_accuracy_std": listed["test_acc_std"],
             "train_seconds": listed["seconds"], "model": listed["model"], "dataset": listed["dataset"],
-            "same_test_set": ((listed.get("summary") or {}).get("test_set") or {}).get("same_for_all_seeds"),
+            "same_test_set": _same_test_set(listed.get("summary")),
             "runs": [{"name": r["name"], "status": r["status"], "test_accuracy": r["test_acc"],
                       "best_val_acc": r["best_val_acc"]} for r in listed["runs"]],
             "images": [], "modified": listed["created"]}
+
+
+def _same_test_set(summary) -> Optional[bool]:
+    """summary.json's test_set.same_for_all_seeds, or None when the file is missing or of another shape
+    (a hand-edited summary.json whose test_set was a list answered /v1/runs with a 500)."""
+    test_set = summary.get("test_set") if isinstance(summary, dict) else None
+    same = test_set.get("same_for_all_seeds") if isinstance(test_set, dict) else None
+    return same if isinstance(same, bool) else None
 
 
 def run_summary(run: Path, listed: dict) -> dict:

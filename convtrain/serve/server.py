@@ -6,6 +6,7 @@ uvicorn listens, and stop on Ctrl-C / SIGTERM.
 # at runtime, and Request is imported lazily inside create_app, out of reach of string annotations.
 
 import contextlib
+import os
 import signal
 import socket
 from pathlib import Path
@@ -59,8 +60,12 @@ def run_server(checkpoints: list[str], host: str = "127.0.0.1", port: int = 8000
     # python-multipart (module multipart) is FastAPI's form parser
     uvicorn = require_extra("serve", "convtrain serve", "FastAPI, uvicorn and python-multipart",
                             "uvicorn", "fastapi", "multipart")
+    most = os.cpu_count() or 1
+    if not 1 <= threads <= most:  # a huge value started that many threads and ran the machine out of process ids
+        raise ConfigError(f"--threads {threads}: give 1 to {most} (this machine's CPU cores); requests already "
+                          "run in parallel, one thread each by default")
     # one intra-op thread per request: concurrent requests then use the cores without oversubscribing them
-    torch.set_num_threads(max(1, threads))
+    torch.set_num_threads(threads)
     models = load_models(checkpoints, runs_dir)
     app = create_app(models, runs_dir, limits)
     sock = _bind(host, port)

@@ -71,7 +71,7 @@ def run(start: Start | RunConfig, *, run_dir: str | Path | None = None, reporter
     with contextlib.ExitStack() as stack:
         signals = signals or stack.enter_context(StopSignals())
         untouched = f"{start.run_dir} is unchanged" if start.reopen else "nothing was written"
-        signals.immediate(lambda name: f"interrupted during start-up ({name}); {untouched}")
+        signals.begin(lambda name: f"interrupted during start-up ({name}); {untouched}")
         stack.enter_context(deterministic(start.cfg.train.deterministic))
         dist, reporter = setup_process(start.cfg, reporter)
         try:

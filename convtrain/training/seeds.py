@@ -25,6 +25,7 @@ import copy
 import json
 import re
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
 
 from rich.console import Console
@@ -38,8 +39,14 @@ from ..errors import ConfigError, RunDirError
 _SEEDS = re.compile(r"\d+(,\d+)*")
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"0,1,2"`` -> ``[0, 1, 2]``; anything else is a usage error naming the expected form."""
+def parse_seeds(text: str | Iterable[int]) -> list[int]:
+    """``"0,1,2"`` (or the Python API's ``[0, 1, 2]``) -> ``[0, 1, 2]``; anything else is a usage error
+    naming the expected form."""
+    if not isinstance(text, str):
+        listed = list(text)
+        if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in listed):
+            raise ConfigError("seeds are integers from 0 to 2**63-1, e.g. seeds=[0, 1, 2]")
+        text = ",".join(map(str, listed))
     cleaned = text.replace(" ", "")
     if not _SEEDS.fullmatch(cleaned):
         raise ConfigError(f"--seeds {text!r}: expected seeds separated by commas, e.g. --seeds 0,1,2")

@@ -58,29 +58,65 @@ class StopSignals:
         self._message: Callable[[str], str] = lambda name: f"interrupted ({name})"
         self._depth = 0  # >0 while inside protected()
         self._pending: int | None = None
+        self._raised: int | None = None  # the last signal whose Interrupted was raised
+        self._lost: int | None = None  # ... and then dropped by a finalizer: see _reraise_lost
         self._saved: dict = {}
+        self._saved_hook = None
 
     # ---- installation -------------------------------------------------------------------------
     def __enter__(self) -> StopSignals:
+        self._raised = self._lost = None
         if threading.current_thread() is threading.main_thread():  # Python only allows it there
             for sig in _SIGNALS:
                 self._saved[sig] = signal.signal(sig, self._handler)
+            self._saved_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
         return self
 
     def __exit__(self, *exc) -> bool:
         for sig, old in self._saved.items():
             signal.signal(sig, old)
         self._saved = {}
+        if self._saved_hook is not None:
+            sys.unraisablehook, self._saved_hook = self._saved_hook, None
         return False
 
     # ---- what a signal means now --------------------------------------------------------------
+    def begin(self, message: Callable[[str], str]) -> None:
+        """A run's first phase: :meth:`immediate`, after forgetting the signal of an earlier run that used
+        these same handlers (a caller that caught its Interrupted and started another run)."""
+        self._raised = self._lost = None
+        self.immediate(message)
+
     def immediate(self, message: Callable[[str], str]) -> None:
         """From now on a signal stops at once with ``message(signal_name)``."""
         self._graceful, self._message = False, message
+        self._reraise_lost()
 
     def graceful(self, twice: Callable[[str], str]) -> None:
         """From now on the first signal sets :meth:`is_set`; a second one stops with ``twice(name)``."""
         self._graceful, self._message = True, twice
+        self._reraise_lost()
+
+    def _reraise_lost(self) -> None:
+        """A signal whose Interrupted a finalizer dropped stops the command at this next phase.
+
+        Python runs a signal handler wherever the main thread is, a ``__del__`` method or a weakref
+        callback included, and there an exception is printed as "Exception ignored" and dropped: a
+        Ctrl-C while the decode cache was written was swallowed that way once (on a busy machine, whose
+        garbage collections widen the window), and the run trained to the end with exit 0. Python hands
+        such an exception to ``sys.unraisablehook`` (:meth:`_unraisable`), which records it. Only those:
+        an Interrupted that reached a caller who caught it (and goes on) was not lost.
+        """
+        if self._lost is not None:
+            signum, self._lost, self._raised = self._lost, None, None
+            raise (Preempted if signum == NOTICE else Interrupted)(self._message(signal.Signals(signum).name))
+
+    def _unraisable(self, unraisable) -> None:
+        """sys.unraisablehook while installed: our Interrupted dropped by a finalizer is lost, not printed."""
+        if isinstance(unraisable.exc_value, Interrupted) and self._raised is not None:
+            self._lost = self._raised
+            return
+        (self._saved_hook or sys.__unraisablehook__)(unraisable)
 
     def is_set(self) -> bool:
         return self.requested
@@ -117,6 +153,7 @@ class StopSignals:
             return
         if notice and self.requested:  # the same notice again: the stop it asked for is under way
             return
+        self._raised = signum
         raise (Preempted if notice else Interrupted)(self._message(name))
 
 

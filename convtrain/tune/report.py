@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import atomic
 from ..config.schema import from_dict, to_yaml
-from ..errors import MissingExtra
+from ..errors import MissingExtra, OutputError
 from .study import StudyPlan
 
 
@@ -41,6 +41,10 @@ def trial_rows(study, epochs: int) -> list[dict]:
 
 def summarize(study, plan: StudyPlan) -> dict:
     rows = trial_rows(study, plan.epochs)
+    for r in rows:  # a study folder renamed or copied since: its trials are where the folder is now
+        moved = plan.folder / Path(r["run_dir"]).name if r["run_dir"] else None
+        if moved is not None and not Path(r["run_dir"]).is_dir() and moved.is_dir():
+            r["run_dir"] = str(moved.resolve())
     by_state: dict[str, int] = {}
     for r in rows:
         by_state[r["state"]] = by_state.get(r["state"], 0) + 1
@@ -71,7 +75,16 @@ def best_config(study, summary: dict):
 
 
 def write_report(study, plan: StudyPlan, note=print) -> dict:
-    """Write tune.json, best.yaml and the plots into the study folder; return the summary."""
+    """Write tune.json, best.yaml and the plots into the study folder; return the summary. A folder that
+    cannot be written (read-only, a full disk) is one line (OutputError); the study itself is safe."""
+    try:
+        return _write_report(study, plan, note)
+    except OSError as exc:
+        raise OutputError(f"cannot write the report into {plan.folder}: {exc.strerror or exc}; the trials are safe "
+                          f"in the study") from None
+
+
+def _write_report(study, plan: StudyPlan, note) -> dict:
     summary = summarize(study, plan)
     folder = plan.folder
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,6 @@ reads a finished (or running) study folder again.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from rich.console import Console
 from ..config.schema import RunConfig
 from ..errors import ConfigError, did_you_mean
 from .space import load_space
-from .study import METRICS, StudyPlan, check_existing, need_optuna, open_storage, read_marker, write_marker
+from .study import (METRICS, StudyPlan, check_existing, existing_sqlite, need_optuna, open_storage, read_marker,
+                    write_marker)
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
@@ -41,14 +41,11 @@ def plan_study(base: RunConfig, space_path: Path, trials: int, folder: Path | No
         raise ConfigError(f"--trials must be at least 1, got {trials}")
     space = load_space(space_path, base)
     folder = Path(folder) if folder is not None else default_folder(base)
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"--study-dir {folder} exists and is not a folder")
-    if (folder / "config.yaml").exists():
-        raise ConfigError(f"--study-dir {folder} is a run directory; pass a folder for the study's trials")
-    plan = StudyPlan(space=space, trials=trials, folder=folder, storage=storage, name=study or folder.name,
+    name = _study_name(folder, study)
+    plan = StudyPlan(space=space, trials=trials, folder=folder, storage=storage, name=name,
                      metric=metric, sampler=sampler, pruner=pruner, seed=seed, epochs=base.train.epochs)
     if sampler == "grid":
-        size = math.prod(len(v) for v in space.grid().values())
+        size = space.grid_size()
         if trials > size:
             note(f"note: --sampler grid has {size} combinations; --trials {trials} becomes {size}")
             plan.trials = size
@@ -56,6 +53,32 @@ def plan_study(base: RunConfig, space_path: Path, trials: int, folder: Path | No
         open_storage(plan.url)  # unreachable, wrong driver, bad URL: refused here
     check_existing(plan)
     return plan
+
+
+def _study_name(folder: Path, study: str | None) -> str:
+    """The study a --study-dir holds: a new or empty folder starts one named after it; the folder of an
+    earlier ``convtrain tune`` (its study.json) continues the study written there, whatever the folder is
+    called now (a renamed or copied study folder was pointed at a new, empty study). Any other folder is
+    refused: the study's files (best.yaml, tune.json...) would replace what it holds."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--study-dir {folder} exists and is not a folder")
+    if (folder / "config.yaml").exists():
+        raise ConfigError(f"--study-dir {folder} is a run directory; pass a folder for the study's trials")
+    if (folder / "study.json").exists():
+        held = read_marker(folder)["study"]
+        if study is not None and study != held:
+            raise ConfigError(f"--study-dir {folder} holds study '{held}', not '{study}'; drop --study to "
+                              "continue it, or pass another --study-dir")
+        return held
+    try:
+        held = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    except OSError as exc:
+        raise ConfigError(f"--study-dir {folder}: cannot list it ({exc.strerror or exc})") from None
+    if held:
+        raise ConfigError(f"--study-dir {folder} is not empty and not a study folder (it holds "
+                          f"{', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); pass a new or empty folder, "
+                          "or the folder of an earlier convtrain tune to continue it")
+    return study or folder.name
 
 
 def tune(plan: StudyPlan, base: RunConfig, *, console: Console, signals, resume_command: str, jobs: int = 1,
@@ -93,9 +116,12 @@ def open_report(folder: Path, storage: str | None = None, note: Callable[[str], 
     url = storage or (None if marker.get("default_storage") else marker["storage"])
     if url is not None and "***" in url:
         raise ConfigError(f"{folder}/study.json keeps no password; pass --storage URL with it")
-    plan = StudyPlan(space=None, trials=int(marker["trials"]), folder=Path(folder), storage=url,
-                     name=marker["study"], metric=marker["metric"], sampler=marker.get("sampler", "tpe"),
-                     pruner=marker.get("pruner", "median"), epochs=int(marker.get("epochs", 1)))
+    epochs = marker.get("epochs", 1)
+    plan = StudyPlan(space=None, trials=marker["trials"], folder=Path(folder), storage=url,
+                     name=marker["study"], metric=marker["metric"], sampler=str(marker.get("sampler", "tpe")),
+                     pruner=str(marker.get("pruner", "median")),
+                     epochs=epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else 1)
+    existing_sqlite(plan.url)
     try:
         study = optuna.load_study(study_name=plan.name, storage=open_storage(plan.url))
     except KeyError:

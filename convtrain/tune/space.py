@@ -26,11 +26,12 @@ from typing import Any
 
 from ..config.schema import RunConfig, _field_types, from_dict, to_dict
 from ..config.yamlsafe import read_yaml
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, did_you_mean, shown
 
 KINDS = ("float", "int", "choice")
 OPTIONS = {"float": ("float", "log", "step"), "int": ("int", "log", "step"), "choice": ("choice",)}
 MAX_GRID = 10_000  # --sampler grid: more combinations than this is a typo, not a search
+MAX_CHOICES = 1_000  # values in one choice list: more is a range written out (or a typo)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,24 @@ class Param:
         return trial.suggest_categorical(self.key, list(self.choices))
 
     def values_to_check(self) -> list:
-        return list(self.choices) if self.kind == "choice" else [self.low, self.high]
+        """What load_space builds through the schema: a range's bounds; a choice list's smallest and largest
+        number (as for a range) and every other choice (strings, booleans, null). Each check builds a whole
+        config (~20 ms): checking all of a 100,000-value list took half an hour."""
+        if self.kind != "choice":
+            return [self.low, self.high]
+        numbers = [c for c in self.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+        others = [c for c in self.choices if not (isinstance(c, (int, float)) and not isinstance(c, bool))]
+        return ([min(numbers), max(numbers)] if numbers else []) + others
+
+    def grid_size(self) -> int:
+        """How many values :meth:`grid` would list, counted without listing them."""
+        if self.kind == "choice":
+            return len(self.choices)
+        if self.kind == "int" and not self.log:
+            return (self.high - self.low) // (self.step or 1) + 1
+        if self.kind == "float" and self.step is not None and not self.log:
+            return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        return len(self.grid())  # a continuous range: grid() says why it has no grid
 
     def grid(self) -> list:
         """Every value --sampler grid tries: the choices, or the range walked by ``step``."""
@@ -88,12 +106,17 @@ class Space:
         """The space as one JSON line (a study records it; another space under the same study is refused)."""
         return json.dumps({p.key: p.as_dict() for p in self.params}, sort_keys=True)
 
-    def grid(self) -> dict[str, list]:
-        grid = {p.key: p.grid() for p in self.params}
-        size = math.prod(len(v) for v in grid.values())
+    def grid_size(self) -> int:
+        """The number of --sampler grid combinations, refused above :data:`MAX_GRID` before any list is built
+        (a range of 10**12 integers ended in MemoryError)."""
+        size = math.prod(p.grid_size() for p in self.params)
         if size > MAX_GRID:
             raise ConfigError(f"--sampler grid: {size:,} combinations (at most {MAX_GRID:,}); narrow {self.source}")
-        return grid
+        return size
+
+    def grid(self) -> dict[str, list]:
+        self.grid_size()
+        return {p.key: p.grid() for p in self.params}
 
 
 def load_space(path: str | Path, base: RunConfig) -> Space:
@@ -136,7 +159,7 @@ def _param(key: str, spec: Any, where: str) -> Param:
     at = f"{where}: '{key}'"
     if not isinstance(spec, dict):
         raise ConfigError(f"{at} must be a mapping such as {{float: [1.0e-4, 1.0e-2], log: true}}, "
-                          f"{{int: [8, 32]}} or {{choice: [64, 128]}}; got {spec!r}")
+                          f"{{int: [8, 32]}} or {{choice: [64, 128]}}; got {shown(spec)}")
     kinds = [k for k in spec if k in KINDS]
     if len(kinds) != 1:
         unknown = [k for k in spec if k not in ("log", "step", *KINDS)]
@@ -155,11 +178,14 @@ def _param(key: str, spec: Any, where: str) -> Param:
 
 def _choice(key: str, choices: Any, at: str) -> Param:
     if not isinstance(choices, list) or not choices:
-        raise ConfigError(f"{at}: choice needs a non-empty list, e.g. {{choice: [64, 128, 256]}}; got {choices!r}")
+        raise ConfigError(f"{at}: choice needs a non-empty list, e.g. {{choice: [64, 128, 256]}}; got {shown(choices)}")
+    if len(choices) > MAX_CHOICES:
+        raise ConfigError(f"{at}: {len(choices):,} choices (at most {MAX_CHOICES:,}); a long list of numbers is a "
+                          "range: {int: [low, high], step: N} or {float: [low, high]}")
     if any(not isinstance(c, (bool, int, float, str)) and c is not None for c in choices):
-        raise ConfigError(f"{at}: choices must be numbers, strings, booleans or null; got {choices!r}")
+        raise ConfigError(f"{at}: choices must be numbers, strings, booleans or null; got {shown(choices)}")
     if len({json.dumps(c) for c in choices}) != len(choices):
-        raise ConfigError(f"{at}: a choice is repeated in {choices!r}")
+        raise ConfigError(f"{at}: a choice is repeated in {shown(choices)}")
     return Param(key, "choice", choices=tuple(choices))
 
 
@@ -169,10 +195,10 @@ def _range(key: str, kind: str, spec: dict, at: str) -> Param:
     if (not isinstance(bounds, list) or len(bounds) != 2
             or any(isinstance(b, bool) or not isinstance(b, number) for b in bounds)):
         what = "two integers" if kind == "int" else "two numbers"
-        raise ConfigError(f"{at}: {kind} needs [low, high], {what}; got {bounds!r}")
+        raise ConfigError(f"{at}: {kind} needs [low, high], {what}; got {shown(bounds)}")
     low, high = (float(b) for b in bounds) if kind == "float" else bounds
     if not all(math.isfinite(b) for b in (low, high)):
-        raise ConfigError(f"{at}: bounds must be finite, got {bounds!r}")
+        raise ConfigError(f"{at}: bounds must be finite, got {shown(bounds)}")
     if not low < high:
         raise ConfigError(f"{at}: low must be below high, got [{low}, {high}] (for one value, leave the key "
                           f"out of the space and --set it)")

@@ -13,6 +13,7 @@ exists (kill -9, a reboot) is marked failed at once when the study is opened aga
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import atomic
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from ..extras import missing_extra, require_extra
 from ..process import start_time
 from .space import Space
@@ -184,21 +185,61 @@ def write_marker(plan: StudyPlan) -> None:
             "default_storage": plan.storage is None, "metric": plan.metric, "direction": plan.direction,
             "trials": plan.trials, "epochs": plan.epochs, "space": json.loads(plan.space.canonical()), "sampler": plan.sampler,
             "pruner": plan.pruner}
-    plan.folder.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(marker, json.dumps(data, indent=2) + "\n")
+    try:
+        plan.folder.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(marker, json.dumps(data, indent=2) + "\n")
+    except OSError as exc:  # a read-only folder, a full disk: before any trial, nothing else written
+        raise OutputError(f"cannot write the study folder {plan.folder}: {exc.strerror or exc}") from None
+
+
+def existing_sqlite(url: str) -> None:
+    """For a reader (--report): a SQLite study database must exist and hold Optuna's tables; opening a
+    missing one created an empty database file (and its tables) where nothing was to be written."""
+    if not url.startswith("sqlite:///"):
+        return  # a server database: opening it creates no file
+    import sqlite3
+
+    path = Path(url.removeprefix("sqlite:///"))
+    found = False
+    if path.is_file():
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                found = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='studies'").fetchone()
+        except sqlite3.Error:
+            found = False
+    if not found:
+        raise ConfigError(f"no study database at {path} (missing, empty or not SQLite); pass the --study-dir of a "
+                          "convtrain tune that has run, or --storage URL of its database")
+
+
+# study.json's keys that a reader needs, with their types (older study files lack sampler/pruner/epochs)
+MARKER_KEYS = {"study": str, "storage": str, "default_storage": bool, "metric": str, "trials": int}
+MAX_MARKER_BYTES = 1_000_000
+_KIND_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
 
 
 def read_marker(folder: Path) -> dict:
+    """DIR/study.json, checked: a missing, damaged or hand-edited file is one line naming the key."""
     path = Path(folder) / "study.json"
     try:
+        if path.stat().st_size > MAX_MARKER_BYTES or not path.is_file():
+            raise ConfigError(f"{path} is not a convtrain study file (not a small regular file)")
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{folder} is not a study folder (no study.json); pass the --study-dir of a "
                           f"convtrain tune") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path} is unreadable: {exc}") from None
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: [[[[...]]]] nested 100,000 deep
+        detail = getattr(exc, "strerror", None) or str(exc).split(";")[0][:80] or type(exc).__name__
+        raise ConfigError(f"{path} is unreadable: {detail}") from None
     if not isinstance(data, dict) or data.get("kind") != "convtrain-study":
         raise ConfigError(f"{path} is not a convtrain study file")
+    for key, kind in MARKER_KEYS.items():
+        value = data.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(f"{path}: key '{key}' is missing or not {_KIND_NAMES[kind]} "
+                              "(a damaged or hand-edited study file); run the tune command again to rewrite it")
+    if data["metric"] not in METRICS or data["trials"] < 1:
+        raise ConfigError(f"{path}: metric {data['metric']!r} / trials {data['trials']} are not a study's")
     return data
 
 

@@ -212,3 +212,36 @@ def test_a_checkpoint_records_torchvision_without_importing_it(tmp_path):
     assert out.stdout.strip() == "False"
     raw = torch.load(tmp_path / "a.pt", weights_only=True)
     assert raw["versions"]["torchvision"] == importlib.metadata.version("torchvision")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_checkpoint_that_is_a_pipe_or_a_device_is_refused_without_reading(tmp_path, kind):
+    """Reading a FIFO waits for a writer forever (`--checkpoint` naming one hung until killed), /dev/zero
+    never ends. Checked in a thread with a time limit, so a broken build fails instead of hanging; a
+    writer then opens the FIFO so a blocked reader returns. Break tried: the regular-file check in
+    checkpoint._read removed: neither read returned within 20 s (the FIFO's not even once a writer came)."""
+    import os
+    import threading
+
+    path = tmp_path / "best.pt"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path = "/dev/zero"
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            checkpoint.open_checkpoint(path)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(20)
+    if reader.is_alive() and kind == "fifo":
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))  # let the blocked reader go (it reads nothing)
+        reader.join(5)
+    assert outcome, f"reading {path} did not return within 20 s"
+    assert isinstance(outcome[0], CheckpointError) and "not a regular file" in str(outcome[0]), outcome

@@ -262,6 +262,36 @@ def test_cache_key_covers_names_sizes_mtimes_and_settings(tmp_path):
         assert datacache.key("folder", root, files, settings) != k
 
 
+@pytest.mark.parametrize("kind", ["folder", "csv"])
+def test_a_cache_filled_at_one_image_size_is_not_the_cache_of_another(mnist, tmp_path, kind):
+    """Two runs of one folder (or CSV) at 28x28 and 32x32 each keep their own cache file: the 32x32 run is
+    a miss of its own (not the 28x28 file refused for its shape, nor served), and the 28x28 file is still
+    there after it. Break tried (issue 32's audit planted it; test_cache_key_covers... tests the key
+    function, not what load_folder/load_csv give it): ``image_size`` left out of the settings that
+    load_folder (then load_csv) passes to datacache.key: the 32x32 run found the 28x28 file ("ignored the
+    cache file ... images of another shape", then replaced it): the second load's check failed, for both."""
+    if kind == "folder":
+        write_folder(tmp_path / "d", sample(mnist, 30))
+        root = tmp_path / "d"
+    else:
+        rows = ["label," + ",".join(f"pixel{i}" for i in range(784))]
+        rows += [f"{label}," + ",".join(map(str, image.reshape(-1).tolist())) for image, label in sample(mnist, 30)]
+        (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+        root = tmp_path / "train.csv"
+
+    def load(size: int):
+        b = build_data(data_cfg(name=kind, root=str(root), image_size=size, val_size=5, test_size=5), seed=0)
+        return b.train.images.shape[-1], " | ".join(b.notes)
+
+    decoded = "decoded 30 images" if kind == "folder" else "data: parsed"
+    size, notes = load(28)
+    assert size == 28 and decoded in notes
+    size, notes = load(32)
+    assert size == 32 and decoded in notes and "ignored the cache file" not in notes
+    size, notes = load(28)
+    assert size == 28 and "from the cache" in notes
+
+
 @pytest.mark.parametrize("value, ok", [(5000, 5000), (0.1, 0.1), ("0.25", 0.25), (1.0, None), (0, None),
                                        (-3, None), ("many", None), (True, None), (2.5, None)])
 def test_val_size_is_a_count_or_a_fraction(value, ok):
@@ -351,7 +381,7 @@ def test_train_eval_predict_inspect_a_folder_with_no_config(mnist, tmp_path, cac
     assert "decoded 1000 images" in (run / "train.log").read_text()
     assert "name: letters" in (run / "config.yaml").read_text()
     # the same data, the same cache, in-process (each CLI start costs seconds of import on 2 cores)
-    info = inspect_data(config_mod.load_config(None, ["data.name=folder", f"data.root={tmp_path / 'letters'}"]))
+    info = inspect_data(config_mod.load_config(None, ["data.name=folder", f"data.root={tmp_path / 'letters'}"]), 0)
     assert info["classes"] == names and "from the cache" in info["notes"][0]
     assert info["splits"]["test"]["held_out"] and info["image_sizes_found"] == {"28x28 L": 1000}
     ckpt = run / "checkpoints" / "best.pt"
@@ -446,7 +476,7 @@ def test_csv_images_of_another_size_are_resized_and_made_rgb(tmp_path):
 def test_inspect_a_registered_dataset(data_root):
     from convtrain.data.inspect import inspect_data
 
-    info = inspect_data(config_mod.load_config(None, ["data.name=mnist"], data_root=str(data_root)))
+    info = inspect_data(config_mod.load_config(None, ["data.name=mnist"], data_root=str(data_root)), 0)
     assert [info["splits"][s]["images"] for s in ("train", "val", "test")] == [55000, 5000, 10000]
     assert info["splits"]["val"]["held_out"] and not info["splits"]["test"]["held_out"]
     assert info["mean"][0] == pytest.approx(0.1307, abs=2e-3) and info["unreadable"] == []

@@ -75,7 +75,7 @@ def test_a_source_registered_from_outside_the_package_is_taken_by_config_data_an
     cfg = load_config(None, sets)
     assert cfg.data.root == str(tmp_path / "x.toy")  # not a registered dataset: CONVTRAIN_DATA_ROOT leaves it alone
     assert sources.build(cfg.data, 0).classes == ["a", "b", "c"]
-    info = inspect_data(cfg)
+    info = inspect_data(cfg, 0)
     assert info["decoded_as"] == [1, 8, 8] and info["splits"]["train"]["per_class"] == {"a": 4, "b": 4, "c": 4}
 
 

@@ -52,3 +52,50 @@ def test_write_text_and_the_owner_of_a_temporary_name(tmp_path):
     assert atomic.temp_owner(atomic.temp_path(tmp_path / "a.txt")) == os.getpid()
     assert atomic.temp_owner(tmp_path / "a.txt") is None
     assert atomic.temp_owner(tmp_path / ".a.txt.tmp-abc") is None
+
+
+def _recording_fsync(monkeypatch) -> list[str]:
+    """os.fsync and os.replace recorded in order: ("file" | "folder" | "replace")."""
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        import stat
+
+        events.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        return real_fsync(fd)
+
+    def replace(a, b):
+        events.append("replace")
+        return real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def test_the_folder_is_fsynced_after_the_rename(tmp_path, monkeypatch):
+    """A rename is durable only once its folder is fsynced (a power cut could otherwise bring the old file
+    back after a run said it saved). Break tried: the fsync_dir call after the rename removed (issue 32's
+    audit planted it and no test noticed): the events were ["file", "replace"]."""
+    events = _recording_fsync(monkeypatch)
+    atomic.write_text(tmp_path / "a.txt", "new")
+    assert events == ["file", "replace", "folder"]
+
+
+def test_replaceable_refuses_what_is_not_a_regular_file_or_not_ours(tmp_path):
+    """predict --output's rule (issue 32): a missing path may be written, an earlier output replaced, a user's
+    file only with overwrite, a folder, a FIFO or a link never."""
+    ours = lambda head: head.startswith(b"ours")  # noqa: E731
+    (tmp_path / "earlier").write_bytes(b"ours,1\n")
+    (tmp_path / "mine").write_bytes(b"my notes\n")
+    os.mkfifo(tmp_path / "fifo")
+    os.symlink(tmp_path / "earlier", tmp_path / "link")
+    assert atomic.replaceable(tmp_path / "new", ours=ours) is None
+    assert atomic.replaceable(tmp_path / "earlier", ours=ours) is None
+    assert "--overwrite" in atomic.replaceable(tmp_path / "mine", ours=ours)
+    assert atomic.replaceable(tmp_path / "mine", ours=ours, overwrite=True) is None
+    assert "folder" in atomic.replaceable(tmp_path, ours=ours, overwrite=True)
+    for name in ("fifo", "link"):
+        assert "not a regular file" in atomic.replaceable(tmp_path / name, ours=ours, overwrite=True)
+    assert "not a regular file" in atomic.replaceable("/dev/full", ours=ours, overwrite=True)

@@ -19,7 +19,7 @@ from typing import Callable
 import pytest
 import torch
 
-from ..conftest import REPO, run_cli
+from ..conftest import REPO, copy_of
 from .kit import (
     QUICK_SETS,
     changed_files,
@@ -393,7 +393,7 @@ assert len(set(IDS)) == len(IDS), "case names must be unique"
 # fixtures and the one test
 
 @pytest.fixture(scope="module")
-def kit(data_root, tmp_path_factory) -> Kit:
+def kit(tiny_run_source, tmp_path_factory) -> Kit:
     root = tmp_path_factory.mktemp("hostile-kit")
     ckpt = valid_checkpoint()
     ckpt_path = root / "ckpt" / "best.pt"
@@ -401,9 +401,7 @@ def kit(data_root, tmp_path_factory) -> Kit:
     torch.save(ckpt, ckpt_path)
     image = root / "digit.png"
     image.write_bytes(digit_png())
-    run = root / "runs" / "small"
-    result = run_cli("train", "-c", "configs/smoke.yaml", *QUICK_SETS, "--run-dir", str(run))
-    assert result.returncode == 0, result.stderr
+    run = copy_of(tiny_run_source, tmp_path_factory, "hostile-runs")  # trained once per suite (tests/conftest.py)
     return Kit(ckpt, ckpt_path, run, image)
 
 

@@ -30,7 +30,7 @@ from convtrain.data import csvdata, imagefolder, images
 from convtrain.data.sources import build as build_data
 from convtrain.errors import DataError, Interrupted
 
-from ..conftest import REPO
+from ..conftest import REPO, wait_for_line
 from .kit import QUICK_SETS, changed_files, contract_problems, invoke, snapshot
 from ..data.test_own_data import data_cfg, sample, write_folder
 
@@ -245,13 +245,11 @@ assert len(set(IDS)) == len(IDS)
 
 
 @pytest.fixture(scope="module")
-def kit(data_root, tmp_path_factory) -> Kit:
-    from ..conftest import run_cli
+def kit(data_root, tiny_run_source, tmp_path_factory) -> Kit:
+    from ..conftest import copy_of
     from ..data.test_own_data import _idx
 
-    run = tmp_path_factory.mktemp("wave2") / "run"  # a few seconds: 640 images, one epoch
-    p = run_cli("train", "-c", "configs/smoke.yaml", *QUICK_SETS, "--device", "cpu", "--run-dir", str(run))
-    assert p.returncode == 0, p.stderr[-2000:]
+    run = copy_of(tiny_run_source, tmp_path_factory, "wave2")  # 640 images, one epoch, trained once per suite
     raw = data_root / "MNIST" / "raw"
     return Kit(run, (_idx(raw / "train-images-idx3-ubyte"), _idx(raw / "train-labels-idx1-ubyte")))
 
@@ -461,8 +459,7 @@ def test_serve_under_hostile_clients_and_signals(kit, how):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=_ignore_sigint if "ignored" in how else None)
     try:
-        while "serving on" not in (line := proc.stdout.readline()):
-            assert line, f"server exited before listening: {proc.stderr.read()[-2000:]}"
+        line = wait_for_line(proc, "serving on", "the server to listen")
         url = line.split("serving on ")[1].split()[0].rstrip("/")
         deep = httpx.post(url + "/v1/predict", content=b"[" * 100_000 + b"]" * 100_000,
                           headers={"content-type": "application/json"}, timeout=30)

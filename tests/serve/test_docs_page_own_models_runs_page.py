@@ -17,7 +17,7 @@ from convtrain.config.schema import RunConfig, to_dict
 from convtrain.models import create_model
 
 from .test_server_api import LIMITS, TestClient, create_app, load_models, serve_process
-from .test_draw_page_browser import _chromium
+from .test_draw_page_browser import BROWSER_WAIT_MS, _chromium
 
 
 def own_checkpoint(path, classes=("cat", "dog", "owl"), dataset="folder"):
@@ -79,15 +79,16 @@ def test_docs_offline_wording_and_runs_page_in_a_browser_with_the_network_blocke
     own = own_checkpoint(tmp_path / "own.pt")
     with serve_process("--checkpoint", f"own={own}", "--checkpoint", f"digits={best}", "--runs-dir", str(runs)) as url, \
             sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"], timeout=BROWSER_WAIT_MS)
         blocked = []
         try:
             context = browser.new_context(viewport={"width": 900, "height": 3000})
             context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(url)
                           else (blocked.append(route.request.url), route.abort()))
             page = context.new_page()
+            page.set_default_timeout(BROWSER_WAIT_MS)
             page.goto(url + "/docs")
-            page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+            page.wait_for_selector(".opblock-summary-path", timeout=BROWSER_WAIT_MS)
             paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent.trim())")
             assert {"/v1/predict", "/v1/models", "/v1/runs", "/healthz"} <= {x.replace("\u200b", "") for x in paths}
 

@@ -15,6 +15,9 @@ pytestmark = pytest.mark.slow
 sync_api = pytest.importorskip("playwright.sync_api")
 
 SCREENSHOT = REPO / "docs" / "img" / "serve.png"
+# Chromium's start and each page wait, as long as a busy 2-core machine needs (Playwright's default is 30 s);
+# a wait that runs out names the selector or function it waited for
+BROWSER_WAIT_MS = 180_000
 
 
 def _chromium() -> str:
@@ -40,7 +43,7 @@ def _stroke(page, box, points) -> None:
 
 def _answer(page) -> tuple[str, list[tuple[str, float]]]:
     page.wait_for_function("document.body.dataset.state === 'idle' && document.querySelectorAll('#bars li').length > 0",
-                           timeout=30_000)
+                           timeout=BROWSER_WAIT_MS)
     bars = page.eval_on_selector_all("#bars li", "els => els.map(e => [e.dataset.name, Number(e.dataset.prob)])")
     return page.text_content("#top"), [(n, p) for n, p in bars]
 
@@ -49,9 +52,10 @@ def test_draw_a_one_and_a_zero(trained_run, data_root, tmp_path):
     best = trained_run / "checkpoints" / "best.pt"
     with serve_process("--checkpoint", str(best), "--runs-dir", str(trained_run.parent)) as url, \
             sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"], timeout=BROWSER_WAIT_MS)
         try:
             page = browser.new_page(viewport={"width": 900, "height": 620})
+            page.set_default_timeout(BROWSER_WAIT_MS)
             page.goto(url + "/")
             page.wait_for_selector("#model option", state="attached")
             assert page.input_value("#model") == trained_run.name
@@ -89,6 +93,7 @@ def test_draw_a_one_and_a_zero(trained_run, data_root, tmp_path):
 
             # a phone: the page fits 375 px without sideways scrolling and the canvas shrinks with it
             phone = browser.new_page(viewport={"width": 375, "height": 740})
+            phone.set_default_timeout(BROWSER_WAIT_MS)
             phone.goto(url + "/")
             phone.wait_for_selector("#model option", state="attached")
             assert phone.evaluate("document.documentElement.scrollWidth") <= 375
@@ -99,7 +104,7 @@ def test_draw_a_one_and_a_zero(trained_run, data_root, tmp_path):
             page.goto(url + "/runs")
             page.wait_for_selector(f"section[aria-label='run {trained_run.name}'] img")
             page.wait_for_function("[...document.querySelectorAll('section.run img')]"
-                                   ".every(e => e.complete && e.naturalWidth > 0)", timeout=30_000)
+                                   ".every(e => e.complete && e.naturalWidth > 0)", timeout=BROWSER_WAIT_MS)
             assert page.eval_on_selector_all("section.run img", "els => els.length") == 2
         finally:
             browser.close()
@@ -130,9 +135,10 @@ def test_markup_in_class_and_run_names_is_shown_as_text(data_root, tmp_path):
     runs_dir.mkdir()
     with serve_process("--checkpoint", str(run / "checkpoints" / "best.pt"), "--runs-dir", str(runs_dir)) as url, \
             sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"], timeout=BROWSER_WAIT_MS)
         try:
             page = browser.new_page(viewport={"width": 900, "height": 1200})
+            page.set_default_timeout(BROWSER_WAIT_MS)
             dialogs = []
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
             page.goto(url + "/")

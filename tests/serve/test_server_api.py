@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import REPO, run_cli
+from ..conftest import REPO, run_cli, wait_for_line
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -368,7 +368,7 @@ def test_port_in_use_is_one_line(best):
 # ---------------------------------------------------------------- a real server: start, serve, load
 
 @contextmanager
-def serve_process(*args: str, timeout: float = 120):
+def serve_process(*args: str, timeout: float = 300):
     """``convtrain serve ARGS --port 0`` in a subprocess; yields its base URL once it listens."""
     proc = subprocess.Popen([sys.executable, "-m", "convtrain", "serve", *args, "--port", "0"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -452,8 +452,7 @@ def test_ctrl_c_stops_the_server_with_130(best):
     proc = subprocess.Popen([sys.executable, "-m", "convtrain", "serve", "--checkpoint", str(best), "--port", "0"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        while "serving on" not in (line := proc.stdout.readline()):
-            assert line, "server exited before listening"
+        wait_for_line(proc, "serving on", "the server to listen")
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:

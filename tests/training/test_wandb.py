@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -88,3 +89,57 @@ def test_wandb_missing_is_one_line_saying_how_to_install_it(data_root, tmp_path,
 def test_wandb_mode_is_checked():
     r = cli.invoke(app, ["config", "show", "--set", "log.wandb_mode=sometimes"])
     assert r.exit_code == 2 and "must be online, offline, disabled or null" in r.stderr
+
+
+class _FakeWandb:
+    """wandb's init and Settings, recording what each init was given (no wandb needed, nothing written)."""
+
+    def __init__(self) -> None:
+        self.inits: list[dict] = []
+
+    def Settings(self, **kwargs):  # noqa: N802 - wandb's own name
+        return kwargs
+
+    def init(self, **kwargs):
+        from types import SimpleNamespace
+
+        self.inits.append(kwargs)
+        return SimpleNamespace(id=kwargs["id"], settings=SimpleNamespace(mode=kwargs["mode"]))
+
+
+def _started_id(fake: _FakeWandb, run_dir, monkeypatch) -> str:
+    """The W&B id the wandb hook gives a run in ``run_dir`` (built as the runner builds it)."""
+    from types import SimpleNamespace
+
+    from convtrain.config.load import load_config
+    from convtrain.training.hooks import wandblog
+
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    cfg = load_config(None, ["log.wandb=true", "log.wandb_mode=offline"])
+    logger = wandblog.build(cfg, True)
+    logger.on_start(SimpleNamespace(reporter=SimpleNamespace(info=lambda text: None),
+                                    rundir=SimpleNamespace(path=run_dir), cfg=cfg))
+    return fake.inits[-1]["id"]
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
+    """The W&B id is derived from the run directory, so `train --resume` (another process, maybe another
+    spelling of the path) continues the same W&B run, and another run never lands in it. Breaks tried
+    (issue 32's audit planted the first; the slow offline test passed): the id left to W&B (``id=None``):
+    no id given; the id from the folder's name alone: two runs named alike shared one; Python's ``hash``
+    of the path (salted per process): the resuming process's id differed."""
+    import subprocess
+
+    fake = _FakeWandb()
+    run = tmp_path / "runs" / "mnist-1"
+    run.mkdir(parents=True)
+    first = _started_id(fake, run, monkeypatch)
+    assert fake.inits[-1]["resume"] == "allow" and first
+    monkeypatch.chdir(tmp_path)
+    assert _started_id(fake, Path("runs/mnist-1"), monkeypatch) == first  # the same folder, spelled relative
+    other = tmp_path / "elsewhere" / "mnist-1"
+    other.mkdir(parents=True)
+    assert _started_id(fake, other, monkeypatch) != first  # another run of the same name
+    code = "import sys; from convtrain.training.hooks.wandblog import run_id; print(run_id(sys.argv[1]))"
+    resumed = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120)
+    assert resumed.stdout.strip() == first, resumed.stderr  # the resuming process computes the same id

@@ -301,6 +301,9 @@ def _postgres_bindir() -> Path | None:
     return Path(initdb).resolve().parent if initdb else None
 
 
+PG_READY_S = 300
+
+
 @pytest.fixture
 def postgres():
     """A throwaway PostgreSQL server on 127.0.0.1 (a free port), its data in a temporary folder; stopped after."""
@@ -325,9 +328,16 @@ def postgres():
     data = base / "data"
     subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-N"],
                    check=True, capture_output=True)
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-o",
-                    f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                   check=True, capture_output=True)
+    # -w -t: wait until it accepts connections, as long as a busy machine needs (pg_ctl's default is 60 s)
+    started = subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w",
+                              "-t", str(PG_READY_S), "-o",
+                              f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                             capture_output=True, text=True)
+    if started.returncode != 0:
+        log = (base / "log").read_text()[-1500:] if (base / "log").exists() else ""
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.fail(f"waited up to {PG_READY_S} s for PostgreSQL to accept connections on port {port} (load average "
+                    f"{os.getloadavg()[0]:.1f}): {started.stderr.strip()[-500:]} {log}")
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:

@@ -19,18 +19,44 @@ from pathlib import Path
 
 from ...artifacts.metrics import MetricsRow
 from ...config.schema import LogConfig, RunConfig, to_dict
+from ...errors import ConfigError, shown
 from ...extras import require_extra
 from ._tracker import Tracker
 
 RESULT_KEYS = ("test_accuracy", "test_loss", "test_num_samples", "best_epoch", "best_val_acc", "train_seconds")
 
 
+# what W&B refuses in a project name (wandb's own check: at most 128 characters, none of these)
+PROJECT_FORBIDDEN = "/\\#?%:"
+PROJECT_MAX = 128
+
+
 def build(run_cfg: RunConfig, is_main: bool) -> WandbLogger | None:
-    """The run's W&B writer; with log.wandb on and wandb missing, one line saying how to install it."""
+    """The run's W&B writer; with log.wandb on and wandb missing, one line saying how to install it. A
+    project name W&B would refuse is one line (exit 2) on every rank, before any data is read: W&B refused
+    it only when the run started, so nothing was logged and the run still ended with exit 0."""
     cfg = run_cfg.log
-    if not cfg.wandb or not is_main:
+    if not cfg.wandb:
+        return None
+    problem = project_problem(cfg.wandb_project)
+    if problem:
+        raise ConfigError(f"log.wandb_project {shown(cfg.wandb_project)} {problem}; pick another name "
+                          "(--set log.wandb_project=NAME)")
+    if not is_main:
         return None
     return WandbLogger(require_extra("wandb", "log.wandb", "Weights & Biases", "wandb"), cfg)
+
+
+def project_problem(name: str) -> str | None:
+    """Why W&B would refuse ``name`` as a project, or None."""
+    if not name.strip():
+        return "is empty"
+    if len(name) > PROJECT_MAX:
+        return f"is {len(name)} characters long; W&B allows at most {PROJECT_MAX}"
+    bad = sorted({c for c in name if c in PROJECT_FORBIDDEN})
+    if bad:
+        return f"contains {' '.join(bad)}, which W&B refuses in project names ({' '.join(PROJECT_FORBIDDEN)})"
+    return None
 
 
 def run_id(run_dir: Path) -> str:
