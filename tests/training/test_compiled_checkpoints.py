@@ -56,9 +56,11 @@ def _ok(result: subprocess.CompletedProcess) -> None:
 
 @pytest.mark.slow
 def test_a_compiled_run_saves_plain_keys_and_its_checkpoints_work_without_compile(data_root, tmp_path):
-    """Breaks tried: checkpoint.build saving the wrapper's state_dict (unwrap() skipped): the keys
-    assert fails; the best weights kept from the compiled wrapper (record() reading r.train_model):
-    last.pt's best_state carries `_orig_mod.` and the check of it fails."""
+    """Breaks tried: unwrap() skipping torch.compile's wrapper alone: still passes, since the runner
+    hands checkpoint.build the plain r.model (two layers keep the keys plain); that and last.pt built
+    from r.train_model together: last.pt's keys carry `_orig_mod.` and the keys assert fails (tried
+    2026-12-06). Also tried by the first author: the best weights kept from the compiled wrapper
+    (last.pt's best_state check fails)."""
     run = tmp_path / "compiled"
     _ok(cli("train", *TINY, "--set", "speed.compile=true", "--run-dir", str(run), compile_on=True))
     plain = sorted(("backbone.conv1.weight backbone.conv1.bias backbone.conv2.weight backbone.conv2.bias "
