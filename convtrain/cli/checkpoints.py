@@ -136,6 +136,13 @@ def export(
     include_preprocessing: bool = typer.Option(False, "--include-preprocessing",
                                                help="Fold the normalization into the graph: the file takes "
                                                     "pixels / 255 (0..1) instead of normalized input."),
+    int8: bool = typer.Option(False, "--int8", help="With --format onnx: quantize to INT8 (onnxruntime, static, "
+                              "calibrated on the run's validation images), score it on the test split next to "
+                              "FP32 and keep it (default NAME.int8.onnx) only within --max-drop."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", show_default=False,
+                                             help="With --int8: the most test-accuracy points the INT8 file may "
+                                                  "lose against FP32 (default 0.2); beyond it nothing is written "
+                                                  "and the exit code is 1."),
 ) -> None:
     """Export a checkpoint's model; kept only if its outputs match the checkpoint's on a test batch.
 
@@ -147,11 +154,42 @@ def export(
     from ..artifacts.checkpoint_args import resolve_checkpoint
     from ..inference.export import export_checkpoint
 
+    if int8 or max_drop is not None:
+        return _export_int8(resolve_checkpoint, checkpoint, fmt, output, data_root, include_preprocessing, int8,
+                            max_drop)
     r = export_checkpoint(resolve_checkpoint(checkpoint), fmt, output, data_root,
                           include_preprocessing=include_preprocessing)
     out.print(f"wrote {escape(r['path'])} ({r['format']}); max |difference| vs the checkpoint "
               f"{r['max_abs_diff']:.2e} (tolerance {r['tolerance']:g}) on {escape(r['checked_on'])}, "
               f"same predictions: {r['same_predictions']}")
+
+
+def _export_int8(resolve_checkpoint, checkpoint, fmt, output, data_root, include_preprocessing, int8,
+                 max_drop) -> None:
+    """export --int8: the kept file, then FP32 and INT8 side by side (size, test accuracy, latency)."""
+    from ..errors import ConfigError
+    from ..inference.quantize import MAX_DROP, export_int8
+
+    if not int8:
+        raise ConfigError("--max-drop goes with --int8 (the bound on an INT8 file's accuracy drop)")
+    if fmt != "onnx":
+        raise ConfigError(f"--int8 needs --format onnx (onnxruntime quantizes it), got --format {fmt}")
+    r = export_int8(resolve_checkpoint(checkpoint), output, data_root, MAX_DROP if max_drop is None else max_drop,
+                    include_preprocessing)
+    c = r["calibration"]
+    how = (f"static QDQ, calibrated on {c['images']} {c['dataset']} validation images ({c['method']})"
+           if r["mode"] == "static" else f"dynamic ({c['why']})")
+    out.print(f"wrote {escape(r['path'])} (onnx, INT8 {escape(how)})")
+    table = Table(title=f"FP32 vs INT8 on {r['test_images']} test images (onnxruntime, CPU; median latency)")
+    for name in ("", "size", "test accuracy", "1 image", "batch of 64"):
+        table.add_column(name, justify="right" if name else "left")
+    for name in ("fp32", "int8"):
+        v = r[name]
+        table.add_row(name.upper(), f"{v['bytes'] / 1024:,.1f} KiB", f"{v['accuracy']:.2f}%",
+                      f"{v['latency_1_ms']:.3f} ms", f"{v['latency_64_ms']:.2f} ms")
+    out.print(table)
+    out.print(f"accuracy drop {r['drop']:.2f} points (--max-drop {r['max_drop']:g}); "
+              f"{r['fp32']['bytes'] / r['int8']['bytes']:.1f}x smaller")
 
 
 @handle_errors

@@ -10,7 +10,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..config.reference import markdown_reference
 from ..data.detect import data_overrides
 from .edge import err, handle_errors, out
 from .options import DataOpt, DataRootOpt, SetOpt, load_run_config
@@ -43,7 +42,8 @@ def config_keys(as_markdown: bool = typer.Option(False, "--markdown", help="Prin
 
     Example: convtrain config keys --markdown
     """
-    from ..config.reference import schema_rows
+    # here, not at the top: the config package imports yaml and the schema (~35 ms of every --help)
+    from ..config.reference import markdown_reference, schema_rows
 
     rows = schema_rows()
     if as_markdown:

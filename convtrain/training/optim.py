@@ -28,10 +28,65 @@ def build_optimizer(model: nn.Module, cfg: RunConfig, device: torch.device) -> t
     # per training step than the default on the CPU; fused SGD gains nothing here
     extra = {"fused": True} if device.type in ("cuda", "cpu") and o.name != "sgd" else {}
     if o.name == "adam":
-        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **extra)
+        return Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **extra)
     if o.name == "adamw":
-        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **extra)
-    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+        return AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **extra)
+    return SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+
+
+# --------------------------------------------------------------------------------------------
+# torch.optim without its start-up import of torch._dynamo
+#
+# torch.optim's methods are wrapped so that torch.compile leaves them alone (torch._disable_dynamo,
+# and step's _use_grad_for_differentiable); the wrappers import torch._dynamo on their first call,
+# which is the optimizer's constructor: 1.1-1.5 s of CPU time here, as much as `import torch` itself,
+# paid by every run although convtrain never compiles an optimizer (speed.compile wraps the model
+# only). These classes call the wrapped functions (functools' __wrapped__) directly; the state, the
+# state_dict format and the arithmetic are torch's own. A torch without __wrapped__ gets the
+# wrapped method, i.e. the import again, never a different result.
+
+
+def _unwrapped(method):
+    return getattr(method, "__wrapped__", method)
+
+
+def _plain_step(step):
+    raw = _unwrapped(step)
+
+    def plain(self, closure=None):
+        # what _use_grad_for_differentiable does for differentiable=False (convtrain never sets it)
+        with torch.no_grad():
+            return raw(self, closure)
+    plain.__doc__ = step.__doc__
+    return plain
+
+
+class _NoDynamoImport:
+    """The methods torch.optim.Optimizer wraps with torch._disable_dynamo, called unwrapped."""
+
+    def add_param_group(self, param_group) -> None:
+        _unwrapped(torch.optim.Optimizer.add_param_group)(self, param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        _unwrapped(torch.optim.Optimizer.zero_grad)(self, set_to_none)
+
+    def state_dict(self):
+        return _unwrapped(torch.optim.Optimizer.state_dict)(self)
+
+    def load_state_dict(self, state_dict) -> None:
+        _unwrapped(torch.optim.Optimizer.load_state_dict)(self, state_dict)
+
+
+class Adam(_NoDynamoImport, torch.optim.Adam):
+    step = _plain_step(torch.optim.Adam.step)
+
+
+class AdamW(_NoDynamoImport, torch.optim.AdamW):
+    step = _plain_step(torch.optim.AdamW.step)
+
+
+class SGD(_NoDynamoImport, torch.optim.SGD):
+    step = _plain_step(torch.optim.SGD.step)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig, steps_per_epoch: int):
