@@ -189,6 +189,23 @@ def sweep_summary(listed: dict) -> dict:
             "images": [], "modified": listed["created"]}
 
 
+def study_summary(listed: dict) -> dict:
+    """A ``convtrain tune`` folder as one card: its trials' counts (as ``convtrain runs`` counts them), the best
+    value of its metric, and each trial's numbers."""
+    return {"name": listed["name"], "kind": "study", "status": listed["status"], "metric": listed["metric"],
+            "best_value": listed["best_value"], "best_val_acc": listed["best_val_acc"],
+            "trials_count": listed["trials_count"], "epochs": listed["epochs"], "train_seconds": listed["seconds"],
+            "model": listed["model"], "dataset": listed["dataset"],
+            "trials": [{"name": t["name"], "status": t["status"], "epochs": t["epochs"],
+                        "epochs_total": t["epochs_total"], "best_val_acc": t["best_val_acc"],
+                        "test_accuracy": t["test_acc"], "train_seconds": t["seconds"],
+                        **({"error": t["error"]} if t.get("error") else {})} for t in listed["trials"]],
+            "images": [], "modified": listed["created"]}
+
+
+_CARDS = {"sweep": sweep_summary, "study": study_summary}
+
+
 def run_summary(run: Path, listed: dict) -> dict:
     """What the runs page shows for one run directory: ``listed`` is its row of
     :func:`convtrain.artifacts.listing.list_runs` (the one status rule), plus the page's own fields."""
@@ -208,6 +225,7 @@ def run_summary(run: Path, listed: dict) -> dict:
         "last_epoch": {k: v for k, v in rows[-1].as_dict().items() if v is not None} if rows else {},
         "images": [f"/runs/{run.name}/{img}" for img in RUN_IMAGES if (run / img).is_file()],
         "modified": listed["created"],
+        **({"error": listed["error"]} if listed.get("error") else {}),
     }
 
 
@@ -223,7 +241,8 @@ def list_runs(runs_dir: Path) -> list[dict]:
         if run.resolve().parent != root or not _NAME.match(run.name):
             continue
         try:
-            found.append(run_summary(run, listed) if listed["kind"] == "run" else sweep_summary(listed))
+            card = _CARDS.get(listed["kind"])
+            found.append(card(listed) if card is not None else run_summary(run, listed))
         except OSError:
             continue  # removed while we looked
     return found
@@ -468,6 +487,12 @@ def _add_error_handlers(app) -> None:
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException):
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        # a bug: still JSON, as the API promises (the server's log keeps the traceback)
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server's log has the details"},
+                            status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
