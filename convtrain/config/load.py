@@ -118,6 +118,18 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = (), *, data_
     return cfg
 
 
+def given_section(path: str | Path | None, overrides: Iterable[str] = (), section: str = "data",
+                  data_root: str | None = None) -> dict:
+    """The keys of ``section`` as the user gave them: the file or recipe, then ``--set`` (and ``--data-root``),
+    without the schema's defaults or ``CONVTRAIN_DATA_ROOT`` (what a config written for someone else keeps)."""
+    raw = read_yaml(resolve_config_path(path)) if path is not None else {}
+    raw = apply_overrides(raw, overrides) if overrides else raw
+    given = dict(raw.get(section) or {}) if isinstance(raw.get(section), dict) else {}
+    if data_root and section == "data":
+        given["root"] = str(data_root)
+    return given
+
+
 def resolve_config_path(path: str | Path) -> Path:
     """``--config``: a file path, or the name of a packaged recipe (``mnist``, ``fast``...).
 
