@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-from .inference.results import Evaluation, LoadedModel, Prediction, PredictionFile
+from .errors import ConfigError
+from .inference.results import Evaluation, LoadedModel, Prediction, PredictionFile, Predictions
 from .training.results import SeedsResult, TrainResult
 
 if TYPE_CHECKING:  # for type checkers only: importing torch here would cost ~1.5 s on `import convtrain`
@@ -32,8 +33,8 @@ if TYPE_CHECKING:  # for type checkers only: importing torch here would cost ~1.
     from .training.signals import StopSignals
 
 __all__ = ["train", "finetune", "resume", "seeds", "evaluate", "predict", "predict_to_file", "load",
-           "checkpoint_path", "TrainResult", "SeedsResult", "Evaluation", "Prediction", "PredictionFile",
-           "LoadedModel"]
+           "checkpoint_path", "TrainResult", "SeedsResult", "Evaluation", "Prediction", "Predictions",
+           "PredictionFile", "LoadedModel"]
 
 PathLike = Union[str, Path]
 Overrides = Union[Mapping[str, Any], Iterable[str]]
@@ -170,7 +171,14 @@ def _override_strings(overrides: Overrides) -> list[str]:
         return [overrides]
     if isinstance(overrides, Mapping):
         return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
-    return [str(o) for o in overrides]
+    if not isinstance(overrides, Iterable) or isinstance(overrides, (bytes, bytearray)):
+        raise TypeError(f"overrides: give a mapping {{'train.epochs': 2}} or a list of 'key=value' strings, "
+                        f"got {type(overrides).__name__} {overrides!r}")
+    found = list(overrides)
+    wrong = [o for o in found if not isinstance(o, str)]
+    if wrong:
+        raise TypeError(f"overrides: each item is a 'key=value' string, got {type(wrong[0]).__name__} {wrong[0]!r}")
+    return found
 
 
 def _run(start, progress: bool, verbose: bool, console: Console | None, signals: StopSignals | None) -> TrainResult:
@@ -306,20 +314,34 @@ def evaluate(checkpoint: PathLike | TrainResult, data: PathLike | None = None, *
 
 
 def predict(checkpoint: PathLike | TrainResult | LoadedModel, images: Any, *, invert: str = "auto",
-            device: str = "auto", top_k: int | None = None, batch_size: int = 256) -> list[Prediction]:
+            device: str = "auto", top_k: int | None = None, batch_size: int = 256,
+            probabilities: bool = False) -> Predictions:
     """Classify images, as ``convtrain predict`` does (the same :class:`~convtrain.inference.predict.Predictor`,
     the same probabilities).
 
+    ``checkpoint``: a ``.pt`` checkpoint, a run (directory, name, ``latest``), an ``.onnx`` export, a
+    :class:`TrainResult` or a :class:`LoadedModel` (left as it is: its model is copied).
     ``images``: one image or a list of them; each a file path, a folder (its images, by name), a file of
     many images (an unlabelled CSV, an ``.npz``: one prediction per image), PNG/JPEG bytes, a PIL image,
-    or a uint8 array/tensor ``[H, W]``, ``[H, W, C]`` (numpy) or ``[C, H, W]`` (torch). ``invert``:
-    ``auto`` (MNIST-style: dark ink on a light border is inverted), ``yes``, ``no``. ``top_k``: the classes each
-    :class:`Prediction` lists (default: all). A :class:`LoadedModel` is left as it is (its model is copied).
+    or a NumPy array / torch tensor: one image ``(H, W)``, ``(H, W, C)``, ``(C, H, W)`` or a batch ``(N, H, W)``,
+    ``(N, H, W, C)``, ``(N, C, H, W)`` (C = 1, 3 or 4), uint8 (0..255) or float (0..1), e.g. ``x_test[:100]``.
+    An empty list gives an empty answer. ``invert``: ``auto`` (MNIST-style: dark ink on a light border is
+    inverted), ``yes``, ``no``. ``top_k``: the classes each :class:`Prediction` lists (default: all).
+    ``probabilities``: also return every class's probability as one array (``result.probabilities``,
+    ``[N, classes]``, columns in ``result.classes`` order).
+
+    Returns a list of :class:`Prediction` (``label`` the class name, ``index`` its number, ``prob``, ``topk()``).
     """
     from .inference.predict import predict_images
 
+    _check_choice("invert", invert, ("auto", "yes", "no"))
     source = checkpoint if isinstance(checkpoint, LoadedModel) else checkpoint_path(checkpoint)
-    return predict_images(source, images, top_k, invert, device, batch_size)
+    return predict_images(source, images, top_k, invert, device, batch_size, probabilities=probabilities)
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def predict_to_file(checkpoint: PathLike | TrainResult, images: Iterable[PathLike], output: PathLike,
