@@ -64,10 +64,9 @@ def train(config: ConfigLike = None, *, data: PathLike | None = None, overrides:
 
     Example: ``convtrain.train("smoke", overrides={"train.epochs": 1}).test_accuracy``
     """
-    _import_training(signals)
+    cfg = _import_training(signals, lambda: _resolve_config(config, data, overrides, data_root))
     from .training.start import Start
 
-    cfg = _resolve_config(config, data, overrides, data_root)
     start = Start(cfg, Path(run_dir) if run_dir is not None else None)
     return _run(start, progress, verbose, console, signals)
 
@@ -79,11 +78,11 @@ def finetune(checkpoint: PathLike | TrainResult, config: ConfigLike = None, *, d
     """A new run from ``checkpoint``'s weights, as ``convtrain finetune`` does (the architecture
     comes from the checkpoint; the head is re-initialised when the classes differ). The other
     arguments are :func:`train`'s."""
-    _import_training(signals)
+    cfg, path = _import_training(signals, lambda: (_resolve_config(config, data, overrides, data_root),
+                                                   checkpoint_path(checkpoint)))
     from .training.start import prepare_finetune
 
-    cfg = _resolve_config(config, data, overrides, data_root)
-    return _run(prepare_finetune(checkpoint_path(checkpoint), cfg, run_dir), progress, verbose, console, signals)
+    return _run(prepare_finetune(path, cfg, run_dir), progress, verbose, console, signals)
 
 
 def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *, overrides: Overrides = (),
@@ -100,13 +99,40 @@ def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *,
 
     Example: ``convtrain.resume(result, overrides={"train.epochs": 4})``
     """
-    _import_training(signals)
-    from .training.start import prepare_resume
-
     path = _last_checkpoint(run)
     sets = _override_strings(overrides)
-    cfg = _resolve_config(config, None, sets, data_root) if config is not None else None
+
+    def checked():
+        cfg = _resolve_config(config, None, sets, data_root) if config is not None else None
+        _refuse_complete(path, cfg, sets)
+        return cfg
+
+    cfg = _import_training(signals, checked)
+    from .training.start import prepare_resume
+
     return _run(prepare_resume(path, cfg, sets, data_root), progress, verbose, console, signals)
+
+
+def _refuse_complete(path: Path, cfg: RunConfig | None, sets: list[str]) -> None:
+    """A finished run that has trained every epoch asked for: nothing to resume (it re-tested and re-plotted
+    for half a minute before). One line with the command that trains it longer; read from its files, no torch."""
+    from .artifacts import runfiles
+    from .config.load import apply_overrides
+    from .config.yamlsafe import read_yaml
+    from .errors import ConvtrainError
+
+    run = path.parent.parent if path.is_file() else path
+    try:
+        results, rows = runfiles.read_results(run), runfiles.read_metrics(run)
+        saved = read_yaml(run / "config.yaml")
+        epochs = cfg.train.epochs if cfg is not None else apply_overrides(saved, sets)["train"]["epochs"]
+    except (ConvtrainError, OSError, KeyError, TypeError):
+        return  # anything unusual: the resume itself reports it, as before
+    if results is None or results.status != "finished" or len(rows) < epochs:
+        return
+    shown = f"; test accuracy {results.test_accuracy:.4f}" if results.test_accuracy is not None else ""
+    raise ConfigError(f"run {run} is complete: {len(rows)} of {epochs} epochs trained{shown}; to train it "
+                      f"longer: convtrain train --resume {run} --epochs {len(rows) + max(1, epochs)}")
 
 
 def seeds(config: ConfigLike = None, seeds: str | Iterable[int] = (0, 1, 2), *, data: PathLike | None = None,
@@ -122,13 +148,16 @@ def seeds(config: ConfigLike = None, seeds: str | Iterable[int] = (0, 1, 2), *, 
     resumed, the missing ones started). The seeds' test set is the same (``data.split_seed``). The
     other arguments are :func:`train`'s; ``progress`` also prints the summary table.
     """
-    from .training.seeds import parse_seeds
+    def checked():
+        _resolve_config(config, data, overrides, data_root)  # its mistakes first: before the seeds import torch
+        from .training.seeds import parse_seeds
 
-    chosen = parse_seeds(seeds if isinstance(seeds, str) else ",".join(str(s) for s in seeds))
-    _import_training(signals)
+        chosen = parse_seeds(seeds if isinstance(seeds, str) else ",".join(str(s) for s in seeds))
+        return chosen, _resolve_config(config, data, [*_override_strings(overrides), f"seed={chosen[0]}"], data_root)
+
+    chosen, base = _import_training(signals, checked)
     from .training.seeds import run_seeds, seed_root
 
-    base = _resolve_config(config, data, [*_override_strings(overrides), f"seed={chosen[0]}"], data_root)
     root = seed_root(Path(run_dir) if run_dir is not None else None, base)
     out = _console(progress, console)
     result = SeedsResult.from_summary(root, run_seeds(base, chosen, root, console=out, signals=signals))
@@ -137,14 +166,18 @@ def seeds(config: ConfigLike = None, seeds: str | Iterable[int] = (0, 1, 2), *, 
     return result
 
 
-def _import_training(signals: StopSignals | None) -> None:
-    """Import the training modules (torch, numpy, torchvision) with Ctrl-C / SIGTERM held until they are
-    loaded, when the caller installed :class:`StopSignals` (the signal then stops the command: one line,
-    exit 130). A signal handler's exception raised inside an import is caught by C code that imports
-    modules of its own (torch._C imports numpy and ignores a failure) or leaves a half-initialised
-    extension behind (numpy then fails with "cannot load module more than once per process" next time)."""
+def _import_training(signals: StopSignals | None, prepare: Callable[[], Any] | None = None) -> Any:
+    """``prepare()`` (resolving the config: its key and value mistakes are refused before it imports torch,
+    for the model's check), then the training modules (torch, numpy, torchvision), with Ctrl-C / SIGTERM held
+    until they are loaded, when the caller installed :class:`StopSignals` (the signal then stops the command:
+    one line, exit 130); returns what ``prepare`` returned. A signal handler's exception raised inside an
+    import is caught by C code that imports modules of its own (torch._C imports numpy and ignores a failure)
+    or leaves a half-initialised extension behind (numpy then fails with "cannot load module more than once
+    per process" next time)."""
     with signals.protected() if signals is not None else contextlib.nullcontext():
+        prepared = prepare() if prepare is not None else None
         from .training import runner, seeds, start  # noqa: F401
+    return prepared
 
 
 def _resolve_config(config: ConfigLike, data: PathLike | None, overrides: Overrides,
@@ -305,6 +338,10 @@ def evaluate(checkpoint: PathLike | TrainResult, data: PathLike | None = None, *
     ``val``), on another registered ``dataset``, or on ``data``, another labelled folder or CSV file with
     the same classes. ``overrides``: the data keys ``eval --set`` takes (e.g. ``{"data.test_size": 0.2}``
     with ``data``). ``Evaluation.as_json()`` is ``eval --json``'s object."""
+    from .inference.eval_keys import check_eval_overrides
+
+    sets = _override_strings(overrides)
+    check_eval_overrides(sets, str(data) if data is not None else None)  # before torch loads
     from .inference.evaluate import evaluate_checkpoint
 
     return evaluate_checkpoint(checkpoint_path(checkpoint), split=split, data_root=data_root, device=device,
@@ -332,16 +369,17 @@ def predict(checkpoint: PathLike | TrainResult | LoadedModel, images: Any, *, in
 
     Returns a list of :class:`Prediction` (``label`` the class name, ``index`` its number, ``prob``, ``topk()``).
     """
+    _check_choice("invert", invert, ("auto", "yes", "no"))  # before torch loads
     from .inference.predict import predict_images
 
-    _check_choice("invert", invert, ("auto", "yes", "no"))
     source = checkpoint if isinstance(checkpoint, LoadedModel) else checkpoint_path(checkpoint)
     return predict_images(source, images, top_k, invert, device, batch_size, probabilities=probabilities)
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    """The command's own words (``--invert must be auto, yes or no, got 'x'``), without importing torch."""
     if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise ConfigError(f"--{name} must be {', '.join(choices[:-1])} or {choices[-1]}, got '{value}'")
 
 
 def predict_to_file(checkpoint: PathLike | TrainResult, images: Iterable[PathLike], output: PathLike,

@@ -89,6 +89,10 @@ def predict(
     Example: convtrain predict --checkpoint latest digit.png photos/
     Example: convtrain predict --checkpoint runs/kaggle kaggle/test.csv --output submission.csv --format kaggle
     """
+    if output is None and fmt != "auto":  # it was ignored: the table or --json printed instead
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--format {fmt} writes a file: give --output FILE (e.g. --output predictions.csv)")
     checkpoint = api.checkpoint_path(checkpoint)
     if output is not None:
         _predict_to_file(list(images), checkpoint, output, fmt, top_k, invert, device, batch_size)

@@ -13,7 +13,7 @@ from rich.table import Table
 from ..config.reference import markdown_reference
 from ..data.detect import data_overrides
 from .edge import handle_errors, out
-from .options import DataOpt, DataRootOpt, SetOpt, load_run_config
+from .options import BatchSizeOpt, DataOpt, DataRootOpt, EpochsOpt, LrOpt, SetOpt, load_run_config, with_shortcuts
 
 
 @handle_errors
@@ -23,6 +23,9 @@ def config_show(
     set_: Optional[list[str]] = SetOpt,
     data_root: Optional[str] = DataRootOpt,
     data: Optional[str] = DataOpt,
+    epochs: Optional[int] = EpochsOpt,
+    lr: Optional[float] = LrOpt,
+    batch_size: Optional[int] = BatchSizeOpt,
 ) -> None:
     """Print the fully resolved config as YAML, without running anything.
 
@@ -30,7 +33,8 @@ def config_show(
     """
     from ..config.schema import to_yaml
 
-    print(to_yaml(load_run_config(config, data_overrides(data, set_, config is not None), None, None, data_root)), end="")
+    sets = data_overrides(data, with_shortcuts(set_, epochs, lr, batch_size), config is not None)
+    print(to_yaml(load_run_config(config, sets, None, None, data_root)), end="")
 
 
 @handle_errors

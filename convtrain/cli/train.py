@@ -34,9 +34,9 @@ def _launch(nproc: int, config, sets, device, seed, data_root, run_hint: Optiona
     """Re-run this very command in ``nproc`` processes. The config is checked here first, so a
     mistake in it is one line, not one per process; a resumed run without --config takes its config
     from the run, which the workers load."""
-    from ..training.distributed import launch, relaunch_argv
-
     cfg = load_run_config(config, sets, device, seed, data_root) if config is not None or not resuming else None
+    from ..training.distributed import launch, relaunch_argv  # (torch: after the config's mistakes are refused)
+
     launch(nproc, relaunch_argv(sys.argv[1:]), cfg.device if cfg else (device or "auto"), cfg.devices if cfg else None,
            run_hint=str(run_hint) if run_hint is not None else "RUN_DIR")
 

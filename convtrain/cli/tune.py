@@ -71,10 +71,11 @@ def tune(
 
 def _search(config, space, trials, study_dir, storage, study, jobs, timeout, sampler, pruner, metric, seed, sets,
             data_root, device, confirm, seeds) -> None:
-    from ..training.seeds import parse_seeds
     from ..training.signals import StopSignals
 
     if confirm:
+        from ..training.seeds import parse_seeds  # (imports torch: only when it is needed)
+
         parse_seeds(seeds)  # a bad --seeds is refused before any trial runs
     worker = os.environ.get("CONVTRAIN_TUNE_WORKER")  # set by --jobs for its worker processes
     with StopSignals() as signals:

@@ -98,11 +98,15 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = (), *, data_
         where = where or f"recipe '{named}'"
     where = where or (str(path) if path is not None else "config")
     overrides = list(overrides)
-    # Validate the file alone first, so its own mistakes are reported against the file.
+    # Validate the file alone first, so its own mistakes are reported against the file; keys, types and
+    # values (the file's, then the overrides') before the checks that build the model and import torch.
+    from_dict(raw, where, cross=False)
+    merged = apply_overrides(raw, overrides) if overrides else raw
+    if overrides:
+        from_dict(merged, f"{where} + --set", cross=False)
     from_dict(raw, where)
     if overrides:
-        raw = apply_overrides(raw, overrides)
-        where = f"{where} + --set"
+        raw, where = merged, f"{where} + --set"
     cfg = from_dict(raw, where)
     if cfg.name is None and path is not None:
         cfg.name = Path(path).stem

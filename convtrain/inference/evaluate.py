@@ -12,11 +12,8 @@ from ..data.sources import build as build_data
 from ..data.sources import find, registered_names
 from ..errors import CheckpointError, ConfigError, did_you_mean
 from ..training import distributed, engine
+from .eval_keys import EVAL_KEYS, check_eval_overrides as _check_overrides  # noqa: F401 (EVAL_KEYS: re-exported)
 from .results import Evaluation
-
-# the keys `eval --set` takes: which images are scored and how they are read, never the model or training
-EVAL_KEYS = ("data.test_size", "data.test_subset", "data.skip_unreadable", "data.cache", "data.memory_budget_mb",
-             "data.loader", "data.workers", "data.download")
 
 
 def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | None = None, device: str = "auto",
@@ -70,21 +67,6 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
     result = engine.evaluate(model, batches, ckpt.num_classes, dev, chunk=engine.eval_chunk(dev, None))
     return Evaluation.from_numbers(result, checkpoint=path, model=ckpt.model_name, dataset=name, split=split,
                                    epoch=ckpt.epoch, classes=list(ckpt.classes))
-
-
-def _check_overrides(overrides, data_path: str | None) -> None:
-    """``eval --set``: only :data:`EVAL_KEYS`; data.test_size only with --data (on the run's own data it
-    would move training images into the test set)."""
-    from ..config.load import parse_override
-
-    for text in overrides:
-        key = ".".join(parse_override(text)[0])
-        if key not in EVAL_KEYS:
-            raise ConfigError(f"eval --set {text}: eval takes only the data keys {', '.join(EVAL_KEYS)}; "
-                              f"'{key}' cannot change for a trained checkpoint")
-        if key == "data.test_size" and data_path is None:
-            raise ConfigError(f"eval --set {text}: data.test_size goes with --data (another folder or CSV); "
-                              "the checkpoint's own data keeps the test split it was trained with")
 
 
 def _config(ckpt: checkpoint.Loaded, path, overrides):

@@ -149,7 +149,7 @@ def test_overrides_of_the_wrong_type_are_refused_naming_the_argument():
         convtrain.train("smoke", overrides=3)
     with pytest.raises(TypeError, match=r"^overrides: each item is a 'key=value' string, got int 5"):
         convtrain.train("smoke", overrides=["train.epochs=1", 5])
-    with pytest.raises(convtrain.ConfigError, match="invert must be one of auto, yes, no"):
+    with pytest.raises(convtrain.ConfigError, match="--invert must be auto, yes or no, got 'maybe'"):
         convtrain.predict("x.pt", [], invert="maybe")
 
 

@@ -154,8 +154,9 @@ def test_predict_paths_arrays_and_pil_images_agree_with_the_command(api_run, dig
         assert ours.probability == max(want.values())
         assert arr.probabilities == pytest.approx(want, abs=1e-6) and pil.probabilities == pytest.approx(want, abs=1e-6)
     assert from_tensor[0].probabilities == pytest.approx(from_paths[0].probabilities, abs=1e-6)
-    with pytest.raises(convtrain.DataError, match="uint8"):
-        convtrain.predict(api_run, np.zeros((28, 28), dtype=np.float64))
+    # floats are taken as 0..1 (issue 31 item 6); pixels 0..255 given as floats are refused, saying so
+    with pytest.raises(ValueError, match="divide by 255, or uint8"):
+        convtrain.predict(api_run, np.full((28, 28), 200.0))
 
 
 def test_load_gives_the_model_and_its_metadata(api_run, digits):
