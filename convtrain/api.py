@@ -122,7 +122,12 @@ def _refuse_complete(path: Path, cfg: RunConfig | None, sets: list[str]) -> None
     from .errors import ConvtrainError
 
     run = path.parent.parent if path.is_file() else path
+    last = path if path.is_file() else run / "checkpoints" / "last.pt"
+    if any(key not in ("train.epochs", "device") for key in _override_keys(sets)):
+        return  # another key changes: the resume's own checks say whether it may (optim.lr, data.root...)
     try:
+        if last.stat().st_mtime_ns > (run / "results.json").stat().st_mtime_ns:
+            return  # last.pt replaced after the run finished: the resume reads and checks it
         results, rows = runfiles.read_results(run), runfiles.read_metrics(run)
         saved = read_yaml(run / "config.yaml")
         epochs = cfg.train.epochs if cfg is not None else apply_overrides(saved, sets)["train"]["epochs"]
@@ -133,6 +138,12 @@ def _refuse_complete(path: Path, cfg: RunConfig | None, sets: list[str]) -> None
     shown = f"; test accuracy {results.test_accuracy:.4f}" if results.test_accuracy is not None else ""
     raise ConfigError(f"run {run} is complete: {len(rows)} of {epochs} epochs trained{shown}; to train it "
                       f"longer: convtrain train --resume {run} --epochs {len(rows) + max(1, epochs)}")
+
+
+def _override_keys(sets: list[str]) -> list[str]:
+    from .config.load import parse_override
+
+    return [".".join(parse_override(text)[0]) for text in sets]
 
 
 def seeds(config: ConfigLike = None, seeds: str | Iterable[int] = (0, 1, 2), *, data: PathLike | None = None,

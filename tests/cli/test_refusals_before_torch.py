@@ -30,6 +30,7 @@ FIXTURE = REPO / "tests" / "fixtures" / "run-52beffa"  # a finished run of 1 epo
 def work(tmp_path_factory):
     root = tmp_path_factory.mktemp("refusals")
     shutil.copytree(FIXTURE, root / "runs" / "done")
+    os.utime(root / "runs" / "done" / "results.json")  # written after last.pt, as a run writes them (not git's order)
     (root / "space.yaml").write_text("optim.lr: {float: [1.0e-3, 1.0e-2], log: true}\n")
     return root
 
@@ -76,6 +77,19 @@ def test_resume_of_a_complete_run_says_so_and_how_to_extend_it(work):
     assert not (work / "runs" / "done" / ".lock").exists()
     out, torch = imports_torch("train", "--resume", "runs/done", "--set", "train.epochs=1", cwd=work)
     assert out.returncode == 2 and "is complete" in _error(out) and not torch
+
+
+def test_resume_of_a_complete_run_leaves_a_changed_key_or_a_replaced_last_pt_to_the_resumes_checks(work, tmp_path):
+    """A key the resume refuses to change is named as before (not "complete"); a last.pt written after
+    results.json (replaced, damaged) is read and checked by the resume. Breaks tried: _refuse_complete without
+    the key rule (optim.lr: "is complete"); without the mtime rule (a damaged last.pt: "is complete", exit 2)."""
+    out, _ = imports_torch("train", "--resume", "runs/done", "--set", "optim.lr=0.1", cwd=work)
+    assert out.returncode == 2 and "optim.lr" in _error(out) and "is complete" not in _error(out), _error(out)
+    run = tmp_path / "damaged"
+    shutil.copytree(work / "runs" / "done", run)
+    (run / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    out, _ = imports_torch("train", "--resume", str(run), cwd=work)
+    assert out.returncode == 1 and "last.pt" in _error(out) and "is complete" not in _error(out), _error(out)
 
 
 def test_config_show_takes_the_shortcuts_train_takes(work):
