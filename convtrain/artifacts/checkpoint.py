@@ -316,6 +316,7 @@ def _build(raw: dict, path: str | Path) -> nn.Module:
 
     m = raw["model"]
     try:
+        _import_own_model(m["name"], raw.get("config") or {}, path)
         spec = get_spec(m["name"])
         check_model_kwargs(m["name"], m["kwargs"], where=str(path))
     except ConvtrainError as exc:
@@ -329,6 +330,16 @@ def _build(raw: dict, path: str | Path) -> nn.Module:
     except (TypeError, ValueError, RuntimeError, OverflowError) as exc:  # garbage kwargs reach the layers
         raise CheckpointError(f"{path}: 'model.kwargs' {m['kwargs']} cannot build model '{m['name']}': "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def _import_own_model(name: str, config: dict, path: str | Path) -> None:
+    """A model of the user's own (``package.module:function``, or ``model.file`` in the saved config) imported
+    as training imported it, so eval, predict, export and serve build it."""
+    file = config.get("model", {}).get("file") if isinstance(config.get("model"), dict) else None
+    if ":" in name or file:
+        from ..models.user import load_user_models
+
+        load_user_models(name, file if isinstance(file, str) else None, f"{path}: config")
 
 
 def _check_model_fits(raw: dict, path: str | Path) -> None:
@@ -431,7 +442,8 @@ class Loaded:
     def rebuild(self) -> nn.Module:
         """The model with its weights, on the CPU, in eval mode."""
         raw = {"model": {"name": self.model_name, "kwargs": _thaw(self.model_kwargs)},
-               "num_classes": self.num_classes, "in_channels": self.in_channels, "input_size": list(self.input_size)}
+               "num_classes": self.num_classes, "in_channels": self.in_channels, "input_size": list(self.input_size),
+               "config": self.config_dict()}
         model = _build(raw, self.path)
         try:
             model.load_state_dict(dict(self.state_dict))

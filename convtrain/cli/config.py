@@ -13,7 +13,8 @@ from rich.table import Table
 from ..config.reference import markdown_reference
 from ..data.detect import data_overrides
 from .edge import handle_errors, out
-from .options import BatchSizeOpt, DataOpt, DataRootOpt, EpochsOpt, LrOpt, SetOpt, load_run_config, with_shortcuts
+from .options import (BatchSizeOpt, DataOpt, DataRootOpt, EpochsOpt, ImportOpt, LrOpt, SetOpt, load_run_config,
+                      with_import, with_shortcuts)
 
 
 @handle_errors
@@ -26,6 +27,7 @@ def config_show(
     epochs: Optional[int] = EpochsOpt,
     lr: Optional[float] = LrOpt,
     batch_size: Optional[int] = BatchSizeOpt,
+    import_: Optional[str] = ImportOpt,
 ) -> None:
     """Print the fully resolved config as YAML, without running anything.
 
@@ -33,7 +35,7 @@ def config_show(
     """
     from ..config.schema import to_yaml
 
-    sets = data_overrides(data, with_shortcuts(set_, epochs, lr, batch_size), config is not None)
+    sets = data_overrides(data, with_import(with_shortcuts(set_, epochs, lr, batch_size), import_), config is not None)
     print(to_yaml(load_run_config(config, sets, None, None, data_root)), end="")
 
 

@@ -16,6 +16,7 @@ from .options import (
     DataOpt,
     DataRootOpt,
     DeviceOpt,
+    ImportOpt,
     EpochsOpt,
     LrOpt,
     NprocOpt,
@@ -25,6 +26,7 @@ from .options import (
     VerboseOpt,
     load_run_config,
     overrides,
+    with_import,
     with_shortcuts,
 )
 
@@ -64,6 +66,7 @@ def train(
     lr: Optional[float] = LrOpt,
     batch_size: Optional[int] = BatchSizeOpt,
     verbose: bool = VerboseOpt,
+    import_: Optional[str] = ImportOpt,
 ) -> None:
     """Train a model from a YAML config (or the defaults).
 
@@ -75,7 +78,7 @@ def train(
     """
     from ..errors import ConfigError
 
-    set_ = with_shortcuts(set_, epochs, lr, batch_size)
+    set_ = with_import(with_shortcuts(set_, epochs, lr, batch_size), import_)
     if resume is not None:
         resume = _resolve(resume, last=True)
     if resume is None:
@@ -120,6 +123,7 @@ def finetune(
     lr: Optional[float] = LrOpt,
     batch_size: Optional[int] = BatchSizeOpt,
     verbose: bool = VerboseOpt,
+    import_: Optional[str] = ImportOpt,
 ) -> None:
     """Start a new run from pretrained weights (head re-initialised when the class count differs).
 
@@ -128,7 +132,7 @@ def finetune(
     """
     from ..training.signals import StopSignals
 
-    set_ = data_overrides(data, with_shortcuts(set_, epochs, lr, batch_size), config is not None)
+    set_ = data_overrides(data, with_import(with_shortcuts(set_, epochs, lr, batch_size), import_), config is not None)
     checkpoint = _resolve(checkpoint)
 
     if nproc_per_node is not None:

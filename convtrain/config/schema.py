@@ -115,10 +115,13 @@ INIT_SCHEMES = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal",
 
 @dataclass
 class ModelConfig:
-    name: str = _opt("article_cnn", "registered model name (`convtrain models` lists them)", choices=_model_names)
+    name: str = _opt("article_cnn", "registered model name (`convtrain models` lists them), or your own factory "
+                     "as package.module:function", choices=_model_names)
     kwargs: dict = _opt(None, "keyword arguments for the model's constructor", factory=dict)
     init: str = _opt("default", "weight init of conv and linear layers; default = PyTorch's own",
                      choices=INIT_SCHEMES)
+    file: Optional[str] = _opt(None, "a Python file of your own @register_model models, imported before model.name "
+                               "is looked up (`--import` sets it; recorded as an absolute path)")
 
 
 @dataclass
@@ -558,6 +561,10 @@ def from_dict(raw: dict, where: str = "config", *, cross: bool = True) -> RunCon
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of keys, got {type(raw).__name__}")
     cfg = _build(RunConfig, raw, "", where)
+    if cfg.model.file or ":" in cfg.model.name:  # the user's own model: imported before its name is checked
+        from ..models.user import load_user_models
+
+        cfg.model.file = load_user_models(cfg.model.name, cfg.model.file, where)
     _check_values(cfg, "", where)
     _check_swa(cfg.train, where)
     if cross:
