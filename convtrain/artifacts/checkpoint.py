@@ -160,10 +160,49 @@ def _read(path: Path) -> Any:
         refused_global = "Unsupported global" in str(exc) or ("GLOBAL" in str(exc) and "blocked" in str(exc))
         if unsafe or refused_global:
             raise _refuse_code(path, unsafe or ["a non-tensor global"]) from None
+        what = _what_it_is(path)
+        if what is not None:
+            raise CheckpointError(f"{path} is {what}, not a convtrain checkpoint; give a run directory, its "
+                                  "checkpoints/best.pt, or an .onnx export") from None
         if isinstance(exc, pickle.UnpicklingError):
             raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint (unreadable pickle data)") from None
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint ({first})") from None
+
+
+_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+          (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
+          (b"\x93NUMPY", "a NumPy .npy file"), (b"\x1f\x8b", "a gzip file"))
+_EXPORTS = {".onnx": "an ONNX file that onnxruntime cannot read as convtrain's export",
+            ".pt2": "a torch.export archive (torch.export.load reads it; predict, eval and serve take the .onnx "
+                    "export or the checkpoint)",
+            ".ts": "a TorchScript archive (torch.jit.load reads it; predict, eval and serve take the .onnx export "
+                   "or the checkpoint)"}
+
+
+def _what_it_is(path: Path) -> str | None:
+    """What a file that torch.load cannot read is, when its name or first bytes say it (None: unknown)."""
+    if path.suffix.lower() in _EXPORTS:
+        return _EXPORTS[path.suffix.lower()]
+    if path.suffix.lower() in (".pt", ".pth"):
+        return None  # named as a checkpoint: damaged (truncated, overwritten), as the message has always said
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive (an .npz, .pt2 or .ts file?)" if path.suffix.lower() != ".npz" else "a NumPy .npz file"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if head and "\x00" not in text:
+        return f"a text file ({path.suffix.lstrip('.').upper() or 'plain'} text)"
+    return None
 
 
 # ---- schema validation: every key a reader uses, checked once, named by its key path --------

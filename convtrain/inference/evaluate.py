@@ -31,7 +31,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
     if split not in ("test", "val"):
         raise ConfigError(f"--split must be 'test' or 'val', got '{split}'")
     _check_overrides(overrides, data_path)
-    ckpt = checkpoint.open_checkpoint(path)
+    ckpt = _open(path, split, data_path)
     if data_path is not None and dataset is not None:
         raise ConfigError("give --data (your own folder or csv) or --dataset (a registered one), not both")
     name = dataset or ckpt.dataset
@@ -67,6 +67,22 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
     result = engine.evaluate(model, batches, ckpt.num_classes, dev, chunk=engine.eval_chunk(dev, None))
     return Evaluation.from_numbers(result, checkpoint=path, model=ckpt.model_name, dataset=name, split=split,
                                    epoch=ckpt.epoch, classes=list(ckpt.classes))
+
+
+def _open(path, split: str, data_path: str | None):
+    """The checkpoint, or an ``.onnx`` export read through its metadata (scored on its dataset's test split, or
+    on ``--data``: an export carries neither the run's held-out validation images nor its own-data root)."""
+    if Path(path).suffix.lower() != ".onnx" or not Path(path).is_file():
+        return checkpoint.open_checkpoint(path)
+    from .onnx_model import OnnxExport
+
+    export = OnnxExport(Path(path))
+    source = find(export.dataset)
+    if split == "val" or (data_path is None and (source is None or not source.registered)):
+        raise ConfigError(f"{path} is an export of a '{export.dataset}' model: it carries no run config, so "
+                          + ("--split val needs the checkpoint it came from" if split == "val" else
+                             "give the images to score with --data, or evaluate the checkpoint it came from"))
+    return export
 
 
 def _config(ckpt: checkpoint.Loaded, path, overrides):

@@ -128,6 +128,10 @@ class LoadedModel:
         """Load and check a checkpoint file (``weights_only=True``, as every command does)."""
         from ..artifacts.checkpoint import open_checkpoint
 
+        if Path(path).suffix.lower() == ".onnx" and Path(path).is_file():  # an export: onnxruntime and its metadata
+            from .onnx_model import open_onnx
+
+            return cls(**open_onnx(Path(path)))
         ckpt = open_checkpoint(path)
         return cls(model=ckpt.rebuild(), classes=list(ckpt.classes), model_name=ckpt.model_name,
                    dataset=ckpt.dataset, image_shape=ckpt.image_shape, mean=ckpt.mean, std=ckpt.std,
