@@ -142,7 +142,7 @@ def export(
     """Export a checkpoint's model; kept only if its outputs match the checkpoint's on a test batch.
 
     Load the result with torch.export.load(PATH).module(), torch.jit.load(PATH) or onnxruntime. The
-    file carries class names, mean/std, input size, channels and layout as metadata (docs/deploy.md).
+    file carries class names, mean/std, input size, channels and layout as metadata (convtrain docs deploy).
 
     Example: convtrain export --checkpoint latest --format torch-export
     """

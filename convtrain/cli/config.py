@@ -40,7 +40,7 @@ def config_show(
 
 
 @handle_errors
-def config_keys(as_markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (for the README).")) -> None:
+def config_keys(as_markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (as in convtrain docs configuration).")) -> None:
     """List every config key with its type, default and meaning.
 
     Example: convtrain config keys --markdown

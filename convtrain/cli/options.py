@@ -35,8 +35,8 @@ BatchSizeOpt = typer.Option(None, "--batch-size", min=1, show_default=False,
 
 ImportOpt = typer.Option(None, "--import", show_default=False,
                          help="A Python file of your own @register_model models, for model.name to name; sets "
-                              "model.file (recorded, so eval, predict, export and resume find it; see the "
-                              "extension guide).")
+                              "model.file (recorded, so eval, predict, export and resume find it; convtrain "
+                              "docs extending).")
 
 
 def with_import(sets: list[str], file: Optional[str]) -> list[str]:
