@@ -214,7 +214,7 @@ def _override_strings(overrides: Overrides) -> list[str]:
     if isinstance(overrides, str):
         return [overrides]
     if isinstance(overrides, Mapping):
-        return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+        return [f"{key}={_json_value(key, value)}" for key, value in overrides.items()]
     if not isinstance(overrides, Iterable) or isinstance(overrides, (bytes, bytearray)):
         raise TypeError(f"overrides: give a mapping {{'train.epochs': 2}} or a list of 'key=value' strings, "
                         f"got {type(overrides).__name__} {overrides!r}")
@@ -223,6 +223,15 @@ def _override_strings(overrides: Overrides) -> list[str]:
     if wrong:
         raise TypeError(f"overrides: each item is a 'key=value' string, got {type(wrong[0]).__name__} {wrong[0]!r}")
     return found
+
+
+def _json_value(key: Any, value: Any) -> str:
+    """``value`` as JSON; what JSON cannot write (a 5,000-digit integer, an object) is refused naming the key."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as exc:  # ValueError: Python's int-string limit (4,300 digits)
+        why = "an integer too long to write" if isinstance(value, int) else f"of type {type(value).__name__}"
+        raise ConfigError(f"overrides: '{key}' is {why}, not a config value ({str(exc).split(':')[0]})") from None
 
 
 def _run(start, progress: bool, verbose: bool, console: Console | None, signals: StopSignals | None) -> TrainResult:

@@ -10,7 +10,8 @@ the CSV writer's old columns (label = the number, class = the name); /v2/predict
 server's _with_query skipped (?model=second answered by the default model); Evaluation.as_json's per-class
 list; split_array without its 4-D branch (a (N, 1, H, W) tensor: "2 dimensions"... then Pillow's TypeError);
 _as_uint8 without the float scaling (floats 0..1 all read as black); _override_strings without its type check
-("'int' object is not iterable").
+("'int' object is not iterable"); _override_strings calling json.dumps bare (a 5,000-digit integer: Python's
+ValueError about its int-string limit).
 """
 
 from __future__ import annotations
@@ -149,6 +150,10 @@ def test_overrides_of_the_wrong_type_are_refused_naming_the_argument():
         convtrain.train("smoke", overrides=3)
     with pytest.raises(TypeError, match=r"^overrides: each item is a 'key=value' string, got int 5"):
         convtrain.train("smoke", overrides=["train.epochs=1", 5])
+    with pytest.raises(convtrain.ConfigError, match=r"^overrides: 'train.epochs' is an integer too long to write"):
+        convtrain.train("smoke", overrides={"train.epochs": 10 ** 5000})  # Python's int-string limit, before
+    with pytest.raises(convtrain.ConfigError, match=r"^overrides: 'optim.lr' is of type object, not a config value"):
+        convtrain.train("smoke", overrides={"optim.lr": object()})
     with pytest.raises(convtrain.ConfigError, match="--invert must be auto, yes or no, got 'maybe'"):
         convtrain.predict("x.pt", [], invert="maybe")
 
