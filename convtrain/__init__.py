@@ -34,7 +34,7 @@ _EXPORTS = {
     "train": "api", "finetune": "api", "resume": "api", "seeds": "api", "evaluate": "api", "predict": "api",
     "predict_to_file": "api", "load": "api",
     "TrainResult": "api", "SeedsResult": "api", "Evaluation": "api", "Prediction": "api", "PredictionFile": "api",
-    "LoadedModel": "api",
+    "LoadedModel": "api", "Hook": "api", "register_hook": "api",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

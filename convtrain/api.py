@@ -1,5 +1,5 @@
 """The Python API, and the use cases every front end calls: train, finetune, resume, seeds, evaluate,
-predict, predict_to_file, load.
+predict, predict_to_file, load, job_script.
 
 Each function does what its command does, through the same library code; the commands in
 :mod:`convtrain.cli` parse their options, call one of these and render what it returns. :func:`train`,
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from .errors import ConfigError
 from .inference.results import Evaluation, LoadedModel, Prediction, PredictionFile, Predictions
+from .training.events import Hook
 from .training.results import SeedsResult, TrainResult
 
 if TYPE_CHECKING:  # for type checkers only: importing torch here would cost ~1.5 s on `import convtrain`
@@ -33,8 +34,8 @@ if TYPE_CHECKING:  # for type checkers only: importing torch here would cost ~1.
     from .training.signals import StopSignals
 
 __all__ = ["train", "finetune", "resume", "seeds", "evaluate", "predict", "predict_to_file", "load",
-           "checkpoint_path", "TrainResult", "SeedsResult", "Evaluation", "Prediction", "Predictions",
-           "PredictionFile", "LoadedModel"]
+           "checkpoint_path", "job_script", "TrainResult", "SeedsResult", "Evaluation", "Prediction", "Predictions",
+           "PredictionFile", "LoadedModel", "Hook", "register_hook"]
 
 PathLike = Union[str, Path]
 Overrides = Union[Mapping[str, Any], Iterable[str]]
@@ -47,7 +48,8 @@ ConfigLike = Union[PathLike, Mapping, "RunConfig", None]
 
 def train(config: ConfigLike = None, *, data: PathLike | None = None, overrides: Overrides = (),
           run_dir: PathLike | None = None, progress: bool = True, data_root: str | None = None,
-          verbose: bool = False, console: Console | None = None, signals: StopSignals | None = None) -> TrainResult:
+          verbose: bool = False, console: Console | None = None, signals: StopSignals | None = None,
+          hooks: Iterable[Hook] = ()) -> TrainResult:
     """Train a model, as ``convtrain train`` does, and return its numbers.
 
     ``config``: a YAML file, a packaged recipe's name (``"smoke"``, ``"mnist"``...), a mapping of
@@ -60,7 +62,9 @@ def train(config: ConfigLike = None, *, data: PathLike | None = None, overrides:
     way. ``data_root``: the dataset folder (``--data-root``). ``verbose``: also print internals (``--verbose``).
     ``console``: the rich Console to print on (default: stdout). ``signals``: a
     :class:`~convtrain.training.signals.StopSignals` the caller installed (the command line installs one
-    before torch is imported); without one the run installs its own.
+    before torch is imported); without one the run installs its own. ``hooks``: your own
+    :class:`~convtrain.Hook` objects (trackers, loop features: docs/extending.md), run after the built-in
+    ones and saved in last.pt under their ``state_key``.
 
     Example: ``convtrain.train("smoke", overrides={"train.epochs": 1}).test_accuracy``
     """
@@ -68,13 +72,13 @@ def train(config: ConfigLike = None, *, data: PathLike | None = None, overrides:
     from .training.start import Start
 
     start = Start(cfg, Path(run_dir) if run_dir is not None else None)
-    return _run(start, progress, verbose, console, signals)
+    return _run(start, progress, verbose, console, signals, hooks)
 
 
 def finetune(checkpoint: PathLike | TrainResult, config: ConfigLike = None, *, data: PathLike | None = None,
              overrides: Overrides = (), run_dir: PathLike | None = None, progress: bool = True,
              data_root: str | None = None, verbose: bool = False, console: Console | None = None,
-             signals: StopSignals | None = None) -> TrainResult:
+             signals: StopSignals | None = None, hooks: Iterable[Hook] = ()) -> TrainResult:
     """A new run from ``checkpoint``'s weights, as ``convtrain finetune`` does (the architecture
     comes from the checkpoint; the head is re-initialised when the classes differ). The other
     arguments are :func:`train`'s."""
@@ -82,12 +86,13 @@ def finetune(checkpoint: PathLike | TrainResult, config: ConfigLike = None, *, d
                                                    checkpoint_path(checkpoint)))
     from .training.start import prepare_finetune
 
-    return _run(prepare_finetune(path, cfg, run_dir), progress, verbose, console, signals)
+    return _run(prepare_finetune(path, cfg, run_dir), progress, verbose, console, signals, hooks)
 
 
 def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *, overrides: Overrides = (),
            data_root: str | None = None, progress: bool = True, verbose: bool = False, console: Console | None = None,
-           signals: StopSignals | None = None) -> TrainResult:
+           signals: StopSignals | None = None, hooks: Iterable[Hook] = (), run_dir: PathLike | None = None,
+           data: PathLike | None = None, pretrained: PathLike | TrainResult | None = None) -> TrainResult:
     """Continue a run in its own directory, as ``convtrain train --resume`` does, from its full state.
 
     ``run``: a run directory, its ``checkpoints/last.pt``, ``"latest"`` (the newest run under ``runs/``
@@ -97,8 +102,18 @@ def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *,
     and kept-checkpoint keys...: :data:`convtrain.training.start.RESUMABLE_CHANGES`); anything else is a
     :class:`~convtrain.ConfigError`. The other arguments are :func:`train`'s.
 
+    ``run="auto"`` with ``run_dir`` (``--resume auto --run-dir RUN``): one call for a job's first start and
+    every restart after a preemption or a requeue. ``run_dir`` missing or empty: a new run there, as
+    :func:`train` (``config``, ``data``, ``overrides``) or, given ``pretrained``, :func:`finetune` does;
+    a run that has not finished: resumed, ``config``/``data``/``overrides`` checked against its saved config
+    as above; a finished run: nothing runs, a note says so and its result is returned; anything else (a
+    folder that is not a run directory): :class:`~convtrain.errors.RunDirError`, nothing written.
+
     Example: ``convtrain.resume(result, overrides={"train.epochs": 4})``
     """
+    if isinstance(run, (str, Path)) and str(run) == "auto":
+        return _resume_auto(run_dir, config, data, overrides, pretrained, data_root,
+                            dict(progress=progress, verbose=verbose, console=console, signals=signals, hooks=hooks))
     path = _last_checkpoint(run)
     sets = _override_strings(overrides)
 
@@ -110,7 +125,49 @@ def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *,
     cfg = _import_training(signals, checked)
     from .training.start import prepare_resume
 
-    return _run(prepare_resume(path, cfg, sets, data_root), progress, verbose, console, signals)
+    return _run(prepare_resume(path, cfg, sets, data_root), progress, verbose, console, signals, hooks)
+
+
+def _resume_auto(run_dir: PathLike | None, config: ConfigLike, data: PathLike | None, overrides: Overrides,
+                 pretrained: PathLike | TrainResult | None, data_root: str | None, how: dict) -> TrainResult:
+    """``resume("auto", run_dir=RUN)``: start RUN, resume it, or say it has finished (see :func:`resume`)."""
+    from .errors import ConfigError
+
+    if run_dir is None:
+        raise ConfigError("--resume auto needs --run-dir RUN: the run directory to start, or to continue when it "
+                          "holds an unfinished run")
+    _import_training(how["signals"])
+    from .training.start import auto_plan, prepare_finetune, prepare_resume
+
+    plan = auto_plan(run_dir)
+    if plan == "start" and pretrained is not None:
+        return finetune(pretrained, config, data=data, overrides=overrides, run_dir=run_dir, data_root=data_root, **how)
+    if plan == "start":
+        return train(config, data=data, overrides=overrides, run_dir=run_dir, data_root=data_root, **how)
+    if plan == "finished":
+        return _finished(Path(run_dir), how["progress"], how["console"])
+    sets = _override_strings(overrides)
+    cfg = _resolve_config(config, data, sets, data_root) if config is not None or data is not None else None
+    if pretrained is not None:  # the config a fine-tuning run saved: the architecture and the checkpoint it came from
+        cfg = prepare_finetune(checkpoint_path(pretrained), cfg or _resolve_config(None, None, sets, data_root)).cfg
+    start = prepare_resume(run_dir, cfg, sets, data_root)
+    return _run(start, how["progress"], how["verbose"], how["console"], how["signals"], how["hooks"])
+
+
+def _finished(run: Path, progress: bool, console: Console | None) -> TrainResult:
+    """--resume auto on a run that has finished: its result, and one note (from rank 0 only)."""
+    import os
+
+    from rich.markup import escape
+
+    from .training import launchers
+
+    result = TrainResult.from_run_dir(run)
+    launchers.apply()  # which rank this is, when a launcher started several
+    if progress and os.environ.get("RANK", "0") in ("", "0"):
+        _console(progress, console).print(f"note: {escape(str(run))} has finished (test accuracy of best.pt "
+                                          f"{result.test_accuracy:.4f}); nothing to resume")
+    return result
 
 
 def _refuse_complete(path: Path, cfg: RunConfig | None, sets: list[str]) -> None:
@@ -177,6 +234,16 @@ def seeds(config: ConfigLike = None, seeds: str | Iterable[int] = (0, 1, 2), *, 
     return result
 
 
+def register_hook(build: Callable[[RunConfig, bool], Hook | None]) -> Callable[[RunConfig, bool], Hook | None]:
+    """Add ``build(cfg, is_main) -> Hook | None`` to every run of this process, after the built-in hooks:
+    the way a tracker or loop feature of your own project joins runs it did not start itself (a
+    ``--seeds`` sweep, ``convtrain tune`` in this process). Returns ``build``, so it works as a decorator;
+    :func:`train`'s ``hooks=`` is the way for one run. See docs/extending.md."""
+    from .training.events import register
+
+    return register(build)
+
+
 def _import_training(signals: StopSignals | None, prepare: Callable[[], Any] | None = None) -> Any:
     """``prepare()`` (resolving the config: its key and value mistakes are refused before it imports torch,
     for the model's check), then the training modules (torch, numpy, torchvision), with Ctrl-C / SIGTERM held
@@ -234,11 +301,12 @@ def _json_value(key: Any, value: Any) -> str:
         raise ConfigError(f"overrides: '{key}' is {why}, not a config value ({str(exc).split(':')[0]})") from None
 
 
-def _run(start, progress: bool, verbose: bool, console: Console | None, signals: StopSignals | None) -> TrainResult:
+def _run(start, progress: bool, verbose: bool, console: Console | None, signals: StopSignals | None,
+         hooks: Iterable[Hook] = ()) -> TrainResult:
     from .training.runner import run
 
     reporter = _reporter(progress, verbose, console)
-    result = TrainResult.from_run(run(start, reporter=reporter, signals=signals))
+    result = TrainResult.from_run(run(start, reporter=reporter, signals=signals, hooks=hooks))
     if progress:
         _show_run(result, reporter.console)
     return result
@@ -326,6 +394,26 @@ def _show_seeds(result: SeedsResult, console: Console) -> None:
                   "[yellow]test set: differs between seeds[/] (data.split_seed null follows each seed): the spread "
                   "mixes model and split noise")
     console.print(f"summary: {escape(str(result.summary_file))}")
+
+
+# --------------------------------------------------------------------------------------------
+# Clusters
+
+
+def job_script(kind: str, command: Iterable[str], *, invocation: str = "convtrain launch", **options: Any) -> str:
+    """The text ``convtrain launch KIND [OPTIONS] -- COMMAND`` prints: ``kind`` ``"slurm"`` (an sbatch
+    script), ``"k8s"`` (a Kubeflow PyTorchJob manifest) or ``"torchrun"`` (one command per machine), for
+    ``command`` (``["train", "--config", "mnist"]``; ``tune`` too under SLURM). ``options``: the fields of
+    :class:`convtrain.training.jobscripts.JobSpec` (``nodes``, ``gpus_per_node``, ``time``, ``array``...).
+    Nothing is submitted. ``invocation``: the command line quoted on the first line of the text."""
+    from .errors import ConfigError
+    from .training.jobscripts import JobSpec, render
+
+    try:
+        spec = JobSpec(**options)
+    except TypeError as exc:
+        raise ConfigError(f"job_script: {exc}") from None
+    return render(kind, spec, list(command), invocation)
 
 
 # --------------------------------------------------------------------------------------------

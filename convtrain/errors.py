@@ -1,7 +1,8 @@
 """Domain errors. The CLI turns each into one red line on stderr and its exit code.
 
 Exit codes: 2 for usage and configuration mistakes (the user can fix the command or the file),
-1 for failures at run time (missing data, a bad checkpoint, a full disk, a diverged run).
+1 for failures at run time (missing data, a bad checkpoint, a full disk, a diverged run), 130 for
+Ctrl-C or SIGTERM and 75 for a preemption notice (SIGUSR1), both with a resumable last.pt.
 """
 
 from __future__ import annotations
@@ -57,6 +58,18 @@ class Interrupted(BaseException):
     """
 
     exit_code = 130
+
+
+class Preempted(Interrupted):
+    """The cluster asked the run to make room (SIGUSR1: SLURM's ``--signal=USR1@90``, a preemption
+    notice) and it stopped as on Ctrl-C, ``last.pt`` saved: exit 75, "preempted, resumable".
+
+    75 is sysexits' EX_TEMPFAIL ("a temporary failure; the user is invited to retry"): a job script
+    requeues on it (``[ $? -eq 75 ] && scontrol requeue $SLURM_JOB_ID``) and on nothing else, so a
+    crash (1), a usage mistake (2) or Ctrl-C (130, the person at the keyboard) is never requeued.
+    It is below 128, so no shell or scheduler takes it for a death by a signal."""
+
+    exit_code = 75
 
 
 class RunStopped(ConvtrainError):

@@ -1,7 +1,7 @@
 """The ``convtrain`` Typer app: every command registered in one place, in the order ``--help`` lists them.
 
 Each command lives in the module of its group (train.py, checkpoints.py, runs.py, config.py,
-conv.py, serve.py, models.py, data.py, tune.py, docs.py): it parses, calls one function of the library, and renders the result.
+conv.py, serve.py, models.py, data.py, tune.py, launch.py, docs.py): it parses, calls one function of the library, and renders the result.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from .. import backstop
-from . import checkpoints, config, conv, data, docs, edge, models, runs, serve, train, tune
+from . import checkpoints, config, conv, data, docs, edge, launch, models, runs, serve, train, tune
 
 app = typer.Typer(help="Train, evaluate and fine-tune convolutional networks on MNIST-style data.",
                   no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False)
@@ -43,6 +43,7 @@ for command in (train.train, train.finetune):
 app.command("eval")(checkpoints.eval_)
 app.command()(checkpoints.predict)
 app.command()(tune.tune)
+app.command()(launch.launch)
 app.command()(runs.runs)
 app.command()(runs.plot)
 for command in (checkpoints.export, checkpoints.average, checkpoints.visualize, models.models, conv.conv,

@@ -27,6 +27,12 @@ NprocOpt = typer.Option(None, "--nproc-per-node", min=1, show_default=False,
                              "gloo on CPU, nccl on GPUs).")
 
 
+LauncherOpt = typer.Option(None, "--launcher", show_default=False,
+                           help="What started the processes: auto (torchrun, then an srun job step, then mpirun; "
+                                "the default), none (one process, whatever the environment says), torchrun, slurm "
+                                "or mpi. Default: CONVTRAIN_LAUNCHER, else auto.")
+
+
 EpochsOpt = typer.Option(None, "--epochs", min=1, show_default=False, help="Shortcut for --set train.epochs=N.")
 LrOpt = typer.Option(None, "--lr", show_default=False, help="Shortcut for --set optim.lr=X.")
 BatchSizeOpt = typer.Option(None, "--batch-size", min=1, show_default=False,

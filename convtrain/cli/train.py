@@ -18,6 +18,7 @@ from .options import (
     DeviceOpt,
     ImportOpt,
     EpochsOpt,
+    LauncherOpt,
     LrOpt,
     NprocOpt,
     RunDirOpt,
@@ -29,6 +30,8 @@ from .options import (
     with_import,
     with_shortcuts,
 )
+
+AUTO = "auto"  # --resume auto (convtrain.training.start.AUTO; not imported here: it would import torch)
 
 
 def _launch(nproc: int, config, sets, device, seed, data_root, run_hint: Optional[Path] = None,
@@ -55,7 +58,9 @@ def train(
     data_root: Optional[str] = DataRootOpt,
     resume: Optional[Path] = typer.Option(None, "--resume", show_default=False,
                                           help="Continue a run: its directory, its last.pt, or 'latest' (the "
-                                               "newest run under runs/ that is not running)."),
+                                               "newest run under runs/ that is not running). 'auto' with --run-dir "
+                                               "RUN: start RUN, continue it, or exit 0 if it has finished (one command "
+                                               "for a cluster job's first start and every restart)."),
     nproc_per_node: Optional[int] = NprocOpt,
     data: Optional[str] = DataOpt,
     seeds: Optional[str] = typer.Option(None, "--seeds", show_default=False,
@@ -66,6 +71,7 @@ def train(
     lr: Optional[float] = LrOpt,
     batch_size: Optional[int] = BatchSizeOpt,
     verbose: bool = VerboseOpt,
+    launcher: Optional[str] = LauncherOpt,
     import_: Optional[str] = ImportOpt,
 ) -> None:
     """Train a model from a YAML config (or the defaults).
@@ -79,22 +85,30 @@ def train(
     from ..errors import ConfigError
 
     set_ = with_import(with_shortcuts(set_, epochs, lr, batch_size), import_)
-    if resume is not None:
+    _read_launcher(launcher, nproc_per_node)
+    auto = resume is not None and str(resume) == AUTO
+    if resume is not None and not auto:
         resume = _resolve(resume, last=True)
-    if resume is None:
+    if resume is None or auto:
         set_ = data_overrides(data, set_, config is not None)
     elif data is not None:
         raise ConfigError("--resume continues a run on its own data; drop --data")
     if seeds is not None:
         return _train_seeds(seeds, config, set_, run_dir, device, seed, data_root, resume, nproc_per_node)
+    if auto:
+        return _auto(config, set_, run_dir, device, seed, data_root, nproc_per_node, verbose)
     if nproc_per_node is not None:
         return _launch(nproc_per_node, config, set_, device, seed, data_root, resume or run_dir,
                        resuming=resume is not None)
     if resume is not None and run_dir is not None:
         raise ConfigError("--resume continues a run in its own directory; drop --run-dir")
+    _train_one(config, overrides(set_, device, seed), run_dir, data_root, resume, verbose)
+
+
+def _train_one(config, sets, run_dir, data_root, resume, verbose) -> None:
+    """One run in this process: a new one, or --resume."""
     from ..training.signals import StopSignals
 
-    sets = overrides(set_, device, seed)
     # installed before torch is even imported: Ctrl-C / SIGTERM anywhere in the run is one line and exit 130
     with StopSignals() as signals:
         if resume is not None:
@@ -123,6 +137,11 @@ def finetune(
     lr: Optional[float] = LrOpt,
     batch_size: Optional[int] = BatchSizeOpt,
     verbose: bool = VerboseOpt,
+    launcher: Optional[str] = LauncherOpt,
+    resume: Optional[str] = typer.Option(None, "--resume", show_default=False,
+                                         help="'auto' with --run-dir RUN: start RUN, continue it, or exit 0 if it "
+                                              "has finished (one command for a cluster job's first start and every "
+                                              "restart)."),
     import_: Optional[str] = ImportOpt,
 ) -> None:
     """Start a new run from pretrained weights (head re-initialised when the class count differs).
@@ -134,12 +153,51 @@ def finetune(
 
     set_ = data_overrides(data, with_import(with_shortcuts(set_, epochs, lr, batch_size), import_), config is not None)
     checkpoint = _resolve(checkpoint)
+    _read_launcher(launcher, nproc_per_node)
+    if resume is not None:
+        if resume != AUTO:
+            from ..errors import ConfigError
 
+            raise ConfigError(f"finetune --resume takes 'auto' (with --run-dir RUN), not {resume!r}; continue a "
+                              "fine-tuning run with: convtrain train --resume RUN")
+        return _auto(config, set_, run_dir, device, seed, data_root, nproc_per_node, verbose, pretrained=checkpoint)
     if nproc_per_node is not None:
         return _launch(nproc_per_node, config, set_, device, seed, data_root, run_dir)
     with StopSignals() as signals:  # before torch is imported, as for train
         api.finetune(checkpoint, config, overrides=overrides(set_, device, seed), run_dir=run_dir, data_root=data_root,
                      verbose=verbose, console=out, signals=signals)
+
+
+def _read_launcher(choice: Optional[str], nproc: Optional[int]) -> None:
+    """--launcher (else CONVTRAIN_LAUNCHER): read the launcher's variables now, before torch is imported, so
+    that a bad or contradictory one is one line; the run reads the same choice from the environment."""
+    import os
+
+    from ..errors import ConfigError
+    from ..training import launchers
+
+    launch = launchers.apply(choice)
+    if choice is not None:
+        os.environ[launchers.ENV_CHOICE] = choice.strip().lower()
+    if nproc is not None and launch.name in ("slurm", "mpi") and launch.env.get("WORLD_SIZE", "1") != "1":
+        raise ConfigError(f"--nproc-per-node starts processes of its own, but {launch.name} started this one as rank "
+                          f"{launch.env['RANK']} of {launch.env['WORLD_SIZE']}; drop --nproc-per-node (one task per "
+                          "GPU is one run), or start one task per node")
+
+
+def _auto(config, sets, run_dir, device, seed, data_root, nproc, verbose, pretrained: Optional[Path] = None) -> None:
+    """--resume auto --run-dir RUN: start RUN, continue it, or say it has finished (api.resume's "auto")."""
+    from ..training.signals import StopSignals
+
+    if run_dir is not None and nproc is not None:  # decided here first, so that "finished" is one note, not one per process
+        from ..training.start import auto_plan
+
+        plan = auto_plan(run_dir)
+        if plan != "finished":
+            return _launch(nproc, config, sets, device, seed, data_root, run_dir, resuming=plan == "resume")
+    with StopSignals() as signals:
+        api.resume(AUTO, config, overrides=overrides(sets, device, seed), run_dir=run_dir, data_root=data_root,
+                   verbose=verbose, console=out, signals=signals, pretrained=pretrained)
 
 
 def _resolve(spec: Path, last: bool = False) -> Path:

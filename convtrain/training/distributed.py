@@ -14,6 +14,7 @@ import re
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import ConfigError, DistributedError, LaunchInterrupted, WorkerFailed
+from . import launchers
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,9 @@ class DistInfo:
     local_rank: int
     world_size: int
     device: torch.device
+    launcher: str = ""  # the header's "launcher: slurm, rank 0 of 2 (...)" line; "" for one unlaunched process
+    launch_name: str = "none"  # none, torchrun, slurm or mpi
+    notes: tuple[str, ...] = ()  # the launcher's start-up notes (a batch script's shell with several tasks...)
 
     @property
     def is_main(self) -> bool:
@@ -206,8 +211,11 @@ def setup(device_spec: str, devices: list[int] | None = None, timeout_s: float =
 
     nccl on CUDA, gloo on the CPU. Local rank ``i`` uses GPU ``devices[i]`` when a device list is
     given, else GPU ``i``. ``timeout_s`` bounds the rendezvous and every later collective, so a
-    process whose partners never come (or vanish) fails with a message instead of hanging.
+    process whose partners never come (or vanish) fails with a message instead of hanging. The
+    launcher (torchrun, an srun job step, mpirun; ``CONVTRAIN_LAUNCHER``) is read first
+    (:mod:`convtrain.training.launchers`), and its variables become torch's.
     """
+    started_by = launchers.apply()
     env = read_env()
     device_spec = _prefer_cuda(device_spec)
     if device_spec == "cuda":
@@ -230,7 +238,8 @@ def setup(device_spec: str, devices: list[int] | None = None, timeout_s: float =
                                     timeout=timedelta(seconds=timeout_s))
         except (RuntimeError, ValueError) as exc:  # DistError is a RuntimeError
             raise _rendezvous_error(exc, env, timeout_s) from None
-    return DistInfo(env.rank, env.local_rank, env.world_size, device)
+    described = launchers.describe(started_by, env.rank, env.world_size, env.master_addr, env.master_port)
+    return DistInfo(env.rank, env.local_rank, env.world_size, device, described, started_by.name, started_by.notes)
 
 
 def peer_failure(exc: BaseException) -> DistributedError | None:
@@ -318,14 +327,15 @@ def earliest_bad_step(step: torch.Tensor, value: torch.Tensor) -> tuple[int, flo
 
 
 def relaunch_argv(argv: list[str]) -> list[str]:
-    """This command's arguments for the processes :func:`launch` starts: all but --nproc-per-node."""
+    """This command's arguments for the processes :func:`launch` starts: all but --nproc-per-node (and
+    --launcher: those processes are torchrun's, whatever started this one)."""
     out, skip = [], False
     for arg in argv:
         if skip:
             skip = False
-        elif arg == "--nproc-per-node":
+        elif arg in ("--nproc-per-node", "--launcher"):
             skip = True
-        elif not arg.startswith("--nproc-per-node="):
+        elif not arg.startswith(("--nproc-per-node=", "--launcher=")):
             out.append(arg)
     return out
 
@@ -346,12 +356,17 @@ def launch(nproc: int, argv: list[str], device_spec: str, devices: list[int] | N
     check_gpu_count(_prefer_cuda(device_spec), nproc, devices)
     # torchrun sets OMP_NUM_THREADS=1 per process anyway; setting it here skips its warning banner
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ[launchers.ENV_CHOICE] = "torchrun"  # the processes are torchrun's, whatever started this one
     args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "convtrain", *argv])
     _quiet_elastic_logs()
+    _pass_notices_on(SignalException)
     try:
         elastic_run(args)
     except SignalException as exc:
         # the agent has already passed the signal on to the processes and waited for them to exit
+        if exc.sigval == signal.SIGUSR1:
+            raise WorkerFailed(f"preempted (SIGUSR1); each process was asked to save last.pt and stop; resume with: "
+                               f"convtrain train --resume {run_hint} --nproc-per-node {nproc}", 75) from None
         raise LaunchInterrupted(f"interrupted ({exc.sigval.name}); each process was asked to save last.pt and stop; "
                                 f"resume with: convtrain train --resume {run_hint} --nproc-per-node {nproc}") from None
     except ChildFailedError as exc:
@@ -373,8 +388,19 @@ def _worker_failure(failures: dict, nproc: int) -> WorkerFailed:
     if first.exitcode < 0:
         name = first.signal_name()
         return WorkerFailed(f"rank {rank} (pid {first.pid}) was killed by {name} (exit code {first.exitcode}){tail}", 1)
-    code = first.exitcode if first.exitcode in (1, 2, 130) else 1
+    code = first.exitcode if first.exitcode in (1, 2, 75, 130) else 1
     return WorkerFailed(f"rank {rank} exited with code {first.exitcode} (its message is above){tail}", code)
+
+
+def _pass_notices_on(signal_exception: type) -> None:
+    """SIGUSR1 (a preemption notice) to the launcher: stop the agent as SIGTERM does, which passes the
+    same signal on to every process and waits for them (each saves last.pt and exits 75). Without this
+    the notice's default action ended the launcher at once and left its processes orphaned."""
+    def notice(signum, frame):
+        raise signal_exception(f"Process {os.getpid()} got signal: {signum}", sigval=signal.Signals(signum))
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR1, notice)
 
 
 def _quiet_elastic_logs() -> None:

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 HOOK_PACKAGE = "convtrain.training.hooks"
@@ -196,6 +196,24 @@ class Hooks:
         self._fire("on_end", status)
 
 
+_REGISTERED: list = []  # builders added from outside the package (register): a plug-in, a test
+
+
+def register(build: Callable[[Any, bool], Hook | None]) -> Callable[[Any, bool], Hook | None]:
+    """Add a hook builder from outside :mod:`convtrain.training.hooks` (your own project, a plug-in, a
+    test): ``build(cfg, is_main) -> Hook | None`` is then called for every run of this process, after
+    the package's own modules, exactly like theirs. Usable as a decorator; returns ``build``."""
+    if build not in _REGISTERED:
+        _REGISTERED.append(build)
+    return build
+
+
+def unregister(build: Callable[[Any, bool], Hook | None]) -> None:
+    """Remove a builder :func:`register` added (a test cleaning up after itself)."""
+    if build in _REGISTERED:
+        _REGISTERED.remove(build)
+
+
 def discover(package: str = HOOK_PACKAGE) -> list:
     """The hook modules of ``package``, by name (modules whose name starts with ``_`` are helpers).
     Each defines ``build(cfg, is_main) -> Hook | None``."""
@@ -205,9 +223,11 @@ def discover(package: str = HOOK_PACKAGE) -> list:
 
 
 def build(cfg: Any, is_main: bool, extra: Iterable[Hook] = ()) -> Hooks:
-    """The run's hooks: every discovered module's (those the config turns on), then the caller's.
+    """The run's hooks: every discovered module's and registered builder's (those the config turns on),
+    then the caller's.
 
     Called before the data is read: a hook whose optional package is missing refuses the run here
     (:func:`convtrain.extras.require_extra`, exit 2), before anything is written."""
-    built = [hook for module in discover() if (hook := module.build(cfg, is_main)) is not None]
+    builders = [module.build for module in discover()] + list(_REGISTERED)
+    built = [hook for make in builders if (hook := make(cfg, is_main)) is not None]
     return Hooks([*built, *extra])

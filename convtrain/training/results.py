@@ -40,6 +40,23 @@ class TrainResult:
                    train_seconds=float(result.train_seconds), stopped_by=result.stopped_by,
                    test_num_samples=int(test["num_samples"]))
 
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path) -> TrainResult:
+        """A finished run read back from its results.json and metrics.csv (``--resume auto`` on a run
+        that has finished returns it without training)."""
+        from ..artifacts.runfiles import read_metrics, read_results
+
+        run = Path(run_dir)
+        results, rows = read_results(run), read_metrics(run)
+        if results is None or results.status != "finished":
+            from ..errors import RunDirError
+
+            raise RunDirError(f"{run} has not finished (its results.json says {results.status if results else 'nothing'})")
+        return cls(run_dir=run, test_accuracy=float(results.test_accuracy), test_loss=float(results.test_loss or 0.0),
+                   best_epoch=int(results.best_epoch or 0), best_val_acc=float(results.best_val_acc or 0.0),
+                   epochs=rows, train_seconds=float(results.train_seconds or sum(r.seconds for r in rows)),
+                   stopped_by=None, test_num_samples=sum(map(sum, results.confusion_matrix or [])))
+
     @property
     def checkpoint(self) -> Path:
         """The run's ``checkpoints/best.pt``."""

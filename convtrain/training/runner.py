@@ -41,7 +41,7 @@ from ..data.batches import AugmentParams, make_batches
 from ..data.cache import CACHE_FILE_NOTE
 from ..data.sources import build as build_data
 from ..data.types import DataBundle
-from ..errors import CheckpointError, ConfigError, ConvtrainError, Interrupted, RunStopped, TrainingError
+from ..errors import CheckpointError, ConfigError, ConvtrainError, Interrupted, Preempted, RunStopped, TrainingError
 from ..models import apply_init, create_model
 from . import distributed, engine, events
 from .events import Hook, Stop
@@ -255,7 +255,7 @@ def prepare_training(r: Run, state: RunState, start: Start) -> None:
     r.signals.immediate(lambda name: f"interrupted before training started ({name}); "
                                      f"resume with: {_resume_command(r)}")
     r.reporter.attach_log(r.rundir.log)
-    notes = [*start.notes, *r.data.bundle.notes, *([r.rundir.note] if r.rundir.note else []),
+    notes = [*start.notes, *dist.notes, *r.data.bundle.notes, *([r.rundir.note] if r.rundir.note else []),
              *([DETERMINISTIC_NOTE] if cfg.train.deterministic else [])]
     for line in notes:
         (r.reporter.detail if line.startswith(CACHE_FILE_NOTE) else r.reporter.info)(line)
@@ -274,6 +274,8 @@ def prepare_training(r: Run, state: RunState, start: Start) -> None:
     b = r.data.bundle
     # three short lines, not one of ~150 characters that wraps on any terminal
     r.reporter.info(f"{'resuming' if start.resume else 'run'}: {r.rundir.path}")
+    if dist.launcher:  # which launcher started the processes (an srun job step, torchrun, mpirun)
+        r.reporter.info(dist.launcher)
     trainable = "" if n_train == n_params else f", {n_train:,} trainable"
     r.reporter.info(f"model {cfg.model.name} ({n_params:,} parameters{trainable}) on {dist.device}"
                     f"{f' x {dist.world_size} processes' if dist.distributed else ''}")
@@ -300,12 +302,14 @@ def loop(r: Run, state: RunState) -> None:
         state.stop = _stop_reason(r, state) if state.epoch <= r.cfg.train.epochs or partial else None
     if state.stop is not None:
         r.reporter.info(state.stop.note)
-    if r.signals.is_set():  # the first signal came after the last step (validation, saves): honour it here
+    # the first signal came after the last step (validation, saves), on any rank: honour it here
+    if distributed.broadcast_flag(r.signals.is_set(), r.dist.device):
+        stop, word = _stop_kind(r)
         with r.signals.protected():
             r.rundir.write_results(Results("interrupted", epoch=state.epoch - 1, step=None))
             state.status = "interrupted"
-        raise Interrupted(f"interrupted after the last epoch; last.pt saved. Resume with: {_resume_command(r)} "
-                          "(it only runs the final test)")
+        raise stop(f"{word} after the last epoch; last.pt saved. Resume with: {_resume_command(r)} "
+                   "(it only runs the final test)")
 
 
 def train_epoch(r: Run, state: RunState) -> engine.EpochResult:
@@ -359,17 +363,26 @@ def stop_mid_epoch(r: Run, state: RunState, epoch_state: engine.EpochState) -> T
 
 
 def save_interrupted(r: Run, state: RunState, epoch_state: engine.EpochState) -> None:
-    """After a first signal: save last.pt at this very step, record it, stop with exit 130."""
+    """After a first signal: save last.pt at this very step, record it, stop with exit 130 (75 when preempted)."""
     pause_for_test("stop")
     training_state = _training_state(r, state, epoch_state, complete=False)  # a collective: every rank calls it
+    stop, word = _stop_kind(r)  # a collective as well
     with r.signals.protected():
         pause_for_test("save")
         r.rundir.save_checkpoint("last.pt", checkpoint.build(
             r.model, epoch=state.epoch - 1, metrics={}, training_state=training_state.to_dict(), **r.meta))
         r.rundir.write_results(Results("interrupted", epoch=state.epoch, step=epoch_state.step))
         state.status = "interrupted"
-    raise Interrupted(f"interrupted at epoch {state.epoch}, step {epoch_state.step}; last.pt saved. "
-                      f"Resume with: {_resume_command(r)}")
+    raise stop(f"{word} at epoch {state.epoch}, step {epoch_state.step}; last.pt saved. "
+               f"Resume with: {_resume_command(r)}")
+
+
+def _stop_kind(r: Run) -> tuple[type[Interrupted], str]:
+    """How a signalled stop ends on every rank: Preempted (exit 75) when any rank got a preemption
+    notice (SIGUSR1), else Interrupted (130). A collective: every rank calls it."""
+    if distributed.broadcast_flag(r.signals.preempted, r.dist.device):
+        return Preempted, "preempted (SIGUSR1, exit 75)"
+    return Interrupted, "interrupted"
 
 
 def validate(r: Run, state: RunState, epoch_state: engine.EpochState) -> MetricsRow:
@@ -493,9 +506,12 @@ def _load_pretrained(model: nn.Module, cfg: RunConfig, ckpt: dict, reporter: Rep
 
 
 def _resume_command(r: Run) -> str:
-    """What to type to continue this run (a distributed run resumes with as many processes)."""
-    procs = f" --nproc-per-node {r.dist.world_size}" if r.dist.distributed else ""
-    return f"convtrain train --resume {r.rundir.path}{procs}"
+    """What to type to continue this run (a distributed run resumes with as many processes, started
+    the way they were: --nproc-per-node, or the srun / mpirun step that started them)."""
+    resume = f"convtrain train --resume {r.rundir.path}"
+    if r.dist.launch_name in ("slurm", "mpi") and r.dist.distributed:
+        return f"{resume} in {'an srun step' if r.dist.launch_name == 'slurm' else 'mpirun'} of {r.dist.world_size} tasks"
+    return resume + (f" --nproc-per-node {r.dist.world_size}" if r.dist.distributed else "")
 
 
 def _checkpoint_meta(cfg: RunConfig, bundle: DataBundle) -> dict:

@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM for a whole run, from start-up to the last plot: always exit 130, never a torn file.
+"""Ctrl-C, SIGTERM and SIGUSR1 for a whole run, from start-up to the last plot: exit 130 (75 for
+SIGUSR1, a cluster's preemption notice), never a torn file.
 
 :class:`StopSignals` is installed before any start-up work and stays until the command returns.
 What a signal does depends on where the run is:
@@ -7,6 +8,12 @@ What a signal does depends on where the run is:
 * the training loop (``graceful``): the first signal asks the loop to stop after the current step
   (acknowledged on stderr); the loop saves ``last.pt`` and exits 130. A second signal stops at once,
   with its own message.
+
+SIGUSR1 is a scheduler's preemption notice (SLURM's ``--signal=USR1@90``): it stops like the first
+Ctrl-C, and the command exits 75 (:class:`~convtrain.errors.Preempted`, "preempted, resumable")
+instead of 130, so that a job script requeues on that code alone. Repeated notices (SLURM signals
+every process of a step, and a launcher passes the signal on as well) are one notice, never the
+"second signal" that stops at once. Which ranks saw it is agreed in the runner, like the stop itself.
 
 Inside :meth:`StopSignals.protected` (a checkpoint or results write) a signal waits until the write
 is done, so a file is always the old one or the complete new one and no temporary file is left.
@@ -29,9 +36,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..errors import Interrupted
+from ..errors import Interrupted, Preempted
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+NOTICE = signal.SIGUSR1  # a preemption notice: stop and save as on Ctrl-C, exit 75
 
 
 def _ack_line(line: str) -> None:
@@ -43,6 +51,7 @@ def _ack_line(line: str) -> None:
 class StopSignals:
     def __init__(self, ack: Callable[[str], None] | None = None) -> None:
         self.requested = False  # the loop was asked to stop after the current step
+        self.preempted = False  # a preemption notice (SIGUSR1) came: the stop exits 75, not 130
         # os.write, not print: a handler that prints can hit "reentrant call" if the main thread was printing
         self._ack = ack or _ack_line
         self._graceful = False
@@ -92,17 +101,23 @@ class StopSignals:
     def _handler(self, signum, frame) -> None:
         first_in_loop = self._graceful and not self.requested  # only sets a flag: harmless inside a write
         if self._depth and not first_in_loop:
-            self._pending = signum
+            if self._pending is None or signum != NOTICE:  # a notice never hides a pending Ctrl-C
+                self._pending = signum
             return
         self._act(signum)
 
     def _act(self, signum: int) -> None:
         name = signal.Signals(signum).name
+        notice = signum == NOTICE
+        self.preempted = self.preempted or notice
         if self._graceful and not self.requested:
             self.requested = True
-            self._ack(f"{name}: stopping after this step and saving last.pt (Ctrl-C again to stop at once)")
+            what = f"{name} (preemption notice)" if notice else name
+            self._ack(f"{what}: stopping after this step and saving last.pt (Ctrl-C again to stop at once)")
             return
-        raise Interrupted(self._message(name))
+        if notice and self.requested:  # the same notice again: the stop it asked for is under way
+            return
+        raise (Preempted if notice else Interrupted)(self._message(name))
 
 
 def pause_for_test(point: str) -> None:

@@ -10,12 +10,14 @@ from pathlib import Path
 
 from ..artifacts import checkpoint
 from ..artifacts.rundir import check_is_run
+from ..artifacts.runfiles import read_results
+from ..artifacts.runlock import LOCK_NAME
 from ..config.diff import config_diff
 from ..config.load import load_config
 from ..config.schema import RunConfig, from_dict, saved_raw, to_dict
 from ..config.yamlsafe import read_yaml
 from ..data.sources import get as get_source
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, RunDirError
 
 # Settings that may change when a run is resumed: they do not alter what the finished run means.
 # How long to train (epochs, max_time, stop_at) may change like train.epochs always could; which
@@ -40,6 +42,34 @@ class Start:
     notes: list[str] = field(default_factory=list)  # lines to print when the run starts
 
 
+
+
+# --------------------------------------------------------------------------------------------
+# --resume auto: one command for a job's first start and every restart
+
+AUTO = "auto"  # --resume auto
+
+
+def auto_plan(run_dir: str | Path) -> str:
+    """What ``--resume auto --run-dir RUN`` does with RUN: ``"start"`` (missing, or empty), ``"resume"``
+    (a run that has not finished: its last.pt, or its config.yaml when it stopped before its first save)
+    or ``"finished"`` (nothing to do). Anything else is a RunDirError (exit 2), one line; nothing is
+    written. Every rank of a multi-process run decides before any of them can write: rank 0 creates
+    RUN only after all of them have joined the process group, so they all see RUN as it was."""
+    path = Path(run_dir)
+    if not path.exists():
+        return "start"
+    if not path.is_dir():
+        raise RunDirError(f"--resume auto: {path} is a file, not a run directory; give --run-dir a new folder, an "
+                          "empty one, or a run's")
+    if not any(p.name != LOCK_NAME for p in path.iterdir()):
+        return "start"
+    try:
+        check_is_run(path)
+    except RunDirError as exc:
+        raise RunDirError(f"--resume auto: {exc}; --run-dir must be a new folder, an empty one, or a run's") from None
+    results = read_results(path)
+    return "finished" if results is not None and results.status == "finished" else "resume"
 
 
 # --------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def test_convtrain_docs_lists_reads_and_refuses_topics():
     run = lambda *a: subprocess.run([sys.executable, "-m", "convtrain", "docs", *a], capture_output=True,  # noqa: E731
                                     text=True, env=env, timeout=60)
     listed = run()
-    assert listed.returncode == 0 and "extending" in listed.stdout and "Your own model" in listed.stdout
+    assert listed.returncode == 0 and "extending" in listed.stdout and "Extending convtrain" in listed.stdout
     page = run("deploy")
     assert page.returncode == 0 and "Deploying an exported model" in page.stdout
     assert run("deploy", "--path").stdout.strip().endswith(os.path.join("convtrain", "docs", "deploy.md"))
