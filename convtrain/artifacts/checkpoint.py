@@ -162,8 +162,9 @@ def _read(path: Path) -> Any:
             raise _refuse_code(path, unsafe or ["a non-tensor global"]) from None
         what = _what_it_is(path)
         if what is not None:
-            raise CheckpointError(f"{path} is {what}, not a convtrain checkpoint; give a run directory, its "
-                                  "checkpoints/best.pt, or an .onnx export") from None
+            # "PATH is not a convtrain checkpoint": the words export's overwrite check reads as "not one"
+            raise CheckpointError(f"{path} is not a convtrain checkpoint: it is {what}; give a run directory, "
+                                  "its checkpoints/best.pt, or an .onnx export") from None
         if isinstance(exc, pickle.UnpicklingError):
             raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint (unreadable pickle data)") from None
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

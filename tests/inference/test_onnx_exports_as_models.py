@@ -106,10 +106,10 @@ def test_the_deploy_client_applies_the_ink_rule(work):
 
 
 @pytest.mark.parametrize("name, content, what", [
-    ("digit.png", None, "is a PNG image, not a convtrain checkpoint"),
-    ("config.yaml", b"model:\n  name: lenet5\n", "is a text file (YAML text), not a convtrain checkpoint"),
-    ("train.csv", b"label,pixel0\n1,0\n", "is a text file (CSV text), not a convtrain checkpoint"),
-    ("model.pt2", b"PK\x03\x04junk", "is a torch.export archive"),
+    ("digit.png", None, "is not a convtrain checkpoint: it is a PNG image"),
+    ("config.yaml", b"model:\n  name: lenet5\n", "is not a convtrain checkpoint: it is a text file (YAML text)"),
+    ("train.csv", b"label,pixel0\n1,0\n", "is not a convtrain checkpoint: it is a text file (CSV text)"),
+    ("model.pt2", b"PK\x03\x04junk", "is not a convtrain checkpoint: it is a torch.export archive"),
     ("broken.onnx", b"\x08\x07junk", "is not a readable ONNX model"),
 ], ids=lambda v: v if isinstance(v, str) and "." in v and " " not in v else None)
 def test_a_file_that_is_neither_checkpoint_nor_export_is_refused_naming_what_it_is(work, tmp_path, name, content,
