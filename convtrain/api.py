@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-from .inference.results import Evaluation, LoadedModel, Prediction, PredictionFile
+from .errors import ConfigError
+from .inference.results import Evaluation, LoadedModel, Prediction, PredictionFile, Predictions
 from .training.events import Hook
 from .training.results import SeedsResult, TrainResult
 
@@ -32,8 +33,8 @@ if TYPE_CHECKING:  # for type checkers only: importing torch here would cost ~1.
     from .training.signals import StopSignals
 
 __all__ = ["train", "finetune", "resume", "seeds", "evaluate", "predict", "predict_to_file", "load",
-           "checkpoint_path", "job_script", "TrainResult", "SeedsResult", "Evaluation", "Prediction", "PredictionFile",
-           "LoadedModel", "Hook", "register_hook"]
+           "checkpoint_path", "job_script", "TrainResult", "SeedsResult", "Evaluation", "Prediction", "Predictions",
+           "PredictionFile", "LoadedModel", "Hook", "register_hook"]
 
 PathLike = Union[str, Path]
 Overrides = Union[Mapping[str, Any], Iterable[str]]
@@ -66,11 +67,10 @@ def train(config: ConfigLike = None, *, data: PathLike | None = None, overrides:
 
     Example: ``convtrain.train("smoke", overrides={"train.epochs": 1}).test_accuracy``
     """
-    _import_training(signals)
+    sets = _override_strings(overrides)
+    cfg = _import_training(signals, lambda: _resolve_config(config, data, sets, data_root))
     from .training.start import Start
 
-    sets = _override_strings(overrides)
-    cfg = _resolve_config(config, data, sets, data_root)
     start = Start(cfg, Path(run_dir) if run_dir is not None else None)
     return _run(_noted(start, sets), progress, verbose, console, signals, hooks)
 
@@ -82,13 +82,12 @@ def finetune(checkpoint: PathLike | TrainResult, config: ConfigLike = None, *, d
     """A new run from ``checkpoint``'s weights, as ``convtrain finetune`` does (the architecture
     comes from the checkpoint; the head is re-initialised when the classes differ). The other
     arguments are :func:`train`'s."""
-    _import_training(signals)
+    sets = _override_strings(overrides)
+    cfg, path = _import_training(signals, lambda: (_resolve_config(config, data, sets, data_root),
+                                                   checkpoint_path(checkpoint)))
     from .training.start import prepare_finetune
 
-    sets = _override_strings(overrides)
-    cfg = _resolve_config(config, data, sets, data_root)
-    start = prepare_finetune(checkpoint_path(checkpoint), cfg, run_dir)
-    return _run(_noted(start, sets), progress, verbose, console, signals, hooks)
+    return _run(_noted(prepare_finetune(path, cfg, run_dir), sets), progress, verbose, console, signals, hooks)
 
 
 def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *, overrides: Overrides = (),
@@ -116,12 +115,17 @@ def resume(run: PathLike | TrainResult = "latest", config: ConfigLike = None, *,
     if isinstance(run, (str, Path)) and str(run) == "auto":
         return _resume_auto(run_dir, config, data, overrides, pretrained, data_root,
                             dict(progress=progress, verbose=verbose, console=console, signals=signals, hooks=hooks))
-    _import_training(signals)
-    from .training.start import prepare_resume
-
     path = _last_checkpoint(run)
     sets = _override_strings(overrides)
-    cfg = _resolve_config(config, None, sets, data_root) if config is not None else None
+
+    def checked():
+        cfg = _resolve_config(config, None, sets, data_root) if config is not None else None
+        _refuse_complete(path, cfg, sets)
+        return cfg
+
+    cfg = _import_training(signals, checked)
+    from .training.start import prepare_resume
+
     return _run(_noted(prepare_resume(path, cfg, sets, data_root), sets), progress, verbose, console, signals, hooks)
 
 
@@ -167,6 +171,39 @@ def _finished(run: Path, progress: bool, console: Console | None) -> TrainResult
     return result
 
 
+def _refuse_complete(path: Path, cfg: RunConfig | None, sets: list[str]) -> None:
+    """A finished run that has trained every epoch asked for: nothing to resume (it re-tested and re-plotted
+    for half a minute before). One line with the command that trains it longer; read from its files, no torch."""
+    from .artifacts import runfiles
+    from .config.load import apply_overrides
+    from .config.yamlsafe import read_yaml
+    from .errors import ConvtrainError
+
+    run = path.parent.parent if path.is_file() else path
+    last = path if path.is_file() else run / "checkpoints" / "last.pt"
+    if any(key not in ("train.epochs", "device") for key in _override_keys(sets)):
+        return  # another key changes: the resume's own checks say whether it may (optim.lr, data.root...)
+    try:
+        if last.stat().st_mtime_ns > (run / "results.json").stat().st_mtime_ns:
+            return  # last.pt replaced after the run finished: the resume reads and checks it
+        results, rows = runfiles.read_results(run), runfiles.read_metrics(run)
+        saved = read_yaml(run / "config.yaml")
+        epochs = cfg.train.epochs if cfg is not None else apply_overrides(saved, sets)["train"]["epochs"]
+    except (ConvtrainError, OSError, KeyError, TypeError):
+        return  # anything unusual: the resume itself reports it, as before
+    if results is None or results.status != "finished" or len(rows) < epochs:
+        return
+    shown = f"; test accuracy {results.test_accuracy:.4f}" if results.test_accuracy is not None else ""
+    raise ConfigError(f"run {run} is complete: {len(rows)} of {epochs} epochs trained{shown}; to train it "
+                      f"longer: convtrain train --resume {run} --epochs {len(rows) + max(1, epochs)}")
+
+
+def _override_keys(sets: list[str]) -> list[str]:
+    from .config.load import parse_override
+
+    return [".".join(parse_override(text)[0]) for text in sets]
+
+
 def seeds(config: ConfigLike = None, seeds: str | Iterable[int] = (0, 1, 2), *, data: PathLike | None = None,
           overrides: Overrides = (), run_dir: PathLike | None = None, progress: bool = True,
           data_root: str | None = None, console: Console | None = None,
@@ -180,13 +217,16 @@ def seeds(config: ConfigLike = None, seeds: str | Iterable[int] = (0, 1, 2), *, 
     resumed, the missing ones started). The seeds' test set is the same (``data.split_seed``). The
     other arguments are :func:`train`'s; ``progress`` also prints the summary table.
     """
-    from .training.seeds import parse_seeds
+    def checked():
+        _resolve_config(config, data, overrides, data_root)  # its mistakes first: before the seeds import torch
+        from .training.seeds import parse_seeds
 
-    chosen = parse_seeds(seeds)
-    _import_training(signals)
+        chosen = parse_seeds(seeds if isinstance(seeds, str) else ",".join(str(s) for s in seeds))
+        return chosen, _resolve_config(config, data, [*_override_strings(overrides), f"seed={chosen[0]}"], data_root)
+
+    chosen, base = _import_training(signals, checked)
     from .training.seeds import run_seeds, seed_root
 
-    base = _resolve_config(config, data, [*_override_strings(overrides), f"seed={chosen[0]}"], data_root)
     root = seed_root(Path(run_dir) if run_dir is not None else None, base)
     out = _console(progress, console)
     result = SeedsResult.from_summary(root, run_seeds(base, chosen, root, console=out, signals=signals))
@@ -205,14 +245,18 @@ def register_hook(build: Callable[[RunConfig, bool], Hook | None]) -> Callable[[
     return register(build)
 
 
-def _import_training(signals: StopSignals | None) -> None:
-    """Import the training modules (torch, numpy, torchvision) with Ctrl-C / SIGTERM held until they are
-    loaded, when the caller installed :class:`StopSignals` (the signal then stops the command: one line,
-    exit 130). A signal handler's exception raised inside an import is caught by C code that imports
-    modules of its own (torch._C imports numpy and ignores a failure) or leaves a half-initialised
-    extension behind (numpy then fails with "cannot load module more than once per process" next time)."""
+def _import_training(signals: StopSignals | None, prepare: Callable[[], Any] | None = None) -> Any:
+    """``prepare()`` (resolving the config: its key and value mistakes are refused before it imports torch,
+    for the model's check), then the training modules (torch, numpy, torchvision), with Ctrl-C / SIGTERM held
+    until they are loaded, when the caller installed :class:`StopSignals` (the signal then stops the command:
+    one line, exit 130); returns what ``prepare`` returned. A signal handler's exception raised inside an
+    import is caught by C code that imports modules of its own (torch._C imports numpy and ignores a failure)
+    or leaves a half-initialised extension behind (numpy then fails with "cannot load module more than once
+    per process" next time)."""
     with signals.protected() if signals is not None else contextlib.nullcontext():
+        prepared = prepare() if prepare is not None else None
         from .training import runner, seeds, start  # noqa: F401
+    return prepared
 
 
 def _resolve_config(config: ConfigLike, data: PathLike | None, overrides: Overrides,
@@ -241,7 +285,14 @@ def _override_strings(overrides: Overrides) -> list[str]:
         from .config.load import override_text
 
         return [override_text(key, value) for key, value in overrides.items()]
-    return [str(o) for o in overrides]
+    if not isinstance(overrides, Iterable) or isinstance(overrides, (bytes, bytearray)):
+        raise TypeError(f"overrides: give a mapping {{'train.epochs': 2}} or a list of 'key=value' strings, "
+                        f"got {type(overrides).__name__} {overrides!r}")
+    found = list(overrides)
+    wrong = [o for o in found if not isinstance(o, str)]
+    if wrong:
+        raise TypeError(f"overrides: each item is a 'key=value' string, got {type(wrong[0]).__name__} {wrong[0]!r}")
+    return found
 
 
 def _noted(start, sets: list[str]):
@@ -397,6 +448,10 @@ def evaluate(checkpoint: PathLike | TrainResult, data: PathLike | None = None, *
     ``val``), on another registered ``dataset``, or on ``data``, another labelled folder or CSV file with
     the same classes. ``overrides``: the data keys ``eval --set`` takes (e.g. ``{"data.test_size": 0.2}``
     with ``data``). ``Evaluation.as_json()`` is ``eval --json``'s object."""
+    from .inference.eval_keys import check_eval_overrides
+
+    sets = _override_strings(overrides)
+    check_eval_overrides(sets, str(data) if data is not None else None)  # before torch loads
     from .inference.evaluate import evaluate_checkpoint
 
     return evaluate_checkpoint(checkpoint_path(checkpoint), split=split, data_root=data_root, device=device,
@@ -406,20 +461,35 @@ def evaluate(checkpoint: PathLike | TrainResult, data: PathLike | None = None, *
 
 
 def predict(checkpoint: PathLike | TrainResult | LoadedModel, images: Any, *, invert: str = "auto",
-            device: str = "auto", top_k: int | None = None, batch_size: int = 256) -> list[Prediction]:
+            device: str = "auto", top_k: int | None = None, batch_size: int = 256,
+            probabilities: bool = False) -> Predictions:
     """Classify images, as ``convtrain predict`` does (the same :class:`~convtrain.inference.predict.Predictor`,
     the same probabilities).
 
+    ``checkpoint``: a ``.pt`` checkpoint, a run (directory, name, ``latest``), an ``.onnx`` export, a
+    :class:`TrainResult` or a :class:`LoadedModel` (left as it is: its model is copied).
     ``images``: one image or a list of them; each a file path, a folder (its images, by name), a file of
     many images (an unlabelled CSV, an ``.npz``: one prediction per image), PNG/JPEG bytes, a PIL image,
-    or a uint8 array/tensor ``[H, W]``, ``[H, W, C]`` (numpy) or ``[C, H, W]`` (torch). ``invert``:
-    ``auto`` (MNIST-style: dark ink on a light border is inverted), ``yes``, ``no``. ``top_k``: the classes each
-    :class:`Prediction` lists (default: all). A :class:`LoadedModel` is left as it is (its model is copied).
+    or a NumPy array / torch tensor: one image ``(H, W)``, ``(H, W, C)``, ``(C, H, W)`` or a batch ``(N, H, W)``,
+    ``(N, H, W, C)``, ``(N, C, H, W)`` (C = 1, 3 or 4), uint8 (0..255) or float (0..1), e.g. ``x_test[:100]``.
+    An empty list gives an empty answer. ``invert``: ``auto`` (MNIST-style: dark ink on a light border is
+    inverted), ``yes``, ``no``. ``top_k``: the classes each :class:`Prediction` lists (default: all).
+    ``probabilities``: also return every class's probability as one array (``result.probabilities``,
+    ``[N, classes]``, columns in ``result.classes`` order).
+
+    Returns a list of :class:`Prediction` (``label`` the class name, ``index`` its number, ``prob``, ``topk()``).
     """
+    _check_choice("invert", invert, ("auto", "yes", "no"))  # before torch loads
     from .inference.predict import predict_images
 
     source = checkpoint if isinstance(checkpoint, LoadedModel) else checkpoint_path(checkpoint)
-    return predict_images(source, images, top_k, invert, device, batch_size)
+    return predict_images(source, images, top_k, invert, device, batch_size, probabilities=probabilities)
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    """The command's own words (``--invert must be auto, yes or no, got 'x'``), without importing torch."""
+    if value not in choices:
+        raise ConfigError(f"--{name} must be {', '.join(choices[:-1])} or {choices[-1]}, got '{value}'")
 
 
 def predict_to_file(checkpoint: PathLike | TrainResult, images: Iterable[PathLike], output: PathLike,

@@ -162,10 +162,50 @@ def _read(path: Path) -> Any:
         refused_global = "Unsupported global" in str(exc) or ("GLOBAL" in str(exc) and "blocked" in str(exc))
         if unsafe or refused_global:
             raise _refuse_code(path, unsafe or ["a non-tensor global"]) from None
+        what = _what_it_is(path)
+        if what is not None:
+            # "PATH is not a convtrain checkpoint": the words export's overwrite check reads as "not one"
+            raise CheckpointError(f"{path} is not a convtrain checkpoint: it is {what}; give a run directory, "
+                                  "its checkpoints/best.pt, or an .onnx export") from None
         if isinstance(exc, pickle.UnpicklingError):
             raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint (unreadable pickle data)") from None
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint ({first})") from None
+
+
+_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+          (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
+          (b"\x93NUMPY", "a NumPy .npy file"), (b"\x1f\x8b", "a gzip file"))
+_EXPORTS = {".onnx": "an ONNX file that onnxruntime cannot read as convtrain's export",
+            ".pt2": "a torch.export archive (torch.export.load reads it; predict, eval and serve take the .onnx "
+                    "export or the checkpoint)",
+            ".ts": "a TorchScript archive (torch.jit.load reads it; predict, eval and serve take the .onnx export "
+                   "or the checkpoint)"}
+
+
+def _what_it_is(path: Path) -> str | None:
+    """What a file that torch.load cannot read is, when its name or first bytes say it (None: unknown)."""
+    if path.suffix.lower() in _EXPORTS:
+        return _EXPORTS[path.suffix.lower()]
+    if path.suffix.lower() in (".pt", ".pth"):
+        return None  # named as a checkpoint: damaged (truncated, overwritten), as the message has always said
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive (an .npz, .pt2 or .ts file?)" if path.suffix.lower() != ".npz" else "a NumPy .npz file"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if head and "\x00" not in text:
+        return f"a text file ({path.suffix.lstrip('.').upper() or 'plain'} text)"
+    return None
 
 
 # ---- schema validation: every key a reader uses, checked once, named by its key path --------
@@ -318,6 +358,7 @@ def _build(raw: dict, path: str | Path) -> nn.Module:
 
     m = raw["model"]
     try:
+        _import_own_model(m["name"], raw.get("config") or {}, path)
         spec = get_spec(m["name"])
         check_model_kwargs(m["name"], m["kwargs"], where=str(path))
     except ConvtrainError as exc:
@@ -331,6 +372,16 @@ def _build(raw: dict, path: str | Path) -> nn.Module:
     except (TypeError, ValueError, RuntimeError, OverflowError) as exc:  # garbage kwargs reach the layers
         raise CheckpointError(f"{path}: 'model.kwargs' {m['kwargs']} cannot build model '{m['name']}': "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def _import_own_model(name: str, config: dict, path: str | Path) -> None:
+    """A model of the user's own (``package.module:function``, or ``model.file`` in the saved config) imported
+    as training imported it, so eval, predict, export and serve build it."""
+    file = config.get("model", {}).get("file") if isinstance(config.get("model"), dict) else None
+    if ":" in name or file:
+        from ..models.user import load_user_models
+
+        load_user_models(name, file if isinstance(file, str) else None, f"{path}: config")
 
 
 def _check_model_fits(raw: dict, path: str | Path) -> None:
@@ -433,7 +484,8 @@ class Loaded:
     def rebuild(self) -> nn.Module:
         """The model with its weights, on the CPU, in eval mode."""
         raw = {"model": {"name": self.model_name, "kwargs": _thaw(self.model_kwargs)},
-               "num_classes": self.num_classes, "in_channels": self.in_channels, "input_size": list(self.input_size)}
+               "num_classes": self.num_classes, "in_channels": self.in_channels, "input_size": list(self.input_size),
+               "config": self.config_dict()}
         model = _build(raw, self.path)
         try:
             model.load_state_dict(dict(self.state_dict))

@@ -9,7 +9,12 @@
 - ``latest`` means the newest finished run under the runs folder (``runs``, the config's
   ``out_dir`` default), as ``convtrain runs`` lists them; for ``--resume``, the newest run that is
   not running (an interrupted one, or a finished one to train longer);
-- a run's name alone (``mnist-20261204-101500``) is looked up in the runs folder when no such path exists;
+- a run's name alone (``mnist-20261204-101500``) is looked up in the runs folder when no such path exists,
+  and so is any name ``convtrain runs`` prints: a tune trial (``trial-003``, or ``study/trial-003`` when two
+  studies have one), a seed run of a sweep (``sweep/seed-1``);
+- a ``convtrain tune`` study folder means its best finished trial (the best validation metric, as
+  ``convtrain runs`` shows it); a ``--seeds`` folder is refused with the seed runs to choose from;
+- ``latest`` looks inside studies and sweeps too: the newest finished run (a trial, a seed run) wins.
 - an empty argument (an unset shell variable) is refused (:func:`check_given`), never the current folder.
 
 Several paths where one is expected (a shell glob that matched two runs) is refused by
@@ -47,10 +52,11 @@ def resolve_checkpoint(spec: str | Path, *, last: bool = False, runs_dir: str | 
         if not run.exists() and glob.has_magic(text):  # a quoted glob (or --checkpoint=runs/x-*): expand it here
             matches = sorted(glob.glob(text))
             run = Path(one_checkpoint(matches)) if matches else run
-        if not run.exists() and not run.is_absolute() and len(run.parts) == 1 and (Path(runs_dir) / run).is_dir():
-            run = Path(runs_dir) / run  # a run's name, as `convtrain runs` shows it
+        if not run.exists() and not run.is_absolute():
+            run = _named(run, Path(runs_dir))  # a name as `convtrain runs` shows it
         if not run.is_dir():
             return run
+        run = _inside_group(run, last)
     if run.name == "checkpoints" and (run.parent / "config.yaml").exists():
         run = run.parent
     found = run / "checkpoints" / name
@@ -75,14 +81,72 @@ def check_given(spec: str, option: str = "--checkpoint") -> None:
                           "or 'latest'")
 
 
+def _members(entry: dict) -> list[dict]:
+    """The runs of a listing entry: a study's trials, a sweep's seed runs, or the run itself."""
+    if entry.get("kind") == "study":
+        return entry["trials"]
+    if entry.get("kind") == "sweep":
+        return entry["runs"]
+    return [entry]
+
+
+def _named(spec: Path, runs_dir: Path) -> Path:
+    """``spec`` (a name or ``group/name``) looked up in ``runs_dir``: a run, or a trial or seed run inside a
+    study or sweep there; ``spec`` itself when nothing is found (its reader then says "not found")."""
+    if (runs_dir / spec).is_dir():
+        return runs_dir / spec
+    if len(spec.parts) != 1 or not runs_dir.is_dir():
+        return spec
+    found = [Path(r["path"]) for e in list_runs(runs_dir) if e.get("kind") in ("study", "sweep")
+             for r in _members(e) if r["name"] == spec.name]
+    if len(found) > 1:
+        shown = ", ".join(str(Path(p.parent.name) / p.name) for p in found[:MAX_NAMED])
+        raise ConfigError(f"'{spec}' names {len(found)} runs under {runs_dir}/: {shown}; give one of these")
+    return found[0] if found else spec
+
+
+def _inside_group(folder: Path, last: bool) -> Path:
+    """A study folder: its best finished trial; a sweep: refused, naming its seed runs; else ``folder``."""
+    from .listing import _study, _sweep
+
+    if (folder / "config.yaml").exists() or (folder.name == "checkpoints" and (folder.parent / "config.yaml").exists()):
+        return folder
+    study = _study(folder)
+    if study is not None:
+        if last:
+            raise RunDirError(f"{folder} is a convtrain tune study: continue it with its tune command (it finishes "
+                              f"the missing trials), or resume one trial, e.g. {folder / 'trial-000'}")
+        return best_trial(study)
+    sweep = _sweep(folder)
+    if sweep is not None:
+        seeds = [str(folder / Path(r["path"]).name) for r in sweep["runs"]]
+        raise RunDirError(f"{folder} is a --seeds sweep ({len(seeds)} seeds): give one of its runs: "
+                          + ", ".join(seeds[:MAX_NAMED]) + (" ..." if len(seeds) > MAX_NAMED else ""))
+    return folder
+
+
+def best_trial(study: dict) -> Path:
+    """The study's best finished trial (pruned ones are not candidates, as in Optuna): its run directory."""
+    metric = study["metric"]
+    done = [t for t in study["trials"] if t["status"] == "finished" and t.get(f"best_{metric}") is not None]
+    if not done:
+        raise RunDirError(f"study {study['path']} has no finished trial yet; give a trial's run directory "
+                          f"(convtrain runs {Path(study['path']).parent} lists them)")
+    pick = max if metric == "val_acc" else min
+    return Path(pick(done, key=lambda t: t[f"best_{metric}"])["path"])
+
+
 def latest_run(runs_dir: str | Path = DEFAULT_RUNS_DIR, *, resumable: bool = False) -> Path:
-    """The newest finished run under ``runs_dir`` (``resumable``: the newest one not running)."""
+    """The newest finished run under ``runs_dir`` (``resumable``: the newest one not running); the trials
+    of a study and the seed runs of a sweep count as runs."""
     folder = Path(runs_dir)
     if not folder.is_dir():
         raise RunDirError(f"'latest' is the newest run under {folder}/, and there is no {folder}/ here; "
                           "give the run directory or a .pt file")
     wanted = ("finished", "interrupted", "failed") if resumable else ("finished",)
-    for r in list_runs(folder):  # newest first
+    runs = sorted((r for e in list_runs(folder) for r in _members(e)), key=lambda r: (r["created"], r["path"]),
+                  reverse=True)
+    for r in runs:  # newest first
         if r["status"] in wanted:
             return Path(r["path"])
     what = "run that is not running" if resumable else "finished run"

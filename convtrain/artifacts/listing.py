@@ -158,6 +158,7 @@ def summarize_study(folder: Path) -> dict:
     for r in trials:
         key = {"finished": "done", "pruned": "pruned", "running": "running"}.get(r["status"], "failed")
         count[key] += 1
+    count["failed"] += len(_failed_without_run(folder, {r["name"] for r in trials}))
     values = [r[f"best_{metric}"] for r in trials if r.get(f"best_{metric}") is not None]
     best = (max(values) if metric == "val_acc" else min(values)) if values else None
     newest = max((r["created"] for r in trials), default=(folder / "study.json").stat().st_mtime)
@@ -166,3 +167,15 @@ def summarize_study(folder: Path) -> dict:
             "epochs": sum(r["epochs"] for r in trials), "seconds": sum(r["seconds"] for r in trials),
             "model": trials[0]["model"] if trials else None, "dataset": trials[0]["dataset"] if trials else None,
             "trials_count": count, "trials": trials, "created": newest}
+
+
+def _failed_without_run(folder: Path, listed: set[str]) -> list[dict]:
+    """The failed trials of the study's last report (tune.json) that left no run directory (they stopped
+    before their run began): the study counts them, so the listing does too."""
+    try:
+        report = json.loads((folder / "tune.json").read_text(encoding="utf-8"))
+        rows = report.get("trials") if isinstance(report, dict) else None
+    except (OSError, ValueError, RecursionError):
+        return []
+    return [r for r in rows or [] if isinstance(r, dict) and r.get("state") == "fail"
+            and Path(str(r.get("run_dir") or "")).name not in listed]

@@ -1,7 +1,7 @@
 """The ``convtrain`` Typer app: every command registered in one place, in the order ``--help`` lists them.
 
 Each command lives in the module of its group (train.py, checkpoints.py, runs.py, config.py,
-conv.py, serve.py, models.py, data.py, tune.py, launch.py): it parses, calls one function of the library, and renders the result.
+conv.py, serve.py, models.py, data.py, tune.py, launch.py, docs.py): it parses, calls one function of the library, and renders the result.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from .. import backstop
-from . import checkpoints, config, conv, data, edge, launch, models, runs, serve, train, tune
+from . import checkpoints, config, conv, data, docs, edge, launch, models, runs, serve, train, tune
 
 app = typer.Typer(help="Train, evaluate and fine-tune convolutional networks on MNIST-style data.",
                   no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False)
@@ -47,7 +47,7 @@ app.command()(launch.launch)
 app.command()(runs.runs)
 app.command()(runs.plot)
 for command in (checkpoints.export, checkpoints.average, checkpoints.visualize, models.models, conv.conv,
-                serve.serve):
+                serve.serve, docs.docs):
     app.command()(command)
 config_app.command("show")(config.config_show)
 config_app.command("keys")(config.config_keys)

@@ -91,6 +91,10 @@ def predict(
     Example: convtrain predict --checkpoint latest digit.png photos/
     Example: convtrain predict --checkpoint runs/kaggle kaggle/test.csv --output submission.csv --format kaggle
     """
+    if output is None and fmt != "auto":  # it was ignored: the table or --json printed instead
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--format {fmt} writes a file: give --output FILE (e.g. --output predictions.csv)")
     checkpoint = api.checkpoint_path(checkpoint)
     if output is not None:
         _predict_to_file(list(images), checkpoint, output, fmt, top_k, invert, device, batch_size, overwrite)
@@ -147,7 +151,7 @@ def export(
     """Export a checkpoint's model; kept only if its outputs match the checkpoint's on a test batch.
 
     Load the result with torch.export.load(PATH).module(), torch.jit.load(PATH) or onnxruntime. The
-    file carries class names, mean/std, input size, channels and layout as metadata (docs/deploy.md).
+    file carries class names, mean/std, input size, channels and layout as metadata (convtrain docs deploy).
 
     Example: convtrain export --checkpoint latest --format torch-export
     """

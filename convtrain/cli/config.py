@@ -12,7 +12,8 @@ from rich.table import Table
 
 from ..data.detect import data_overrides
 from .edge import err, handle_errors, out
-from .options import DataOpt, DataRootOpt, SetOpt, load_run_config
+from .options import (BatchSizeOpt, DataOpt, DataRootOpt, EpochsOpt, ImportOpt, LrOpt, SetOpt, load_run_config,
+                      with_import, with_shortcuts)
 
 
 @handle_errors
@@ -22,6 +23,10 @@ def config_show(
     set_: Optional[list[str]] = SetOpt,
     data_root: Optional[str] = DataRootOpt,
     data: Optional[str] = DataOpt,
+    epochs: Optional[int] = EpochsOpt,
+    lr: Optional[float] = LrOpt,
+    batch_size: Optional[int] = BatchSizeOpt,
+    import_: Optional[str] = ImportOpt,
 ) -> None:
     """Print the fully resolved config as YAML, without running anything.
 
@@ -30,14 +35,14 @@ def config_show(
     from ..config.load import override_notes
     from ..config.schema import to_yaml
 
-    sets = data_overrides(data, set_, config is not None)
+    sets = data_overrides(data, with_import(with_shortcuts(set_, epochs, lr, batch_size), import_), config is not None)
     print(to_yaml(load_run_config(config, sets, None, None, data_root)), end="")
     for note in override_notes(sets):  # on stderr: stdout stays the YAML (config show > my.yaml)
         err.print(escape(note))
 
 
 @handle_errors
-def config_keys(as_markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (for the README).")) -> None:
+def config_keys(as_markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (as in convtrain docs configuration).")) -> None:
     """List every config key with its type, default and meaning.
 
     Example: convtrain config keys --markdown

@@ -49,7 +49,7 @@ def launch(
 ) -> None:
     """Print a cluster job that runs a convtrain command; convtrain never submits it.
 
-    The job runs COMMAND with --run-dir RUN --resume auto: first start and every restart alike (docs/cluster.md).
+    The job runs COMMAND with --run-dir RUN --resume auto: first start and every restart alike (convtrain docs cluster).
 
     Example: convtrain launch slurm --nodes 2 --gpus-per-node 4 --time 04:00:00 -- train --config mnist > job.sbatch
     Example: convtrain launch k8s --nodes 2 --image registry.example/convtrain:1 -- train --config mnist > job.yaml

@@ -39,6 +39,20 @@ BatchSizeOpt = typer.Option(None, "--batch-size", min=1, show_default=False,
                             help="Shortcut for --set train.batch_size=N.")
 
 
+ImportOpt = typer.Option(None, "--import", show_default=False,
+                         help="A Python file of your own @register_model models, for model.name to name; sets "
+                              "model.file (recorded, so eval, predict, export and resume find it; convtrain "
+                              "docs extending).")
+
+
+def with_import(sets: list[str], file: Optional[str]) -> list[str]:
+    """``--import FILE`` as the override it stands for: ``model.file`` as an absolute path, quoted for YAML."""
+    if file is None:
+        return sets
+    path = str(Path(file).expanduser().resolve()).replace("'", "''")
+    return [*sets, f"model.file='{path}'"]
+
+
 VerboseOpt = typer.Option(False, "--verbose", help="Also show internals on the terminal (background pids, cache "
                           "files); train.log always has them.")
 

@@ -55,10 +55,32 @@ def runs(
     _show_runs(found, folder)
 
 
+COLUMNS = ("run", "model", "data", "epochs", "best val acc", "test acc", "time", "status")
+# the run's name is what a user pastes into --checkpoint: it is never cut; on a narrow terminal these columns
+# go first, in this order, until the name fits
+DROPPED_FIRST = ("data", "model", "time", "best val acc", "epochs")
+
+
 def _show_runs(found: list[dict], folder: Path) -> None:
-    table = Table(title=f"runs in {escape(str(folder))}")
-    for col in ("run", "model", "data", "epochs", "best val acc", "test acc", "time", "status"):
-        table.add_column(col, justify="right" if col in ("epochs", "best val acc", "test acc", "time") else "left")
+    table = _runs_table(found, folder, set())
+    need = _least_widths(table.cells)
+    dropped = 0
+    while dropped < len(DROPPED_FIRST) and 1 + sum(3 + w for col, w in need.items()
+                                                   if col not in DROPPED_FIRST[:dropped]) >= out.width:
+        dropped += 1
+    out.print(_runs_table(found, folder, set(DROPPED_FIRST[:dropped]), need))
+    for r in [*found, *[t for r in found for t in r.get("trials", r.get("runs", []))]]:
+        if r.get("error"):
+            out.print(f"[magenta]unreadable:[/] {escape(r['error'])}")
+
+
+def _runs_table(found: list[dict], folder: Path, dropped: set[str], least: dict[str, int] | None = None) -> Table:
+    """The listing as a table without the ``dropped`` columns (the cells of those are left out too), no column
+    narrower than ``least`` says."""
+    table = _Narrowed(dropped, title=f"runs in {escape(str(folder))}")
+    for col in COLUMNS:
+        table.add_column(col, justify="right" if col in ("epochs", "best val acc", "test acc", "time") else "left",
+                         no_wrap=col == "run", min_width=(least or {}).get(col))
     colors = {"finished": "green", "interrupted": "yellow", "failed": "red", "running": "cyan", "unreadable": "magenta",
               "pruned": "yellow"}
     pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
@@ -73,10 +95,36 @@ def _show_runs(found: list[dict], folder: Path) -> None:
                 _add_run_row(table, t, colors, pct, indent="  ")
         else:
             _add_run_row(table, r, colors, pct)
-    out.print(table)
-    for r in [*found, *[t for r in found for t in r.get("trials", r.get("runs", []))]]:
-        if r.get("error"):
-            out.print(f"[magenta]unreadable:[/] {escape(r['error'])}")
+    return table
+
+
+def _least_widths(rows: list[tuple[str, ...]]) -> dict[str, int]:
+    """Each column's narrowest width without cutting a word (the run's name: without cutting it at all)."""
+    from rich.text import Text
+
+    def words(cell: str) -> list[int]:
+        return [len(w) for w in Text.from_markup(cell).plain.split()] or [0]
+
+    cols = list(zip(COLUMNS, *rows)) if rows else [(c,) for c in COLUMNS]
+    return {c[0]: max(len(Text.from_markup(x).plain) for x in c) if c[0] == "run" else max(max(words(x)) for x in c)
+            for c in cols}
+
+
+class _Narrowed(Table):
+    """A rich Table that leaves out the named columns and their cells (rows are added with every cell)."""
+
+    def __init__(self, dropped: set[str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._dropped, self._keep, self.cells = dropped, [], []
+
+    def add_column(self, header: str = "", **kwargs) -> None:
+        self._keep.append(header not in self._dropped)
+        if header not in self._dropped:
+            super().add_column(header, **kwargs)
+
+    def add_row(self, *cells, **kwargs) -> None:
+        self.cells.append(cells)
+        super().add_row(*(c for c, keep in zip(cells, self._keep) if keep), **kwargs)
 
 
 def _add_run_row(table: Table, r: dict, colors: dict, pct, indent: str = "", name: str | None = None) -> None:

@@ -16,6 +16,7 @@ from .options import (
     DataOpt,
     DataRootOpt,
     DeviceOpt,
+    ImportOpt,
     EpochsOpt,
     LauncherOpt,
     LrOpt,
@@ -26,6 +27,7 @@ from .options import (
     VerboseOpt,
     load_run_config,
     overrides,
+    with_import,
     with_shortcuts,
 )
 
@@ -37,9 +39,9 @@ def _launch(nproc: int, config, sets, device, seed, data_root, run_hint: Optiona
     """Re-run this very command in ``nproc`` processes. The config is checked here first, so a
     mistake in it is one line, not one per process; a resumed run without --config takes its config
     from the run, which the workers load."""
-    from ..training.distributed import launch, relaunch_argv
-
     cfg = load_run_config(config, sets, device, seed, data_root) if config is not None or not resuming else None
+    from ..training.distributed import launch, relaunch_argv  # (torch: after the config's mistakes are refused)
+
     launch(nproc, relaunch_argv(sys.argv[1:]), cfg.device if cfg else (device or "auto"), cfg.devices if cfg else None,
            run_hint=str(run_hint) if run_hint is not None else "RUN_DIR")
 
@@ -70,6 +72,7 @@ def train(
     batch_size: Optional[int] = BatchSizeOpt,
     verbose: bool = VerboseOpt,
     launcher: Optional[str] = LauncherOpt,
+    import_: Optional[str] = ImportOpt,
 ) -> None:
     """Train a model from a YAML config (or the defaults).
 
@@ -81,7 +84,7 @@ def train(
     """
     from ..errors import ConfigError
 
-    set_ = with_shortcuts(set_, epochs, lr, batch_size)
+    set_ = with_import(with_shortcuts(set_, epochs, lr, batch_size), import_)
     _read_launcher(launcher, nproc_per_node)
     auto = resume is not None and str(resume) == AUTO
     if resume is not None and not auto:
@@ -139,6 +142,7 @@ def finetune(
                                          help="'auto' with --run-dir RUN: start RUN, continue it, or exit 0 if it "
                                               "has finished (one command for a cluster job's first start and every "
                                               "restart)."),
+    import_: Optional[str] = ImportOpt,
 ) -> None:
     """Start a new run from pretrained weights (head re-initialised when the class count differs).
 
@@ -147,7 +151,7 @@ def finetune(
     """
     from ..training.signals import StopSignals
 
-    set_ = data_overrides(data, with_shortcuts(set_, epochs, lr, batch_size), config is not None)
+    set_ = data_overrides(data, with_import(with_shortcuts(set_, epochs, lr, batch_size), import_), config is not None)
     checkpoint = _resolve(checkpoint)
     _read_launcher(launcher, nproc_per_node)
     if resume is not None:

@@ -71,13 +71,15 @@ def tune(
 
 def _search(config, space, trials, study_dir, storage, study, jobs, timeout, sampler, pruner, metric, seed, sets,
             data_root, device, confirm, seeds) -> None:
-    from ..training.seeds import parse_seeds
     from ..training.signals import StopSignals
 
     if confirm:
+        from ..training.seeds import parse_seeds  # (imports torch: only when it is needed)
+
         parse_seeds(seeds)  # a bad --seeds is refused before any trial runs
     worker = os.environ.get("CONVTRAIN_TUNE_WORKER")  # set by --jobs for its worker processes
     with StopSignals() as signals:
+        from ..config.load import given_section
         from ..tune.search import plan_study
         from ..tune.search import tune as run_tune
         from ..tune.worker import threads_per_job
@@ -85,6 +87,7 @@ def _search(config, space, trials, study_dir, storage, study, jobs, timeout, sam
         base = load_run_config(config, sets, device, None, data_root)
         plan = plan_study(base, space, trials, study_dir, storage, study, sampler, pruner, metric, seed,
                           note=out.print)
+        plan.data_given = given_section(config, sets, "data", data_root)
         threads = [] if base.speed.threads else [f"speed.threads={threads_per_job(jobs)}"]
 
         def command(i: int | None, extra_sets: list[str]) -> list[str]:
@@ -154,8 +157,10 @@ def _show(summary: dict, folder: Path) -> None:
     """The trials table, the best trial and what pruning saved."""
     rows = summary["trials"]
     keys = sorted({k for r in rows for k in r["params"]})
+    states = summary["states"]  # counted in `convtrain runs`' words: done, pruned, failed
+    counts = f"{states.get('complete', 0)} done, {states.get('pruned', 0)} pruned, {states.get('fail', 0)} failed"
     table = Table(title=f"study {escape(summary['study'])}: {summary['finished']} of {summary['trials_target']} "
-                        f"trials finished ({summary['metric']}, {summary['direction']})")
+                        f"trials finished ({counts}; {summary['metric']}, {summary['direction']})")
     for col in ("trial", *keys, f"best {summary['metric']}", "epochs", "state", "seconds"):
         table.add_column(escape(col), justify="left" if col == "state" else "right")
     best = summary["best"]["number"] if summary["best"] else None

@@ -145,11 +145,15 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = (), *, data_
         where = where or f"recipe '{named}'"
     where = where or (str(path) if path is not None else "config")
     overrides = list(overrides)
-    # Validate the file alone first, so its own mistakes are reported against the file.
+    # Validate the file alone first, so its own mistakes are reported against the file; keys, types and
+    # values (the file's, then the overrides') before the checks that build the model and import torch.
+    from_dict(raw, where, cross=False)
+    merged = apply_overrides(raw, overrides) if overrides else raw
+    if overrides:
+        from_dict(merged, f"{where} + --set", cross=False)
     from_dict(raw, where)
     if overrides:
-        raw = apply_overrides(raw, overrides)
-        where = f"{where} + --set"
+        raw, where = merged, f"{where} + --set"
     cfg = from_dict(raw, where)
     if cfg.name is None and path is not None:
         cfg.name = Path(path).stem
@@ -163,6 +167,18 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = (), *, data_
     elif not set_root and os.environ.get("CONVTRAIN_DATA_ROOT"):
         cfg.data.root = os.environ["CONVTRAIN_DATA_ROOT"]
     return cfg
+
+
+def given_section(path: str | Path | None, overrides: Iterable[str] = (), section: str = "data",
+                  data_root: str | None = None) -> dict:
+    """The keys of ``section`` as the user gave them: the file or recipe, then ``--set`` (and ``--data-root``),
+    without the schema's defaults or ``CONVTRAIN_DATA_ROOT`` (what a config written for someone else keeps)."""
+    raw = read_yaml(resolve_config_path(path)) if path is not None else {}
+    raw = apply_overrides(raw, overrides) if overrides else raw
+    given = dict(raw.get(section) or {}) if isinstance(raw.get(section), dict) else {}
+    if data_root and section == "data":
+        given["root"] = str(data_root)
+    return given
 
 
 def resolve_config_path(path: str | Path) -> Path:

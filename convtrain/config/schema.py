@@ -115,10 +115,13 @@ INIT_SCHEMES = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal",
 
 @dataclass
 class ModelConfig:
-    name: str = _opt("article_cnn", "registered model name (`convtrain models` lists them)", choices=_model_names)
+    name: str = _opt("article_cnn", "registered model name (`convtrain models` lists them), or your own factory "
+                     "as package.module:function", choices=_model_names)
     kwargs: dict = _opt(None, "keyword arguments for the model's constructor", factory=dict)
     init: str = _opt("default", "weight init of conv and linear layers; default = PyTorch's own",
                      choices=INIT_SCHEMES)
+    file: Optional[str] = _opt(None, "a Python file of your own @register_model models, imported before model.name "
+                               "is looked up (`--import` sets it; recorded as an absolute path)")
 
 
 @dataclass
@@ -551,16 +554,23 @@ def _check_cross(cfg: RunConfig, where: str) -> None:
                        input_shape=image_shape, init=cfg.model.init)
 
 
-def from_dict(raw: dict, where: str = "config") -> RunConfig:
-    """Build and validate a :class:`RunConfig` from plain data (a parsed YAML mapping)."""
+def from_dict(raw: dict, where: str = "config", *, cross: bool = True) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from plain data (a parsed YAML mapping). ``cross=False``
+    leaves out the checks that involve several keys and the model (a dry build, which imports torch):
+    the keys, types and values alone, for refusing a mistake before torch loads."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of keys, got {type(raw).__name__}")
     cfg = _build(RunConfig, raw, "", where)
+    if cfg.model.file or ":" in cfg.model.name:  # the user's own model: imported before its name is checked
+        from ..models.user import load_user_models
+
+        cfg.model.file = load_user_models(cfg.model.name, cfg.model.file, where)
     _check_values(cfg, "", where)
     _check_swa(cfg.train, where)
-    _check_cross(cfg, where)
+    if cross:
+        _check_cross(cfg, where)
     return cfg
 
 

@@ -13,11 +13,8 @@ from ..data.sources import find, registered_names
 from ..data.types import seeded_subset
 from ..errors import CheckpointError, ConfigError, did_you_mean
 from ..training import distributed, engine
+from .eval_keys import EVAL_KEYS, check_eval_overrides as _check_overrides  # noqa: F401 (EVAL_KEYS: re-exported)
 from .results import Evaluation
-
-# the keys `eval --set` takes: which images are scored and how they are read, never the model or training
-EVAL_KEYS = ("data.test_size", "data.test_subset", "data.skip_unreadable", "data.cache", "data.memory_budget_mb",
-             "data.loader", "data.workers", "data.download")
 
 
 def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | None = None, device: str = "auto",
@@ -35,7 +32,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
     if split not in ("test", "val"):
         raise ConfigError(f"--split must be 'test' or 'val', got '{split}'")
     _check_overrides(overrides, data_path)
-    ckpt = checkpoint.open_checkpoint(path)
+    ckpt = _open(path, split, data_path)
     if data_path is not None and dataset is not None:
         raise ConfigError("give --data (your own folder or csv) or --dataset (a registered one), not both")
     name = dataset or ckpt.dataset
@@ -71,19 +68,20 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
                                    epoch=ckpt.epoch, classes=list(ckpt.classes))
 
 
-def _check_overrides(overrides, data_path: str | None) -> None:
-    """``eval --set``: only :data:`EVAL_KEYS`; data.test_size only with --data (on the run's own data it
-    would move training images into the test set)."""
-    from ..config.load import parse_override
+def _open(path, split: str, data_path: str | None):
+    """The checkpoint, or an ``.onnx`` export read through its metadata (scored on its dataset's test split, or
+    on ``--data``: an export carries neither the run's held-out validation images nor its own-data root)."""
+    if Path(path).suffix.lower() != ".onnx" or not Path(path).is_file():
+        return checkpoint.open_checkpoint(path)
+    from .onnx_model import OnnxExport
 
-    for text in overrides:
-        key = ".".join(parse_override(text)[0])
-        if key not in EVAL_KEYS:
-            raise ConfigError(f"eval --set {text}: eval takes only the data keys {', '.join(EVAL_KEYS)}; "
-                              f"'{key}' cannot change for a trained checkpoint")
-        if key == "data.test_size" and data_path is None:
-            raise ConfigError(f"eval --set {text}: data.test_size goes with --data (another folder or CSV); "
-                              "the checkpoint's own data keeps the test split it was trained with")
+    export = OnnxExport(Path(path))
+    source = find(export.dataset)
+    if split == "val" or (data_path is None and (source is None or not source.registered)):
+        raise ConfigError(f"{path} is an export of a '{export.dataset}' model: it carries no run config, so "
+                          + ("--split val needs the checkpoint it came from" if split == "val" else
+                             "give the images to score with --data, or evaluate the checkpoint it came from"))
+    return export
 
 
 def _config(ckpt: checkpoint.Loaded, path, overrides):

@@ -36,7 +36,7 @@ from ..data.batches import Normalizer
 from ..data.images import IMAGE_SUFFIXES, check_invert, image_to_input
 from ..errors import ConfigError, DataError, OutputError
 from ..training import distributed
-from .results import LoadedModel, Prediction, PredictionFile
+from .results import LoadedModel, Prediction, PredictionFile, Predictions
 
 FORMATS = ("auto", "csv", "json", "kaggle")
 
@@ -85,13 +85,17 @@ class Inputs:
     total: int  # images in all (rows counted without holding them)
 
 
-def gather(images: Any) -> Inputs:
+def gather(images: Any, channels: int | None = None) -> Inputs:
     """``images``: one image or a list of them; each a path (a file, a folder of images, a file of many
-    images such as an unlabelled CSV), encoded bytes, a PIL image or a uint8 array/tensor (named ``<image N>``)."""
+    images such as an unlabelled CSV), encoded bytes, a PIL image, or an array / tensor holding one image or
+    a batch (:func:`split_array`; ``channels``: the model's, which tells a 3-D array's shape apart). Images
+    in memory are named ``<image N>``, in order."""
+    if _is_array(images):
+        images = split_array(images, channels)
     listed = list(images) if isinstance(images, (list, tuple)) or hasattr(images, "__next__") else [images]
     items: list[tuple[str, str, Any]] = []
     total = 0
-    for i, img in enumerate(listed):
+    for img in listed:
         rows = sources.image_rows(Path(img)) if isinstance(img, (str, Path)) else None  # refuses a labelled file
         if rows is not None:
             items.append(("rows", str(rows.path), rows))
@@ -100,29 +104,89 @@ def gather(images: Any) -> Inputs:
         if isinstance(img, (str, Path)):
             found = [("image", str(f), f) for f in expand_paths([img])]
         elif isinstance(img, (bytes, bytearray, memoryview)):
-            found = [("image", f"<image {i}>", bytes(img))]
+            found = [("image", f"<image {total}>", bytes(img))]
+        elif _is_array(img):
+            found = [("image", f"<image {total + i}>", _encode(one, total + i))
+                     for i, one in enumerate(split_array(img, channels))]
         else:
-            found = [("image", f"<image {i}>", _encode(img, i))]
+            found = [("image", f"<image {total}>", _encode(img, total))]
         items += found
         total += len(found)
     return Inputs(items, total)
 
 
+def _is_array(x: Any) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, (bytes, str))
+
+
+ARRAYS_TAKE = ("images: arrays and tensors hold one image (H, W), (H, W, C), (C, H, W) or a batch (N, H, W), "
+               "(N, H, W, C), (N, C, H, W), with C = 1, 3 or 4, as uint8 (0..255) or float (0..1)")
+
+
+def split_array(x: Any, channels: int | None = None) -> list:
+    """A NumPy array or torch tensor as a list of uint8 ``(H, W, C)`` arrays, one per image.
+
+    Its shape says what it holds: 2-D is one image; 3-D is one image when its last axis is 1, 3 or 4 (H, W, C)
+    or its first axis is the model's ``channels`` (C, H, W), else a batch (N, H, W); 4-D is a batch,
+    (N, C, H, W) or (N, H, W, C) by where the 1, 3 or 4 channels are (both: a tensor is N, C, H, W). Floats
+    are pixels / 255 (0..1). Anything else is a ValueError or TypeError naming ``images``."""
+    import numpy as np
+
+    torch_like = hasattr(x, "detach")
+    arr = x.detach().cpu().numpy() if torch_like else np.asarray(x)
+    arr = _as_uint8(arr)
+    chans = (1, 3, 4)
+    if arr.ndim == 2:
+        return [arr[:, :, None]]
+    if arr.ndim == 3:
+        if arr.shape[2] in chans and arr.shape[0] not in chans:
+            return [arr]
+        if channels is not None and arr.shape[0] == channels:
+            return [arr.transpose(1, 2, 0)]
+        return [img[:, :, None] for img in arr]
+    if arr.ndim == 4:
+        first, last = arr.shape[1] in chans, arr.shape[3] in chans
+        if first and (not last or torch_like):
+            arr = arr.transpose(0, 2, 3, 1)
+        elif not last:
+            raise ValueError(f"{ARRAYS_TAKE}; got a batch of shape {tuple(arr.shape)}: "
+                             f"{arr.shape[1]} or {arr.shape[3]} channels?")
+        return list(arr)
+    raise ValueError(f"{ARRAYS_TAKE}; got {arr.ndim} dimensions, shape {tuple(arr.shape)}")
+
+
+def _as_uint8(arr):
+    """uint8 pixels from uint8, other integers in 0..255, bools, or floats in 0..1 (ValueError/TypeError else)."""
+    import numpy as np
+
+    kind = arr.dtype.kind
+    if arr.dtype == np.uint8:
+        return arr
+    if kind not in "biuf":
+        raise TypeError(f"{ARRAYS_TAKE}; got dtype {arr.dtype}")
+    if arr.size == 0:
+        return arr.astype(np.uint8)
+    low, high = float(arr.min()), float(arr.max())
+    if kind == "f":
+        if not (0.0 <= low and high <= 1.0):  # also NaN
+            hint = "pixels 0..255 as floats? divide by 255" if 0 <= low and high <= 255 else "normalized? give pixels / 255"
+            raise ValueError(f"{ARRAYS_TAKE}; got {arr.dtype} values from {low:g} to {high:g} ({hint}, or uint8)")
+        return np.rint(arr * 255).astype(np.uint8)
+    if low < 0 or high > 255:
+        raise ValueError(f"{ARRAYS_TAKE}; got {arr.dtype} values from {low:g} to {high:g}")
+    return arr.astype(np.uint8)
+
+
 def _encode(img: Any, i: int) -> bytes:
-    """A PIL image or a uint8 array/tensor as PNG bytes, so it goes through the same decoding as a file."""
+    """A PIL image or one uint8 ``(H, W, C)`` array as PNG bytes, so it goes through the same decoding as a file."""
     from PIL import Image
 
     if not isinstance(img, Image.Image):
-        arr = img.detach().cpu().numpy() if hasattr(img, "detach") else img
-        if not hasattr(arr, "dtype") or str(arr.dtype) != "uint8" or arr.ndim not in (2, 3):
-            raise DataError(f"image {i}: give a path, bytes, a PIL image or a uint8 array [H, W] / [H, W, C] "
-                            f"/ tensor [C, H, W]; got {type(img).__name__}"
-                            + (f" of {arr.dtype} {list(arr.shape)}" if hasattr(arr, "shape") else ""))
-        if arr.ndim == 3 and hasattr(img, "detach"):  # torch's [C, H, W] -> [H, W, C]
-            arr = arr.transpose(1, 2, 0)
-        if arr.ndim == 3 and arr.shape[2] == 1:
-            arr = arr[:, :, 0]
-        img = Image.fromarray(arr)
+        if not _is_array(img):
+            raise TypeError(f"images[{i}]: give a path, bytes, a PIL image, a NumPy array or a torch tensor; "
+                            f"got {type(img).__name__}")
+        arr = img if img.ndim == 3 and img.dtype.kind == "u" and img.dtype.itemsize == 1 else split_array(img)[0]
+        img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
@@ -178,10 +242,12 @@ class Predictor:
             probs = torch.softmax(self.model(self.normalize(batch.to(self.device))).float(), dim=1).cpu()
         top = probs.topk(k, dim=1)
         found = []
-        for name, row, values, indices in zip(names, rows or [None] * len(names), top.values, top.indices):
+        for name, row, values, indices, every in zip(names, rows or [None] * len(names), top.values, top.indices,
+                                                     probs.tolist()):
             ranked = tuple((int(i), self.classes[int(i)], float(p)) for p, i in zip(values, indices))
             found.append(Prediction(image=name, label=ranked[0][1], index=ranked[0][0], probability=ranked[0][2],
-                                    probabilities={n: p for _, n, p in ranked}, ranked=ranked, row=row))
+                                    probabilities={n: p for _, n, p in ranked}, ranked=ranked, row=row,
+                                    scores=tuple(every)))
         return found
 
     def predictions(self, inputs: Inputs, invert: str = "auto", top_k: int | None = None, batch_size: int = 256,
@@ -216,25 +282,40 @@ class Predictor:
             yield keys, torch.stack(images)
 
 
-def iter_predictions(checkpoint: str | Path | LoadedModel, images: Any, top_k: int | None = 3, invert: str = "auto",
-                     device: str = "auto", batch_size: int = 256,
-                     on_batch: Callable[[int, int], None] | None = None) -> Iterator[Prediction]:
-    """``images`` (see :func:`gather`) classified by ``checkpoint`` (a file, or a loaded one, which is
-    left as it is: its model is copied), ``batch_size`` at a time. The invert choice, the checkpoint and
-    the inputs are checked, in that order, before the model moves to ``device``."""
+def _ready(checkpoint: str | Path | LoadedModel, images: Any, top_k: int | None, invert: str,
+           device: str) -> tuple[Predictor, Inputs]:
+    """The predictor and the gathered inputs: the invert choice, the checkpoint and the inputs are checked,
+    in that order, before the model moves to ``device``."""
     check_invert(invert)
     if isinstance(checkpoint, LoadedModel):
         loaded = dataclasses.replace(checkpoint, model=copy.deepcopy(checkpoint.model))
     else:
         loaded = LoadedModel.open(checkpoint)
-    inputs = gather(images)
-    return Predictor(loaded, device, top_k).predictions(inputs, invert, batch_size=batch_size, on_batch=on_batch)
+    inputs = gather(images, loaded.image_shape[0])
+    return Predictor(loaded, device, top_k), inputs
+
+
+def iter_predictions(checkpoint: str | Path | LoadedModel, images: Any, top_k: int | None = 3, invert: str = "auto",
+                     device: str = "auto", batch_size: int = 256,
+                     on_batch: Callable[[int, int], None] | None = None) -> Iterator[Prediction]:
+    """``images`` (see :func:`gather`) classified by ``checkpoint`` (a file, or a loaded one, which is
+    left as it is: its model is copied), ``batch_size`` at a time."""
+    predictor, inputs = _ready(checkpoint, images, top_k, invert, device)
+    return predictor.predictions(inputs, invert, batch_size=batch_size, on_batch=on_batch)
 
 
 def predict_images(checkpoint: str | Path | LoadedModel, images: Any, top_k: int | None = 3, invert: str = "auto",
-                   device: str = "auto", batch_size: int = 256) -> list[Prediction]:
-    """The top-k classes of each image (folders expanded, CSV rows), in order."""
-    return list(iter_predictions(checkpoint, images, top_k, invert, device, batch_size))
+                   device: str = "auto", batch_size: int = 256, *, probabilities: bool = False) -> Predictions:
+    """The top-k classes of each image (folders expanded, CSV rows, arrays), in order; with ``probabilities``,
+    every class's probability as one array too (:class:`~convtrain.inference.results.Predictions`)."""
+    predictor, inputs = _ready(checkpoint, images, top_k, invert, device)
+    found = list(predictor.predictions(inputs, invert, batch_size=batch_size))
+    probs = None
+    if probabilities:
+        import numpy as np
+
+        probs = np.array([p.scores for p in found], dtype=np.float32).reshape(len(found), len(predictor.classes))
+    return Predictions(found, predictor.classes, probs)
 
 
 def output_format(output: Path, fmt: str) -> str:
@@ -252,7 +333,7 @@ def output_format(output: Path, fmt: str) -> str:
 def predict_to_file(checkpoint: str | Path | LoadedModel, paths: list[str | Path], output: str | Path, fmt: str = "auto",
                     top_k: int = 3, invert: str = "auto", device: str = "auto", batch_size: int = 256,
                     on_batch: Callable[[int, int], None] | None = None, overwrite: bool = False) -> PredictionFile:
-    """Write one row per image to ``output``: csv (path, row, label, class, prob, top-k), json (a list of
+    """Write one row per image to ``output``: csv (path, row, label, index, prob, top-k), json (a list of
     objects) or kaggle (``ImageId,Label`` for one unlabelled CSV, ids from 1). Returns what was written.
     ``output`` is checked by :func:`check_output` first (``overwrite``: replace a file that is not an
     earlier predictions file)."""
@@ -282,8 +363,9 @@ def predict_to_file(checkpoint: str | Path | LoadedModel, paths: list[str | Path
     return PredictionFile(output, fmt, n)
 
 
-# the first line of each format predict_to_file writes: an existing file that starts so is an earlier output
-_HEADERS = (b"path,row,label,class,prob,topk", b"ImageId,Label")
+# the first line of each format predict_to_file writes (and wrote before `label` became the class name):
+# an existing file that starts so is an earlier output
+_HEADERS = (b"path,row,label,index,prob,topk", b"path,row,label,class,prob,topk", b"ImageId,Label")
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".pt2", ".ts", ".onnx", ".safetensors")
 
 
@@ -345,11 +427,11 @@ def _is_predictions(head: bytes) -> bool:
 
 def _csv_writer(f):
     w = csv.writer(f)
-    w.writerow(["path", "row", "label", "class", "prob", "topk"])
+    w.writerow(["path", "row", "label", "index", "prob", "topk"])  # label: the class name, as everywhere
 
     def write(p: Prediction | None):
         if p is not None:
-            w.writerow([p.image, "" if p.row is None else p.row, p.index, p.label, f"{p.probability:.6f}",
+            w.writerow([p.image, "" if p.row is None else p.row, p.label, p.index, f"{p.probability:.6f}",
                         ";".join(f"{name}:{prob:.6f}" for _, name, prob in p.ranked)])
     return write
 

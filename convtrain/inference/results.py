@@ -2,7 +2,8 @@
 (``predict``, the server, the API) and :class:`LoadedModel` (a checkpoint's model with its metadata).
 
 The one typed view each front end reads: ``convtrain eval --json`` prints :meth:`Evaluation.as_json`,
-``convtrain predict --json`` :meth:`Prediction.as_json`, the Python API returns the objects themselves.
+``convtrain predict --json`` :meth:`Prediction.as_json`, the server's ``/v2/predict`` the same objects, the Python
+API returns the objects themselves (:class:`Predictions`: a list with the probabilities as one array on request).
 Importing this module imports no torch (``import convtrain`` stays quick); :meth:`LoadedModel.open` does.
 """
 
@@ -52,13 +53,19 @@ class Evaluation:
         return {"checkpoint": str(self.checkpoint), "model": self.model, "dataset": self.dataset, "split": self.split,
                 "epoch": self.epoch, "classes": list(self.classes), **files, "loss": self.loss,
                 "accuracy": self.accuracy, "num_samples": self.num_samples,
-                "per_class_accuracy": [self.per_class_accuracy[c] for c in self.classes],
+                # class name -> accuracy, in class order: the API's shape (a name, never a position, says the class)
+                "per_class_accuracy": {c: self.per_class_accuracy[c] for c in self.classes},
                 "confusion_matrix": self.confusion_matrix, "seconds": self.seconds}
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's answer: the top class and the top-k classes' probabilities (highest first)."""
+    """One image's answer: the top class and the top-k classes' probabilities (highest first).
+
+    The one vocabulary of predictions, here, in ``predict --json`` / ``--output`` and in the server's
+    ``/v2/predict``: ``label`` is the class name, ``index`` its number in the checkpoint's class list,
+    ``prob`` its probability, ``topk`` the top classes as ``{"label", "index", "prob"}``, highest first.
+    """
 
     image: str  # the path, or ``<image N>`` for an image given in memory
     label: str  # the top class's name
@@ -67,15 +74,38 @@ class Prediction:
     probabilities: dict[str, float] = field(repr=False)  # class name -> probability: the top k (the API: all)
     ranked: tuple[tuple[int, str, float], ...] = field(default=(), repr=False)  # the same as (index, name, prob)
     row: int | None = None  # an image read from an unlabelled CSV file: its data row (from 1, Kaggle's ImageId)
+    scores: tuple[float, ...] = field(default=(), repr=False, compare=False)  # every class, in class order
+
+    @property
+    def prob(self) -> float:
+        """The top class's probability (the vocabulary's name for :attr:`probability`)."""
+        return self.probability
 
     def topk(self) -> list[dict]:
-        """``[{"index", "name", "prob"}, ...]``, highest first: the ``topk`` of the JSON answers."""
-        return [{"index": i, "name": name, "prob": prob} for i, name, prob in self.ranked]
+        """``[{"label", "index", "prob"}, ...]``, highest first: the ``topk`` of the JSON answers."""
+        return [{"label": name, "index": i, "prob": prob} for i, name, prob in self.ranked]
 
     def as_json(self) -> dict:
         """``convtrain predict --json``'s object for this image (``path``, ``row`` for a CSV row, the top class)."""
         where = {"path": self.image, **({"row": self.row} if self.row is not None else {})}
-        return {**where, "label": self.index, "name": self.label, "prob": self.probability, "topk": self.topk()}
+        return {**where, "label": self.label, "index": self.index, "prob": self.probability, "topk": self.topk()}
+
+    def as_v1_json(self) -> dict:
+        """The server's answer before the one vocabulary (``/v1/predict``, kept for one release): ``label`` the
+        class number, ``name`` the class name, ``topk`` as ``{"index", "name", "prob"}``."""
+        return {"image": self.image, "label": self.index, "name": self.label,
+                "topk": [{"index": i, "name": name, "prob": prob} for i, name, prob in self.ranked]}
+
+
+class Predictions(list):
+    """What :func:`convtrain.predict` returns: a list of :class:`Prediction`, in input order, with
+    ``classes`` (the checkpoint's, in order) and, when asked for (``probabilities=True``), ``probabilities``:
+    one float32 NumPy array ``[N, classes]``, row i for image i, column j for ``classes[j]``."""
+
+    def __init__(self, items=(), classes: list[str] | None = None, probabilities=None) -> None:
+        super().__init__(items)
+        self.classes = list(classes or [])
+        self.probabilities = probabilities
 
 
 @dataclass(frozen=True)
@@ -98,6 +128,10 @@ class LoadedModel:
         """Load and check a checkpoint file (``weights_only=True``, as every command does)."""
         from ..artifacts.checkpoint import open_checkpoint
 
+        if Path(path).suffix.lower() == ".onnx" and Path(path).is_file():  # an export: onnxruntime and its metadata
+            from .onnx_model import open_onnx
+
+            return cls(**open_onnx(Path(path)))
         ckpt = open_checkpoint(path)
         return cls(model=ckpt.rebuild(), classes=list(ckpt.classes), model_name=ckpt.model_name,
                    dataset=ckpt.dataset, image_shape=ckpt.image_shape, mean=ckpt.mean, std=ckpt.std,

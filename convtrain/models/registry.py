@@ -171,10 +171,26 @@ def _dry_build(spec: ModelSpec, kwargs: dict, where: str, num_classes: int, inpu
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{where}: model '{spec.name}' cannot be built for {c}x{h}x{w} images with {given}: "
                           f"{detail}; change those model.kwargs") from None
+    broken = head_problem(model, num_classes)
+    if broken:
+        raise ConfigError(f"{where}: model '{spec.name}' breaks the head contract: {broken}")
     n = sum(p.numel() for p in model.parameters())
     if n > MAX_PARAMETERS:
         raise ConfigError(f"{where}: model '{spec.name}' with {given} has {n:,} parameters, more than the "
                           f"{MAX_PARAMETERS:,} limit; use smaller widths")
+
+
+def head_problem(model: nn.Module, num_classes: int) -> str | None:
+    """Why ``model`` breaks the head contract fine-tuning, freezing and the exports rely on, or None."""
+    from .base import Classifier
+
+    if not isinstance(model, Classifier):
+        return (f"the factory returned {type(model).__name__}, not a convtrain.models.Classifier (a backbone "
+                "to flat features, then one nn.Linear head): return Classifier(backbone, num_features, num_classes)")
+    if not isinstance(model.head, nn.Linear) or model.head.out_features != num_classes:
+        got = f"{model.head.out_features} outputs" if isinstance(model.head, nn.Linear) else type(model.head).__name__
+        return f"its head must be one nn.Linear with num_classes={num_classes} outputs, got {got}"
+    return None
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 1, input_size: tuple[int, int] = (28, 28),

@@ -148,9 +148,11 @@ def _check_image(raw: bytes, name: str, limits: Limits) -> None:
 
 
 def predict_uploads(m: ServedModel, images: list[tuple[str, bytes]], top_k: int, invert: str,
-                    limits: Limits) -> list[dict]:
+                    limits: Limits, version: int = 2) -> list[dict]:
     """Top-k classes for each (name, encoded bytes) image, through the same
-    :class:`~convtrain.inference.predict.Predictor` as ``convtrain predict``; each result names its image."""
+    :class:`~convtrain.inference.predict.Predictor` as ``convtrain predict``; each result names its image.
+    ``version`` 2: the one vocabulary (``label`` the class name, ``index``, ``prob``, ``topk``), as
+    ``predict --json``; 1: ``/v1/predict``'s answer (``label`` the class number, ``name``), kept for one release."""
     invert = m.predictor.invert_rule(invert)  # the rule convtrain predict follows
     tensors = []
     for name, raw in images:
@@ -160,7 +162,9 @@ def predict_uploads(m: ServedModel, images: list[tuple[str, bytes]], top_k: int,
         except DataError as exc:  # truncated or corrupt pixel data behind a valid header
             raise ApiError(400, str(exc)) from None
     found = m.predictor.classify(tensors, [name for name, _ in images], top_k)
-    return [{"image": p.image, "label": p.index, "name": p.label, "topk": p.topk()} for p in found]
+    if version == 1:
+        return [p.as_v1_json() for p in found]
+    return [{"image": p.image, **{k: v for k, v in p.as_json().items() if k not in ("path", "row")}} for p in found]
 
 
 # ---------------------------------------------------------------- runs page
@@ -201,6 +205,23 @@ def _same_test_set(summary) -> Optional[bool]:
     return same if isinstance(same, bool) else None
 
 
+def study_summary(listed: dict) -> dict:
+    """A ``convtrain tune`` folder as one card: its trials' counts (as ``convtrain runs`` counts them), the best
+    value of its metric, and each trial's numbers."""
+    return {"name": listed["name"], "kind": "study", "status": listed["status"], "metric": listed["metric"],
+            "best_value": listed["best_value"], "best_val_acc": listed["best_val_acc"],
+            "trials_count": listed["trials_count"], "epochs": listed["epochs"], "train_seconds": listed["seconds"],
+            "model": listed["model"], "dataset": listed["dataset"],
+            "trials": [{"name": t["name"], "status": t["status"], "epochs": t["epochs"],
+                        "epochs_total": t["epochs_total"], "best_val_acc": t["best_val_acc"],
+                        "test_accuracy": t["test_acc"], "train_seconds": t["seconds"],
+                        **({"error": t["error"]} if t.get("error") else {})} for t in listed["trials"]],
+            "images": [], "modified": listed["created"]}
+
+
+_CARDS = {"sweep": sweep_summary, "study": study_summary}
+
+
 def run_summary(run: Path, listed: dict) -> dict:
     """What the runs page shows for one run directory: ``listed`` is its row of
     :func:`convtrain.artifacts.listing.list_runs` (the one status rule), plus the page's own fields."""
@@ -220,6 +241,7 @@ def run_summary(run: Path, listed: dict) -> dict:
         "last_epoch": {k: v for k, v in rows[-1].as_dict().items() if v is not None} if rows else {},
         "images": [f"/runs/{run.name}/{img}" for img in RUN_IMAGES if (run / img).is_file()],
         "modified": listed["created"],
+        **({"error": listed["error"]} if listed.get("error") else {}),
     }
 
 
@@ -235,7 +257,8 @@ def list_runs(runs_dir: Path) -> list[dict]:
         if run.resolve().parent != root or not _NAME.match(run.name):
             continue
         try:
-            found.append(run_summary(run, listed) if listed["kind"] == "run" else sweep_summary(listed))
+            card = _CARDS.get(listed["kind"])
+            found.append(card(listed) if card is not None else run_summary(run, listed))
         except OSError:
             continue  # removed while we looked
     return found
@@ -276,6 +299,7 @@ def _request_models():
 
 PREDICT_FIELDS = ("images", "top_k", "model", "invert")
 FORM_FIELDS = ("file", "top_k", "model", "invert")
+QUERY_FIELDS = ("top_k", "model", "invert")
 
 
 def _validation_message(exc) -> str:
@@ -373,6 +397,19 @@ async def _parse_form(request, request_model):
     return params, [(upload.filename or "file", await upload.read())]
 
 
+def _with_query(params, request, request_model):
+    """``?model=NAME`` (and ``?top_k=``, ``?invert=``) in the URL, for what the body did not set; a query
+    parameter the API does not know is refused, like an unknown field."""
+    query = dict(request.query_params)
+    unknown = [k for k in query if k not in QUERY_FIELDS]
+    if unknown:
+        raise ApiError(400, f"unknown query parameter '{unknown[0]}'{did_you_mean(unknown[0], QUERY_FIELDS)}; "
+                            f"the URL takes {', '.join(QUERY_FIELDS)}")
+    given = params.model_fields_set
+    extra = {k: v for k, v in query.items() if k not in given}
+    return _validated(request_model, {**params.model_dump(), **extra}) if extra else params
+
+
 def _openapi_body(request_model) -> dict:
     return {"requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
@@ -410,15 +447,25 @@ def create_app(models: list[ServedModel], runs_dir: str | Path = "runs", limits:
     def list_models() -> dict:
         return {"default": default, "models": [m.card for m in models]}
 
-    def infer(m: ServedModel, images, top_k: int, invert: str) -> list[dict]:
+    def infer(m: ServedModel, images, top_k: int, invert: str, version: int) -> list[dict]:
         with gate:
-            return predict_uploads(m, images, top_k, invert, limits)
+            return predict_uploads(m, images, top_k, invert, limits, version)
 
-    @app.post("/v1/predict", summary="Top-k classes for one uploaded image or a JSON batch of base64 images",
+    @app.post("/v2/predict", summary="Top-k classes for one uploaded image or a JSON batch of base64 images",
               openapi_extra=_openapi_body(request_model))
     async def predict(request: Request) -> dict:
+        return await answer(request, 2)
+
+    @app.post("/v1/predict", deprecated=True, openapi_extra=_openapi_body(request_model),
+              summary="As /v2/predict, in the answer's old words (label: the class number, name: the class "
+                      "name); kept for one release")
+    async def predict_v1(request: Request) -> dict:
+        return await answer(request, 1)
+
+    async def answer(request, version: int) -> dict:
         body = await _read_body(request, limits.max_bytes)
         params, images = await _parse_predict(request, body, limits, request_model)
+        params = _with_query(params, request, request_model)
         name = params.model or default
         if name not in by_name:
             raise ApiError(422, f"unknown model '{name}'{did_you_mean(name, by_name)}; "
@@ -427,7 +474,7 @@ def create_app(models: list[ServedModel], runs_dir: str | Path = "runs", limits:
         if not 1 <= params.top_k <= len(m.classes):
             raise ApiError(422, f"top_k must be between 1 and {len(m.classes)} for model '{name}', got {params.top_k}")
         # decoding and the forward pass run in a worker thread: the event loop keeps answering
-        predictions = await run_in_threadpool(infer, m, images, params.top_k, params.invert)
+        predictions = await run_in_threadpool(infer, m, images, params.top_k, params.invert, version)
         return {"model": name, "predictions": predictions}
 
     _add_pages(app, runs_dir)
@@ -480,6 +527,12 @@ def _add_error_handlers(app) -> None:
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException):
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        # a bug: still JSON, as the API promises (the server's log keeps the traceback)
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server's log has the details"},
+                            status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from .. import atomic
-from ..config.schema import from_dict, to_yaml
+from ..config.schema import from_dict, to_dict, to_yaml
 from ..errors import MissingExtra, OutputError
 from .study import StudyPlan
 
@@ -29,13 +29,16 @@ def trial_rows(study, epochs: int) -> list[dict]:
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         inter = list(t.intermediate_values.values())
         best = (max(inter) if maximize else min(inter)) if inter else None
-        seconds = (t.datetime_complete - t.datetime_start).total_seconds() \
+        wall = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else None
+        # the training seconds of the trial's run (its epochs, as `convtrain runs` and the trial's line count
+        # them); the wall time adds loading data and testing (a study written before: the wall time only)
+        seconds = t.user_attrs.get("train_seconds", wall)
         state = "surplus" if t.user_attrs.get("surplus") else t.state.name.lower()
         rows.append({"number": t.number, "state": state, "params": dict(t.params),
                      "value": t.value, "best": t.value if t.value is not None else best, "epochs": len(inter),
                      "epochs_planned": (t.user_attrs.get("config") or {}).get("train", {}).get("epochs", epochs),
-                     "seconds": seconds, "run_dir": t.user_attrs.get("run_dir"), "host": t.user_attrs.get("host")})
+                     "seconds": seconds, "wall_seconds": wall, "run_dir": t.user_attrs.get("run_dir"), "host": t.user_attrs.get("host")})
     return rows
 
 
@@ -71,6 +74,10 @@ def best_config(study, summary: dict):
     trial = next(t for t in study.get_trials(deepcopy=False) if t.number == summary["best"]["number"])
     raw = dict(trial.user_attrs["config"])
     raw["name"] = f"{summary['study']}-best"
+    given = study.user_attrs.get("data_given")
+    if isinstance(given, dict):  # the data keys as the user gave them: no root taken from CONVTRAIN_DATA_ROOT
+        searched = {k.split(".", 1)[1]: v for k, v in trial.params.items() if k.startswith("data.")}
+        raw["data"] = {**given, **searched}
     return from_dict(raw, f"study {summary['study']}, trial {trial.number}")
 
 
@@ -93,7 +100,7 @@ def _write_report(study, plan: StudyPlan, note) -> dict:
         best = summary["best"]
         header = (f"# convtrain train --config {folder / 'best.yaml'}\n# the best trial ({best['number']}) of study "
                   f"{plan.name}: {plan.metric} {best['value']:.4f}; {best['run_dir']}\n")
-        atomic.write_text(folder / "best.yaml", header + to_yaml(cfg))
+        atomic.write_text(folder / "best.yaml", header + _best_yaml(cfg, study))
         summary["best_yaml"] = str(folder / "best.yaml")
     summary["importances"] = _importances(study)
     try:
@@ -102,6 +109,21 @@ def _write_report(study, plan: StudyPlan, note) -> dict:
         note(f"note: {exc}")
     atomic.write_text(folder / "tune.json", json.dumps(summary, indent=2, default=str) + "\n")
     return summary
+
+
+def _best_yaml(cfg, study) -> str:
+    """best.yaml's text: the resolved config, whose data section holds only the keys the user gave (and
+    the searched ones): the file travels, and the schema and CONVTRAIN_DATA_ROOT fill in the rest where it runs."""
+    import yaml
+
+    given = study.user_attrs.get("data_given")
+    if not isinstance(given, dict):  # a study made before data_given was kept
+        return to_yaml(cfg)
+    raw = to_dict(cfg)
+    space = study.user_attrs.get("space")
+    searched = set(json.loads(space)) if isinstance(space, str) else set()  # Space.canonical(): key -> range
+    raw["data"] = {k: v for k, v in raw["data"].items() if k in given or f"data.{k}" in searched}
+    return yaml.safe_dump(raw, sort_keys=False, default_flow_style=None)
 
 
 def write_plots(summary: dict, folder: Path) -> list[Path]:
@@ -132,6 +154,9 @@ def _history(plt, summary: dict, rows: list[dict], path: Path) -> Path:
     if line:
         ax.step([p[0] for p in line], [p[1] for p in line], where="post", color="black", label="best so far")
     ax.set_xlabel("trial")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are whole numbers: no tick at 0.5
     ax.set_ylabel(f"best {summary['metric']} (pruned: at the epoch it stopped)")
     ax.set_title(f"study {summary['study']}: optimization history")
     ax.legend(fontsize=8)

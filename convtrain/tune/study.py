@@ -57,6 +57,7 @@ class StudyPlan:
     pruner: str = "median"
     seed: int = 0
     epochs: int = 1  # the base config's train.epochs: Hyperband's largest budget
+    data_given: dict | None = None  # the base config's data keys as the user gave them (best.yaml keeps these)
 
     @property
     def direction(self) -> str:
@@ -151,7 +152,8 @@ def open_study(plan: StudyPlan, worker: int = 0, on_stale=None, base_raw: dict |
         study = optuna.create_study(storage=storage, study_name=plan.name, direction=plan.direction,
                                     sampler=sampler, pruner=pruner, load_if_exists=True)  # another worker may win
     _check_attrs(plan, study)
-    for key, value in (("metric", plan.metric), ("space", plan.space.canonical()), ("base_config", base_raw)):
+    for key, value in (("metric", plan.metric), ("space", plan.space.canonical()), ("base_config", base_raw),
+                       ("data_given", plan.data_given)):
         if key not in study.user_attrs and value is not None:
             study.set_user_attr(key, value)
     return study

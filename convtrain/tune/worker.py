@@ -129,10 +129,14 @@ class _EpochReport(Hook):
 
     def __init__(self, trial, metric: str, epochs: int) -> None:
         self.trial, self.metric, self.epochs = trial, metric, epochs
+        self.seconds = 0.0
 
     def on_epoch_saved(self, row) -> None:
         value = getattr(row, self.metric)
         self.trial.report(value, row.epoch)
+        # the trial's training seconds as its run counts them (metrics.csv; `convtrain runs`, the line above)
+        self.seconds += row.seconds
+        self.trial.set_user_attr("train_seconds", self.seconds)
         if row.epoch < self.epochs and self.trial.should_prune():
             raise RunStopped(f"pruned after epoch {row.epoch}: {self.metric} {value:.4f} is behind the study's "
                              f"other trials at that epoch", "pruned")

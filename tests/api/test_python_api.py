@@ -126,7 +126,7 @@ def test_evaluate_equals_eval_json(api_run):
     assert ours.loss == pytest.approx(theirs["loss"], rel=1e-9)
     assert ours.confusion_matrix == theirs["confusion_matrix"]
     assert list(ours.per_class_accuracy) == [str(d) for d in range(10)]
-    assert list(ours.per_class_accuracy.values()) == pytest.approx(theirs["per_class_accuracy"])
+    assert ours.per_class_accuracy == pytest.approx(theirs["per_class_accuracy"])  # one shape: class name -> value
     assert ours.split == "test" and ours.checkpoint == api_run.checkpoint
     # the typed result is the command's JSON: the same keys in the same order, the same values (but the time)
     assert list(theirs) == ["checkpoint", "model", "dataset", "split", "epoch", "classes", "loss", "accuracy",
@@ -148,14 +148,15 @@ def test_predict_paths_arrays_and_pil_images_agree_with_the_command(api_run, dig
     from_pil = convtrain.predict(convtrain.load(api_run), [Image.open(p) for p in digits])
     assert [p.image for p in from_paths] == [str(p) for p in digits]
     for ours, arr, pil, t in zip(from_paths, from_arrays, from_pil, theirs):
-        want = {k["name"]: k["prob"] for k in t["topk"]}
-        assert ours.label == str(t["label"]) and ours.index == t["label"]
+        want = {k["label"]: k["prob"] for k in t["topk"]}
+        assert ours.label == t["label"] and ours.index == t["index"] and ours.prob == t["prob"]
         assert ours.probabilities == pytest.approx(want, abs=1e-6) and list(ours.probabilities) == list(want)
         assert ours.probability == max(want.values())
         assert arr.probabilities == pytest.approx(want, abs=1e-6) and pil.probabilities == pytest.approx(want, abs=1e-6)
     assert from_tensor[0].probabilities == pytest.approx(from_paths[0].probabilities, abs=1e-6)
-    with pytest.raises(convtrain.DataError, match="uint8"):
-        convtrain.predict(api_run, np.zeros((28, 28), dtype=np.float64))
+    # floats are taken as 0..1 (issue 31 item 6); pixels 0..255 given as floats are refused, saying so
+    with pytest.raises(ValueError, match="divide by 255, or uint8"):
+        convtrain.predict(api_run, np.full((28, 28), 200.0))
 
 
 def test_load_gives_the_model_and_its_metadata(api_run, digits):

@@ -50,10 +50,10 @@ def test_predict_pngs_match_the_checkpoints_own_prediction(trained_run, digits):
     assert result.exit_code == 0, result.output
     preds = json.loads(result.stdout)
     assert [p["path"] for p in preds] == [str(folder / f"digit{i:02d}.png") for i in range(12)]
-    assert [p["label"] for p in preds] == _model_predictions(best, images)
+    assert [p["index"] for p in preds] == _model_predictions(best, images)
     for p in preds:
-        assert len(p["topk"]) == 3 and p["topk"][0]["index"] == p["label"]
-        assert p["topk"][0]["name"] == str(p["label"])
+        assert len(p["topk"]) == 3 and p["topk"][0]["index"] == p["index"]
+        assert p["topk"][0]["label"] == p["label"] == str(p["index"])
         assert 0 <= p["topk"][1]["prob"] <= p["topk"][0]["prob"] <= 1
 
 
@@ -68,7 +68,7 @@ def test_predict_reads_a_folder_with_the_suffixes_training_reads(trained_run, di
     assert result.exit_code == 0, result.output
     preds = json.loads(result.stdout)
     assert [Path(p["path"]).name for p in preds] == ["d0.tif", "d1.TIFF", "d2.png"]
-    assert [p["label"] for p in preds] == _model_predictions(best, images[:3])
+    assert [p["index"] for p in preds] == _model_predictions(best, images[:3])
 
 
 def test_predict_large_dark_on_light_image_is_inverted_and_resized(trained_run, digits, tmp_path):
@@ -80,7 +80,7 @@ def test_predict_large_dark_on_light_image_is_inverted_and_resized(trained_run, 
     result = runner.invoke(app, ["predict", "--checkpoint", str(best), str(tmp_path / "paper.png"),
                                  str(tmp_path / "paper.jpg"), "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
-    labels = [p["label"] for p in json.loads(result.stdout)]
+    labels = [p["index"] for p in json.loads(result.stdout)]
     assert labels == [_model_predictions(best, images[:1])[0]] * 2
     table = runner.invoke(app, ["predict", "--checkpoint", str(best), str(tmp_path / "paper.png")])
     assert table.exit_code == 0 and "top class" in table.stdout

@@ -81,7 +81,7 @@ def test_kaggle_folder_trains_and_predict_writes_a_submission_csv_and_json(mnist
     assert r.exit_code == 0, r.output
     found = json.loads(js.read_text())
     assert [x["row"] for x in found] == list(range(1, 101))
-    assert [int(x["name"]) for x in found] == labels.tolist()  # batches of 7 give the same answers as of 32
+    assert [int(x["label"]) for x in found] == labels.tolist()  # batches of 7 give the same answers as of 32
     assert all(len(x["topk"]) == 2 and x["prob"] == x["topk"][0]["prob"] for x in found)
 
 
@@ -101,10 +101,10 @@ def test_predict_writes_one_csv_row_per_image_of_a_nested_folder(mnist, tmp_path
                "--device", "cpu")
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(preds.open()))
-    assert len(rows) == 6 and list(rows[0]) == ["path", "row", "label", "class", "prob", "topk"]
+    assert len(rows) == 6 and list(rows[0]) == ["path", "row", "label", "index", "prob", "topk"]
     assert sum(r["path"].endswith(".png") for r in rows) == 5 and rows[0]["path"].endswith("b.TIF")
     names = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
-    assert all(r["class"] in names and 0 < float(r["prob"]) <= 1 for r in rows)
+    assert all(r["label"] in names and 0 < float(r["prob"]) <= 1 for r in rows)
     assert all(len(r["topk"].split(";")) == 3 for r in rows)
     # visualize without an IMAGE takes the first test image of the folder it was trained on ...
     r = invoke("visualize", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--output-dir", str(tmp_path / "v"))

@@ -5,7 +5,8 @@ Each case runs in a fresh interpreter (torch not imported yet) whose StopSignals
 and when it holds signals, and sends itself SIGINT the moment it first holds them (inside the imports).
 
 Breaks tried (each failed here): the API importing torch outside ``signals.protected()`` (no hold recorded,
-the command went on to its config error, exit 2); the CLI importing the API's training modules at its own
+the command went on to its data error, exit 1: a valid config whose data is missing stops it after the imports,
+as a config mistake is refused before them); the CLI importing the API's training modules at its own
 import time (torch already imported when the signals were installed).
 """
 
@@ -49,7 +50,8 @@ atexit.register(lambda: open(os.environ["EVENTS"], "w").write(json.dumps(events)
 
 CLI = PATCH + """
 from convtrain.cli import main
-sys.argv = ["convtrain", "train", "--set", "train.lr=0.1", "--run-dir", os.environ["RUN"]]
+sys.argv = ["convtrain", "train", "--set", "data.root=/nonexistent-dir", "--set", "data.download=false",
+            "--run-dir", os.environ["RUN"]]
 main()
 """
 
@@ -58,8 +60,9 @@ import convtrain
 from convtrain.training.signals import StopSignals
 with StopSignals() as signals:
     try:
-        convtrain.train(overrides={"train.lr": 0.1}, run_dir=os.environ["RUN"], progress=False, signals=signals)
-    except convtrain.ConfigError as exc:
+        convtrain.train(overrides={"data.root": "/nonexistent-dir", "data.download": False}, run_dir=os.environ["RUN"],
+                        progress=False, signals=signals)
+    except convtrain.ConvtrainError as exc:
         print(exc)
 """
 
@@ -85,4 +88,4 @@ def test_ctrl_c_during_the_imports_of_train_is_one_line_and_130(tmp_path):
 def test_the_api_imports_torch_with_the_callers_signals_held(tmp_path):
     out, events = _run(API, tmp_path, send=False)
     assert events == [["installed", False], ["held", False], ["released", True]]
-    assert "unknown key 'train.lr'" in out.stdout and out.returncode == 0, out.stderr
+    assert "cannot load dataset 'mnist' from '/nonexistent-dir'" in out.stdout and out.returncode == 0, out.stderr

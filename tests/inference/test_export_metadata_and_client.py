@@ -22,7 +22,7 @@ from ..conftest import REPO
 def client_code() -> str:
     text = (REPO / "docs" / "deploy.md").read_text()
     block = re.search(r"```python\n(# classify\.py.*?)```", text, re.S).group(1)
-    assert len(block.strip().splitlines()) <= 16  # the page promises a short client
+    assert len(block.strip().splitlines()) <= 20  # the page promises a short client (the ink rule: 3 lines)
     return block
 
 

@@ -1,4 +1,4 @@
-"""One Predictor: ``convtrain predict``, the Python API's ``predict`` and the server's ``/v1/predict`` classify
+"""One Predictor: ``convtrain predict``, the Python API's ``predict`` and the server's ``/v2/predict`` classify
 through :class:`convtrain.inference.predict.Predictor` and give identical probabilities for the same images.
 
 Breaks tried (each failed here): the server classifying with its own copy of the forward pass (the spy saw
@@ -67,7 +67,7 @@ def spy(monkeypatch) -> list:
 
 
 def _probabilities(topk: list[dict]) -> list[tuple[int, str, float]]:
-    return [(t["index"], t["name"], t["prob"]) for t in topk]
+    return [(t["index"], t["label"], t["prob"]) for t in topk]
 
 
 def test_cli_api_and_server_give_identical_probabilities(trained_run, images, spy):
@@ -83,7 +83,7 @@ def test_cli_api_and_server_give_identical_probabilities(trained_run, images, sp
 
     with TestClient(create_app(load_models([str(best)]))) as client:
         body = {"images": [base64.b64encode(p.read_bytes()).decode() for p in images], "top_k": 10}
-        answer = client.post("/v1/predict", json=body)
+        answer = client.post("/v2/predict", json=body)
     assert answer.status_code == 200, answer.text
     from_server = answer.json()["predictions"]
     assert spy == [len(images)] * 3
@@ -91,7 +91,7 @@ def test_cli_api_and_server_give_identical_probabilities(trained_run, images, sp
     for path, c, a, s in zip(images, from_cli, from_api, from_server):
         assert c["path"] == a.image == str(path) and s["image"].startswith("images[")
         assert _probabilities(c["topk"]) == list(a.ranked) == _probabilities(s["topk"])  # exactly equal
-        assert c["label"] == a.index == s["label"] and c["name"] == a.label == s["name"]
+        assert c["index"] == a.index == s["index"] and c["label"] == a.label == s["label"]
         assert a.probabilities == {name: prob for _, name, prob in a.ranked} and len(a.ranked) == 10
     # invert=auto turned the dark-on-light digit around (an MNIST-style model), as invert=yes does
     alone = {i: convtrain.predict(best, images[-1], invert=i, device="cpu")[0].ranked for i in ("auto", "yes", "no")}

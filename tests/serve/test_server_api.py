@@ -96,9 +96,10 @@ def cli_predictions(best: Path, paths: list[Path], top_k: int = 3) -> list[dict]
 
 
 def assert_same(api: dict, cli: dict) -> None:
-    assert api["label"] == cli["label"]
+    """/v2/predict and `predict --json` in the one vocabulary: label (the class name), index, prob, topk."""
+    assert (api["label"], api["index"], api["prob"]) == (cli["label"], cli["index"], cli["prob"])
     assert [t["index"] for t in api["topk"]] == [t["index"] for t in cli["topk"]]
-    assert [t["name"] for t in api["topk"]] == [t["name"] for t in cli["topk"]]
+    assert [t["label"] for t in api["topk"]] == [t["label"] for t in cli["topk"]]
     for a, c in zip(api["topk"], cli["topk"]):
         assert a["prob"] == pytest.approx(c["prob"], abs=1e-6)
 
@@ -126,7 +127,7 @@ def noise_png(side: int = 280) -> bytes:
 def test_upload_equals_cli_predict_json(client, best, digit_pngs):
     expected = cli_predictions(best, digit_pngs)
     for path, cli in zip(digit_pngs, expected):
-        r = client.post("/v1/predict", files={"file": (path.name, path.read_bytes(), "image/png")})
+        r = client.post("/v2/predict", files={"file": (path.name, path.read_bytes(), "image/png")})
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["model"] == "mnist-small"
@@ -134,7 +135,7 @@ def test_upload_equals_cli_predict_json(client, best, digit_pngs):
         assert api["image"] == path.name
         assert_same(api, cli)
     # the trained model really reads these digits (so equality is not two copies of noise)
-    right = sum(c["label"] == int(p.stem.split("label")[1]) for p, c in zip(digit_pngs, expected))
+    right = sum(c["index"] == int(p.stem.split("label")[1]) for p, c in zip(digit_pngs, expected))
     assert right >= 9
 
 
@@ -144,7 +145,7 @@ def test_json_batch_equals_cli_predict_json(client, best, digit_pngs):
     expected = cli_predictions(best, files, top_k=5)
     images = [base64.b64encode(p.read_bytes()).decode() for p in files]
     images[1] = "data:image/png;base64," + images[1]  # what a browser's canvas.toDataURL() gives
-    r = client.post("/v1/predict", json={"images": images, "top_k": 5, "model": "second", "invert": "auto"})
+    r = client.post("/v2/predict", json={"images": images, "top_k": 5, "model": "second", "invert": "auto"})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"] == "second"
@@ -263,7 +264,7 @@ def test_bad_requests_get_a_json_error_and_the_server_keeps_serving(client, digi
 
 
 def test_unknown_route_and_wrong_method_are_json(client):
-    r = client.get("/v2/predict")
+    r = client.get("/v9/predict")
     assert r.status_code == 404 and r.json() == {"error": "Not Found"}
     r = client.get("/v1/predict")
     assert r.status_code == 405 and "error" in r.json()
@@ -271,10 +272,11 @@ def test_unknown_route_and_wrong_method_are_json(client):
 
 def test_openapi_documents_both_bodies(client):
     spec = client.get("/openapi.json").json()
-    content = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    content = spec["paths"]["/v2/predict"]["post"]["requestBody"]["content"]
     assert set(content) == {"multipart/form-data", "application/json"}
     assert "images" in content["application/json"]["schema"]["properties"]
-    assert {"/healthz", "/v1/models", "/v1/runs"} <= set(spec["paths"])
+    assert {"/healthz", "/v1/models", "/v1/runs", "/v1/predict"} <= set(spec["paths"])
+    assert spec["paths"]["/v1/predict"]["post"]["deprecated"] is True
     assert client.get("/docs").status_code == 200
 
 

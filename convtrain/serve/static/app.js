@@ -1,4 +1,4 @@
-// The drawing page: a canvas, live top-k bars from POST /v1/predict, the model picker and card.
+// The drawing page: a canvas, live top-k bars from POST /v2/predict, the model picker and card.
 // Plain JavaScript, no build step. White ink on black (MNIST's polarity), so auto-invert leaves it alone.
 "use strict";
 
@@ -118,7 +118,7 @@ async function predict(blob, filename) {
   form.append("model", picker.value);
   form.append("top_k", String(Math.min(TOP_K, currentModel() ? currentModel().classes.length : TOP_K)));
   try {
-    const res = await fetch("/v1/predict", { method: "POST", body: form });
+    const res = await fetch("/v2/predict", { method: "POST", body: form });
     const body = await res.json();
     if (mine !== seq) return;
     if (!res.ok) statusLine.textContent = body.error || `error ${res.status}`;
@@ -130,15 +130,15 @@ async function predict(blob, filename) {
 }
 
 function showBars(p) {
-  top1.textContent = p.name;
+  top1.textContent = p.label;
   bars.replaceChildren(...p.topk.map((t) => {
     const li = document.createElement("li");
     const pct = (100 * t.prob).toFixed(1) + "%";
-    li.dataset.name = t.name;
+    li.dataset.name = t.label;
     li.dataset.prob = String(t.prob);
-    li.setAttribute("aria-label", `${t.name}: ${pct}`);
+    li.setAttribute("aria-label", `${t.label}: ${pct}`);
     const name = document.createElement("span");
-    name.textContent = t.name;
+    name.textContent = t.label;
     const bar = document.createElement("span");
     bar.className = "bar";
     const fill = document.createElement("span");

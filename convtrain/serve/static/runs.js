@@ -1,4 +1,4 @@
-// The runs page: one card per run (or per --seeds sweep) under --runs-dir: the numbers a person
+// The runs page: one card per run (or per --seeds sweep, per tune study) under --runs-dir: the numbers a person
 // compares, in words, and its pictures, each opening full size.
 "use strict";
 
@@ -38,6 +38,7 @@ function runCard(r) {
   s.append(table([["status", r.status], ["epochs", epochs(r)], ["best validation accuracy", pct(r.best_val_acc)],
                   ["test accuracy", pct(r.test_accuracy)], ["test loss", num(r.test_loss)],
                   ["training time", secs(r.train_seconds)]]));
+  if (r.error) s.append(el("p", r.error, "error"));
   for (const src of r.images) {
     const name = src.split("/").pop();
     const a = el("a");
@@ -74,15 +75,41 @@ function sweepCard(r) {
   return s;
 }
 
+function studyCard(r) {
+  const s = el("section", null, "run study");
+  s.setAttribute("aria-label", `study ${r.name}`);
+  s.append(el("h2", `${r.name}: study of ${r.trials.length} trials`));
+  if (r.model) s.append(el("p", `${r.model} on ${r.dataset ?? "?"}`, "sub"));
+  const c = r.trials_count;
+  const best = r.metric === "val_acc" ? pct(r.best_value) : num(r.best_value);
+  s.append(table([["trials", `${c.done} done, ${c.pruned} pruned, ${c.failed} failed` +
+                   (c.running ? `, ${c.running} running` : "")],
+                  [`best ${r.metric === "val_acc" ? "validation accuracy" : r.metric}`, best],
+                  ["epochs trained (all trials)", String(r.epochs)],
+                  ["training time (all trials)", secs(r.train_seconds)]]));
+  const d = el("details");
+  d.append(el("summary", "each trial"));
+  d.append(table(r.trials.map((x) => [x.name, `best val ${pct(x.best_val_acc)}, test ${pct(x.test_accuracy)}, ` +
+                                               `${epochs(x)} epochs (${x.status})`])));
+  s.append(d);
+  return s;
+}
+
+const CARDS = {sweep: sweepCard, study: studyCard};
+
 async function load() {
   try {
     const res = await fetch("/v1/runs");
     const body = await res.json();
+    if (!res.ok) {
+      main.replaceChildren(el("p", `Cannot list the runs: ${body.error ?? res.status}`));
+      return;
+    }
     if (!body.runs.length) {
       main.replaceChildren(el("p", `No runs under '${body.runs_dir}' (start the server with --runs-dir).`));
       return;
     }
-    main.replaceChildren(...body.runs.map((r) => (r.kind === "sweep" ? sweepCard(r) : runCard(r))));
+    main.replaceChildren(...body.runs.map((r) => (CARDS[r.kind] ?? runCard)(r)));
   } catch (err) {
     main.replaceChildren(el("p", `Cannot list the runs (${err}).`));
   }
