@@ -14,6 +14,7 @@ from .edge import handle_errors
 
 @handle_errors
 def launch(
+    ctx: typer.Context,
     kind: str = typer.Argument(..., show_default=False,
                                help="slurm (an sbatch script), k8s (a Kubeflow PyTorchJob manifest) or torchrun "
                                     "(the command for each machine)."),
@@ -55,9 +56,28 @@ def launch(
     Example: convtrain launch k8s --nodes 2 --image registry.example/convtrain:1 -- train --config mnist > job.yaml
     Example: convtrain launch slurm --array 8 -- tune --config speedrun --space space.yaml --storage postgresql://...
     """
-    text = api.job_script(kind, command or [], invocation=shlex.join(["convtrain", *sys.argv[1:]]), nodes=nodes,
+    text = api.job_script(kind, command or [], invocation=_invocation(ctx, kind, command or []), nodes=nodes,
                           gpus_per_node=gpus_per_node, tasks_per_node=tasks_per_node, cpus_per_task=cpus_per_task,
                           time=time, partition=partition, account=account, name=name, run_dir=run_dir, array=array,
                           torchrun=torchrun, signal_seconds=signal_seconds, image=image, claim=claim,
                           master_addr=master_addr, port=port)
     sys.stdout.write(text)
+
+
+def _invocation(ctx: typer.Context, kind: str, command: list[str]) -> str:
+    """The ``convtrain launch`` command line as parsed (the options given, then ``-- COMMAND``), for the
+    template's first line: rebuilt from the parameters, not ``sys.argv``, which holds the caller's own words
+    when the app runs inside another program (a test runner, a notebook)."""
+    words = ["convtrain", "launch", kind]
+    for param in ctx.command.params:
+        if param.name in ("kind", "command") or not given(ctx, param.name):
+            continue
+        value = ctx.params[param.name]
+        flag = max(param.opts, key=len)
+        words += [flag] if value is True else [] if value is False else [flag, str(value)]
+    return shlex.join([*words, "--", *command] if command else words)
+
+
+def given(ctx: typer.Context, name: str) -> bool:
+    """The option was typed on the command line (by name: Typer may bring its own copy of Click's enum)."""
+    return getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"

@@ -115,9 +115,19 @@ def override_text(key: str, value: Any) -> str:
         raise ConfigError(f"overrides: '{key}' is an integer of more than {MAX_INT_DIGITS} digits; config "
                           "integers fit in 64 bits (at most 2**63-1)")
     try:
-        return f"{key}={json.dumps(value, default=str)}"  # a Path is its text
+        return f"{key}={json.dumps(value, default=_path_text)}"
     except ValueError as exc:  # an integer of more than 4,300 digits inside a list
         raise ConfigError(f"overrides: '{key}': {str(exc).splitlines()[0][:80]}") from None
+    except TypeError:  # what JSON cannot write and is no path (an object, a set)
+        raise ConfigError(f"overrides: '{key}' is of type {type(value).__name__}, not a config value (a number, "
+                          "a string, a bool, a list or a mapping)") from None
+
+
+def _path_text(value: Any) -> str:
+    """A Path (or any os.PathLike) is its text; anything else JSON cannot write is refused (TypeError)."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(type(value).__name__)
 
 
 def _short(text: str) -> str:

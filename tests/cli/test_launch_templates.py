@@ -47,7 +47,9 @@ def test_shell_output_passes_bash_n_and_runs_resume_auto(args, tmp_path):
     path.write_text(result.stdout)
     check = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
-    assert result.stdout.splitlines()[int(args[0] == "slurm")].startswith("# Written by: convtrain ")
+    # the command as given (rebuilt from the parsed options, so it holds under any test runner; it read sys.argv,
+    # which is pytest's own command line in-process and empty in an xdist worker)
+    assert result.stdout.splitlines()[int(args[0] == "slurm")] == "# Written by: " + shlex.join(["convtrain", "launch", *args])
     if args[0] == "slurm":
         assert "#SBATCH --signal=USR1@90" in result.stdout and "#SBATCH --requeue" in result.stdout
         assert 'if [ "$code" -eq 75 ]' in result.stdout and 'scontrol requeue "$SLURM_JOB_ID"' in result.stdout

@@ -200,7 +200,7 @@ def test_recipes_for_pip_users(tmp_path):
         load_config("smoke", ["train.epochs=0"])
     r = cli("config", "list", cwd=tmp_path)
     assert r.returncode == 0 and "convtrain train --config speedrun\n" in r.stdout
-    assert "Measured seconds: README" in r.stdout.replace("\n  ", " ")  # the last words of a long description
+    assert "lr 1e-2 as the anchor." in r.stdout.replace("\n  ", " ")  # the last words of a long description
 
 
 @pytest.mark.slow

@@ -87,7 +87,7 @@ def _is(kind: Callable[[int], bool], name: str) -> Callable[[Path, str, str], st
     return lambda t, out, err: None if kind(os.lstat(t / name).st_mode) else f"{name} was replaced"
 
 
-def _predictions_in(name: str, header: str = "path,row,label,class,prob,topk"):
+def _predictions_in(name: str, header: str = "path,row,label,index,prob,topk"):
     def check(t: Path, out: str, err: str) -> str | None:
         first = (t / name).read_text().splitlines()[0]
         return None if first == header else f"{name} starts with {first!r}"
