@@ -89,6 +89,38 @@ MAX_WORKERS = 256  # DataLoader processes
 MAX_THREADS = 4096
 
 
+LOSSES = ("cross_entropy", "focal")
+BEST_METRICS = ("val_acc", "val_macro_f1", "val_balanced_acc")  # metrics.csv columns, higher is better
+
+
+class ClassWeights:
+    """Annotation for ``train.class_weights``: ``auto`` or a mapping {class name: weight}. A YAML key that
+    reads as a number (``5: 10.0`` for MNIST's class "5") is a class name too."""
+
+    name = "auto or mapping"
+
+
+def _class_weights_value(value: Any, path: str, where: str) -> str | dict:
+    if isinstance(value, str) or (isinstance(value, dict) and all(isinstance(k, (str, int)) and not isinstance(k, bool)
+                                                                   for k in value)):
+        return value if isinstance(value, str) else {str(k): v for k, v in value.items()}
+    raise ConfigError(f"{where}: '{path}' must be null, auto or a mapping {{class name: weight}}, "
+                      f"got {type(value).__name__} {shown(value)}")
+
+
+def _class_weights(v: Any) -> str | None:
+    """``auto``, or a mapping of class names to weights > 0 (the names are checked against the data
+    once it is read: convtrain.training.losses)."""
+    if isinstance(v, str):
+        return None if v == "auto" else "must be null, auto or a mapping {class name: weight}"
+    if not v:
+        return "must name at least one class (or be null)"
+    for name, w in v.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
+            return f"must give each class a weight > 0 (class '{name}' has {shown(w)})"
+    return None
+
+
 def _devices(v: list[int] | None) -> str | None:
     return None if v is None or all(0 <= d < 1024 for d in v) else "must be GPU indices from 0 to 1023"
 
@@ -165,13 +197,18 @@ class DataConfig:
                        "DataLoader with per-sample transforms and workers; auto: tensor for MNIST-style data",
                        choices=("auto", "tensor", "dataloader"))
     workers: int = _opt(2, "DataLoader worker processes (dataloader path only), at most 256", check=_between(0, MAX_WORKERS))
+    sampler: str = _opt("random", "training order: random (each image once per epoch), or balanced (each draw "
+                        "picks a class with equal chance, then one of its images, cycling through them: rare "
+                        "classes repeat, common ones are sampled; as many draws per epoch as images)",
+                        choices=("random", "balanced"))
     augment: AugmentConfig = _opt(None, "training-time augmentation", factory=AugmentConfig)
 
 
 @dataclass
 class EarlyStoppingConfig:
-    metric: str = _opt("val_acc", "early stopping: the validation metric watched (val_acc: higher is better, "
-                       "val_loss: lower is better)", choices=("val_acc", "val_loss"))
+    metric: str = _opt("val_acc", "early stopping: the validation metric watched (val_loss: lower is better; "
+                       "val_acc, val_macro_f1, val_balanced_acc: higher is better)",
+                       choices=("val_acc", "val_loss", "val_macro_f1", "val_balanced_acc"))
     patience: Optional[int] = _opt(None, "early stopping: stop after this many epochs without improvement; "
                                    "null = off", check=_between(1, MAX_EPOCHS))
     min_delta: float = _opt(0.0, "early stopping: an improvement must beat the best by more than this",
@@ -234,6 +271,17 @@ class TrainConfig:
     stop_at: StopAtConfig = _opt(None, "stop when a validation metric reaches a target", factory=StopAtConfig)
     deterministic: bool = _opt(False, "torch.use_deterministic_algorithms (and the cuBLAS workspace setting on "
                                "CUDA): same numbers on every rerun, slower on GPUs")
+    loss: str = _opt("cross_entropy", "the training loss: cross_entropy, or focal (cross-entropy scaled by "
+                     "(1 - p_true)^focal_gamma: confident images count less)", choices=LOSSES)
+    focal_gamma: float = _opt(2.0, "focal loss: the exponent gamma (0 = cross-entropy)", check=_non_negative)
+    class_weights: Optional[ClassWeights] = _opt(
+        None, "weight of each class's images in the loss: null (all 1), auto (inverse class frequency of the "
+        "training split, normalized to mean 1) or {class name: weight > 0} (classes left out weigh 1)",
+        check=_class_weights)
+    best_metric: str = _opt("val_acc", "the validation metric that picks best.pt (higher is better): val_acc, "
+                            "val_macro_f1 or val_balanced_acc (for imbalanced data)", choices=BEST_METRICS)
+    calibrate: bool = _opt(False, "at the end of the run, fit a temperature on the validation split and save it in "
+                           "best.pt (what `convtrain calibrate` does): probabilities that mean what they say")
 
 
 @dataclass
@@ -348,7 +396,7 @@ def _type_name(tp: Any) -> str:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
     if dataclasses.is_dataclass(tp):
         return "mapping"
-    if isinstance(tp, type) and issubclass(tp, CountOrFraction):
+    if isinstance(tp, type) and issubclass(tp, (CountOrFraction, ClassWeights)):
         return tp.name
     return {bool: "boolean", int: "integer", float: "number", str: "string", dict: "mapping"}.get(tp, str(tp))
 
@@ -370,6 +418,8 @@ def _coerce(value: Any, tp: Any, path: str, where: str) -> Any:
         return _build(tp, value, path, where)
     if isinstance(tp, type) and issubclass(tp, CountOrFraction):
         return _count_or_fraction(value, path, where, tp)
+    if tp is ClassWeights:
+        return _class_weights_value(value, path, where)
     if origin is list:
         if not isinstance(value, list):
             raise bad()
