@@ -7,10 +7,10 @@ Exit codes (docs/safety.md): 2 where the command can tell before it writes (a re
 file or below one, a config value, a class the data lacks, data without a validation split), 1 where
 the write itself fails (/proc takes no files).
 
-Breaks tried (each failed here): the report folder checked only after the evaluation (a bad checkpoint
-then; and /proc: the error came after a minute of work); class_weights names checked after the run
-directory was created (a run directory was left behind); the calibrate refusal after the fit
-(the checkpoint rewritten).
+Breaks tried (each failed here): the report folder checked only after the evaluation (the missing data
+is then reported instead, exit 1); the class_weights names checked after the run directory was created
+(a run directory is left behind); calibrate --data holding out a validation split of its training
+images instead of refusing (exit 0, the checkpoint rewritten).
 """
 
 from __future__ import annotations
@@ -62,6 +62,9 @@ def _ckpt(t: Path, k: Kit) -> str:
 
 _EVAL = ["eval", "--device", "cpu", "--set", "data.test_subset=100", "--checkpoint"]
 case("report DIR is a file", lambda t, k: [*_EVAL, _ckpt(t, k), "--report", str(_w(t, "afile"))], 2, "is a file")
+case("report DIR is a file, and the data is missing: the folder is refused first (before any work)",
+     lambda t, k: [*_EVAL, _ckpt(t, k), "--data-root", str(t / "none"), "--set", "data.download=false",
+                   "--report", str(_w(t, "afile"))], 2, "is a file")
 case("report DIR below a file", lambda t, k: [*_EVAL, _ckpt(t, k), "--report", str(_w(t, "afile")) + "/r"], 2,
      "is a file")
 case("report DIR in /proc (takes no files)", lambda t, k: [*_EVAL, _ckpt(t, k), "--report", "/proc/convtrain-report"],
@@ -76,6 +79,7 @@ case("class_weights names a class the data lacks", lambda t, k: [*_TRAIN, "--run
                                                                  "--set", "train.class_weights={5: 2, 99: 3}"],
      2, "no class '99'")
 case("class_weights misspells a class", lambda t, k: [*_TRAIN, "--data", str(_letters(t)), "--run-dir", str(t / "r"),
+                                                      "--set", "data.val_size=3", "--set", "data.test_size=3",
                                                       "--set", "train.class_weights={cta: 2}"], 2, "did you mean 'cat'")
 case("class_weights zero", lambda t, k: [*_TRAIN, "--run-dir", str(t / "r"), "--set", "train.class_weights={3: 0}"],
      2, "weight > 0")
