@@ -1,17 +1,21 @@
 """Imbalanced data and calibration, measured: the numbers of docs/results.md ("Imbalanced data" and
-"Calibration").
+"Calibration"). Sized for a shared 2-core CPU: every training runs on one thread (speed.threads=1) and
+the whole bench takes about 15 minutes.
 
-1. A long-tailed MNIST (:func:`make_long_tailed`): the training images of classes 0-4 all kept, those of
-   5-9 cut to 1% (a seeded sample: 60-70 of each), as an .npz file whose test split is MNIST's full,
+1. A long-tailed MNIST (:func:`make_long_tailed`): the training images of classes 0-4 kept at
+   ``--majority`` of MNIST's (default 20%: about 1,200 each), those of 5-9 cut to 1% (a seeded sample:
+   54-63 each), an imbalance of about 20:1, as an .npz file whose test split is MNIST's full,
    balanced test set. Trained with the fast recipe (configs/fast.yaml: the article's CNN, batch 128,
    one-cycle Adam to 3e-3, 2 epochs) four ways, 3 seeds each: nothing for the imbalance, class weights
    ``auto``, the balanced sampler, focal loss. Reported: balanced accuracy and macro-F1 of best.pt on the
    test set (mean and sample std over the seeds) and the recall of the minority classes 5-9 (their
    mean). The 10% validation split is held out of the long-tailed training images, so it is long-tailed
    too, as a user's would be; best.pt is picked on validation accuracy (the default).
+   Also the setup of tests/training/test_imbalanced_training.py (none vs auto, 1 epoch), whose bound
+   on the minority recall gain comes from these rows.
 2. Calibration: ECE (15 bins) and NLL on the test split before and after `convtrain calibrate`, for the
-   article's recipe (configs/mnist.yaml, 10 epochs on 55,000 images) and for an over-confident one
-   (the same CNN without label smoothing, 30 epochs on 600 images).
+   article's recipe (configs/mnist.yaml on 10,000 images, 3 epochs) and for an over-confident one (the
+   same CNN without label smoothing, 30 epochs on 600 images).
 
     python bench/imbalance.py [--out bench-imbalance] [--seeds 0,1,2] [--part imbalance|calibration|all]
 
@@ -45,16 +49,18 @@ def _idx(path: Path) -> np.ndarray:
 
 
 def make_long_tailed(data_root: Path, out: Path, keep: float = 0.01, seed: int = 0,
-                     minority: list[int] = MINORITY) -> Path:
-    """MNIST's training images with only ``keep`` of each ``minority`` class's (seeded), and its whole test
-    set, as ``out`` (.npz: x_train, y_train, x_test, y_test, classes)."""
+                     minority: list[int] = MINORITY, majority: float = 1.0) -> Path:
+    """MNIST's training images with only ``keep`` of each ``minority`` class's and ``majority`` of each
+    other class's (seeded), and its whole test set, as ``out`` (.npz: x_train, y_train, x_test, y_test,
+    classes)."""
     raw = Path(data_root) / "MNIST" / "raw"
     x, y = _idx(raw / "train-images-idx3-ubyte"), _idx(raw / "train-labels-idx1-ubyte")
     rng = np.random.default_rng(seed)
     kept = []
     for c in range(10):
         members = np.flatnonzero(y == c)
-        kept.append(rng.permutation(members)[:max(1, round(keep * len(members)))] if c in minority else members)
+        share = keep if c in minority else majority
+        kept.append(rng.permutation(members)[:max(1, round(share * len(members)))])
     index = np.sort(np.concatenate(kept))
     np.savez(out, x_train=x[index], y_train=y[index], x_test=_idx(raw / "t10k-images-idx3-ubyte"),
              y_test=_idx(raw / "t10k-labels-idx1-ubyte"), classes=np.array([str(c) for c in range(10)]))
@@ -66,16 +72,18 @@ def _stats(values: list[float]) -> dict:
             "values": values}
 
 
-def imbalance(out: Path, data_root: Path, seeds: list[int]) -> dict:
+def imbalance(out: Path, data_root: Path, seeds: list[int], majority: float, methods: dict = METHODS,
+              extra: dict | None = None, tag: str = "") -> dict:
     import convtrain
 
-    data = make_long_tailed(data_root, out / "longtail.npz")
+    data = make_long_tailed(data_root, out / f"longtail-{majority}.npz", majority=majority)
     found = {}
-    for method, sets in METHODS.items():
+    for method, sets in methods.items():
         rows = []
         for seed in seeds:
-            run = out / f"{method}-seed{seed}"
-            overrides = {"data.name": "npz", "data.root": str(data), "seed": seed, "log.plots": False, **sets}
+            run = out / f"{tag}{method}-seed{seed}"
+            overrides = {"data.name": "npz", "data.root": str(data), "seed": seed, "log.plots": False,
+                         "speed.threads": 1, **(extra or {}), **sets}
             if not (run / "results.json").is_file():
                 convtrain.train("fast", overrides=overrides, run_dir=run, progress=False)
             r = json.loads((run / "results.json").read_text())
@@ -92,16 +100,17 @@ def imbalance(out: Path, data_root: Path, seeds: list[int]) -> dict:
 def calibration(out: Path) -> dict:
     import convtrain
 
-    recipes = {"article (configs/mnist.yaml, 10 epochs)": ("mnist", {"log.plots": False}),
+    quiet = {"log.plots": False, "speed.threads": 1, "train.test_every_epoch": False}
+    recipes = {"article (configs/mnist.yaml, 10,000 images, 3 epochs)": (
+                   "mnist", {"data.train_subset": 10000, "train.epochs": 3, **quiet}),
                "over-confident (600 images, 30 epochs, no smoothing)": (
-                   "mnist", {"data.train_subset": 600, "train.epochs": 30, "train.label_smoothing": 0.0,
-                             "train.test_every_epoch": False, "log.plots": False})}
+                   "mnist", {"data.train_subset": 600, "train.epochs": 30, "train.label_smoothing": 0.0, **quiet})}
     found = {}
     for i, (name, (recipe, overrides)) in enumerate(recipes.items()):
         run = out / f"calibration-{i}"
         if not (run / "results.json").is_file():
             convtrain.train(recipe, overrides=overrides, run_dir=run, progress=False)
-        c = convtrain.calibrate(run, device="cpu")
+        c = convtrain.calibrate(run, device="cpu")  # best.pt
         found[name] = {"temperature": c.temperature, "test_ece": [c.test_ece_before, c.test_ece_after],
                        "test_nll": [c.test_nll_before, c.test_nll_after], "test_accuracy": c.test_accuracy,
                        "val_images": c.val_images}
@@ -126,15 +135,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench-imbalance"))
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--part", choices=("imbalance", "calibration", "all"), default="all")
+    parser.add_argument("--part", choices=("imbalance", "test", "calibration", "all"), default="all")
+    parser.add_argument("--majority", type=float, default=0.2, help="share of classes 0-4's images kept")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     data_root = Path(os.environ.get("CONVTRAIN_DATA_ROOT", "data"))
     path = args.out / "imbalance.json"
+    seeds = [int(s) for s in args.seeds.split(",")]
     found = json.loads(path.read_text()) if path.is_file() else {}
     if args.part in ("imbalance", "all"):
-        found["imbalance"] = imbalance(args.out, data_root, [int(s) for s in args.seeds.split(",")])
+        found["imbalance"] = imbalance(args.out, data_root, seeds, args.majority)
         print(_table(found["imbalance"]))
+    if args.part in ("test", "all"):  # the test's setup: none vs auto, 1 epoch
+        found["test_setup"] = imbalance(args.out, data_root, seeds, args.majority,
+                                        {m: METHODS[m] for m in ("none", "auto")}, {"train.epochs": 1}, "test-")
+        print(_table(found["test_setup"]))
     if args.part in ("calibration", "all"):
         found["calibration"] = calibration(args.out)
     path.write_text(json.dumps(found, indent=1))
