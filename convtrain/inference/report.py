@@ -27,10 +27,11 @@ TOP_K = 5  # top-k accuracy is reported when a model has more classes than this
 
 @dataclass(frozen=True)
 class Outputs:
-    """What ``evaluate(..., report=True)`` keeps: every image's raw logits (before the temperature) and
-    label, in the split's order, and the split itself (its images and their origin)."""
+    """What ``evaluate(..., report=True)`` keeps: every image's logits as evaluated (a calibrated
+    checkpoint's already divided by its temperature) and label, in the split's order, and the split
+    itself (its images and their origin)."""
 
-    logits: Tensor  # float32 [N, C], CPU
+    logits: Tensor  # float32 [N, C], CPU: z / T
     labels: Tensor  # int64 [N]
     split: Any  # data.types.Split or a streamed split (FileSplit): .image(i), .origin
 
@@ -45,7 +46,7 @@ class Outputs:
 def build_report(ev: Evaluation, k: int = 25) -> Report:
     """The report of ``ev`` (made with ``report=True``) with ``k`` images in each gallery."""
     out: Outputs = ev.outputs
-    probs = torch.softmax(out.logits.double() / ev.temperature, dim=1)
+    probs = torch.softmax(out.logits.double(), dim=1)  # the logits are tempered already (evaluate's model)
     scores = class_scores(ev.confusion_matrix)
     per_class = [{"label": name, "index": i, **row} for i, (name, row) in enumerate(zip(ev.classes,
                                                                                        scores["per_class"]))]
@@ -54,7 +55,7 @@ def build_report(ev: Evaluation, k: int = 25) -> Report:
                  "rate": p["rate"]} for p in most_confused(ev.confusion_matrix, limit=20)]
     calibration = {"temperature": ev.temperature, "bins_count": ECE_BINS, **calibration_scores(probs, out.labels)}
     if ev.temperature != 1.0:
-        raw = calibration_scores(torch.softmax(out.logits.double(), dim=1), out.labels)
+        raw = calibration_scores(torch.softmax(out.logits.double() * ev.temperature, dim=1), out.labels)
         calibration["uncalibrated"] = {key: raw[key] for key in ("ece", "mce", "nll", "brier")}
     mistakes, unsure = _galleries(probs, out, ev.classes, k)
     top = {"k": TOP_K, "accuracy": top_k_accuracy(out.logits, out.labels, TOP_K)} if len(ev.classes) > TOP_K else None

@@ -4,6 +4,8 @@ it in best.pt (what ``convtrain calibrate --checkpoint RUN`` does afterwards; se
 
 It runs once results.json is written (``on_finish``), before the trackers upload best.pt, on rank 0
 alone: the weights in best.pt are saved again unchanged, next to their ``calibration``, atomically.
+The temperature is the command's (the same validation split); the test numbers are on the run's own
+test split (what results.json scored, ``data.test_subset`` included), the command's on the whole one.
 """
 
 from __future__ import annotations
