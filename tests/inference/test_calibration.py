@@ -11,7 +11,8 @@ are not over-confident yet: temperature 1.12, ECE 0.0085 -> 0.0062, too small a 
 
 Breaks tried (each failed here): the Predictor ignoring the temperature (predict == the uncalibrated
 probabilities); serve's card without it; the ONNX export not folding it (its softmax is the
-uncalibrated one); the temperature fitted on the test split instead of the validation split (the
+uncalibrated one); docs/deploy.md's client not dividing a raw export's logits by the metadata's
+temperature; the temperature fitted on the test split instead of the validation split (the
 record and `train.calibrate` then disagree with a fit on val logits); the checkpoint saved without the
 original weights' exact bytes (a model rebuilt and saved in place of the loaded tensors, in float64);
 the report dividing eval's logits by the temperature a second time (found as a real bug: its ECE after
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +35,7 @@ import convtrain
 from convtrain.artifacts import checkpoint
 
 from ..conftest import load_ckpt, run_cli
+from .test_export_metadata_and_client import client_code
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +60,8 @@ def _image(data_root, tmp_path) -> Path:
 
     raw = data_root / "MNIST" / "raw"
     x = _idx(raw / "t10k-images-idx3-ubyte")
-    Image.fromarray(x[8]).save(tmp_path / "five.png")  # a 5 the small model is unsure of
-    return tmp_path / "five.png"
+    Image.fromarray(x[37]).save(tmp_path / "zero.png")  # a 0 the over-confident model gives only 86%
+    return tmp_path / "zero.png"
 
 
 def test_calibrate_lowers_test_ece_keeps_accuracy_and_weights(overconfident, tmp_path):
@@ -107,7 +111,7 @@ def test_every_reader_gives_the_same_calibrated_probabilities(overconfident, dat
     client = TestClient(create_app(load_models([str(ckpt)])))
     card = client.get("/v1/models").json()["models"][0]
     assert card["calibrated"] is True and card["temperature"] == result.temperature
-    answer = client.post("/v1/predict", files={"file": ("five.png", image.read_bytes(), "image/png")},
+    answer = client.post("/v1/predict", files={"file": ("zero.png", image.read_bytes(), "image/png")},
                          data={"top_k": "10"}).json()["predictions"][0]
     served = {t["name"]: t["prob"] for t in answer["topk"]}
     export_checkpoint(ckpt, "onnx", tmp_path / "m.onnx", include_preprocessing=True)
@@ -119,6 +123,14 @@ def test_every_reader_gives_the_same_calibrated_probabilities(overconfident, dat
     x = np.asarray(Image.open(image), dtype=np.float32)[None, None] / 255
     z = session.run(None, {"images": x})[0][0]
     onnx = dict(zip([str(i) for i in range(10)], (np.exp(z - z.max()) / np.exp(z - z.max()).sum()).tolist()))
+    # the raw graph and docs/deploy.md's client, which divides by the metadata's temperature itself
+    export_checkpoint(ckpt, "onnx", tmp_path / "raw.onnx")
+    (tmp_path / "classify.py").write_text(client_code())
+    out = subprocess.run([sys.executable, str(tmp_path / "classify.py"), str(tmp_path / "raw.onnx"), str(image)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    name, prob = out.stdout.split()
+    assert name == max(api, key=api.get) and float(prob) == pytest.approx(api[name], abs=1e-4)  # 4 decimals
     for name in api:
         assert cli[name] == pytest.approx(api[name], abs=1e-6)
         assert served[name] == pytest.approx(api[name], abs=1e-6)
