@@ -7,6 +7,8 @@ commands do::
     import convtrain
     result = convtrain.train("smoke", overrides={"train.epochs": 1})   # -> TrainResult
     convtrain.evaluate(result)                  # -> Evaluation (accuracy, loss, per class, confusion)
+    convtrain.evaluate(result, report=True).report()  # -> Report (precision/recall/F1, mistakes, calibration)
+    convtrain.calibrate(result)                 # -> Calibration (temperature saved in the checkpoint)
     convtrain.predict(result, ["digit.png"])    # -> [Prediction] (class names and probabilities)
     convtrain.load(result)                      # -> LoadedModel (the nn.Module and its metadata)
     convtrain.finetune(result, data="my_letters")
@@ -32,9 +34,9 @@ _EXPORTS = {
     "CheckpointError": "errors", "ConfigError": "errors", "ConvtrainError": "errors", "DataError": "errors",
     "create_model": "models", "list_models": "models", "register_model": "models",
     "train": "api", "finetune": "api", "resume": "api", "seeds": "api", "evaluate": "api", "predict": "api",
-    "predict_to_file": "api", "load": "api",
+    "predict_to_file": "api", "load": "api", "calibrate": "api",
     "TrainResult": "api", "SeedsResult": "api", "Evaluation": "api", "Prediction": "api", "PredictionFile": "api",
-    "LoadedModel": "api", "Hook": "api", "register_hook": "api",
+    "LoadedModel": "api", "Hook": "api", "register_hook": "api", "Calibration": "api", "Report": "api",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -1,5 +1,5 @@
 """The Python API, and the use cases every front end calls: train, finetune, resume, seeds, evaluate,
-predict, predict_to_file, load, job_script.
+calibrate, predict, predict_to_file, load, job_script.
 
 Each function does what its command does, through the same library code; the commands in
 :mod:`convtrain.cli` parse their options, call one of these and render what it returns. :func:`train`,
@@ -16,12 +16,13 @@ A checkpoint argument takes a ``.pt`` file, a run directory (its ``checkpoints/b
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from .errors import ConfigError
-from .inference.results import Evaluation, LoadedModel, Prediction, PredictionFile, Predictions
+from .inference.results import Calibration, Evaluation, LoadedModel, Prediction, PredictionFile, Predictions, Report
 from .training.events import Hook
 from .training.results import SeedsResult, TrainResult
 
@@ -32,9 +33,10 @@ if TYPE_CHECKING:  # for type checkers only: importing torch here would cost ~1.
     from .training.reporter import Reporter
     from .training.signals import StopSignals
 
-__all__ = ["train", "finetune", "resume", "seeds", "evaluate", "predict", "predict_to_file", "load",
-           "checkpoint_path", "job_script", "TrainResult", "SeedsResult", "Evaluation", "Prediction", "Predictions",
-           "PredictionFile", "LoadedModel", "Hook", "register_hook"]
+__all__ = ["train", "finetune", "resume", "seeds", "evaluate", "report_folder", "calibrate", "predict",
+           "predict_to_file", "load", "checkpoint_path", "job_script", "TrainResult", "SeedsResult", "Evaluation",
+           "Report", "Calibration", "Prediction", "Predictions", "PredictionFile", "LoadedModel", "Hook",
+           "register_hook"]
 
 PathLike = Union[str, Path]
 Overrides = Union[Mapping[str, Any], Iterable[str]]
@@ -443,21 +445,63 @@ def _last_checkpoint(run: PathLike | TrainResult) -> Path:
 
 def evaluate(checkpoint: PathLike | TrainResult, data: PathLike | None = None, *, split: str = "test",
              device: str = "auto", dataset: str | None = None, data_root: str | None = None,
-             batch_size: int | None = None, overrides: Overrides = ()) -> Evaluation:
+             batch_size: int | None = None, overrides: Overrides = (), report: bool | PathLike = False,
+             mistakes: int = 25) -> Evaluation:
     """Evaluate a checkpoint, as ``convtrain eval`` does: on its own dataset's ``split`` (``test`` or
     ``val``), on another registered ``dataset``, or on ``data``, another labelled folder or CSV file with
     the same classes. ``overrides``: the data keys ``eval --set`` takes (e.g. ``{"data.test_size": 0.2}``
-    with ``data``). ``Evaluation.as_json()`` is ``eval --json``'s object."""
+    with ``data``). ``Evaluation.as_json()`` is ``eval --json``'s object.
+
+    ``report``: True keeps every image's scores, so ``evaluation.report()`` gives the full
+    :class:`Report` (per-class precision/recall/F1, the most confident mistakes, calibration); a folder
+    (``eval --report DIR``; :func:`report_folder` is RUN/report) also writes it there, with ``mistakes``
+    images in each gallery: report.json, report.md, report.html... The folder is checked before
+    anything is evaluated."""
     from .inference.eval_keys import check_eval_overrides
 
     sets = _override_strings(overrides)
     check_eval_overrides(sets, str(data) if data is not None else None)  # before torch loads
     from .inference.evaluate import evaluate_checkpoint
 
-    return evaluate_checkpoint(checkpoint_path(checkpoint), split=split, data_root=data_root, device=device,
-                               batch_size=batch_size, dataset=dataset,
-                               data_path=str(data) if data is not None else None,
-                               overrides=_override_strings(overrides))
+    folder = None if isinstance(report, bool) else Path(report)
+    if folder is not None:
+        from .inference.report_files import check_folder
+
+        check_folder(folder)
+    ev = evaluate_checkpoint(checkpoint_path(checkpoint), split=split, data_root=data_root, device=device,
+                             batch_size=batch_size, dataset=dataset, data_path=str(data) if data is not None else None,
+                             overrides=sets, report=report is not False)
+    if folder is None:
+        return ev
+    ev.report(mistakes).write(folder)
+    return dataclasses.replace(ev, report_folder=folder)
+
+
+def report_folder(checkpoint: PathLike | TrainResult) -> Path:
+    """Where ``eval --report`` writes by default: RUN/report for a checkpoint inside a run directory."""
+    from .inference.report_files import default_folder
+
+    path = checkpoint_path(checkpoint)
+    found = default_folder(path)
+    if found is None:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--report: {path} is not inside a run directory; name a folder: --report DIR")
+    return found
+
+
+def calibrate(checkpoint: PathLike | TrainResult, data: PathLike | None = None, *, device: str = "auto",
+              data_root: str | None = None, batch_size: int | None = None) -> Calibration:
+    """Fit the checkpoint's temperature on a validation split and save it in the checkpoint, as
+    ``convtrain calibrate`` does: the run's own validation split, or ``data``'s (other labelled images
+    with the same classes and a validation split of their own). From then on every reader of the
+    checkpoint (predict, this API, serve, export) gives softmax(logits / temperature); the predicted
+    classes, so accuracy, are unchanged. Returns the temperature and ECE / NLL on the test split before
+    and after."""
+    from .inference.calibrate import calibrate_checkpoint
+
+    return calibrate_checkpoint(checkpoint_path(checkpoint), str(data) if data is not None else None,
+                                device=device, data_root=data_root, batch_size=batch_size)
 
 
 def predict(checkpoint: PathLike | TrainResult | LoadedModel, images: Any, *, invert: str = "auto",

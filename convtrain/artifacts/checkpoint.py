@@ -4,7 +4,9 @@ A checkpoint is a dict of plain data (tensors, dicts, lists, tuples, strings, nu
 with ``torch.load(path, weights_only=True)`` and no allowlist, and it describes itself: the model's
 registry name and kwargs, the classes, the normalization and the resolved config are all inside,
 so ``convtrain eval`` needs nothing else. ``last.pt`` also holds the training state (optimizer,
-scheduler, RNG states, position in the epoch) for ``--resume``.
+scheduler, RNG states, position in the epoch) for ``--resume``. A calibrated checkpoint (``convtrain
+calibrate``, ``train.calibrate``) also holds ``calibration``: the temperature its probabilities are
+computed with (softmax(logits / T)) and what it was fitted on (:func:`with_calibration`).
 """
 
 from __future__ import annotations
@@ -237,9 +239,11 @@ def validate(raw: Any, path: str | Path = "checkpoint") -> dict:
     _validate_config(raw["config"], bad)
     if not _is_int(raw["epoch"]) or raw["epoch"] < 0:
         raise bad("epoch", "a non-negative integer", raw["epoch"], show_type=False)
-    for key in ("metrics", "versions", "training_state"):
+    for key in ("metrics", "versions", "training_state", "calibration"):
         if key in raw and not isinstance(raw[key], dict):
             raise bad(key, "a mapping", raw[key])
+    if "calibration" in raw:
+        _validate_calibration(raw["calibration"], bad)
     if "training_state" in raw:
         state_keys.validate(raw["training_state"], path, bad)
     _check_model_fits(raw, path)
@@ -331,6 +335,26 @@ def _validate_input(raw: dict, bad) -> None:
                       show_type=False)
     if not all(s > 0 for s in norm["std"]):
         raise bad("normalization.std", "positive", norm["std"], show_type=False)
+
+
+def _validate_calibration(cal: dict, bad) -> None:
+    """``calibration.temperature`` a number > 0 (what every reader divides the logits by); the rest plain
+    numbers or strings (what it was fitted on, for people)."""
+    t = cal.get("temperature")
+    if not _is_num(t) or t <= 0:
+        raise bad("calibration.temperature", "a finite number > 0", t, show_type=False)
+    for key, value in cal.items():
+        if not (value is None or _is_num(value) or isinstance(value, str)):
+            raise bad(f"calibration.{key}", "a number, a string or null", value)
+
+
+def with_calibration(raw: dict, record: dict) -> dict:
+    """A copy of the checkpoint dict ``raw`` that holds ``record`` (``temperature`` and what it was fitted
+    on) as its ``calibration``; the weights and every other key are the same objects. Save it with
+    :func:`save` (atomic): the file then holds exactly the weights it held before."""
+    out = {**raw, "calibration": dict(record)}
+    _validate_calibration(out["calibration"], functools.partial(_bad, "calibration"))
+    return out
 
 
 # Config keys read outside training (eval, export, visualize): checked here so they never KeyError.
@@ -451,6 +475,12 @@ class Loaded:
     metrics: Mapping[str, Any]
     versions: Mapping[str, Any]
     training_state: Mapping[str, Any] | None
+    calibration: Mapping[str, Any] | None = None  # convtrain calibrate: the temperature and its fit
+
+    @property
+    def temperature(self) -> float:
+        """What the logits are divided by before the softmax: 1.0 for a checkpoint never calibrated."""
+        return float(self.calibration["temperature"]) if self.calibration is not None else 1.0
 
     @classmethod
     def from_path(cls, path: str | Path) -> "Loaded":
@@ -470,7 +500,8 @@ class Loaded:
                    std=tuple(float(v) for v in raw["normalization"]["std"]), dataset=raw["dataset"],
                    config=_freeze(raw["config"]), epoch=raw["epoch"], metrics=_freeze(raw["metrics"]),
                    versions=_freeze(raw.get("versions", {})),
-                   training_state=raw.get("training_state"))
+                   training_state=raw.get("training_state"),
+                   calibration=_freeze(raw["calibration"]) if "calibration" in raw else None)
 
     @property
     def num_classes(self) -> int:

@@ -88,6 +88,7 @@ def _sweep(folder: Path) -> dict | None:
         return None
     tests = [r["test_acc"] for r in runs if r["test_acc"] is not None]
     vals = [r["best_val_acc"] for r in runs if r["best_val_acc"] is not None]
+    mean = lambda key: statistics.fmean(v) if (v := [r[key] for r in runs if r[key] is not None]) else None  # noqa: E731
     statuses = {r["status"] for r in runs}
     status = next((s for s in ("unreadable", "failed", "running", "interrupted") if s in statuses), "finished")
     return {"name": folder.name, "path": str(folder), "kind": "sweep", "seeds": [_seed_of(Path(r["path"])) for r in runs],
@@ -96,6 +97,7 @@ def _sweep(folder: Path) -> dict | None:
             "best_val_acc": statistics.fmean(vals) if vals else None,
             "test_acc": statistics.fmean(tests) if tests else None,
             "test_acc_std": statistics.stdev(tests) if len(tests) > 1 else None,
+            "test_macro_f1": mean("test_macro_f1"), "test_balanced_acc": mean("test_balanced_acc"), "report": None,
             "seconds": sum(r["seconds"] for r in runs), "status": status,
             "summary": _read_summary(folder / "summary.json"), "runs": runs,
             "created": min(r["created"] for r in runs)}
@@ -110,7 +112,7 @@ def _read_summary(path: Path) -> dict | None:
 
 
 _EMPTY = {"model": None, "dataset": None, "epochs": 0, "epochs_total": None, "best_val_acc": None, "test_acc": None,
-          "seconds": 0.0}
+          "test_macro_f1": None, "test_balanced_acc": None, "seconds": 0.0, "report": None}
 
 
 def summarize(run: Path) -> dict:
@@ -134,9 +136,15 @@ def summarize(run: Path) -> dict:
         "epochs_total": info.epochs,
         "best_val_acc": max(val) if val else None,
         "best_val_loss": min((r.val_loss for r in rows), default=None),
+        "best_val_macro_f1": max((r.val_macro_f1 for r in rows if r.val_macro_f1 is not None), default=None),
+        "best_val_balanced_acc": max((r.val_balanced_acc for r in rows if r.val_balanced_acc is not None), default=None),
         "test_acc": results.test_accuracy if results else None,
+        # runs before these keys: None
+        "test_macro_f1": results.test_macro_f1 if results else None,
+        "test_balanced_acc": results.test_balanced_accuracy if results else None,
         "seconds": sum(r.seconds for r in rows),
         "status": status,
+        "report": str(run / "report" / "report.html") if (run / "report" / "report.html").is_file() else None,
     }
 
 
@@ -160,7 +168,7 @@ def summarize_study(folder: Path) -> dict:
         count[key] += 1
     count["failed"] += len(_failed_without_run(folder, {r["name"] for r in trials}))
     values = [r[f"best_{metric}"] for r in trials if r.get(f"best_{metric}") is not None]
-    best = (max(values) if metric == "val_acc" else min(values)) if values else None
+    best = (min(values) if metric == "val_loss" else max(values)) if values else None
     newest = max((r["created"] for r in trials), default=(folder / "study.json").stat().st_mtime)
     return {**_EMPTY, "name": folder.name, "path": str(folder), "kind": "study", "status": "study",
             "metric": metric, "best_value": best, "best_val_acc": best if metric == "val_acc" else None,

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from ..errors import RunFileError
 
 # seconds = training time of the epoch; val_seconds / test_seconds = time of those evaluation passes;
-# skipped = batches not applied because their loss was NaN/inf (train.nonfinite=skip)
+# skipped = batches not applied because their loss was NaN/inf (train.nonfinite=skip);
+# val_macro_f1 / val_balanced_acc = the mean F1 / recall over the classes (convtrain.training.scores)
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
-           "val_seconds", "test_seconds", "skipped")
+           "val_seconds", "test_seconds", "skipped", "val_macro_f1", "val_balanced_acc")
 # columns a file written by an older convtrain may lack; they read as their default
-_OPTIONAL = {"skipped": 0, "val_seconds": None, "test_seconds": None}
+_OPTIONAL = {"skipped": 0, "val_seconds": None, "test_seconds": None, "val_macro_f1": None, "val_balanced_acc": None}
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,17 @@ class MetricsRow:
     val_seconds: float | None = None
     test_seconds: float | None = None
     skipped: int = 0
+    val_macro_f1: float | None = None  # rows of runs before these columns: None
+    val_balanced_acc: float | None = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def score(self, metric: str) -> float:
+        """The value of ``metric`` (train.best_metric); a row written before that column existed scores
+        its validation accuracy, what picked best.pt then."""
+        value = getattr(self, metric)
+        return self.val_acc if value is None else value
 
     def to_csv(self) -> dict[str, str]:
         """Column -> text, in :data:`COLUMNS` order (6 significant digits, empty for None)."""

@@ -16,7 +16,10 @@ from ..config.diff import config_diff
 from ..errors import ConfigError
 from . import runfiles
 
-METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "lr", "seconds")
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "lr", "seconds", "val_macro_f1",
+           "val_balanced_acc")
+# results.json's final numbers, side by side (a run written before macro-F1 existed has null there)
+FINAL = ("test_accuracy", "test_macro_f1", "test_balanced_accuracy")
 # keys every run has a different value of, whatever its recipe
 _IGNORED = ("data.root", "out_dir")
 
@@ -37,9 +40,11 @@ def diff_runs(run_a: str | Path, run_b: str | Path) -> dict:
             entry[m] = {"a": va, "b": vb, "delta": vb - va if va is not None and vb is not None else None}
         epochs.append(entry)
     res_a, res_b = runfiles.read_results(a), runfiles.read_results(b)
-    test = {"a": res_a.test_accuracy if res_a else None, "b": res_b.test_accuracy if res_b else None}
-    test["delta"] = test["b"] - test["a"] if None not in (test["a"], test["b"]) else None
-    return {"a": str(a), "b": str(b), "config": config, "epochs": epochs, "test_accuracy": test,
+    final = {}
+    for key in FINAL:
+        va, vb = getattr(res_a, key, None), getattr(res_b, key, None)
+        final[key] = {"a": va, "b": vb, "delta": vb - va if None not in (va, vb) else None}
+    return {"a": str(a), "b": str(b), "config": config, "epochs": epochs, **final,
             "status": {"a": res_a.status if res_a else None, "b": res_b.status if res_b else None}}
 
 

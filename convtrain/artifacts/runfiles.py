@@ -87,7 +87,7 @@ def read_metrics(run_dir: str | Path) -> list[MetricsRow]:
 
 
 def _check_row(row: MetricsRow, where: str) -> None:
-    for name in ("train_acc", "val_acc", "test_acc"):
+    for name in ("train_acc", "val_acc", "test_acc", "val_macro_f1", "val_balanced_acc"):
         value = getattr(row, name)
         if value is not None and not 0.0 <= value <= 1.0:
             raise RunFileError(f"{where}: column '{name}' is {value}, not an accuracy between 0 and 1")
@@ -121,10 +121,13 @@ class Results:
     reason: str | None = None  # why a failed run failed
     split_seed: int | None = None  # the seed that held out val/test (runs before data.split_seed: absent)
     test_fingerprint: str | None = None  # names the test images (same fingerprint: same test set)
+    test_macro_f1: float | None = None  # the mean F1 over the classes (runs before this key: None)
+    test_balanced_accuracy: float | None = None  # the mean recall over the classes
     # written for people and scripts, not read back by the commands
     step: int | None = None  # a clean interrupt: the step inside ``epoch`` that last.pt holds (None: its end)
     test_num_samples: int | None = None
     test_per_class_accuracy: list[float] | None = None
+    best_metric: str | None = None  # train.best_metric: what picked best_epoch (absent before that key: val_acc)
     epochs: int | None = None  # epochs trained
     stopped_by: str | None = None  # early_stopping / stop_at / max_time; None: the whole schedule ran
     stopped_epoch: int | None = None
@@ -141,7 +144,9 @@ class Results:
             return {"status": self.status, "reason": self.reason, **({} if self.epoch is None else {"epoch": self.epoch})}
         return {
             "status": self.status, "best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc,
+            "best_metric": self.best_metric,
             "test_accuracy": self.test_accuracy, "test_loss": self.test_loss, "test_num_samples": self.test_num_samples,
+            "test_macro_f1": self.test_macro_f1, "test_balanced_accuracy": self.test_balanced_accuracy,
             "test_per_class_accuracy": self.test_per_class_accuracy, "test_confusion_matrix": self.confusion_matrix,
             "classes": self.classes, "epochs": self.epochs, "train_seconds": self.train_seconds,
             "split_seed": self.split_seed, "test_fingerprint": self.test_fingerprint,
@@ -177,7 +182,9 @@ def read_results(run_dir: str | Path) -> Results | None:
         best_val_acc=get("best_val_acc", float, unit=True),
         train_seconds=get("train_seconds", float), confusion_matrix=_matrix(raw.get("test_confusion_matrix"), path),
         classes=get("classes", list), epoch=get("epoch", int), reason=get("reason", str),
-        split_seed=get("split_seed", int), test_fingerprint=get("test_fingerprint", str))
+        split_seed=get("split_seed", int), test_fingerprint=get("test_fingerprint", str),
+        test_macro_f1=get("test_macro_f1", float, unit=True),
+        test_balanced_accuracy=get("test_balanced_accuracy", float, unit=True))
     if results.classes is not None:
         if not all(isinstance(c, str) for c in results.classes):
             raise RunFileError(f"{path}: key 'classes' must be a list of strings")

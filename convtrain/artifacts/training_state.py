@@ -25,6 +25,7 @@ from ..errors import CheckpointError
 # the core keys, in the order last.pt has always stored them (the hooks' keys follow)
 CORE = ("epoch", "epoch_complete", "epoch_state", "rng", "optimizer", "scheduler", "scaler", "best_val_acc",
         "best_epoch", "best_state", "world_size")
+OPTIONAL = ("best_value",)  # the runner's keys a last.pt written by an older convtrain lacks
 
 
 @dataclass
@@ -44,13 +45,18 @@ class TrainingState:
     best_state: dict | None  # the best epoch's evaluated weights (the final test uses them)
     world_size: int  # processes that trained: a resume needs as many
     hooks: dict = field(default_factory=dict)  # each hook's state under its state_key (ema, swa, stops, kept)
+    # the best epoch's value of train.best_metric (val_macro_f1...); absent (None) where it is best_val_acc:
+    # a run picking best.pt on val_acc (every last.pt written before that key) stores the same keys as ever
+    best_value: float | None = None
 
     def to_dict(self) -> dict:
-        return {**{key: getattr(self, key) for key in CORE}, **self.hooks}
+        extra = {} if self.best_value in (None, self.best_val_acc) else {"best_value": self.best_value}
+        return {**{key: getattr(self, key) for key in CORE}, **extra, **self.hooks}
 
     @classmethod
     def from_dict(cls, raw: dict) -> TrainingState:
-        return cls(**{key: raw[key] for key in CORE}, hooks={k: v for k, v in raw.items() if k not in CORE})
+        return cls(**{key: raw[key] for key in CORE}, best_value=raw.get("best_value"),
+                   hooks={k: v for k, v in raw.items() if k not in CORE and k not in OPTIONAL})
 
 
 # ---- the core keys ------------------------------------------------------------------------------
@@ -102,6 +108,9 @@ def validate_core(ts: dict, path, bad) -> None:
         for rank, entry in enumerate(entries):
             check(entry, f"training_state.{key}[{rank}]", path, bad)
     _check_optimizer(ts["optimizer"], bad)
+    if "best_value" in ts and not (_number(ts["best_value"]) and (ts["best_value"] == -1 or 0 <= ts["best_value"] <= 1)):
+        raise bad("training_state.best_value", "-1 (no epoch yet) or a number from 0 to 1", ts["best_value"],
+                  show_type=False)
 
 
 def _check_epoch_state(entry: Any, where: str, path, bad) -> None:

@@ -41,6 +41,7 @@ def _global_options(
 for command in (train.train, train.finetune):
     app.command()(command)
 app.command("eval")(checkpoints.eval_)
+app.command()(checkpoints.calibrate)
 app.command()(checkpoints.predict)
 app.command()(tune.tune)
 app.command()(launch.launch)

@@ -25,6 +25,9 @@ CHECKPOINT_OPTIONS = {"eval": "--checkpoint", "predict": "--checkpoint", "finetu
                       "export": "--checkpoint", "visualize": "--checkpoint", "serve": "--checkpoint",
                       "train": "--resume"}
 KEY_VALUE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*=")
+# options whose value may be left out (`eval --report` alone: its default folder), per command: the
+# value they then get ("" means "the default")
+OPTIONAL_VALUE = {"eval": {"--report": ""}}
 NUMBER = re.compile(r"^-\d|^-\.\d")
 
 
@@ -72,6 +75,9 @@ def _rewrite_command(name: str, options: dict[str, bool], args: list[str]) -> li
             i += 1
             if flag == CHECKPOINT_OPTIONS.get(name) and ("=" in tok or i < len(args)):
                 _refuse_empty(flag, tok.partition("=")[2] if "=" in tok else args[i])
+            if flag in OPTIONAL_VALUE.get(name, {}) and "=" not in tok and _no_value(args[i:]):
+                out.append(OPTIONAL_VALUE[name][flag])
+                continue
             if options[flag] and "=" not in tok and i < len(args):
                 out.append(args[i])
                 i += 1
@@ -93,6 +99,11 @@ def _refuse_empty(flag: str, value: str) -> None:
     from ..artifacts.checkpoint_args import check_given
 
     check_given(value, flag)
+
+
+def _no_value(rest: list[str]) -> bool:
+    """An optional-value option is given alone: last, or followed by an option or a key=value."""
+    return not rest or (rest[0].startswith("-") and len(rest[0]) > 1) or bool(KEY_VALUE.match(rest[0]))
 
 
 def _refuse_several(command: str, flag: str, first: str, rest: list[str]) -> None:

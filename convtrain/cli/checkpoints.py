@@ -1,4 +1,4 @@
-"""The commands that take a checkpoint: ``eval``, ``predict``, ``export``, ``average``, ``visualize``."""
+"""The commands that take a checkpoint: ``eval``, ``calibrate``, ``predict``, ``export``, ``average``, ``visualize``."""
 
 from __future__ import annotations
 
@@ -36,19 +36,40 @@ def eval_(
     set_: Optional[list[str]] = typer.Option(None, "--set", show_default=False,
                                              help="A data key for this evaluation, e.g. data.test_size=0.2 "
                                                   "(with --data: hold out that much as the test split)."),
+    report: Optional[str] = typer.Option(None, "--report", show_default=False, metavar="[DIR]",
+                                         help="Also write a report into DIR (default, --report alone: RUN/report): "
+                                              "report.json, report.md, a self-contained report.html, per-class "
+                                              "precision/recall/F1, confusion matrix, the most confident mistakes, "
+                                              "calibration."),
+    mistakes: int = typer.Option(25, "--mistakes", min=0,
+                                 help="With --report: the most confident mistakes (and least confident correct "
+                                      "images) shown."),
 ) -> None:
     """Evaluate a checkpoint: loss, accuracy, per-class accuracy and confusion matrix.
 
+    Also macro-F1 and balanced accuracy; --report writes the full report (per-class precision,
+    recall and F1, the most confident mistakes with their files, calibration).
+
     Example: convtrain eval --checkpoint latest --json
     Example: convtrain eval --checkpoint runs/my_digits-<time> --data ./more_digits
+    Example: convtrain eval --checkpoint latest --report
     """
+    folder = None if report is None else (api.report_folder(checkpoint) if report == "" else Path(report))
     r = api.evaluate(checkpoint, data, split=split, device=device, dataset=dataset, data_root=data_root,
-                     batch_size=batch_size, overrides=set_ or ())
+                     batch_size=batch_size, overrides=set_ or (), report=folder if folder is not None else False,
+                     mistakes=mistakes)
     if as_json:
-        print(json.dumps(r.as_json()))
+        extra = {} if folder is None else {"report": {"folder": str(folder), **_report_json(r, mistakes)}}
+        print(json.dumps({**r.as_json(), **extra}))
         return
+    _show_evaluation(r, folder)
+
+
+def _show_evaluation(r: api.Evaluation, folder: Optional[Path]) -> None:
     out.print(f"{escape(str(r.checkpoint))}: model {r.model}, {r.dataset} {r.split} split, {r.num_samples} images")
-    out.print(f"accuracy [bold]{r.accuracy:.4f}[/]  loss {r.loss:.4f}")
+    temperature = f"  (temperature {r.temperature:.4f})" if r.temperature != 1.0 else ""
+    out.print(f"accuracy [bold]{r.accuracy:.4f}[/]  loss {r.loss:.4f}{temperature}")
+    out.print(f"balanced accuracy {r.balanced_accuracy:.4f}  macro-F1 {r.macro_f1:.4f}")
     per = Table(title="per-class accuracy")
     per.add_column("class")
     per.add_column("accuracy", justify="right")
@@ -64,6 +85,48 @@ def eval_(
         label = str(i) if name == str(i) else f"{i} {escape_end(name)}"
         cm.add_row(label, *[f"[bold]{v}[/]" if i == j else (str(v) if v else "[dim]0[/]") for j, v in enumerate(row)])
     out.print(cm)
+    if folder is not None:
+        out.print(f"report: {escape(str(folder / 'report.html'))} (and report.md, report.json)")
+
+
+def _report_json(r, mistakes: int) -> dict:
+    from ..inference.report_files import report_json
+
+    return report_json(r.report(mistakes))
+
+
+@handle_errors
+def calibrate(
+    checkpoint: Path = typer.Option(..., "--checkpoint", show_default=False, help=CHECKPOINT_HELP),
+    data: Optional[str] = typer.Option(None, "--data", show_default=False,
+                                       help=f"Fit on other labelled data with the same classes, {data_help()}: "
+                                            "its own validation split (val/, val.csv, x_val), measured on its test "
+                                            "split."),
+    data_root: Optional[str] = DataRootOpt,
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Evaluation batch size.",
+                                             show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else on stdout."),
+) -> None:
+    """Fit a temperature on the validation split and save it in the checkpoint (calibrated probabilities).
+
+    The weights stay as they are and the predicted classes do not change; predict, serve, the
+    Python API and export then give softmax(logits / temperature). Prints ECE and NLL on the test
+    split before and after.
+
+    Example: convtrain calibrate --checkpoint latest
+    """
+    r = api.calibrate(checkpoint, data, device=device, data_root=data_root, batch_size=batch_size)
+    if as_json:
+        print(json.dumps(r.as_json()))
+        return
+    out.print(f"{escape(str(r.checkpoint))}: temperature [bold]{r.temperature:.4f}[/] (fitted on {r.val_images} "
+              f"validation images of {escape(r.data)}: NLL {r.val_nll_before:.4f} -> {r.val_nll_after:.4f})")
+    if r.test_images is None:
+        out.print("no test split of its own to measure it on")
+        return
+    out.print(f"test split, {r.test_images} images: ECE {r.test_ece_before:.4f} -> [bold]{r.test_ece_after:.4f}[/], "
+              f"NLL {r.test_nll_before:.4f} -> {r.test_nll_after:.4f}; accuracy {r.test_accuracy:.4f} (unchanged)")
 
 
 @handle_errors

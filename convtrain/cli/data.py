@@ -84,6 +84,10 @@ def render(r: dict, out) -> None:
     out.print("image sizes and modes found: " + escape(", ".join(f"{k} ({v})" for k, v in sizes[:8]))
               + (f" and {len(sizes) - 8} more" if len(sizes) > 8 else ""))
     out.print(f"mean {r['mean']}  std {r['std']} (pixel/255, training split)")
+    ratio = r["imbalance_ratio"]
+    out.print(f"imbalance (largest / smallest class, training split): {'-' if ratio is None else f'{ratio:.1f}:1'}")
+    if r["imbalance_hint"]:
+        out.print(f"[yellow]{escape(r['imbalance_hint'])}[/]")
     out.print(f"unreadable: {len(r['unreadable'])}" + "".join(f"\n  {escape(b)}" for b in r["unreadable"][:20]))
     if r["folders"]:
         out.print("split folders: " + ", ".join(f"{k} {escape(v)}/" for k, v in r["folders"].items()))

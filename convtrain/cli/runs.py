@@ -55,10 +55,11 @@ def runs(
     _show_runs(found, folder)
 
 
-COLUMNS = ("run", "model", "data", "epochs", "best val acc", "test acc", "time", "status")
+NUMBERS = ("epochs", "best val acc", "test acc", "macro-F1", "bal acc", "time")
+COLUMNS = ("run", "model", "data", *NUMBERS, "status")
 # the run's name is what a user pastes into --checkpoint: it is never cut; on a narrow terminal these columns
 # go first, in this order, until the name fits
-DROPPED_FIRST = ("data", "model", "time", "best val acc", "epochs")
+DROPPED_FIRST = ("bal acc", "macro-F1", "data", "model", "time", "best val acc", "epochs")
 
 
 def _show_runs(found: list[dict], folder: Path) -> None:
@@ -79,7 +80,7 @@ def _runs_table(found: list[dict], folder: Path, dropped: set[str], least: dict[
     narrower than ``least`` says."""
     table = _Narrowed(dropped, title=f"runs in {escape(str(folder))}")
     for col in COLUMNS:
-        table.add_column(col, justify="right" if col in ("epochs", "best val acc", "test acc", "time") else "left",
+        table.add_column(col, justify="right" if col in NUMBERS else "left",
                          no_wrap=col == "run", min_width=(least or {}).get(col))
     colors = {"finished": "green", "interrupted": "yellow", "failed": "red", "running": "cyan", "unreadable": "magenta",
               "pruned": "yellow"}
@@ -131,8 +132,13 @@ def _add_run_row(table: Table, r: dict, colors: dict, pct, indent: str = "", nam
     total = "?" if r["epochs_total"] is None else r["epochs_total"]
     test = pct(r["test_acc"]) + (f" ± {r['test_acc_std']:.2%}" if r.get("test_acc_std") is not None else "")
     table.add_row(indent + escape(name or r["name"]), escape(r["model"] or "?"), escape(r["dataset"] or "?"),
-                  f"{r['epochs']}/{total}", pct(r["best_val_acc"]), test, f"{r['seconds']:.0f}s",
+                  f"{r['epochs']}/{total}", pct(r["best_val_acc"]), test, _score(r.get("test_macro_f1")),
+                  pct(r.get("test_balanced_acc")), f"{r['seconds']:.0f}s",
                   f"[{colors.get(r['status'], 'white')}]{r['status']}[/]")
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _add_study_row(table: Table, r: dict, pct) -> None:
@@ -140,7 +146,7 @@ def _add_study_row(table: Table, r: dict, pct) -> None:
     best = pct(r["best_val_acc"]) if r["metric"] == "val_acc" else \
         ("-" if r["best_value"] is None else f"{r['metric']} {r['best_value']:.4f}")
     table.add_row(f"[bold]{escape(r['name'])}[/] (study)", escape(r["model"] or "?"), escape(r["dataset"] or "?"),
-                  str(r["epochs"]), best, "-", f"{r['seconds']:.0f}s",
+                  str(r["epochs"]), best, "-", "-", "-", f"{r['seconds']:.0f}s",
                   f"{c['done']} done, {c['pruned']} pruned, {c['failed']} failed"
                   + (f", {c['running']} running" if c["running"] else ""))
 
@@ -171,8 +177,10 @@ def _runs_diff(a: Path, b: Path, as_json: bool, plot_to: Optional[Path]) -> None
         table.add_row(str(e["epoch"]), f(va["a"], ".4f"), f(va["b"], ".4f"), f(va["delta"], "+.4f"),
                       f(vl["a"], ".4f"), f(vl["b"], ".4f"), f(vl["delta"], "+.4f"), f(tl["delta"], "+.4f"))
     out.print(table)
-    t = d["test_accuracy"]
-    out.print(f"final test accuracy: A {f(t['a'], '.4f')}, B {f(t['b'], '.4f')} (delta {f(t['delta'], '+.4f')})")
+    for key, name in (("test_accuracy", "final test accuracy"), ("test_macro_f1", "test macro-F1"),
+                      ("test_balanced_accuracy", "test balanced accuracy")):
+        t = d[key]
+        out.print(f"{name}: A {f(t['a'], '.4f')}, B {f(t['b'], '.4f')} (delta {f(t['delta'], '+.4f')})")
     if plot_to is not None:
         out.print(f"wrote {escape(str(plot_to))}")
 

@@ -41,8 +41,9 @@ def tune(
                                             help="Start no new trial after this many seconds."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe, random or grid."),
     pruner: str = typer.Option("median", "--pruner", help="median, hyperband or none."),
-    metric: str = typer.Option("val_acc", "--metric", help="The validation metric to optimize: val_acc "
-                               "(maximized) or val_loss (minimized). The test set never chooses."),
+    metric: str = typer.Option("val_acc", "--metric", help="The validation metric to optimize: val_acc, "
+                               "val_macro_f1 or val_balanced_acc (maximized) or val_loss (minimized). The test "
+                               "set never chooses."),
     seed: int = typer.Option(0, "--seed", help="Sampler seed (each --jobs worker adds its index)."),
     set_: Optional[list[str]] = SetOpt,
     data: Optional[str] = DataOpt,

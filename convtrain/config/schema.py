@@ -16,70 +16,21 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 import yaml
 
 from ..data.sources import own_files, root_help  # the table of data sources: plain data, no torch
 from ..errors import ConfigError, did_you_mean, shown
-
-
-def _opt(default: Any, help: str, *, choices: Callable[[], Iterable[str]] | Sequence[str] | None = None,
-         check: Callable[[Any], str | None] | None = None, factory: Callable[[], Any] | None = None) -> Any:
-    """Declare one config field: its default, one line of help and how to validate it."""
-    meta = {"help": help, "choices": choices, "check": check}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def _positive(v: Any) -> str | None:
-    return None if v is None or v > 0 else "must be > 0"
-
-
-def _non_negative(v: Any) -> str | None:
-    return None if v is None or v >= 0 else "must be >= 0"
-
-
-def _fraction(v: float) -> str | None:
-    return None if 0 <= v < 1 else "must be in [0, 1)"
-
-
-def _unit_open(v: float) -> str | None:
-    return None if 0 < v < 1 else "must be in (0, 1)"
-
-
-def _between(low: int, high: int) -> Callable[[Any], str | None]:
-    """``low <= v <= high``: upper bounds stop values that would exhaust memory or never finish."""
-    def check(v: Any) -> str | None:
-        if v is None or low <= v <= high:
-            return None
-        if v < low:
-            return "must be > 0" if low == 1 else f"must be >= {low}"
-        return f"must be at most {high:,}"
-
-    return check
-
-
-class CountOrFraction:
-    """Annotation for a size given as a count of images (``5000``) or a fraction of them (``0.1``).
-
-    Counts are whole numbers >= 1, fractions are numbers strictly between 0 and 1; ``1.0`` or ``2.5``
-    are neither and are refused, so a typo cannot hold out 250% of a dataset.
-    """
-
-    name = "count or fraction"  # in the configuration reference
-    what, whole, example = "a count of images (e.g. 5000) or a fraction (e.g. 0.1)", "a count", "5000"
-
-
-class EpochOrFraction(CountOrFraction):
-    """Annotation for an epoch (``8``) or a fraction of ``train.epochs`` (``0.75``), by the same rules."""
-
-    name = "epoch or fraction"
-    what, whole, example = "an epoch (e.g. 8) or a fraction of train.epochs (e.g. 0.75)", "an epoch", "8"
-
+from .fields import CountOrFraction, EpochOrFraction
+from .fields import between as _between
+from .fields import fraction as _fraction
+from .fields import non_negative as _non_negative
+from .fields import opt as _opt
+from .fields import positive as _positive
+from .fields import unit_open as _unit_open
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds; each process adds its rank
 SPLIT_SEED = 0  # data.split_seed's default: 0, so a default run (seed 0) holds out what it always did
@@ -87,6 +38,38 @@ MAX_EPOCHS = 1_000_000
 MAX_BATCH = 1_048_576  # 2**20 images in one batch: already far beyond any accelerator's memory
 MAX_WORKERS = 256  # DataLoader processes
 MAX_THREADS = 4096
+
+
+LOSSES = ("cross_entropy", "focal")
+BEST_METRICS = ("val_acc", "val_macro_f1", "val_balanced_acc")  # metrics.csv columns, higher is better
+
+
+class ClassWeights:
+    """Annotation for ``train.class_weights``: ``auto`` or a mapping {class name: weight}. A YAML key that
+    reads as a number (``5: 10.0`` for MNIST's class "5") is a class name too."""
+
+    name = "auto or mapping"
+
+
+def _class_weights_value(value: Any, path: str, where: str) -> str | dict:
+    if isinstance(value, str) or (isinstance(value, dict) and all(isinstance(k, (str, int)) and not isinstance(k, bool)
+                                                                   for k in value)):
+        return value if isinstance(value, str) else {str(k): v for k, v in value.items()}
+    raise ConfigError(f"{where}: '{path}' must be null, auto or a mapping {{class name: weight}}, "
+                      f"got {type(value).__name__} {shown(value)}")
+
+
+def _class_weights(v: Any) -> str | None:
+    """``auto``, or a mapping of class names to weights > 0 (the names are checked against the data
+    once it is read: convtrain.training.losses)."""
+    if isinstance(v, str):
+        return None if v == "auto" else "must be null, auto or a mapping {class name: weight}"
+    if not v:
+        return "must name at least one class (or be null)"
+    for name, w in v.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
+            return f"must give each class a weight > 0 (class '{name}' has {shown(w)})"
+    return None
 
 
 def _devices(v: list[int] | None) -> str | None:
@@ -168,13 +151,18 @@ class DataConfig:
                        "DataLoader with per-sample transforms and workers; auto: tensor for MNIST-style data",
                        choices=("auto", "tensor", "dataloader"))
     workers: int = _opt(2, "DataLoader worker processes (dataloader path only), at most 256", check=_between(0, MAX_WORKERS))
+    sampler: str = _opt("random", "training order: random (each image once per epoch), or balanced (each draw "
+                        "picks a class with equal chance, then one of its images, cycling through them: rare "
+                        "classes repeat, common ones are sampled; as many draws per epoch as images)",
+                        choices=("random", "balanced"))
     augment: AugmentConfig = _opt(None, "training-time augmentation", factory=AugmentConfig)
 
 
 @dataclass
 class EarlyStoppingConfig:
-    metric: str = _opt("val_acc", "early stopping: the validation metric watched (val_acc: higher is better, "
-                       "val_loss: lower is better)", choices=("val_acc", "val_loss"))
+    metric: str = _opt("val_acc", "early stopping: the validation metric watched (val_loss: lower is better; "
+                       "val_acc, val_macro_f1, val_balanced_acc: higher is better)",
+                       choices=("val_acc", "val_loss", "val_macro_f1", "val_balanced_acc"))
     patience: Optional[int] = _opt(None, "early stopping: stop after this many epochs without improvement; "
                                    "null = off", check=_between(1, MAX_EPOCHS))
     min_delta: float = _opt(0.0, "early stopping: an improvement must beat the best by more than this",
@@ -237,6 +225,17 @@ class TrainConfig:
     stop_at: StopAtConfig = _opt(None, "stop when a validation metric reaches a target", factory=StopAtConfig)
     deterministic: bool = _opt(False, "torch.use_deterministic_algorithms (and the cuBLAS workspace setting on "
                                "CUDA): same numbers on every rerun, slower on GPUs")
+    loss: str = _opt("cross_entropy", "the training loss: cross_entropy, or focal (cross-entropy scaled by "
+                     "(1 - p_true)^focal_gamma: confident images count less)", choices=LOSSES)
+    focal_gamma: float = _opt(2.0, "focal loss: the exponent gamma (0 = cross-entropy)", check=_non_negative)
+    class_weights: Optional[ClassWeights] = _opt(
+        None, "weight of each class's images in the loss: null (all 1), auto (inverse class frequency of the "
+        "training split, normalized to mean 1) or {class name: weight > 0} (classes left out weigh 1)",
+        check=_class_weights)
+    best_metric: str = _opt("val_acc", "the validation metric that picks best.pt (higher is better): val_acc, "
+                            "val_macro_f1 or val_balanced_acc (for imbalanced data)", choices=BEST_METRICS)
+    calibrate: bool = _opt(False, "at the end of the run, fit a temperature on the validation split and save it in "
+                           "best.pt (what `convtrain calibrate` does): probabilities that mean what they say")
 
 
 @dataclass
@@ -351,7 +350,7 @@ def _type_name(tp: Any) -> str:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
     if dataclasses.is_dataclass(tp):
         return "mapping"
-    if isinstance(tp, type) and issubclass(tp, CountOrFraction):
+    if isinstance(tp, type) and issubclass(tp, (CountOrFraction, ClassWeights)):
         return tp.name
     return {bool: "boolean", int: "integer", float: "number", str: "string", dict: "mapping"}.get(tp, str(tp))
 
@@ -373,6 +372,8 @@ def _coerce(value: Any, tp: Any, path: str, where: str) -> Any:
         return _build(tp, value, path, where)
     if isinstance(tp, type) and issubclass(tp, CountOrFraction):
         return _count_or_fraction(value, path, where, tp)
+    if tp is ClassWeights:
+        return _class_weights_value(value, path, where)
     if origin is list:
         if not isinstance(value, list):
             raise bad()

@@ -80,17 +80,19 @@ class TensorBatches:
 
     def __init__(self, split: Split, batch_size: int, normalizer: Normalizer, *, shuffle: bool, seed: int = 0,
                  rank: int = 0, world_size: int = 1, augment: AugmentParams | None = None,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, balance: Tensor | None = None) -> None:
         self.split, self.batch_size, self.normalizer = split, batch_size, normalizer
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.augment, self.channels_last = augment, channels_last
+        self.balance = balance  # the labels (on the CPU) for data.sampler=balanced, else None
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _indices(self) -> Tensor:
-        return shard_indices(len(self.split), self.shuffle, self.seed, self.epoch, self.rank, self.world_size)
+        return shard_indices(len(self.split), self.shuffle, self.seed, self.epoch, self.rank, self.world_size,
+                             self.balance)
 
     def num_samples(self) -> int:
         return shard_size(len(self.split), self.shuffle, self.rank, self.world_size)
@@ -116,16 +118,40 @@ class TensorBatches:
         return self.iter_from(0)
 
 
-def shard_indices(n: int, shuffle: bool, seed: int, epoch: int, rank: int, world_size: int) -> Tensor:
+def shard_indices(n: int, shuffle: bool, seed: int, epoch: int, rank: int, world_size: int,
+                  balance: Tensor | None = None) -> Tensor:
     """This rank's sample indices for one epoch; both batch iterators use it, so they agree.
 
-    Training: a permutation seeded by ``(seed, epoch)``, cut to a multiple of ``world_size``, every
-    ``world_size``-th index from ``rank``. Evaluation: file order, samples ``rank, rank + world_size, ...``.
+    Training: a permutation seeded by ``(seed, epoch)`` (with ``balance``, the labels: the class-balanced
+    draw of :func:`balanced_order` instead), cut to a multiple of ``world_size``, every ``world_size``-th
+    index from ``rank``: the ranks share one epoch's draw without overlap. Evaluation: file order,
+    samples ``rank, rank + world_size, ...``.
     """
     if shuffle:
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
-        return perm[: (n // world_size) * world_size][rank::world_size]
+        order = balanced_order(balance, seed, epoch) if balance is not None else \
+            torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
+        return order[: (n // world_size) * world_size][rank::world_size]
     return torch.arange(rank, n, world_size)
+
+
+def balanced_order(labels: Tensor, seed: int, epoch: int) -> Tensor:
+    """``data.sampler: balanced``: one epoch of ``len(labels)`` draws, a pure function of ``(seed, epoch)``
+    (so a resumed epoch continues the same draws). Each draw picks one of the classes present with equal
+    chance; a class's draws go through its images in a fresh random order each time round, so within an
+    epoch every image of a class is drawn as often as the others of it, give or take one (a class of 60
+    images drawn 6,000 times shows each image 100 times; a common class is sampled without repeats)."""
+    gen = torch.Generator().manual_seed(_mix(seed, epoch, 2))
+    labels = labels.cpu()
+    classes = torch.unique(labels)
+    which = torch.randint(len(classes), (len(labels),), generator=gen)
+    order = torch.empty(len(labels), dtype=torch.int64)
+    for k, c in enumerate(classes.tolist()):
+        members = (labels == c).nonzero().squeeze(1)
+        slots = (which == k).nonzero().squeeze(1)
+        rounds = -(-len(slots) // len(members))
+        picks = [members[torch.randperm(len(members), generator=gen)] for _ in range(rounds)]
+        order[slots] = torch.cat(picks)[:len(slots)] if picks else members[:0]
+    return order
 
 
 def shard_size(n: int, shuffle: bool, rank: int, world_size: int) -> int:
@@ -174,7 +200,8 @@ class _EpochSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         b = self.batches
-        return iter(shard_indices(len(b.dataset), b.shuffle, b.seed, b.epoch, b.rank, b.world_size).tolist())
+        return iter(shard_indices(len(b.dataset), b.shuffle, b.seed, b.epoch, b.rank, b.world_size,
+                                  b.balance).tolist())
 
     def __len__(self) -> int:
         return self.batches.num_samples()
@@ -187,10 +214,11 @@ class LoaderBatches:
 
     def __init__(self, dataset, batch_size: int, device: torch.device, *, shuffle: bool, seed: int = 0,
                  rank: int = 0, world_size: int = 1, workers: int = 2, augment: AugmentParams | None = None,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, balance: Tensor | None = None) -> None:
         self.dataset, self.batch_size, self.device = dataset, batch_size, device
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.augment, self.channels_last = augment, channels_last
+        self.balance = balance  # the labels (on the CPU) for data.sampler=balanced, else None
         self.epoch = 0
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, sampler=_EpochSampler(self), num_workers=workers,
@@ -229,14 +257,13 @@ class LoaderBatches:
 
 def make_batches(split: Split, bundle: DataBundle, loader: str, batch_size: int, device: torch.device, *,
                  shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1, workers: int = 2,
-                 augment: AugmentParams | None = None, channels_last: bool = False):
-    """TensorBatches (``loader="tensor"``: ``split`` must already be on ``device``) or LoaderBatches."""
+                 augment: AugmentParams | None = None, channels_last: bool = False, sampler: str = "random"):
+    """TensorBatches (``loader="tensor"``: ``split`` must already be on ``device``) or LoaderBatches.
+    ``sampler``: data.sampler, ``random`` or ``balanced`` (:func:`balanced_order`; training order only)."""
+    common = dict(shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, augment=augment,
+                  channels_last=channels_last, balance=split.labels.cpu() if sampler == "balanced" else None)
     if isinstance(split, StreamedSplit):  # images decoded from their files per sample
-        return LoaderBatches(split.dataset(bundle.mean, bundle.std), batch_size, device, shuffle=shuffle, seed=seed,
-                             rank=rank, world_size=world_size, workers=workers, augment=augment,
-                             channels_last=channels_last)
+        return LoaderBatches(split.dataset(bundle.mean, bundle.std), batch_size, device, workers=workers, **common)
     if loader == "tensor":
-        return TensorBatches(split, batch_size, Normalizer(bundle.mean, bundle.std, device), shuffle=shuffle,
-                             seed=seed, rank=rank, world_size=world_size, augment=augment, channels_last=channels_last)
-    return LoaderBatches(SplitDataset(split, bundle.mean, bundle.std), batch_size, device, shuffle=shuffle, seed=seed,
-                         rank=rank, world_size=world_size, workers=workers, augment=augment, channels_last=channels_last)
+        return TensorBatches(split, batch_size, Normalizer(bundle.mean, bundle.std, device), **common)
+    return LoaderBatches(SplitDataset(split, bundle.mean, bundle.std), batch_size, device, workers=workers, **common)

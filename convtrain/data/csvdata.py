@@ -36,6 +36,7 @@ class CsvSplit:
     images: torch.Tensor  # uint8 [N, 1, side, side] as found
     labels: list[str]
     bad: list[str] = field(default_factory=list)  # "file row N: why"
+    rows: list[int] = field(default_factory=list)  # each image's line in the file (the header is line 1)
 
 
 def split_files(train_csv: str | Path) -> tuple[dict[str, Path], list[str]]:
@@ -180,7 +181,7 @@ def _check_header(path: Path, header: list[str] | None) -> int:
 
 
 def _rows(path: Path, reader, columns: int, side: int) -> CsvSplit:
-    rows, labels, bad = [], [], []
+    rows, labels, bad, lines = [], [], [], []
     for row in reader:
         line = reader.line_num
         if not row:
@@ -199,9 +200,10 @@ def _rows(path: Path, reader, columns: int, side: int) -> CsvSplit:
             continue
         rows.append(pixels.astype(np.uint8))
         labels.append(row[0].strip())
+        lines.append(line)
     images = torch.from_numpy(np.stack(rows)).view(-1, 1, side, side) if rows else \
         torch.empty((0, 1, side, side), dtype=torch.uint8)
-    return CsvSplit(path, images, labels, bad)
+    return CsvSplit(path, images, labels, bad, lines)
 
 
 def _row_problem(row: list[str], columns: int) -> str | None:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError
-from .types import DEFAULT_VAL_SIZE, DataBundle, Split, check_split, resolve_size, seeded_subset
+from .types import DEFAULT_VAL_SIZE, DataBundle, Origin, Split, Where, check_split, resolve_size, seeded_subset
 
 _RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -124,7 +124,9 @@ def load_split(name: str, root: str | Path, train: bool, download: bool) -> Spli
         ) from None
     if images.dim() == 3:
         images = images.unsqueeze(1)
-    split = Split(images.contiguous(), labels.to(torch.int64))
+    # each image's index in its IDX file (eval --report names a mistake by it)
+    where = Where(str(images_file), "index", dataset=name, split="train" if train else "test")
+    split = Split(images.contiguous(), labels.to(torch.int64), Origin.of(where, torch.arange(len(labels))))
     check_split(split, len(spec.classes), spec.image_shape, f"dataset '{name}' ({images_file}, {labels_file.name})")
     return split
 

@@ -29,7 +29,7 @@ import torch
 
 from ..errors import DataError
 from . import csvdata, user_files
-from .types import DataBundle, ImageRows, Split
+from .types import DataBundle, ImageRows, Origin, Split, Where
 
 PAIRS = {"train": ("x_train", "y_train"), "val": ("x_val", "y_val"), "test": ("x_test", "y_test")}
 SINGLE = ("x", "y")  # one pair: val and test are held out of it
@@ -231,7 +231,9 @@ def load(data_cfg) -> user_files.FileData:
     used = {m.name[:-4] for pair in pairs.values() for m in pair} | {CLASSES}
     ignored = sorted(set(arrays) - used) + other
     side, c = images["train"].shape[1], 1 if images["train"].ndim == 3 else images["train"].shape[3]
-    splits = {s: Split(fit(images[s], data_cfg.channels, data_cfg.image_size), labels[s]) for s in pairs}
+    splits = {s: Split(fit(images[s], data_cfg.channels, data_cfg.image_size), labels[s],
+                       Origin.of(Where(str(path), "index", array=pairs[s][0].name[:-4]), torch.arange(len(labels[s]))))
+              for s in pairs}
     seconds = time.perf_counter() - start
     notes = [f"data: read {', '.join(f'{m[0].name[:-4]} ({m[0].shape[0]:,})' for m in pairs.values())} of {path} "
              f"in {seconds:.1f}s"]

@@ -23,12 +23,68 @@ DEFAULT_VAL_SIZE = 5000  # data.val_size: null on mnist / fashion_mnist (their 6
 DEFAULT_FILE_HOLDOUT = 0.1  # data.val_size / data.test_size: null on folder / csv (any size of folder)
 
 
+@dataclass(frozen=True)
+class Where:
+    """One file (or dataset file) that images came from, and how an image is found in it."""
+
+    file: str  # the CSV or .npz file, the dataset's IDX file, or the image folder
+    key: str  # "path": ``files[id]``; "row": the CSV line ``id`` (the header is line 1); "index": position ``id``
+    files: tuple[str, ...] = ()  # key "path": the image files
+    array: str | None = None  # an .npz file's array (x_train, x_test...)
+    dataset: str | None = None  # a registered dataset: its name and split ("mnist", "test")
+    split: str | None = None
+
+    def describe(self, i: int) -> dict:
+        """Where image ``i`` (its id) came from, as JSON: ``{"path"}``, ``{"file", "row"}`` or ``{"file", "index"}``
+        (with ``array`` for an .npz, ``dataset`` and ``split`` for a registered dataset)."""
+        if self.key == "path":
+            return {"path": self.files[i]}
+        found = {"file": self.file, self.key: int(i)}
+        extra = {"array": self.array, "dataset": self.dataset, "split": self.split}
+        return {**{k: v for k, v in extra.items() if v is not None}, **found}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where each image of a split came from (``eval --report`` names its mistakes with it): image ``n`` is
+    ``parts[part[n]]``'s image ``ids[n]``. It follows the split through every ``take`` (hold-outs, subsets)."""
+
+    ids: Tensor  # int64 [N], on the CPU
+    part: Tensor  # int64 [N]: which entry of ``parts``
+    parts: tuple[Where, ...]
+
+    @classmethod
+    def of(cls, where: Where, ids: Tensor | list[int]) -> Origin:
+        ids = torch.as_tensor(ids, dtype=torch.int64)
+        return cls(ids, torch.zeros_like(ids), (where,))
+
+    def take(self, index: Tensor) -> Origin:
+        index = index.cpu()
+        return Origin(self.ids[index], self.part[index], self.parts)
+
+    def describe(self, n: int) -> dict:
+        return self.parts[int(self.part[n])].describe(int(self.ids[n]))
+
+    @staticmethod
+    def cat(origins: list[Origin | None]) -> Origin | None:
+        if any(o is None for o in origins):
+            return None
+        parts, ids, part = [], [], []
+        for o in origins:
+            ids.append(o.ids)
+            part.append(o.part + len(parts))
+            parts += o.parts
+        return Origin(torch.cat(ids), torch.cat(part), tuple(parts))
+
+
 @dataclass
 class Split:
-    """Images as uint8 ``[N, C, H, W]`` and labels as int64 ``[N]``."""
+    """Images as uint8 ``[N, C, H, W]`` and labels as int64 ``[N]``; ``origin`` says where each came from
+    (None when unknown)."""
 
     images: Tensor
     labels: Tensor
+    origin: Origin | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -38,10 +94,14 @@ class Split:
         return tuple(self.images.shape[1:])
 
     def take(self, index: Tensor) -> Split:
-        return Split(self.images[index], self.labels[index])
+        return Split(self.images[index], self.labels[index], None if self.origin is None else self.origin.take(index))
 
     def to(self, device: torch.device) -> Split:
-        return Split(self.images.to(device), self.labels.to(device))
+        return Split(self.images.to(device), self.labels.to(device), self.origin)
+
+    def image(self, i: int) -> Tensor:
+        """Image ``i`` as the model takes it (uint8 ``[C, H, W]``, on the CPU)."""
+        return self.images[i].cpu()
 
     def fingerprint(self) -> str:
         """16 hex digits of sha256 over the pixels and labels: equal for the same images in the same order."""
@@ -70,6 +130,13 @@ class StreamedSplit(Protocol):
 
     def dataset(self, mean: list[float], std: list[float]) -> torch.utils.data.Dataset:
         """The per-sample dataset: decode, then normalize with ``mean``/``std``."""
+
+    @property
+    def origin(self) -> Origin | None:
+        """Where each image came from (its file)."""
+
+    def image(self, i: int) -> Tensor:
+        """Image ``i`` decoded as the model takes it (uint8 ``[C, H, W]``)."""
 
 
 def check_split(split: Split, num_classes: int, image_shape: tuple[int, int, int], where: str) -> None:

@@ -24,7 +24,7 @@ from ..errors import ConfigError, DataError
 from . import cache as datacache
 from . import csvdata, imagefolder
 from .batches import SplitDataset
-from .types import DEFAULT_FILE_HOLDOUT, DataBundle, Split, check_split, resolve_size, seeded_subset
+from .types import DEFAULT_FILE_HOLDOUT, DataBundle, Origin, Split, Where, check_split, resolve_size, seeded_subset
 
 MAX_LISTED = 3  # bad files named in the one-line error; all of them go to results.json / inspect --json
 
@@ -56,6 +56,19 @@ class FileSplit:
 
     def dataset(self, mean: list[float], std: list[float]) -> FileDataset:
         return FileDataset(self, mean, std)
+
+    @property
+    def origin(self) -> Origin:
+        return _files_origin(self.files)
+
+    def image(self, i: int) -> Tensor:
+        c, size, _ = self.shape
+        return imagefolder.decode(self.files[i], c, size)[0]
+
+
+def _files_origin(files: list[Path]) -> Origin:
+    """Image n is the file ``files[n]``."""
+    return Origin.of(Where("", "path", files=tuple(str(f) for f in files)), torch.arange(len(files)))
 
 
 class FileDataset(SplitDataset):
@@ -160,7 +173,8 @@ def _concat(parts: list):
         return parts[0]
     if all(isinstance(p, FileSplit) for p in parts):
         return FileSplit([f for p in parts for f in p.files], torch.cat([p.labels for p in parts]), parts[0].shape)
-    return Split(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+    return Split(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]),
+                 Origin.cat([p.origin for p in parts]))
 
 
 def _check(split, num_classes: int, where: str) -> None:
@@ -297,6 +311,9 @@ def _payload_problem(payload: dict, shape: tuple, counts: dict[str, int] | None)
         if images is not None and (not isinstance(images, torch.Tensor) or images.dtype != torch.uint8
                                    or tuple(images.shape) != (n, *shape)):
             return f"split {split}: images of another shape"
+        if counts is None and not (isinstance(part, dict) and isinstance(part.get("rows"), torch.Tensor)
+                                   and len(part["rows"]) == n):
+            return f"split {split}: no row numbers (written by an older convtrain)"  # a CSV's: eval --report names rows
     return None
 
 
@@ -319,10 +336,11 @@ def _folder_loaded(listing: imagefolder.Listing, payload: dict, shape: tuple, st
         ok = payload["splits"][split]["ok"]
         labels = torch.tensor(listing.labels[split], dtype=torch.int64)[ok] if len(files) else \
             torch.empty(0, dtype=torch.int64)
+        kept = [f for f, good in zip(files, ok.tolist()) if good]
         if streamed:
-            splits[split] = FileSplit([f for f, good in zip(files, ok.tolist()) if good], labels, shape)
+            splits[split] = FileSplit(kept, labels, shape)
         else:
-            splits[split] = Split(payload["splits"][split]["images"], labels)
+            splits[split] = Split(payload["splits"][split]["images"], labels, _files_origin(kept))
     stats = _mean_std(*payload["stats"]) if streamed else None
     info = {"source": "folder", "root": str(listing.root), "image_sizes": payload["sizes"],
             "ignored": listing.ignored, "decode_seconds": payload["seconds"],
@@ -352,7 +370,8 @@ def load_csv(data_cfg) -> FileData:
     else:
         notes.append(f"data: {root} from the cache (parsing took {payload['seconds']:.1f}s)")
         notes.append(f"{datacache.CACHE_FILE_NOTE}{datacache.path_for(cache_key)}")
-    splits = {s: Split(v["images"], v["labels"]) for s, v in payload["splits"].items()}
+    splits = {s: Split(v["images"], v["labels"], Origin.of(Where(str(files[s]), "row"), v["rows"]))
+              for s, v in payload["splits"].items()}
     info = {"source": "csv", "root": str(root), "image_sizes": payload["sizes"], "ignored": [],
             "decode_seconds": payload["seconds"]}
     return FileData(root, list(payload["classes"]), splits, list(payload["errors"]), None, info, notes)
@@ -372,6 +391,7 @@ def _parse_csv(files: dict[str, Path], c: int, size: int) -> dict:
         if len(part.labels):
             payload["sizes"][f"{side}x{side} L"] = payload["sizes"].get(f"{side}x{side} L", 0) + len(part.labels)
         payload["splits"][split] = {"images": csvdata.convert(part.images, c, size),
-                                    "labels": torch.tensor([index[lab] for lab in part.labels], dtype=torch.int64)}
+                                    "labels": torch.tensor([index[lab] for lab in part.labels], dtype=torch.int64),
+                                    "rows": torch.tensor(part.rows, dtype=torch.int64)}
         payload["errors"] += part.bad
     return payload

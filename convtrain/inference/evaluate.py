@@ -1,4 +1,9 @@
-"""Evaluate a checkpoint on its dataset's test or validation split, with nothing but the checkpoint."""
+"""Evaluate a checkpoint on its dataset's test or validation split, with nothing but the checkpoint.
+
+A calibrated checkpoint's logits are divided by its temperature (the loss is that of the probabilities
+every other reader gives; the accuracy is the same either way). With ``report=True`` every image's
+logits are kept, with the split, for :meth:`~convtrain.inference.results.Evaluation.report`.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from .results import Evaluation
 
 def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | None = None, device: str = "auto",
                         batch_size: int | None = None, dataset: str | None = None, data_path: str | None = None,
-                        overrides: list[str] | tuple = ()) -> Evaluation:
+                        overrides: list[str] | tuple = (), report: bool = False) -> Evaluation:
     """Rebuild the model a checkpoint describes and evaluate it.
 
     The dataset, normalization, classes and (for ``split="val"``) the exact held-out validation
@@ -38,7 +43,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
     name = dataset or ckpt.dataset
     source = find(name)
     if data_path is not None or (dataset is None and source is not None and not source.registered):
-        return _evaluate_files(ckpt, path, split, data_path, device, batch_size, overrides)
+        return _evaluate_files(ckpt, path, split, data_path, device, batch_size, overrides, report)
     if source is None or not source.registered:
         raise ConfigError(f"unknown dataset '{name}'{did_you_mean(name, registered_names())}")
     from ..config.schema import held_out_seed
@@ -57,15 +62,40 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", data_root: str | 
     if shape != ckpt.image_shape:
         raise CheckpointError(f"{path} expects images of shape {list(ckpt.image_shape)}, "
                               f"dataset '{name}' has {list(shape)}")
-    model = ckpt.rebuild()
     dev = distributed.resolve_device(device)
     channels_last = dev.type in ("cpu", "cuda")  # faster convolutions; the numbers are the same
-    model.to(dev, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     batches = TensorBatches(split_data.to(dev), batch_size or cfg["train"]["eval_batch_size"],
-                                 ckpt.normalizer(dev), shuffle=False, channels_last=channels_last)
-    result = engine.evaluate(model, batches, ckpt.num_classes, dev, chunk=engine.eval_chunk(dev, None))
+                            ckpt.normalizer(dev), shuffle=False, channels_last=channels_last)
+    result, outputs = _score(ckpt, batches, split_data, dev, channels_last, report)
     return Evaluation.from_numbers(result, checkpoint=path, model=ckpt.model_name, dataset=name, split=split,
-                                   epoch=ckpt.epoch, classes=list(ckpt.classes))
+                                   epoch=ckpt.epoch, classes=list(ckpt.classes), temperature=ckpt.temperature,
+                                   outputs=outputs)
+
+
+class _Tempered(torch.nn.Module):
+    """The checkpoint's model with its logits divided by its temperature (calibrate)."""
+
+    def __init__(self, model: torch.nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.model, self.temperature = model, temperature
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) / self.temperature
+
+
+def _score(ckpt: checkpoint.Loaded, batches, split_data, dev: torch.device, channels_last: bool, report: bool):
+    """engine.evaluate's numbers of the checkpoint's (tempered) model, and with ``report`` every image's logits."""
+    model = ckpt.rebuild()
+    if ckpt.temperature != 1.0:
+        model = _Tempered(model, ckpt.temperature)
+    model.to(dev, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    pieces = [] if report else None
+    result = engine.evaluate(model, batches, ckpt.num_classes, dev, chunk=engine.eval_chunk(dev, None), outputs=pieces)
+    if not report:
+        return result, None
+    from .report import Outputs
+
+    return result, Outputs.gather(pieces, split_data)
 
 
 def _open(path, split: str, data_path: str | None):
@@ -94,7 +124,7 @@ def _config(ckpt: checkpoint.Loaded, path, overrides):
 
 
 def _evaluate_files(ckpt: checkpoint.Loaded, path, split: str, root: str | None, device: str,
-                    batch_size: int | None, overrides=()) -> Evaluation:
+                    batch_size: int | None, overrides=(), report: bool = False) -> Evaluation:
     """The user's own files: the ones the checkpoint was trained on (its saved config: same seed, same
     held-out splits), or ``root`` (``--data``), which must have exactly the checkpoint's classes and
     is scored on its own test split, else all its images (never a hold-out with the saved val_size)."""
@@ -118,16 +148,15 @@ def _evaluate_files(ckpt: checkpoint.Loaded, path, split: str, root: str | None,
         raise CheckpointError(f"{path} expects images of shape {list(ckpt.image_shape)}; {cfg.data.root} is decoded "
                               f"as {list(bundle.train.image_shape)} (data.channels / data.image_size)")
     bundle.mean, bundle.std = list(ckpt.mean), list(ckpt.std)  # the checkpoint's normalization, not the data's
-    model = ckpt.rebuild()
     dev = distributed.resolve_device(device)
     channels_last = dev.type in ("cpu", "cuda")
-    model.to(dev, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     split_data = bundle.val if split == "val" and root is None else bundle.test
     loader = "tensor" if bundle.tensor_resident else "dataloader"
     batches = make_batches(split_data.to(dev) if bundle.tensor_resident else split_data, bundle, loader,
-                                batch_size or cfg.train.eval_batch_size, dev, shuffle=False, workers=cfg.data.workers,
-                                channels_last=channels_last)
-    result = engine.evaluate(model, batches, ckpt.num_classes, dev, chunk=engine.eval_chunk(dev, None))
+                           batch_size or cfg.train.eval_batch_size, dev, shuffle=False, workers=cfg.data.workers,
+                           channels_last=channels_last)
+    result, outputs = _score(ckpt, batches, split_data, dev, channels_last, report)
     return Evaluation.from_numbers(result, checkpoint=path, model=ckpt.model_name,
                                    dataset=f"{cfg.data.name} {cfg.data.root}", split=split, epoch=ckpt.epoch,
-                                   classes=list(ckpt.classes), notes=bundle.notes, skipped=bundle.skipped)
+                                   classes=list(ckpt.classes), notes=bundle.notes, skipped=bundle.skipped,
+                                   temperature=ckpt.temperature, outputs=outputs)

@@ -10,7 +10,10 @@ size, channels, layout and value range, the model and the convtrain version. ONN
 the model's ``metadata_props`` (onnxruntime: ``session.get_modelmeta().custom_metadata_map``);
 torch.export and TorchScript as an extra file ``convtrain.json`` in the archive
 (``torch.export.load(path, extra_files={"convtrain.json": ""})``). With ``preprocessing=True`` the
-normalization is part of the exported graph: it takes pixels scaled to 0..1.
+normalization is part of the exported graph: it takes pixels scaled to 0..1; so is a calibrated
+checkpoint's temperature (its outputs are then logits / T, whose softmax is the calibrated
+probabilities); without it the file gives the raw logits and its metadata's ``temperature`` says what to
+divide them by.
 """
 
 from __future__ import annotations
@@ -43,25 +46,31 @@ def metadata(ckpt: checkpoint.Loaded, preprocessing: bool) -> dict[str, str]:
     mean, std = [round(v, 6) for v in ckpt.mean], [round(v, 6) for v in ckpt.std]
     how = ("float32 pixels / 255 (0..1); the graph normalizes them with mean/std" if preprocessing else
            "float32 (pixels / 255 - mean) / std per channel")
+    t = ckpt.temperature
+    outputs = ("logits / temperature (softmax gives the calibrated probabilities)" if preprocessing and t != 1.0 else
+               "logits; probabilities are softmax(logits / temperature)")
     return {"classes": json.dumps(list(ckpt.classes)), "mean": json.dumps(mean), "std": json.dumps(std),
             "input_size": json.dumps(list(ckpt.input_size)), "channels": str(ckpt.in_channels),
             "layout": "NCHW", "color": "grayscale" if ckpt.in_channels == 1 else "RGB",
             "includes_preprocessing": json.dumps(preprocessing), "input": how,
             "ink": "light on dark (MNIST-style)" if mnist_style(ckpt.dataset) else "as in the training images",
-            "model": ckpt.model_name, "dataset": ckpt.dataset, "convtrain_version": __version__}
+            "model": ckpt.model_name, "dataset": ckpt.dataset, "convtrain_version": __version__,
+            "temperature": repr(float(t)), "output": outputs}
 
 
 class WithPreprocessing(torch.nn.Module):
-    """``model`` behind its normalization: takes pixels / 255 (0..1), as image libraries give them."""
+    """``model`` behind its normalization: takes pixels / 255 (0..1), as image libraries give them; its
+    logits divided by ``temperature`` (a calibrated checkpoint's; 1.0 leaves them as they are)."""
 
-    def __init__(self, model: torch.nn.Module, mean, std) -> None:
+    def __init__(self, model: torch.nn.Module, mean, std, temperature: float = 1.0) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.temperature = model, float(temperature)
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x - self.mean) / self.std)
+        logits = self.model((x - self.mean) / self.std)
+        return logits if self.temperature == 1.0 else logits / self.temperature
 
 
 def _test_batch(ckpt: checkpoint.Loaded, data_root: str | None, n: int = 16) -> tuple[torch.Tensor, str]:
@@ -179,7 +188,8 @@ def export_checkpoint(ckpt_path: str | Path, fmt: str = "torch-export", output: 
     with torch.inference_mode():
         expected = model(ckpt.normalizer("cpu")(images))
     if include_preprocessing:
-        model, batch = WithPreprocessing(model, ckpt.mean, ckpt.std).eval(), images.float() / 255
+        model, batch = WithPreprocessing(model, ckpt.mean, ckpt.std, ckpt.temperature).eval(), images.float() / 255
+        expected = expected / ckpt.temperature  # the folded temperature: what the file must reproduce
     else:
         batch = ckpt.normalizer("cpu")(images)
     meta = metadata(ckpt, include_preprocessing)

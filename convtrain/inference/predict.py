@@ -198,7 +198,9 @@ def _encode(img: Any, i: int) -> bytes:
 
 class Predictor:
     """One checkpoint ready to classify: its model on ``device`` (eval mode), the normalization it was
-    trained with, its classes, its invert rule and ``top_k`` (None: every class).
+    trained with, its classes, its invert rule and ``top_k`` (None: every class). Probabilities are
+    softmax(logits / temperature), the checkpoint's calibration (1.0 when never calibrated): the argmax,
+    so the predicted class, is the same either way.
 
     It uses ``loaded.model`` itself, moved to ``device``; build it with :meth:`open` from a file. Thread-safe
     for classifying (the server shares one between its request threads): nothing changes after it is built.
@@ -239,7 +241,8 @@ class Predictor:
         batch = torch.stack(images) if isinstance(images, list) else images
         k = max(1, min(top_k or self.top_k or len(self.classes), len(self.classes)))
         with torch.inference_mode():
-            probs = torch.softmax(self.model(self.normalize(batch.to(self.device))).float(), dim=1).cpu()
+            logits = self.model(self.normalize(batch.to(self.device))).float()
+            probs = torch.softmax(logits / self.loaded.temperature, dim=1).cpu()
         top = probs.topk(k, dim=1)
         found = []
         for name, row, values, indices, every in zip(names, rows or [None] * len(names), top.values, top.indices,

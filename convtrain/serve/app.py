@@ -27,6 +27,10 @@ from ..inference.predict import Predictor
 
 STATIC = Path(__file__).parent / "static"
 RUN_IMAGES = ("curves.png", "confusion.png")
+REPORT_PAGE = "report/report.html"  # eval --report's self-contained page (images inline)
+# the report page is our own file, but it lies in a folder anyone may write to: it may show pictures
+# (inline data: URLs) and its own styles, and nothing else, whatever markup it holds
+REPORT_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,")
 
@@ -111,6 +115,9 @@ def load_model(name: str, path: Path) -> ServedModel:
         "test_accuracy": _results_accuracy(path, loaded.epoch),
         # light ink on dark, like MNIST: only then does invert=auto turn dark-on-light pictures around
         "mnist_style": predictor.mnist_style,
+        # convtrain calibrate: probabilities are softmax(logits / temperature); 1.0 when never calibrated
+        "calibrated": loaded.temperature != 1.0,
+        "temperature": loaded.temperature,
     }
     return ServedModel(name=name, predictor=predictor, card=card)
 
@@ -238,6 +245,10 @@ def run_summary(run: Path, listed: dict) -> dict:
         "best_val_acc": results.best_val_acc if results is not None else None,
         "test_accuracy": results.test_accuracy if results is not None else None,
         "test_loss": results.test_loss if results is not None else None,
+        "test_macro_f1": results.test_macro_f1 if results is not None else None,
+        "test_balanced_accuracy": results.test_balanced_accuracy if results is not None else None,
+        # `convtrain eval --report` wrote RUN/report/: the page links its report.html
+        "report": f"/runs/{run.name}/{REPORT_PAGE}" if (run / REPORT_PAGE).is_file() else None,
         "last_epoch": {k: v for k, v in rows[-1].as_dict().items() if v is not None} if rows else {},
         "images": [f"/runs/{run.name}/{img}" for img in RUN_IMAGES if (run / img).is_file()],
         "modified": listed["created"],
@@ -265,15 +276,16 @@ def list_runs(runs_dir: Path) -> list[dict]:
 
 
 def run_image(runs_dir: Path, run: str, name: str) -> Path:
-    """The file behind /runs/RUN/NAME: only curves.png or confusion.png directly inside a run under runs_dir."""
+    """The file behind /runs/RUN/NAME: only curves.png, confusion.png or report/report.html inside a run under
+    runs_dir."""
     root = runs_dir.resolve()
     missing = ApiError(404, f"no image {run}/{name} under the runs folder")
-    if name not in RUN_IMAGES or not _NAME.match(run):
+    if name not in (*RUN_IMAGES, REPORT_PAGE) or not _NAME.match(run):
         raise missing
     folder = (root / run).resolve()
     path = (folder / name).resolve()
     # resolve() follows symlinks: a link pointing outside the runs folder is refused like '..'
-    if folder.parent != root or path.parent != folder or not path.is_file():
+    if folder.parent != root or path.parent != (folder / name).parent or not path.is_file():
         raise missing
     return path
 
@@ -553,6 +565,11 @@ def _add_pages(app, runs_dir: Path) -> None:
     @app.get("/runs/{run}/{name}", include_in_schema=False)
     def run_picture(run: str, name: str):
         return FileResponse(run_image(runs_dir, run, name), media_type="image/png")
+
+    @app.get("/runs/{run}/report/report.html", include_in_schema=False)
+    def run_report(run: str):
+        return FileResponse(run_image(runs_dir, run, REPORT_PAGE), media_type="text/html",
+                            headers={"Content-Security-Policy": REPORT_POLICY})
 
     @app.get("/", include_in_schema=False)
     def page():

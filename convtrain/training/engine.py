@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .distributed import all_reduce_sum, broadcast_flag, earliest_bad_step
+from .scores import class_scores
 
 
 class NonFiniteLoss(Exception):
@@ -58,12 +59,12 @@ def autocast(device: torch.device, amp: str):
 
 def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], num_steps: int,
                     optimizer: torch.optim.Optimizer, scheduler, *, epoch: int, device: torch.device,
-                    state: EpochState | None = None, label_smoothing: float = 0.0, grad_clip: float | None = None,
+                    state: EpochState | None = None, loss: Callable | None = None, grad_clip: float | None = None,
                     nonfinite: str = "stop", amp: str = "off", scaler: torch.amp.GradScaler | None = None,
                     on_step: Callable[[int, Tensor], None] | None = None,
                     should_stop: Callable[[], bool] | None = None, accumulate: int = 1,
                     on_update: Callable[[], None] | None = None, check_every: int = 1) -> EpochResult:
-    """Run ``num_steps`` batches over ``batches`` (which already starts at ``state.step``).
+    """Run ``num_steps`` batches over ``batches`` (from ``state.step``) with ``loss`` (None: cross-entropy).
 
     Returns mean loss and accuracy over the samples seen. Raises :class:`NonFiniteLoss` when
     ``nonfinite == "stop"`` and a loss is NaN/inf; with ``"skip"`` that batch is not applied.
@@ -97,20 +98,20 @@ def train_one_epoch(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], 
             dropped = False
         window = min(accumulate, num_steps - (state.step - state.step % accumulate))
         window_end = state.step % accumulate + 1 == window
-        logits, loss, finite = _forward_backward(model, x, y, window, window_end, label_smoothing, amp, scaler,
-                                                 deferred, state.step + 1, device)
+        logits, loss_value, finite = _forward_backward(model, x, y, window, window_end, loss or F.cross_entropy, amp,
+                                                       scaler, deferred, state.step + 1, device)
         if not finite:
             if nonfinite == "stop":
-                raise NonFiniteLoss(epoch, state.step + 1, float(loss.detach()))
+                raise NonFiniteLoss(epoch, state.step + 1, float(loss_value.detach()))
             state.skipped += 1
             dropped = True  # every rank agrees (broadcast_flag), so DDP ranks stay in step
         if window_end and not dropped:
             _apply_gradients(model, optimizer, scaler, grad_clip, scheduler, on_update)
         state.step += 1
         if finite:
-            sums.add(loss, logits, y)
+            sums.add(loss_value, logits, y)
             if on_step is not None:
-                on_step(state.step, loss.detach())
+                on_step(state.step, loss_value.detach())
         if deferred is not None and state.step % every == 0:
             deferred.raise_if_bad()
     if deferred is not None:
@@ -147,14 +148,14 @@ class _Sums:
         return EpochResult(state.loss_sum / seen, state.correct / seen, state, stopped)
 
 
-def _forward_backward(model: nn.Module, x: Tensor, y: Tensor, window: int, window_end: bool, label_smoothing: float,
+def _forward_backward(model: nn.Module, x: Tensor, y: Tensor, window: int, window_end: bool, loss_fn: Callable,
                       amp: str, scaler, deferred, step: int, device: torch.device) -> tuple[Tensor, Tensor, bool]:
     """One batch's forward and, when its loss is finite, backward (the loss divided by its window)."""
     # DDP: gradients are all-reduced on the window's last batch only (the standard use of no_sync)
     with contextlib.nullcontext() if window_end else _no_sync(model):
         with autocast(device, amp):
             logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            loss = loss_fn(logits, y)
         finite = _finite(loss, deferred, step, device)
         if finite:
             _backward(loss / window if window > 1 else loss, scaler)
@@ -240,8 +241,9 @@ def _apply_gradients(model: nn.Module, optimizer: torch.optim.Optimizer, scaler:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, batches, num_classes: int, device: torch.device, amp: str = "off",
-             chunk: int | None = None, progress: Callable[[int], None] | None = None) -> dict:
-    """Loss, accuracy, per-class accuracy and confusion matrix over ``batches``.
+             chunk: int | None = None, progress: Callable[[int], None] | None = None,
+             outputs: list | None = None) -> dict:
+    """Loss, accuracy, per-class accuracy, macro-F1, balanced accuracy and confusion matrix over ``batches``.
 
     Each batch is run through the model in pieces of at most ``chunk`` images (the numbers are
     the same; on a CPU small pieces stay in cache: 10k MNIST images took 0.60 s in pieces of 64
@@ -249,8 +251,10 @@ def evaluate(model: nn.Module, batches, num_classes: int, device: torch.device, 
 
     Sums are reduced across ranks, so under DDP every sample counts once. Returns plain numbers:
     ``loss``, ``accuracy`` (fraction), ``num_samples``, ``per_class_accuracy`` (list),
-    ``confusion_matrix`` (rows = true class, columns = predicted), ``seconds``. ``progress`` is
-    called with the number of batches done after each one (no device sync).
+    ``confusion_matrix`` (rows = true class, columns = predicted), ``macro_f1``, ``balanced_accuracy``
+    (:mod:`convtrain.training.scores`), ``seconds``. ``progress`` is called with the number of batches
+    done after each one (no device sync). ``outputs``: a list that gets each piece's ``(logits, labels)``
+    on the CPU, in batch order (``eval --report`` reads every image's scores; one process only).
     """
     model.eval()
     start = time.perf_counter()
@@ -262,6 +266,8 @@ def evaluate(model: nn.Module, batches, num_classes: int, device: torch.device, 
             with autocast(device, amp):
                 logits = model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            if outputs is not None:
+                outputs.append((logits.float().cpu(), y.cpu()))
             confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
         if progress is not None:
             progress(done)
@@ -271,12 +277,15 @@ def evaluate(model: nn.Module, batches, num_classes: int, device: torch.device, 
     total = int(cm.sum())
     per_class_total = cm.sum(1)
     per_class = (cm.diag().double() / per_class_total.clamp(min=1)).tolist()
+    scores = class_scores(cm.tolist())
     return {
         "loss": float(loss_sum) / max(total, 1),
         "accuracy": int(cm.diag().sum()) / max(total, 1),
         "num_samples": total,
         "per_class_accuracy": per_class,
         "confusion_matrix": cm.tolist(),
+        "macro_f1": scores["macro"]["f1"],
+        "balanced_accuracy": scores["balanced_accuracy"],
         "seconds": time.perf_counter() - start,
     }
 

@@ -45,6 +45,7 @@ from ..errors import CheckpointError, ConfigError, ConvtrainError, Interrupted, 
 from ..models import apply_init, create_model
 from . import distributed, engine, events
 from .events import Hook, Stop
+from .losses import build_loss
 from .optim import build_optimizer, build_scheduler
 from .reporter import Reporter
 from .repro import DETERMINISTIC_NOTE, deterministic, seed_everything
@@ -150,15 +151,18 @@ def setup_data(cfg: RunConfig, dist: distributed.DistInfo) -> Data:
         if cfg.data.augment.enabled else None
     shared = dict(rank=dist.rank, world_size=dist.world_size, workers=cfg.data.workers, channels_last=channels_last)
     train = make_batches(splits[0], bundle, loader, cfg.train.batch_size, device, shuffle=True, seed=cfg.seed,
-                              augment=augment, **shared)
+                         augment=augment, sampler=cfg.data.sampler, **shared)
     val, test = (make_batches(split, bundle, loader, cfg.train.eval_batch_size, device, shuffle=False, **shared)
                  for split in splits[1:])
     accumulate = cfg.train.accumulate
     steps = min(len(train), cfg.train.max_steps_per_epoch * accumulate if cfg.train.max_steps_per_epoch else math.inf)
     if steps < 1:
         raise ConfigError(f"the training set ({len(splits[0])} images) is smaller than one batch per process")
+    # train.loss / class_weights / label_smoothing; a class_weights name the data lacks is refused here
+    loss, notes = build_loss(cfg.train, bundle.classes, bundle.train.labels, device)
+    bundle.notes.extend(notes)
     return Data(bundle, train, val, test, int(steps), engine.eval_chunk(device, cfg.speed.eval_chunk), channels_last,
-                updates_per_epoch=math.ceil(steps / accumulate))
+                updates_per_epoch=math.ceil(steps / accumulate), loss=loss)
 
 
 def build_model(cfg: RunConfig, bundle: DataBundle, dist: distributed.DistInfo, start: Start,
@@ -208,6 +212,7 @@ def restore(start: Start, model: nn.Module, optim: Optim, dist: distributed.Dist
     else:
         state.epoch, state.epoch_state = ts.epoch, engine.EpochState(**ts.epoch_state[dist.rank])
     state.best.val_acc, state.best.epoch, state.best.state = ts.best_val_acc, ts.best_epoch, ts.best_state
+    state.best.value = ts.best_val_acc if ts.best_value is None else ts.best_value
     return state
 
 
@@ -338,7 +343,7 @@ def train_epoch(r: Run, state: RunState) -> engine.EpochResult:
     try:
         return engine.train_one_epoch(
             r.train_model, r.data.train.iter_from(epoch_state.step), steps, r.optim.optimizer, r.optim.scheduler,
-            epoch=state.epoch, device=r.dist.device, state=epoch_state, label_smoothing=cfg.train.label_smoothing,
+            epoch=state.epoch, device=r.dist.device, state=epoch_state, loss=r.data.loss,
             grad_clip=cfg.train.grad_clip, nonfinite=cfg.train.nonfinite, amp=cfg.speed.amp, scaler=r.optim.scaler,
             on_step=on_step, should_stop=should_stop, accumulate=cfg.train.accumulate, on_update=r.hooks.on_update,
             check_every=engine.check_interval(r.dist.device, cfg.train.log_every))
@@ -395,16 +400,17 @@ def validate(r: Run, state: RunState, epoch_state: engine.EpochState) -> Metrics
     return MetricsRow(epoch=state.epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val["loss"],
                       val_acc=val["accuracy"], lr=r.optim.optimizer.param_groups[0]["lr"], seconds=epoch_state.seconds,
                       test_loss=test.get("loss"), test_acc=test.get("accuracy"), val_seconds=val["seconds"],
-                      test_seconds=test.get("seconds"), skipped=epoch_state.skipped)
+                      test_seconds=test.get("seconds"), skipped=epoch_state.skipped, val_macro_f1=val["macro_f1"],
+                      val_balanced_acc=val["balanced_accuracy"])
 
 
 def record(r: Run, state: RunState, row: MetricsRow) -> bool:
-    """Keep the best weights (chosen on validation), print the epoch line, write and hand on the row
-    (the hooks count it, log it...). True if improved."""
+    """Keep the best weights (chosen on validation: train.best_metric), print the epoch line, write and hand
+    on the row (the hooks count it, log it...). True if improved."""
     best = state.best
-    improved = row.val_acc > best.val_acc
+    improved = row.score(r.cfg.train.best_metric) > best.value
     if improved:
-        best.val_acc, best.epoch = row.val_acc, row.epoch
+        best.val_acc, best.value, best.epoch = row.val_acc, row.score(r.cfg.train.best_metric), row.epoch
         best.state = {k: v.detach().cpu().clone() for k, v in _evaluated(r).state_dict().items()}
         best.test = state.last_test  # the test numbers of exactly these weights, if this epoch made them
     state.result.epochs.append(row)
@@ -467,6 +473,8 @@ def _finished(r: Run, state: RunState, added: dict) -> Results:
     return Results(
         "finished", best_epoch=state.best.epoch, best_val_acc=state.best.val_acc, test_accuracy=t["accuracy"],
         test_loss=t["loss"], test_num_samples=t["num_samples"], test_per_class_accuracy=t["per_class_accuracy"],
+        test_macro_f1=t.get("macro_f1"), test_balanced_accuracy=t.get("balanced_accuracy"),
+        best_metric=r.cfg.train.best_metric,
         confusion_matrix=t["confusion_matrix"], classes=bundle.classes, epochs=len(res.epochs),
         train_seconds=res.train_seconds,
         # which images were tested: the same split_seed and data give the same fingerprint (--seeds compares them)
@@ -555,7 +563,8 @@ def _training_state(r: Run, state: RunState, epoch_state: engine.EpochState, com
         scheduler=o.scheduler.state_dict() if o.scheduler is not None else None,
         scaler=o.scaler.state_dict() if o.scaler is not None else None,
         best_val_acc=state.best.val_acc, best_epoch=state.best.epoch, best_state=state.best.state,
-        world_size=r.dist.world_size, hooks=r.hooks.state_dicts())  # ema: None without train.ema
+        world_size=r.dist.world_size, hooks=r.hooks.state_dicts(),  # ema: None without train.ema
+        best_value=state.best.value)
 
 
 def _stopped_at_once(r: Run, name: str) -> str:

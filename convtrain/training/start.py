@@ -27,7 +27,7 @@ from ..errors import CheckpointError, ConfigError, RunDirError
 RESUMABLE_CHANGES = ("train.epochs", "device", "train.log_every", "speed.threads", "speed.compile", "out_dir",
                      "train.max_time", "train.stop_at.val_acc", "train.stop_at.val_loss", "train.deterministic",
                      "checkpoint.keep_top_k", "checkpoint.every_n_epochs", "log.mlflow", "log.mlflow_uri",
-                     "log.wandb", "log.wandb_project", "log.wandb_mode", "log.wandb_log_model")
+                     "log.wandb", "log.wandb_project", "log.wandb_mode", "log.wandb_log_model", "train.calibrate")
 
 
 @dataclass

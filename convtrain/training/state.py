@@ -26,6 +26,7 @@ class Best:
     """The best epoch so far, chosen on validation. Held once: the run's state and its result share it."""
 
     val_acc: float = -1.0  # -1: no epoch validated yet (what last.pt then stores)
+    value: float = -1.0  # its train.best_metric (val_acc, val_macro_f1...): what a later epoch must beat
     epoch: int = 0  # 0: none yet
     state: dict | None = None  # CPU copy of that epoch's evaluated weights: the final test uses them
     test: dict | None = None  # the test pass of those weights, when one was made (not saved in last.pt)
@@ -78,6 +79,7 @@ class Data:
     chunk: int | None  # evaluation piece size (engine.eval_chunk)
     channels_last: bool
     updates_per_epoch: int = 0  # optimizer steps per epoch: batches / train.accumulate, rounded up
+    loss: object = None  # the training loss (training.losses.build_loss): train.loss, class weights, smoothing
 
 
 @dataclass

@@ -29,7 +29,7 @@ from ..extras import missing_extra, require_extra
 from ..process import start_time
 from .space import Space
 
-METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
+METRICS = {"val_acc": "maximize", "val_loss": "minimize", "val_macro_f1": "maximize", "val_balanced_acc": "maximize"}
 HEARTBEAT_S = 10  # seconds between a running trial's heartbeats
 GRACE_S = 60  # a running trial without a heartbeat for this long is failed
 

@@ -115,7 +115,7 @@ class _Objective:
         values = [getattr(row, self.plan.metric) for row in result.epochs]
         if not values:  # cannot happen for a fresh run; a NaN value would fail the trial and loop forever
             raise ConvtrainError(f"trial {n} ({path}) ended without a validation epoch")
-        value = max(values) if self.plan.metric == "val_acc" else min(values)
+        value = max(values) if self.plan.direction == "maximize" else min(values)
         self.line = (f"trial {n} finished: best {self.plan.metric} {value:.4f} in {len(result.epochs)} epoch(s), "
                      f"{result.train_seconds:.1f}s")
         return value

@@ -130,7 +130,8 @@ def test_evaluate_equals_eval_json(api_run):
     assert ours.split == "test" and ours.checkpoint == api_run.checkpoint
     # the typed result is the command's JSON: the same keys in the same order, the same values (but the time)
     assert list(theirs) == ["checkpoint", "model", "dataset", "split", "epoch", "classes", "loss", "accuracy",
-                            "num_samples", "per_class_accuracy", "confusion_matrix", "seconds"]
+                            "num_samples", "per_class_accuracy", "confusion_matrix", "seconds", "macro_f1",
+                            "balanced_accuracy", "temperature"]
     mine = ours.as_json()
     assert list(mine) == list(theirs) and {**mine, "seconds": 0} == {**theirs, "seconds": 0}
 

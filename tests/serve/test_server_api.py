@@ -181,7 +181,7 @@ def test_models_card(client, best, trained_run):
     assert first == {"name": "mnist-small", "checkpoint": "best.pt", "model": "article_cnn", "dataset": "mnist",
                      "classes": [str(i) for i in range(10)], "input_size": [28, 28], "channels": 1,
                      "parameters": params, "epoch": ckpt["epoch"], "test_accuracy": results["test_accuracy"],
-                     "mnist_style": True}
+                     "mnist_style": True, "calibrated": False, "temperature": 1.0}
     assert 0.9 < first["test_accuracy"] <= 1.0
 
 

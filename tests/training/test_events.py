@@ -129,7 +129,7 @@ def test_the_hook_list_runs_in_its_documented_order():
     assert [h.order for h in hooks] == sorted(h.order for h in hooks)
     assert "TensorBoardLogger" not in [type(h).__name__ for h in events.build(cfg, False)]  # rank 0 only
     modules = {m.__name__.rsplit(".", 1)[1] for m in events.discover()}
-    assert modules == {"ema", "swa", "stopping", "kept_checkpoints", "tblog", "mlflowlog", "wandblog"}
+    assert modules == {"ema", "swa", "stopping", "kept_checkpoints", "calibrate", "tblog", "mlflowlog", "wandblog"}
 
 
 def test_discovery_finds_a_new_hook_module_without_a_list_to_edit(tmp_path, monkeypatch):

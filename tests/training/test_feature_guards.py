@@ -253,8 +253,8 @@ def test_a_real_run_trains_each_epoch_in_another_order(data_root, tmp_path, monk
     seen = []
     real = batches_mod.shard_indices
 
-    def recording(n, shuffle, seed, epoch, rank, world_size):
-        out = real(n, shuffle, seed, epoch, rank, world_size)
+    def recording(n, shuffle, seed, epoch, rank, world_size, balance=None):
+        out = real(n, shuffle, seed, epoch, rank, world_size, balance)
         if shuffle:
             seen.append(out.tolist())
         return out

@@ -36,9 +36,18 @@ function runCard(r) {
   s.append(el("h2", r.name));
   if (r.model) s.append(el("p", `${r.model} on ${r.dataset ?? "?"}`, "sub"));
   s.append(table([["status", r.status], ["epochs", epochs(r)], ["best validation accuracy", pct(r.best_val_acc)],
-                  ["test accuracy", pct(r.test_accuracy)], ["test loss", num(r.test_loss)],
+                  ["test accuracy", pct(r.test_accuracy)], ["test balanced accuracy", pct(r.test_balanced_accuracy)],
+                  ["test macro-F1", num(r.test_macro_f1)], ["test loss", num(r.test_loss)],
                   ["training time", secs(r.train_seconds)]]));
   if (r.error) s.append(el("p", r.error, "error"));
+  if (r.report) {  // eval --report wrote RUN/report/report.html
+    const a = el("a", "report: per class, mistakes, calibration", "report");
+    a.href = r.report;
+    a.target = "_blank";
+    const p = el("p");
+    p.append(a);
+    s.append(p);
+  }
   for (const src of r.images) {
     const name = src.split("/").pop();
     const a = el("a");
