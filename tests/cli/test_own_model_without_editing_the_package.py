@@ -20,10 +20,13 @@ import pytest
 
 from ..conftest import REPO
 
+# each test runs convtrain in a new process or builds a model first (2-11 s each): the full suite
+# (make test) runs them; make test-fast stays under 90 s
+pytestmark = pytest.mark.slow
+
 MODELS = '''
 from torch import nn
 from convtrain.models import Classifier, register_model
-
 
 @register_model("tiny_mine", "a tiny model of my own")
 def tiny_mine(num_classes, in_channels, input_size, width: int = 4):

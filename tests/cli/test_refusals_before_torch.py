@@ -79,6 +79,7 @@ def test_resume_of_a_complete_run_says_so_and_how_to_extend_it(work):
     assert out.returncode == 2 and "is complete" in _error(out) and not torch
 
 
+@pytest.mark.slow
 def test_resume_of_a_complete_run_leaves_a_changed_key_or_a_replaced_last_pt_to_the_resumes_checks(work, tmp_path):
     """A key the resume refuses to change is named as before (not "complete"); a last.pt written after
     results.json (replaced, damaged) is read and checked by the resume. Breaks tried: _refuse_complete without

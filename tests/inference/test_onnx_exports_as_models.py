@@ -27,6 +27,10 @@ from convtrain.data.mnist import load_split
 from ..conftest import REPO
 from ..serve.test_server_api import LIMITS, TestClient, create_app, load_models
 
+# each test runs convtrain in a new process or builds a model first (2-11 s each): the full suite
+# (make test) runs them; make test-fast stays under 90 s
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("onnxruntime", reason="ONNX export is optional: pip install 'convtrain[onnx]'")
 pytest.importorskip("onnxscript", reason="ONNX export is optional: pip install 'convtrain[onnx]'")
 

@@ -155,6 +155,7 @@ def _deferred_rank(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_deferred_check_names_the_bad_step_on_every_rank(tmp_path):
     # under DDP a rank whose own losses were finite used to stop with "step 0"
     import json

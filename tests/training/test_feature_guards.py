@@ -65,6 +65,7 @@ def test_ema_copies_batchnorm_buffers_and_averages_only_weights():
                               atol=1e-6), name
 
 
+@pytest.mark.slow
 def test_average_of_batchnorm_checkpoints_averages_statistics_and_keeps_the_counter(tmp_path):
     paths = []
     for seed, steps in ((0, 2), (1, 5)):

@@ -25,6 +25,10 @@ from convtrain.cli.app import app
 
 from ..conftest import run_cli
 
+# each test runs convtrain in a new process or builds a model first (2-11 s each): the full suite
+# (make test) runs them; make test-fast stays under 90 s
+pytestmark = pytest.mark.slow
+
 optuna = pytest.importorskip("optuna")
 
 TINY = ["--config", "smoke", "--device", "cpu", "--set", "model.name=lenet5", "--set", "data.train_subset=600",

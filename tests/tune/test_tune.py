@@ -68,6 +68,7 @@ def test_a_bad_space_is_one_line_exit_2_and_nothing_written(tmp_path, data_root,
     assert not folder.exists()
 
 
+@pytest.mark.slow
 def test_bad_storages_and_a_study_of_another_direction_are_refused_before_anything_is_written(tmp_path, data_root):
     space = _space(tmp_path, "optim.lr: {float: [1.0e-3, 1.0e-2], log: true}")
     folder = tmp_path / "study"
@@ -120,6 +121,7 @@ def test_the_winner_beats_the_base_only_by_more_than_the_seeds_spread():
     assert verdict({**base, "std": None}, {"name": "t", "mean": 0.901, "std": None})["beats_base"]  # one seed: no spread
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test asks a trial by hand, not in optimize
 def test_a_trial_whose_heartbeat_stopped_on_another_machine_is_failed_and_its_run_directory_says_so(
         tmp_path, monkeypatch):

@@ -76,6 +76,7 @@ def test_reopening_fails_a_trial_whose_process_died(tmp_path):
     assert results_json(run)["status"] == "failed" and "died" in results_json(run)["reason"]
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the trial is asked by hand, not in optimize
 def test_reopening_fails_a_trial_whose_heartbeat_stopped(tmp_path, monkeypatch):
     """Another machine's trial (its pid means nothing here) whose heartbeat stopped: reopening the study as
