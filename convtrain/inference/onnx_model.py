@@ -52,11 +52,13 @@ def open_onnx(path: Path) -> dict:
         classes, mean, std = json.loads(meta["classes"]), json.loads(meta["mean"]), json.loads(meta["std"])
         h, w = json.loads(meta["input_size"])
         channels, preprocessing = int(meta["channels"]), json.loads(meta.get("includes_preprocessing", "false"))
+        # a calibrated checkpoint's temperature: folded into the graph with the preprocessing, else applied here
+        temperature = 1.0 if preprocessing else float(meta.get("temperature", "1"))
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: unreadable convtrain metadata ({exc})") from None
     return {"model": OnnxModule(session, mean, std, bool(preprocessing)).eval(), "classes": [str(c) for c in classes],
             "model_name": meta["model"], "dataset": meta["dataset"], "image_shape": (channels, int(h), int(w)),
-            "mean": tuple(mean), "std": tuple(std), "epoch": 0, "config": {}, "path": path}
+            "mean": tuple(mean), "std": tuple(std), "epoch": 0, "config": {}, "path": path, "temperature": temperature}
 
 
 class OnnxExport:
@@ -73,7 +75,7 @@ class OnnxExport:
         self.classes, self.model_name, self.dataset = tuple(fields["classes"]), fields["model_name"], fields["dataset"]
         self.image_shape, self.mean, self.std = fields["image_shape"], fields["mean"], fields["std"]
         self.in_channels, self.input_size = self.image_shape[0], self.image_shape[1:]
-        self.num_classes, self.epoch = len(self.classes), 0
+        self.num_classes, self.epoch, self.temperature = len(self.classes), 0, fields["temperature"]
         self.config = to_dict(load_config(None, []))
         self.config["data"]["name"] = self.dataset
 

@@ -31,7 +31,7 @@ def confirm(study, summary: dict, base: RunConfig, k: int, seeds: list[int], fol
     entries = [("base", copy.deepcopy(base))]
     for number in summary["ranking"][:k]:
         one = {**summary, "best": next(r for r in summary["trials"] if r["number"] == number)}
-        cfg = best_config(study, one)
+        cfg = best_config(study, one, portable=False)  # retrained here, with the data root the trial used
         cfg.name = f"trial-{number:03d}"
         entries.append((cfg.name, cfg))
     results = []

@@ -67,15 +67,17 @@ def summarize(study, plan: StudyPlan) -> dict:
     }
 
 
-def best_config(study, summary: dict):
-    """The best trial's resolved config (checked again by the schema), or None without a complete trial."""
+def best_config(study, summary: dict, *, portable: bool = True):
+    """The best trial's resolved config (checked again by the schema), or None without a complete trial.
+    ``portable``: its data section as the user gave it (best.yaml travels; CONVTRAIN_DATA_ROOT fills in the
+    root where it runs); else as the trial resolved it on this machine (``--confirm`` retrains here)."""
     if summary["best"] is None:
         return None
     trial = next(t for t in study.get_trials(deepcopy=False) if t.number == summary["best"]["number"])
     raw = dict(trial.user_attrs["config"])
     raw["name"] = f"{summary['study']}-best"
     given = study.user_attrs.get("data_given")
-    if isinstance(given, dict):  # the data keys as the user gave them: no root taken from CONVTRAIN_DATA_ROOT
+    if portable and isinstance(given, dict):  # the data keys as the user gave them: no root from CONVTRAIN_DATA_ROOT
         searched = {k.split(".", 1)[1]: v for k, v in trial.params.items() if k.startswith("data.")}
         raw["data"] = {**given, **searched}
     return from_dict(raw, f"study {summary['study']}, trial {trial.number}")

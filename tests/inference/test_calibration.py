@@ -106,14 +106,14 @@ def test_every_reader_gives_the_same_calibrated_probabilities(overconfident, dat
     raw = convtrain.predict(ckpt, image, top_k=10, device="cpu")[0].probabilities
     result = convtrain.calibrate(ckpt, device="cpu")
     api = convtrain.predict(ckpt, image, top_k=10, device="cpu")[0].probabilities
-    cli = {t["name"]: t["prob"] for t in json.loads(run_cli("predict", "--checkpoint", str(ckpt), str(image),
+    cli = {t["label"]: t["prob"] for t in json.loads(run_cli("predict", "--checkpoint", str(ckpt), str(image),
                                                             "--top-k", "10", "--json", "--device", "cpu").stdout)[0]["topk"]}
     client = TestClient(create_app(load_models([str(ckpt)])))
     card = client.get("/v1/models").json()["models"][0]
     assert card["calibrated"] is True and card["temperature"] == result.temperature
-    answer = client.post("/v1/predict", files={"file": ("zero.png", image.read_bytes(), "image/png")},
+    answer = client.post("/v2/predict", files={"file": ("zero.png", image.read_bytes(), "image/png")},
                          data={"top_k": "10"}).json()["predictions"][0]
-    served = {t["name"]: t["prob"] for t in answer["topk"]}
+    served = {t["label"]: t["prob"] for t in answer["topk"]}
     export_checkpoint(ckpt, "onnx", tmp_path / "m.onnx", include_preprocessing=True)
     import onnxruntime
     from PIL import Image
@@ -131,7 +131,13 @@ def test_every_reader_gives_the_same_calibrated_probabilities(overconfident, dat
     assert out.returncode == 0, out.stderr
     name, prob = out.stdout.split()
     assert name == max(api, key=api.get) and float(prob) == pytest.approx(api[name], abs=1e-4)  # 4 decimals
+    # convtrain itself reading either export (predict --checkpoint m.onnx): the folded graph, and the raw one
+    # whose metadata's temperature the reader applies
+    folded, unfolded = (convtrain.predict(tmp_path / f, image, top_k=10)[0].probabilities
+                        for f in ("m.onnx", "raw.onnx"))
     for name in api:
+        assert folded[name] == pytest.approx(api[name], abs=1e-5)
+        assert unfolded[name] == pytest.approx(api[name], abs=1e-5)
         assert cli[name] == pytest.approx(api[name], abs=1e-6)
         assert served[name] == pytest.approx(api[name], abs=1e-6)
         assert onnx[name] == pytest.approx(api[name], abs=1e-5)

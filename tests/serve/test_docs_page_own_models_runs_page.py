@@ -90,7 +90,7 @@ def test_docs_offline_wording_and_runs_page_in_a_browser_with_the_network_blocke
             page.goto(url + "/docs")
             page.wait_for_selector(".opblock-summary-path", timeout=BROWSER_WAIT_MS)
             paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent.trim())")
-            assert {"/v1/predict", "/v1/models", "/v1/runs", "/healthz"} <= {x.replace("\u200b", "") for x in paths}
+            assert {"/v2/predict", "/v1/models", "/v1/runs", "/healthz"} <= {x.replace("\u200b", "") for x in paths}
 
             page.goto(url + "/")
             page.wait_for_selector("#model option", state="attached")

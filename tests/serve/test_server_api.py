@@ -420,7 +420,7 @@ def test_load_500_requests_from_8_clients(best, digit_pngs):
                     raw, _ = payloads[n % len(payloads)]
                     t0 = time.perf_counter()
                     try:
-                        r = http.post("/v1/predict", files={"file": ("d.png", raw, "image/png")})
+                        r = http.post("/v2/predict", files={"file": ("d.png", raw, "image/png")})
                         ok = r.status_code == 200 and r.json()["predictions"][0]["label"] == expected[n % len(payloads)]
                         problem = None if ok else f"{r.status_code} {r.text[:200]}"
                     except httpx.HTTPError as exc:
