@@ -123,6 +123,14 @@ def changed_files(before: dict[Path, str]) -> list[str]:
                    if p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() != h]
 
 
+def write_file(t: Path, name: str, content: str | bytes) -> Path:
+    """``t/name`` holding ``content`` (text as UTF-8), its folders made: a case's input file."""
+    p = t / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return p
+
+
 def valid_checkpoint() -> dict:
     """A complete, valid checkpoint of a freshly initialised article_cnn (seconds, no training)."""
     torch.manual_seed(0)

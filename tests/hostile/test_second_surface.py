@@ -32,6 +32,7 @@ from convtrain.errors import DataError, Interrupted
 
 from ..conftest import REPO, wait_for_line
 from .kit import QUICK_SETS, changed_files, contract_problems, invoke, snapshot
+from .kit import write_file as _w
 from ..data.test_own_data import data_cfg, sample, write_folder
 
 NAMES2 = ["zero", "one"]
@@ -61,13 +62,6 @@ CASES: list[Case] = []
 
 def case(*args, **kw):
     CASES.append(Case(*args, **kw))
-
-
-def _w(t: Path, name: str, content: str | bytes) -> Path:
-    p = t / name
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(content if isinstance(content, bytes) else content.encode())
-    return p
 
 
 def _copy_run(t: Path, k: Kit, name: str = "a") -> Path:

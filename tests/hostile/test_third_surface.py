@@ -28,6 +28,7 @@ import pytest
 import torch
 
 from .kit import QUICK_SETS, changed_files, contract_problems, digit_png, invoke, snapshot, valid_checkpoint
+from .kit import write_file as _w
 
 
 @dataclass
@@ -58,13 +59,6 @@ CASES: list[Case] = []
 
 def case(*args, **kw):
     CASES.append(Case(*args, **kw))
-
-
-def _w(t: Path, name: str, content: str | bytes) -> Path:
-    p = t / name
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(content if isinstance(content, bytes) else content.encode())
-    return p
 
 
 def _best(k: Kit) -> str:
